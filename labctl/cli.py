@@ -1,0 +1,205 @@
+"""labctl's command line: argument parsing only. Each command calls into the library modules.
+
+Heavy modules (rich, pyroute2, bcc, matplotlib) are imported inside the commands that use them, so
+`labctl --help` answers at once.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands: each takes the parsed arguments and returns an exit status.
+
+
+def cmd_doctor(args) -> int:
+    from labctl import doctor
+    return doctor.main(json_output=args.json)
+
+
+def cmd_steps(args) -> int:
+    from labctl import steps, ui
+    rows = []
+    for step in steps.CURRICULUM:
+        rows.append((step.number, step.topic, "yes" if step.available else "not yet",
+                     str(step.lab_dir.relative_to(steps.lab_root().parent)) if step.lab_dir.exists() else ""))
+    ui.table(("step", "topic", "available", "exercise"), rows, title="The curriculum")
+    return 0
+
+
+def cmd_step(args) -> int:
+    from labctl import steps, ui
+    step = steps.get(args.number)
+    _require_root(f"`labctl step {step.number}`")
+    module = step.load()
+    ui.heading(f"Step {step.number}: {module.TITLE}")
+    if not args.no_explain:
+        ui.markdown(module.EXPLANATION)
+    module.demo()
+    return 0
+
+
+def cmd_check(args) -> int:
+    from labctl import steps, ui
+    from labctl.errors import CheckFailed
+    step = steps.get(args.number)
+    _require_root(f"`labctl check {step.number}`")
+    module = step.load()
+    if args.reference:
+        command, what = step.reference_command(), "the reference solution"
+    else:
+        path = args.file or step.exercise
+        if not os.path.exists(path):
+            from labctl.errors import LabError
+            raise LabError(f"no exercise at {path}", f"give its path with --file, or restore lab/ from git")
+        command, what = step.exercise_command(path), str(path)
+    ui.heading(f"Checking step {step.number} ({module.TITLE}): {what}")
+    try:
+        verified = module.check(command)
+    except CheckFailed as exc:
+        ui.bad(exc.cause)
+        if exc.fix:
+            ui.say(f"  [bold]hint:[/bold] {exc.fix}")
+        ui.say("[red]FAIL[/red]")
+        return 1
+    for line in verified:
+        ui.ok(line)
+    ui.say("[green]PASS[/green]")
+    return 0
+
+
+def cmd_tour(args) -> int:
+    from labctl import steps, ui
+    _require_root("`labctl tour`")
+    selected = [steps.get(n) for n in args.steps] if args.steps else steps.available()
+    for step in selected:
+        module = step.load()
+        ui.heading(f"Step {step.number}: {module.TITLE}")
+        if not args.no_explain:
+            ui.markdown(module.EXPLANATION)
+        module.demo()
+    ui.heading("Tour complete")
+    ui.say(f"Steps run: {', '.join(str(s.number) for s in selected)}. "
+           "Try the exercises: `labctl check N` judges lab/NN-*/exercise.py.")
+    return 0
+
+
+def cmd_cleanup(args) -> int:
+    from labctl import state, ui
+    _require_root("`labctl cleanup`")
+    left = state.records()
+    if not left:
+        ui.say("Nothing to clean up: the journal is empty.")
+    errors = state.cleanup(report=ui.ok)
+    for line in errors:
+        ui.bad(line)
+    return 1 if errors else 0
+
+
+def cmd_prepare(args) -> int:
+    from labctl import labimage, ui
+    _require_root("`labctl prepare`")
+    path = labimage.ensure_busybox_rootfs()
+    ui.ok(f"busybox root filesystem at {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        from labctl.errors import NotRootError
+        raise NotRootError(what)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="labctl", formatter_class=_Formatter,
+        description="Build a Linux container from the kernel primitives up, one step at a time.",
+        epilog=_examples("labctl doctor                 # is this machine ready for the lab?",
+                         "labctl tour                   # every step, live, in order",
+                         "labctl step 1                 # namespaces, explained and shown",
+                         "labctl check 1                # judge your lab/01-namespaces/exercise.py",
+                         "labctl cleanup                # remove whatever a crashed step left"))
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    parser.add_argument("--version", action="version", version="labctl 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name, func, help_text, examples, **kw):
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Formatter,
+                           epilog=_examples(*examples), **kw)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("doctor", cmd_doctor, "check that this machine has what the lab needs",
+            ["labctl doctor", "labctl doctor --json | jq '.[] | select(.status != \"pass\")'"])
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+    add("steps", cmd_steps, "list the curriculum and which steps are available", ["labctl steps"])
+
+    p = add("step", cmd_step, "explain a step and run its reference implementation live",
+            ["labctl step 1", "labctl step 2 --no-explain"])
+    p.add_argument("number", help="the step number (see `labctl steps`)")
+    p.add_argument("--no-explain", action="store_true", help="skip the explanation, run the demo only")
+
+    p = add("check", cmd_check, "judge your exercise for a step by what the kernel shows",
+            ["labctl check 1", "labctl check 2 --file ~/my-rootfs-solution.py",
+             "labctl check 1 --reference   # what passing looks like"])
+    p.add_argument("number", help="the step number")
+    p.add_argument("--reference", action="store_true", help="judge the reference solution instead")
+    p.add_argument("--file", help="the exercise to judge (default: lab/NN-topic/exercise.py)")
+
+    p = add("tour", cmd_tour, "run every available step in order, on the embedded lab image",
+            ["labctl tour", "labctl tour --steps 1 2 --no-explain"])
+    p.add_argument("--steps", nargs="+", metavar="N", help="only these steps")
+    p.add_argument("--no-explain", action="store_true", help="skip the explanations")
+
+    add("cleanup", cmd_cleanup, "remove every kernel object and mount the lab recorded (after a crash too)",
+        ["labctl cleanup"])
+    add("prepare", cmd_prepare, "build the embedded lab image(s) locally (provisioning runs this)",
+        ["labctl prepare"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from labctl.errors import LabError
+    # SIGTERM ends a command like Ctrl-C does, so `finally` blocks undo what the command made.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return args.func(args) or 0
+    except LabError as exc:
+        if args.debug:
+            raise
+        from labctl.ui import error_line
+        error_line(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        print("labctl: interrupted; what the command created was removed", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,254 @@
+"""The lab's state directory: atomic writes, locks, and the journal of every kernel object the lab creates.
+
+The journal is an intent log. Before the lab creates something the host can see (a process that may
+outlive labctl, a mount, a cgroup, a link, a network namespace, an nftables table) it writes a record
+naming the object and the function that removes it; after removing the object it deletes the record.
+`labctl cleanup` replays whatever records are left, newest first, so even a SIGKILL halfway through a
+step leaves nothing behind that cleanup cannot find. Every undo function tolerates the object being
+gone already.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+DEFAULT_STATE_DIR = "/var/lib/labctl"
+
+
+def state_dir() -> Path:
+    """The state directory: $LABCTL_STATE_DIR, or /var/lib/labctl."""
+    path = Path(os.environ.get("LABCTL_STATE_DIR", DEFAULT_STATE_DIR))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def subdir(*parts: str) -> Path:
+    """A directory inside the state directory, created if missing."""
+    path = state_dir().joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str, mode: int = 0o644) -> None:
+    """Write a file so readers see the old content or the new, never half: temp file, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, mode: int = 0o644) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", mode)
+
+
+@contextlib.contextmanager
+def locked(name: str, shared: bool = False) -> Iterator[None]:
+    """Hold an flock(2) on <state>/locks/<name>.lock for the duration of the block."""
+    lock_path = subdir("locks") / f"{name}.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+# ---------------------------------------------------------------------------------------------
+# The journal
+
+
+@dataclass
+class Record:
+    """One journal entry: a kernel object the lab created, and how to remove it."""
+    path: Path
+    kind: str
+    undo: str
+    data: dict
+
+    def forget(self) -> None:
+        """The object is gone: drop its record."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def describe(self) -> str:
+        detail = ", ".join(f"{k}={v}" for k, v in sorted(self.data.items()))
+        return f"{self.kind} ({detail})"
+
+
+def journal_dir() -> Path:
+    return subdir("journal")
+
+
+def record(kind: str, undo: str | Callable, **data: Any) -> Record:
+    """Write a journal record before creating an object. `undo` is "module:function" (or the function
+    itself, if it is a module-level function); cleanup calls it with the record's data as keywords."""
+    if callable(undo):
+        undo = f"{undo.__module__}:{undo.__qualname__}"
+    name = f"{time.time_ns():020d}-{os.getpid()}-{kind}.json"
+    path = journal_dir() / name
+    atomic_write_json(path, {"kind": kind, "undo": undo, "data": data})
+    return Record(path, kind, undo, data)
+
+
+def records() -> list[Record]:
+    """All records left in the journal, oldest first."""
+    found = []
+    for path in sorted(journal_dir().glob("*.json")):
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # a record being written right now, or a torn one: not a valid record
+        found.append(Record(path, entry["kind"], entry["undo"], entry.get("data", {})))
+    return found
+
+
+def undo_record(rec: Record) -> None:
+    """Remove the object a record names, then the record."""
+    module_name, _, func_name = rec.undo.partition(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    func(**rec.data)
+    rec.forget()
+
+
+def cleanup(report: Callable[[str], None] = lambda line: None) -> list[str]:
+    """Undo every record in the journal, newest first. Returns the errors (empty when all went)."""
+    errors = []
+    for rec in reversed(records()):
+        try:
+            undo_record(rec)
+            report(f"removed {rec.describe()}")
+        except Exception as exc:  # keep going: one stuck object must not keep the rest alive
+            errors.append(f"{rec.describe()}: {exc}")
+    tmp = state_dir() / "tmp"
+    if tmp.is_dir():
+        for leftover in tmp.iterdir():
+            if _no_mounts_below(leftover):
+                shutil.rmtree(leftover, ignore_errors=True)
+                report(f"removed temporary {leftover}")
+    return errors
+
+
+def _no_mounts_below(path: Path) -> bool:
+    prefix = str(path.resolve())
+    with open("/proc/self/mountinfo") as f:
+        return not any(line.split()[4].startswith(prefix) for line in f)
+
+
+# ---------------------------------------------------------------------------------------------
+# Undo functions for the objects every step creates: processes, mounts and directories.
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (start time in clock ticks): with the PID, it names one process,
+    so a recycled PID is never mistaken for ours."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def record_process(pid: int, what: str = "") -> Record:
+    return record("process", kill_process, pid=pid, start_time=process_start_time(pid), what=what)
+
+
+def forget_dead_processes() -> None:
+    """Drop the records of processes that have ended (a process killed from outside cannot drop its
+    own records, nor those of its children)."""
+    for rec in records():
+        if rec.kind == "process" and process_start_time(rec.data["pid"]) != rec.data.get("start_time"):
+            rec.forget()
+
+
+def kill_process(pid: int, start_time: int | None, what: str = "", timeout: float = 5.0) -> None:
+    """SIGKILL the process if it is still the one recorded (same PID and start time), and wait for it."""
+    if start_time is None or process_start_time(pid) != start_time:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)  # reaps it if it is our child; otherwise the loop below waits
+    deadline = time.monotonic() + timeout
+    while process_start_time(pid) == start_time and time.monotonic() < deadline:
+        state = _process_state(pid)
+        if state in ("Z", "X"):
+            return  # dead, waiting for its parent to reap it
+        time.sleep(0.01)
+
+
+def _process_state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def record_mount(target: str, what: str = "") -> Record:
+    return record("mount", unmount, target=str(target), what=what)
+
+
+def is_mountpoint(target: str) -> bool:
+    target = os.path.realpath(target)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == target for line in f)
+
+
+def unmount(target: str, what: str = "") -> None:
+    """umount2(target, MNT_DETACH) for as long as something is mounted there."""
+    from labctl.syscalls import MNT_DETACH, umount2
+    while is_mountpoint(target):
+        umount2(target, MNT_DETACH)
+
+
+def record_path(path: str, what: str = "") -> Record:
+    return record("path", remove_path, path=str(path), what=what)
+
+
+def remove_path(path: str, what: str = "") -> None:
+    """Remove a directory tree (or a file) the lab created, refusing anything that still has mounts."""
+    p = Path(path)
+    if not p.exists() and not p.is_symlink():
+        return
+    if p.is_dir() and not p.is_symlink():
+        if not _no_mounts_below(p):
+            raise RuntimeError(f"{path} still has mounts below it")
+        shutil.rmtree(p)
+    else:
+        p.unlink()
+
+
+def new_tmpdir(prefix: str) -> Path:
+    """A fresh directory under <state>/tmp (cleanup removes leftovers there)."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=subdir("tmp")))

@@ -1,0 +1,94 @@
+"""The curriculum. Each step number is stable (issues, notebooks and checks use it).
+
+A step module `labctl/steps/sNN_topic.py` provides:
+  TITLE: str                   one line
+  EXPLANATION: str             markdown shown by `labctl step N` before the demo
+  demo() -> None               runs the reference implementation live, printing what the kernel shows
+  check(command) -> list[str]  runs `command` (the student's exercise, or the reference), judges it by
+                               live kernel state; returns what it verified, raises CheckFailed if not
+  reference(argv) -> int       the reference solution, with the same command-line contract as
+                               lab/NN-topic/exercise.py; `python -m labctl.steps.sNN_topic ARGS` runs it
+Step modules are imported only when used, so `labctl --help` stays fast.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from labctl.errors import UnknownStepError
+
+
+@dataclass(frozen=True)
+class Step:
+    number: int
+    slug: str
+    topic: str
+
+    @property
+    def module_name(self) -> str:
+        return f"labctl.steps.s{self.number:02d}_{self.slug}"
+
+    @property
+    def available(self) -> bool:
+        return (Path(__file__).parent / f"s{self.number:02d}_{self.slug}.py").exists()
+
+    @property
+    def lab_dir(self) -> Path:
+        return lab_root() / f"{self.number:02d}-{self.slug}"
+
+    @property
+    def exercise(self) -> Path:
+        return self.lab_dir / "exercise.py"
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(self.module_name)
+
+    def reference_command(self) -> list[str]:
+        return [sys.executable, "-m", self.module_name]
+
+    def exercise_command(self, path: Path | None = None) -> list[str]:
+        return [sys.executable, str(path or self.exercise)]
+
+
+CURRICULUM = (
+    Step(1, "namespaces", "namespaces: UTS, PID, IPC, mount"),
+    Step(2, "rootfs", "root filesystem: chroot, pivot_root, /proc, /dev, /sys"),
+    Step(3, "cgroups", "cgroups: memory, CPU, pids on v1 and v2"),
+    Step(4, "overlayfs", "OverlayFS: layers, copy-up, whiteouts"),
+    Step(5, "registry", "registry pull: the OCI distribution protocol"),
+    Step(6, "networking", "networking: netns, veth, bridge, NAT, ports"),
+    Step(7, "container", "a whole container: labctl run"),
+    Step(8, "ebpf", "eBPF tracing with bcc"),
+    Step(9, "security", "security: capabilities, seccomp, user namespaces"),
+    Step(10, "oci", "OCI runtime: bundles, labctl and runc"),
+    Step(11, "daemon", "client-server: a daemon and its REST API"),
+)
+
+
+def lab_root() -> Path:
+    """The course folder (lab/): $LABCTL_LAB_DIR, or lab/ beside the package in a source checkout."""
+    env = os.environ.get("LABCTL_LAB_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent.parent.parent / "lab"
+
+
+def get(number: int | str) -> Step:
+    try:
+        n = int(number)
+    except (TypeError, ValueError):
+        n = -1
+    for step in CURRICULUM:
+        if step.number == n:
+            if not step.available:
+                raise UnknownStepError(f"step {n} ({step.slug}) is not in the lab yet",
+                                       "`labctl steps` lists the steps that are available")
+            return step
+    raise UnknownStepError(f"there is no step {number!r}",
+                           f"steps are numbered 1 to {len(CURRICULUM)}; `labctl steps` lists them")
+
+
+def available() -> list[Step]:
+    return [s for s in CURRICULUM if s.available]

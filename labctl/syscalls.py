@@ -1,0 +1,96 @@
+"""Thin ctypes wrappers for the syscalls Python 3.11 lacks (unshare, setns, mount, pivot_root, ...).
+
+Each wrapper raises OSError with errno set, like the os module does. Python 3.12 added os.unshare and
+os.setns; Debian 12 ships 3.11, so the lab calls libc itself. Reading this file is a good way to see
+how small the container's kernel interface really is.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+# Namespace flags, from <linux/sched.h>.
+CLONE_NEWTIME = 0x00000080
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# Mount flags, from <linux/mount.h>.
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_MOVE = 0x2000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MNT_DETACH = 0x2
+
+# The name of each namespace kind in /proc/<pid>/ns, and its clone flag.
+NAMESPACE_FLAGS = {
+    "uts": CLONE_NEWUTS,
+    "pid": CLONE_NEWPID,
+    "ipc": CLONE_NEWIPC,
+    "mnt": CLONE_NEWNS,
+    "net": CLONE_NEWNET,
+    "user": CLONE_NEWUSER,
+    "cgroup": CLONE_NEWCGROUP,
+    "time": CLONE_NEWTIME,
+}
+
+
+def _check(result: int, what: str) -> int:
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return result
+
+
+def unshare(flags: int) -> None:
+    """unshare(2): move the calling process into new namespaces of the kinds in `flags`."""
+    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    """setns(2): join the namespace the file descriptor (an open /proc/<pid>/ns/<kind>) refers to."""
+    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+
+
+def mount(source: str | None, target: str, fstype: str | None = None, flags: int = 0,
+          data: str | None = None) -> None:
+    """mount(2): attach a filesystem (or bind, move, or change propagation with MS_* flags)."""
+    def b(s):
+        return s.encode() if s is not None else None
+    _check(_libc.mount(b(source), b(target), b(fstype), ctypes.c_ulong(flags), b(data)),
+           f"mount {source or ''} on {target}")
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    """umount2(2): detach the filesystem mounted at `target` (MNT_DETACH: lazily)."""
+    _check(_libc.umount2(target.encode(), ctypes.c_int(flags)), f"umount {target}")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    """pivot_root(2) via syscall(SYS_pivot_root=155): make new_root the root, old root at put_old."""
+    _check(_libc.syscall(ctypes.c_long(155), new_root.encode(), put_old.encode()), "pivot_root")
+
+
+def sethostname(name: str) -> None:
+    """sethostname(2): set the hostname of the calling process's UTS namespace."""
+    raw = name.encode()
+    _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))), "sethostname")
+
+
+def namespace_inode(pid: int | str, kind: str) -> int:
+    """The inode number of /proc/<pid>/ns/<kind>: two processes share a namespace iff these are equal."""
+    return os.stat(f"/proc/{pid}/ns/{kind}").st_ino

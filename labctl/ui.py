@@ -1,0 +1,60 @@
+"""Terminal output for demos and commands: headings, narration, tables of what the kernel shows.
+
+rich is imported on first use, so commands that print nothing fancy (and `--help`) stay fast.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Iterable, Sequence
+
+
+@functools.lru_cache(maxsize=1)
+def console():
+    from rich.console import Console
+    return Console(highlight=False, soft_wrap=True)
+
+
+def heading(text: str) -> None:
+    console().rule(f"[bold]{text}")
+
+
+def markdown(text: str) -> None:
+    from rich.markdown import Markdown
+    console().print(Markdown(text))
+
+
+def say(text: str = "") -> None:
+    """Narration: what is about to happen and why."""
+    console().print(text)
+
+
+def kernel(text: str) -> None:
+    """A fact read back from the kernel (procfs, sysfs, netlink): shown distinctly from narration."""
+    console().print(f"  [cyan]kernel>[/cyan] {text}")
+
+
+def ok(text: str) -> None:
+    console().print(f"  [green]✔[/green] {text}")
+
+
+def bad(text: str) -> None:
+    console().print(f"  [red]✘[/red] {text}")
+
+
+def warn(text: str) -> None:
+    console().print(f"  [yellow]![/yellow] {text}")
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[object]], title: str | None = None) -> None:
+    from rich.table import Table
+    t = Table(title=title, title_justify="left")
+    for col in columns:
+        t.add_column(col)
+    for row in rows:
+        t.add_row(*(str(cell) for cell in row))
+    console().print(t)
+
+
+def error_line(text: str) -> None:
+    print(f"labctl: error: {text}", file=sys.stderr)

@@ -1,0 +1,83 @@
+"""Shared fixtures. Every test runs against the real kernel, as root, and must leave nothing behind."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def pytest_configure(config):
+    if os.geteuid() != 0:
+        pytest.exit("the lab's tests need root (namespaces, mounts, cgroups): run them as root", returncode=2)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def lab_state_dir(tmp_path_factory):
+    """One state directory for the whole run, so the tests never touch a user's /var/lib/labctl."""
+    path = tmp_path_factory.mktemp("labctl-state")
+    os.environ["LABCTL_STATE_DIR"] = str(path)
+    yield path
+
+
+def lab_objects(state_dir: Path) -> dict[str, set[str]]:
+    """Everything on the host that looks like the lab's: what the residue check compares."""
+    found: dict[str, set[str]] = {}
+    with open("/proc/self/mountinfo") as f:
+        found["mounts"] = {line.split()[4] for line in f
+                           if str(state_dir) in line.split()[4] or " - overlay " in line}
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    found["links"] = {l.split(": ")[1].split("@")[0] for l in links.splitlines()
+                      if l.split(": ")[1].startswith("lab")}
+    netns = Path("/run/netns")
+    found["netns"] = {p.name for p in netns.iterdir() if p.name.startswith("lab")} if netns.is_dir() else set()
+    found["cgroups"] = {str(p) for p in Path("/sys/fs/cgroup").glob("**/labctl*") if p.is_dir()} \
+        if Path("/sys/fs/cgroup").is_dir() else set()
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout \
+        if subprocess.run(["which", "nft"], capture_output=True).returncode == 0 else ""
+    found["nftables"] = {t for t in tables.splitlines() if "labctl" in t}
+    found["processes"] = {f"{c.pid} {' '.join(c.cmdline()[:3])}" for c in _children()}
+    found["journal"] = {p.name for p in (state_dir / "journal").glob("*.json")} \
+        if (state_dir / "journal").is_dir() else set()
+    return found
+
+
+def _children():
+    out = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                child.cmdline()
+                out.append(child)
+        except psutil.Error:
+            pass
+    return out
+
+
+#: PIDs of long-lived helpers that session fixtures start on purpose (a registry server, say).
+SESSION_PIDS: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def no_residue(request, lab_state_dir):
+    """Fail any test that leaves a lab mount, link, netns, cgroup, nftables table, process or journal
+    record behind. Objects that existed before the test are not blamed on it."""
+    before = lab_objects(lab_state_dir)
+    yield
+    after = lab_objects(lab_state_dir)
+    left = {kind: sorted(after[kind] - before[kind]) for kind in after}
+    left["processes"] = [p for p in left["processes"] if int(p.split()[0]) not in SESSION_PIDS]
+    left = {k: v for k, v in left.items() if v}
+    if left:
+        # Clean up so one failure does not cascade into every later test, then fail this one.
+        subprocess.run([sys.executable, "-m", "labctl", "cleanup"], capture_output=True)
+        for child in _children():
+            if child.pid not in SESSION_PIDS:
+                child.kill()
+        pytest.fail(f"the test left lab objects behind: {left}")

@@ -1,0 +1,93 @@
+"""Step 1: namespaces, judged by /proc/<pid>/ns, NSpid and the UTS namespace's hostname."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+import pytest
+
+from helpers import run_labctl
+from labctl import namespaces
+from labctl.errors import LabError
+from labctl.syscalls import namespace_inode
+
+
+def test_spawn_creates_new_uts_pid_ipc_mnt_namespaces():
+    with namespaces.spawn(["sleep", "30"], hostname="lab-t1") as proc:
+        for kind in ("uts", "pid", "ipc", "mnt"):
+            assert namespace_inode(proc.pid, kind) != namespace_inode("self", kind), kind
+        for kind in ("net", "user", "cgroup"):
+            assert namespace_inode(proc.pid, kind) == namespace_inode("self", kind), kind
+
+
+def test_container_process_is_pid_1_inside():
+    with namespaces.spawn(["sleep", "30"]) as proc:
+        assert namespaces.pid_inside(proc.pid) == [proc.pid, 1]
+
+
+def test_hostname_is_set_inside_only():
+    host = socket.gethostname()
+    with namespaces.spawn(["sleep", "30"], hostname="lab-inside") as proc:
+        assert namespaces.hostname_of(proc.pid) == "lab-inside"
+        assert socket.gethostname() == host
+
+
+def test_exit_status_and_signal_propagate():
+    proc = namespaces.spawn(["sh", "-c", "exit 5"])
+    assert proc.wait(timeout=10) == 5
+    proc = namespaces.spawn(["sh", "-c", "kill -TERM $$; sleep 5"])
+    # PID 1 ignores signals it has no handler for, even from itself: sh keeps running, so kill from outside
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=10) == -signal.SIGKILL
+
+
+def test_setns_joins_the_pid_namespace():
+    with namespaces.spawn(["sleep", "30"]) as proc:
+        seen = namespaces.run_in_namespaces_of(proc.pid, os.getpid, kinds=("pid",))
+        assert int(seen) > 1  # PID 1 is the sleep; a joiner gets the next free PID inside
+
+
+def test_missing_command_is_one_clear_error():
+    with pytest.raises(LabError, match="no-such-command"):
+        namespaces.spawn(["no-such-command-xyz"])
+
+
+def test_unknown_namespace_kind_is_rejected():
+    with pytest.raises(LabError, match="unknown namespace kind"):
+        namespaces.spawn(["true"], namespaces=("uts", "bogus"))
+
+
+def test_check_fails_on_skeleton_with_a_hint():
+    result = run_labctl("check", "1")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "shares the host's uts namespace" in result.stdout
+    assert "TODO 1" in result.stdout
+
+
+def test_check_passes_on_reference():
+    result = run_labctl("check", "1", "--reference")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASS" in result.stdout
+
+
+def test_check_passes_on_a_completed_exercise(tmp_path):
+    from pathlib import Path
+    skeleton = (Path(__file__).parent.parent / "lab/01-namespaces/exercise.py").read_text()
+    solved = skeleton.replace(
+        "    pid = os.fork()  #",
+        "    check(libc.unshare(CLONE_NEWUTS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWNS), 'unshare')\n"
+        "    pid = os.fork()  #").replace(
+        "        os.execvp(command[0], command)",
+        "        check(libc.sethostname(hostname.encode(), len(hostname.encode())), 'sethostname')\n"
+        "        os.execvp(command[0], command)")
+    assert solved != skeleton
+    (tmp_path / "exercise.py").write_text(solved)
+    result = run_labctl("check", "1", "--file", str(tmp_path / "exercise.py"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_step_1_demo_runs():
+    result = run_labctl("step", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PID 1 inside" in result.stdout

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Provision a Debian 12 machine (or the classroom VM) for the lab. Idempotent: a second run changes nothing.
+#
+#   vagrant/provision.sh                    # packages, kernel headers, tracefs, venv, labctl on PATH, lab image
+#   vagrant/provision.sh --jupyter-service  # ...and Jupyter as a systemd service on port 8888 (the Vagrantfile)
+#
+# The README's two commands and the Vagrantfile both run this script; so does CI (.ci/run).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV="$REPO/.venv"
+JUPYTER_SERVICE=0
+for arg in "$@"; do
+  case "$arg" in
+    --jupyter-service) JUPYTER_SERVICE=1 ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    *) echo "provision.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+say() { printf '\033[1mprovision:\033[0m %s\n' "$*"; }
+warn() { printf '\033[33mprovision: warning:\033[0m %s\n' "$*" >&2; }
+
+if [ "$(id -u)" != 0 ]; then
+  echo "provision.sh: must run as root: namespaces, mounts and packages need it (fix: sudo $0)" >&2
+  exit 1
+fi
+
+# 1. Debian packages. Installed only when one is missing, so a second run does not touch apt.
+PACKAGES=(
+  python3 python3-venv python3-pip python3-dev     # the venv is made from Debian's python3
+  python3-bpfcc bpfcc-tools libbpfcc               # bcc: eBPF programs on tracepoints (step 8)
+  busybox-static                                   # the embedded lab image
+  iproute2 nftables iptables kmod procps psmisc    # networking (step 6), modules, ps
+  docker-registry skopeo umoci                     # the lab registry and the OCI oracles (steps 4, 5)
+  runc crun tini                                   # reference runtimes (steps 7, 10), init for --init
+  hyperfine apache2-utils                          # benchmarks; htpasswd for the registry tests
+  ca-certificates curl git
+)
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+APT_UPDATED=0
+apt_update_once() {
+  if [ "$APT_UPDATED" = 0 ]; then apt-get update -q; APT_UPDATED=1; fi
+}
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  apt_update_once
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  say "Debian packages: all present"
+fi
+
+# 2. Kernel headers for bcc: the exact ones for the running kernel, else the distribution's, linked in.
+KREL=$(uname -r)
+BUILD="/lib/modules/$KREL/build"
+if [ -e "$BUILD/include/linux/kconfig.h" ] || [ -e "$BUILD/Makefile" ]; then
+  say "kernel headers: present for $KREL"
+else
+  apt_update_once
+  if apt-cache show "linux-headers-$KREL" >/dev/null 2>&1; then
+    say "installing linux-headers-$KREL"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "linux-headers-$KREL"
+  else
+    dpkg-query -W -f='${Status}' linux-headers-amd64 2>/dev/null | grep -q "install ok installed" ||
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q linux-headers-amd64
+    hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n 1)
+    common=$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -n 1)
+    if [ -z "$hdr" ]; then
+      warn "no kernel headers could be installed: bcc (step 8) will not compile programs"
+    else
+      mkdir -p "/lib/modules/$KREL"
+      ln -sfn "$hdr" "$BUILD"
+      [ -n "$common" ] && ln -sfn "$common" "/lib/modules/$KREL/source"
+      warn "no linux-headers package exists for kernel $KREL: linked $(basename "$hdr") instead." \
+           "bcc programs on tracepoints work with them; \`labctl doctor\` reports this as a fallback."
+    fi
+  fi
+fi
+
+# 3. tracefs, where bcc finds tracepoints.
+if [ -d /sys/kernel/tracing ] && ! mountpoint -q /sys/kernel/tracing; then
+  mount -t tracefs tracefs /sys/kernel/tracing && say "mounted tracefs at /sys/kernel/tracing"
+fi
+
+# 4. The virtual environment, made from Debian's python3 so it sees bcc (a system package).
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating $VENV"
+  /usr/bin/python3 -m venv --system-site-packages "$VENV"
+fi
+stamp="$VENV/.labctl-installed"
+want="$(sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1) $REPO"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  say "installing the lab's Python package and its dependencies into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e "$REPO"
+  echo "$want" > "$stamp"
+else
+  say "Python environment: up to date"
+fi
+if [ "$(readlink /usr/local/bin/labctl 2>/dev/null)" != "$VENV/bin/labctl" ]; then
+  ln -sfn "$VENV/bin/labctl" /usr/local/bin/labctl
+  say "labctl is on PATH (/usr/local/bin/labctl)"
+fi
+
+# 5. The embedded lab image(s), built locally: no internet needed.
+"$VENV/bin/labctl" prepare
+
+# 6. Jupyter as a service (the classroom VM).
+if [ "$JUPYTER_SERVICE" = 1 ]; then
+  unit=/etc/systemd/system/labctl-jupyter.service
+  content="[Unit]
+Description=Jupyter for the kernel-primitives lab
+After=network.target
+
+[Service]
+ExecStart=$VENV/bin/jupyter notebook --allow-root --no-browser --ip=0.0.0.0 --port=8888 --notebook-dir=$REPO/notebooks --IdentityProvider.token=lab
+Restart=on-failure
+
+[Install]
+WantedBy=multi-user.target
+"
+  if [ "$(cat "$unit" 2>/dev/null)" != "$content" ]; then
+    printf '%s' "$content" > "$unit"
+    systemctl daemon-reload
+  fi
+  systemctl enable --now labctl-jupyter.service >/dev/null 2>&1 || systemctl restart labctl-jupyter.service
+  say "Jupyter runs in the VM on port 8888: open http://127.0.0.1:8888/?token=lab on your computer"
+fi
+say "done. Next: \`labctl doctor\`, then \`labctl tour\`."
