@@ -34,7 +34,7 @@ from labctl.cgroups.stats import Sampler, Stats, cpu_rate
 from labctl.errors import LabError
 
 __all__ = ["Cgroup", "Limits", "Layout", "Sampler", "Stats", "detect", "parse_limits", "parse_bytes",
-           "format_bytes", "add_arguments", "from_arguments", "cpu_rate", "remove_cgroup", "cgroup_of"]
+           "format_bytes", "add_arguments", "from_arguments", "cpu_rate", "remove_cgroup", "cgroup_of", "describe_hierarchy"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -68,7 +68,7 @@ class Cgroup:
                                "(`labctl cgroup info` shows what is available)")
         hierarchies = layout.hierarchies()
         rec = state.record("cgroup", remove_cgroup, name=name,
-                           hierarchies=[_describe(h) for h in hierarchies])
+                           hierarchies=[describe_hierarchy(h) for h in hierarchies])
         created: dict[Path, Path] = {}
         try:
             with hierarchy.locked([h.own_dir for h in hierarchies]):
@@ -88,14 +88,14 @@ class Cgroup:
             cgroup = cls(name, layout, created, rec)
             cgroup.set_limits(limits)
         except BaseException:
-            remove_cgroup(name, [_describe(h) for h in hierarchies if h.mountpoint in created])
+            remove_cgroup(name, [describe_hierarchy(h) for h in hierarchies if h.mountpoint in created])
             rec.forget()
             raise
         return cgroup
 
     def remove(self) -> None:
         """Kill every process left in the cgroup, rmdir it, and remove `labctl/` if it is now empty."""
-        remove_cgroup(self.name, [_describe(h) for h in self.layout.hierarchies() if h.mountpoint in self.dirs])
+        remove_cgroup(self.name, [describe_hierarchy(h) for h in self.layout.hierarchies() if h.mountpoint in self.dirs])
         if self.record:
             self.record.forget()
             self.record = None
@@ -211,9 +211,9 @@ def _v2_controllers(h: Hierarchy, layout: Layout, needed: set[str]) -> set[str]:
     return (mine & offered) | (mine & needed)
 
 
-def _describe(h: Hierarchy) -> dict:
-    relative = h.own_dir.relative_to(h.mountpoint)
-    own = "/" if relative == Path(".") else f"/{relative}"
+def describe_hierarchy(h: Hierarchy) -> dict:
+    """What the journal keeps of a hierarchy so that cleanup finds the lab's node in it again."""
+    own = hierarchy.cgroup_path(h, h.own_dir)
     return {"version": h.version, "mountpoint": str(h.mountpoint), "own_path": own}
 
 
