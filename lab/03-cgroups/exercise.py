@@ -11,7 +11,10 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the labctl package, for the two given helpers
+for _folder in Path(__file__).resolve().parents:  # the labctl package (lab/ sits beside it), for two helpers
+    if (_folder / "labctl" / "__init__.py").exists():
+        sys.path.insert(0, str(_folder))
+        break
 from labctl.cgroups.hierarchy import lab_parents, release_lab_parents  # noqa: E402
 
 # The file that holds each limit, by cgroup version (1 or 2) and controller.
