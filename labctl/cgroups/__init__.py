@@ -73,17 +73,7 @@ class Cgroup:
         try:
             with hierarchy.locked([h.own_dir for h in hierarchies]):
                 for h in hierarchies:
-                    lab = hierarchy.ensure_lab_dir(h, _v2_controllers(h, layout, needed))
-                    directory = lab / name
-                    try:
-                        directory.mkdir()
-                    except FileExistsError:
-                        raise LabError(f"a lab cgroup named {name!r} already exists ({directory})",
-                                       "pick another name, or `labctl cleanup` if a crashed run left it") from None
-                    except PermissionError:
-                        raise LabError(f"cannot create {directory}: the {', '.join(sorted(h.controllers)) or 'cgroup2'} "
-                                       "hierarchy is not delegated to this user",
-                                       "run as root, in a cgroup you may write to") from None
+                    directory = _make_node(h, name, _v2_controllers(h, layout, needed))
                     created[h.mountpoint] = directory
             cgroup = cls(name, layout, created, rec)
             cgroup.set_limits(limits)
@@ -196,6 +186,25 @@ class Cgroup:
 
     def __repr__(self) -> str:
         return f"Cgroup({self.name!r}, {[str(d) for d in self.dirs.values()]})"
+
+
+def _make_node(h: Hierarchy, name: str, v2_controllers: set[str]) -> Path:
+    """mkdir <own>/labctl/<name> (with the lock held)."""
+    for attempt in range(5):
+        directory = hierarchy.ensure_lab_dir(h, v2_controllers) / name
+        try:
+            directory.mkdir()
+            return directory
+        except FileNotFoundError:  # a labctl that does not take our lock removed an empty labctl/: again
+            if attempt == 4:
+                raise
+        except FileExistsError:
+            raise LabError(f"a lab cgroup named {name!r} already exists ({directory})",
+                           "pick another name, or `labctl cleanup` if a crashed run left it") from None
+        except PermissionError:
+            raise LabError(f"cannot create {directory}: the {', '.join(sorted(h.controllers)) or 'cgroup2'} "
+                           "hierarchy is not delegated to this user", "run as root, in a cgroup you may write to") from None
+    raise AssertionError("unreachable")
 
 
 def _v2_controllers(h: Hierarchy, layout: Layout, needed: set[str]) -> set[str]:

@@ -7,6 +7,7 @@ host's files, still in a PID namespace of its own.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -78,25 +79,31 @@ class CpuRun:
     throttled_seconds: float
 
 
-def favour_lab_node(cg: Cgroup) -> None:
+@contextlib.contextmanager
+def favour_lab_node(cg: Cgroup):
     """Give the lab's `labctl/` node the highest CPU weight (v1 cpu.shares 262144, v2 cpu.weight 10000)
-    among its siblings, so a quota is measured against the quota, not against whatever else the
-    machine runs. Only the lab's own node changes; it goes away with the lab's last cgroup."""
+    among its siblings for the duration, so a quota is measured against the quota, not against whatever
+    else the machine runs. Only the lab's own node changes, and its weight is put back afterwards."""
+    from labctl.cgroups.hierarchy import write
     directory = cg.path("cpu")
-    if directory is None:
-        return
-    node = directory.parent
     name, value = ("cpu.shares", 262144) if cg.version("cpu") == 1 else ("cpu.weight", 10000)
-    if (node / name).exists():
-        from labctl.cgroups.hierarchy import write
-        write(node / name, value)
+    file = directory.parent / name if directory is not None else None
+    if file is None or not file.exists():
+        yield
+        return
+    old = file.read_text().strip()
+    write(file, value)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            write(file, old)
 
 
 def cpu_under_quota(quota: float, seconds: float = 1.0, name: str = "lab-cpu", interval: float = 0.1,
                     warmup: float = 0.2) -> CpuRun:
     """Run two busy loops under `--cpus quota` and measure what they got."""
-    with Cgroup.create(name, parse_limits(cpus=quota)) as cg:
-        favour_lab_node(cg)
+    with Cgroup.create(name, parse_limits(cpus=quota)) as cg, favour_lab_node(cg):
         proc = start_in_container(cg, BUSY_LOOPS)
         try:
             time.sleep(warmup)
