@@ -68,12 +68,19 @@ def pids_vs_limit(run: "PidsRun"):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.step(_seconds(run.samples), [s.pids_current for s in run.samples], where="post",
-            label=f"processes (pids.current); refused forks: {run.refused}")
+            label="processes (pids.current)")
     ax.axhline(run.pids_max, color="red", linestyle="--", label=f"limit pids.max = {run.pids_max}")
     ax.set_title("A fork bomb under pids.max")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("processes in the cgroup")
     ax.set_ylim(bottom=0, top=run.pids_max * 1.5)
-    ax.legend(loc="lower right")
+    refused = ax.twinx()
+    refused.plot(_seconds(run.samples), [s.pids_refused or 0 for s in run.samples], color="gray", linewidth=1,
+                 label="forks refused so far (pids.events max)")
+    refused.set_ylabel("forks refused (count)")
+    refused.set_ylim(bottom=0)
+    lines = ax.get_legend_handles_labels()
+    more = refused.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right")
     fig.tight_layout()
     return fig
