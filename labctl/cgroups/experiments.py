@@ -55,7 +55,7 @@ class MemoryRun:
 
 
 def memory_until_oom(limit: str | int = "64m", name: str = "lab-oom", interval: float = 0.01,
-                     timeout: float = 20.0) -> MemoryRun:
+                     timeout: float = 60.0) -> MemoryRun:
     """Allocate steadily under a memory limit until the kernel's OOM killer ends the process."""
     limit_bytes = parse_bytes(limit)
     with Cgroup.create(name, parse_limits(memory=limit_bytes)) as cg:
@@ -147,6 +147,9 @@ def fork_bomb(pids_max: int = 32, seconds: float = 1.0, name: str = "lab-bomb", 
         proc = start_in_container(cg, FORK_BOMB, busybox=False)
         try:
             with Sampler(cg, interval) as sampler:
+                deadline = time.monotonic() + 20  # the bomb's interpreter starts slowly under emulation
+                while not (sampler.samples and sampler.samples[-1].pids_refused) and time.monotonic() < deadline:
+                    time.sleep(interval)
                 time.sleep(seconds / 2)
                 during = _host_fork_ms()
                 time.sleep(seconds / 2)
