@@ -136,16 +136,19 @@ class Cgroup:
             raise
         return proc
 
-    def popen(self, argv: Sequence[str], **popen_options) -> subprocess.Popen:
-        """A plain child process that joins the cgroup before exec (writes 0 to cgroup.procs itself)."""
-        files = [str(d / "cgroup.procs") for d in self.dirs.values()]
-
-        def join() -> None:
-            for path in files:
-                fd = os.open(path, os.O_WRONLY)
+    def join(self) -> None:
+        """Move the calling process in (writes 0 to cgroup.procs): for a child between fork and exec,
+        e.g. as (part of) namespaces.spawn's `setup`, before pivot_root hides /sys/fs/cgroup."""
+        for directory in self.dirs.values():
+            fd = os.open(directory / "cgroup.procs", os.O_WRONLY)
+            try:
                 os.write(fd, b"0")
+            finally:
                 os.close(fd)
-        return subprocess.Popen(list(argv), preexec_fn=join, **popen_options)
+
+    def popen(self, argv: Sequence[str], **popen_options) -> subprocess.Popen:
+        """A plain child process that joins the cgroup before exec (subprocess's preexec_fn)."""
+        return subprocess.Popen(list(argv), preexec_fn=self.join, **popen_options)
 
     def kill_all(self, timeout: float = 5.0) -> None:
         """SIGKILL every process in the cgroup, until none is left (cgroup.kill where v2 has it)."""
