@@ -126,6 +126,22 @@ def test_a_limit_without_its_controller_is_an_error_naming_it():
         Cgroup.create(unique("labctl-t3-nopids"), parse_limits(pids_limit=32), layout=layout)
 
 
+@pytest.mark.skipif(LAYOUT.unified is None, reason="this host has no cgroup2 mount")
+def test_v2_controller_not_delegated_is_an_error_naming_it():
+    """Ask the real cgroup v2 tree for a controller its cgroup.controllers does not offer us."""
+    offered = set((LAYOUT.unified.own_dir / "cgroup.controllers").read_text().split())
+    absent = [c for c in ("pids", "memory", "cpu") if c not in offered]
+    if not absent:
+        pytest.skip(f"cgroup v2 offers memory, cpu and pids to {LAYOUT.unified.own_dir}: nothing to refuse")
+    layout = cgroups.detect()
+    layout.by_controller[absent[0]] = layout.unified
+    limits = {"pids": parse_limits(pids_limit=8), "memory": parse_limits(memory="64m"), "cpu": parse_limits(cpus=1)}
+    name = unique("labctl-t3-undelegated")
+    with pytest.raises(LabError, match=f"controller\\(s\\) {absent[0]} are not delegated"):
+        Cgroup.create(name, limits[absent[0]], layout=layout)
+    assert not any((h.lab_dir / name).exists() for h in layout.hierarchies())
+
+
 def test_busy_name_is_refused_and_left_alone():
     name = unique("labctl-t3-busy")
     with Cgroup.create(name) as first:
