@@ -343,6 +343,13 @@ def test_sigkill_mid_way_then_cleanup_removes_the_cgroup(tmp_path):
     assert not Path(f"/proc/{orphans[0]}").exists() or open(f"/proc/{orphans[0]}/stat").read().split(")")[1].split()[0] == "Z"
 
 
+def test_cgroup_run_command_passes_on_the_oom_kill():
+    result = run_labctl("cgroup", "run", "-m", "32m", "--pids-limit", "16", "--name", unique("labctl-t3-cli"), "--",
+                        sys.executable, "-c", "x = bytearray(256 << 20)")
+    assert result.returncode == 128 + signal.SIGKILL, result.stdout + result.stderr
+    assert "OOM kills 1" in result.stdout
+
+
 # ---------------------------------------------------------------------------------------------
 # The step: demo, check, exercise
 

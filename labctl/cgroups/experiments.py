@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from labctl.cgroups import Cgroup, Sampler, Stats, cpu_rate, parse_limits
+from labctl.cgroups import Cgroup, Sampler, Stats, cpu_rate, detect, parse_limits
 from labctl.cgroups.limits import parse_bytes
 
 #: Allocates 1 MiB strings into an awk array, pausing 20 ms every 2 MiB: ~80 MiB a second.
@@ -140,10 +140,12 @@ def _host_fork_ms(count: int = 10) -> list[float]:
 
 def fork_bomb(pids_max: int = 32, seconds: float = 1.0, name: str = "lab-bomb", interval: float = 0.02) -> PidsRun:
     """A fork bomb under pids.max: the count stays at the limit; the host keeps answering.
-    The bomb also gets 1 CPU (--cpus 1) so that it cannot starve the other users of this machine."""
+    The bomb also gets 1 CPU (--cpus 1), where the cpu controller is there, so that it cannot starve the
+    other users of this machine."""
     import statistics
     before = _host_fork_ms()
-    with Cgroup.create(name, parse_limits(pids_limit=pids_max, cpus=1)) as cg:
+    cpus = 1 if detect().can_limit("cpu") else None
+    with Cgroup.create(name, parse_limits(pids_limit=pids_max, cpus=cpus)) as cg:
         proc = start_in_container(cg, FORK_BOMB, busybox=False)
         try:
             with Sampler(cg, interval) as sampler:

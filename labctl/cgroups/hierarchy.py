@@ -79,6 +79,13 @@ class Layout:
         h = self.by_controller.get(controller)
         return h.version if h else None
 
+    def can_limit(self, controller: str) -> bool:
+        """Is the controller here, and (on v2) offered to the cgroup the lab nests in?"""
+        h = self.by_controller.get(controller)
+        if h is None or h.version == 1:
+            return h is not None
+        return controller in _read(h.own_dir / "cgroup.controllers").split()
+
     @property
     def mode(self) -> str:
         versions = {h.version for h in self.by_controller.values()}
