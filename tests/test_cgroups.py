@@ -240,6 +240,32 @@ def test_v2_tree_tracks_processes_kills_them_and_counts_cpu():
     assert not node.exists()
 
 
+@pytest.mark.skipif(LAYOUT.unified is None, reason="this host has no cgroup2 mount")
+def test_v2_leaf_move_and_return_on_the_real_tree():
+    """The moves the v2 delegation makes, on the real cgroup v2 tree of any host (no controller needed):
+    a cgroup's processes go into `labctl/supervisor` below it, and back when the lab is done."""
+    unified = LAYOUT.unified
+    base = unified.own_dir / unique("labctl-t3-v2base")   # a test cgroup beside labctl/, as a user's cgroup
+    base.mkdir()
+    sleeper = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: hierarchy.write(base / "cgroup.procs", 0))
+    h = hierarchy.Hierarchy(2, unified.mountpoint, frozenset(), hierarchy.cgroup_path(unified, base))
+    leaf = h.lab_dir / hierarchy.SUPERVISOR_LEAF
+    try:
+        assert hierarchy.procs(base) == [sleeper.pid]
+        h.lab_dir.mkdir()
+        hierarchy.move_all(base, leaf)
+        assert hierarchy.procs(base) == [] and hierarchy.procs(leaf) == [sleeper.pid]
+        assert cgroups.cgroup_of(sleeper.pid)[""] == hierarchy.cgroup_path(unified, leaf)
+        assert h.own_dir == base                            # seen from inside the leaf, the base is still `base`
+        hierarchy.prune_lab_dir(h)
+        assert hierarchy.procs(base) == [sleeper.pid] and not h.lab_dir.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        for directory in (leaf, h.lab_dir, base):
+            hierarchy.rmdir(directory)
+
+
 def test_v2_supervisor_moves_into_a_leaf_and_back():
     h = needs("memory", 2)
     for controller in ("cpu", "pids"):
