@@ -191,6 +191,18 @@ def socket_in_netns(target: int | str, family: int = socket.AF_INET, kind: int =
     return in_netns(target, socket.socket, family, kind)
 
 
+def iproute(netns: int | str | None = None):
+    """A netlink (RTNL) socket, pyroute2's IPRoute, in the host's network namespace or in `netns`.
+
+    For another namespace pyroute2 forks a child that joins it, opens the socket there and passes it
+    back. It ends that child with SIGTERM: the child must not run labctl's SIGTERM handler (which
+    raises KeyboardInterrupt, and would unwind a copy of our stack, running our `finally` blocks in
+    the child), hence disable_mp_signal, which restores the default action in the child."""
+    from pyroute2 import IPRoute, config
+    config.disable_mp_signal = True
+    return IPRoute(netns=netns_path(netns), flags=0) if netns is not None else IPRoute()
+
+
 def nft(script: str) -> None:
     """Apply an nftables script atomically (`nft -f -`: all of it or nothing)."""
     result = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
@@ -219,11 +231,10 @@ def nft_table_text(table: str) -> list[str]:
 
 def delete_link(ifname: str, netns: str | None = None, what: str = "") -> None:
     """RTM_DELLINK by name. Deleting one end of a veth pair deletes both."""
-    from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
-    if netns and not os.path.exists(netns):
+    if netns and not os.path.exists(netns_path(netns)):
         return
-    with IPRoute(netns=netns, flags=0) if netns else IPRoute() as ipr:
+    with iproute(netns) as ipr:
         for index in ipr.link_lookup(ifname=ifname):
             with contextlib.suppress(NetlinkError):
                 ipr.link("del", index=index)
@@ -332,8 +343,7 @@ def _table_script(net: Network) -> str:
 def _ensure_bridge(net: Network) -> None:
     """Create the bridge (with the gateway address) and the nftables table, unless they exist.
     Called with the network's lock held."""
-    from pyroute2 import IPRoute
-    with IPRoute() as ipr:
+    with iproute() as ipr:
         found = ipr.link_lookup(ifname=net.bridge)
         if found:
             kind = ipr.link("get", index=found[0])[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
@@ -381,6 +391,14 @@ def _remove_bridge_if_unused(net: Network) -> None:
             _forget_records("bridge", bridge=net.bridge)
 
 
+def ensure_network(net: Network | None = None) -> Network:
+    """Create the network's bridge and nftables table now (attach() does it on demand)."""
+    net = net or default_network()
+    with state.locked(f"network-{net.bridge}"):
+        _ensure_bridge(net)
+    return net
+
+
 def remove_network(net: Network | None = None) -> None:
     """Remove the bridge and its table now, whatever still uses them (`labctl network rm`)."""
     net = net or default_network()
@@ -400,14 +418,13 @@ def plug(netns: int | str, bridge: str, host_ifname: str, address: str, prefixle
          what: str = "") -> state.Record:
     """Connect a network namespace to a bridge: veth pair, host end on the bridge, peer inside as eth0
     with an address and a default route via `gateway`. Returns the journal record of the veth."""
-    from pyroute2 import IPRoute
     if not host_ifname.startswith("lab") or len(host_ifname) > IFNAMSIZ:
         raise LabError(f"bad link name {host_ifname!r}", f"the lab's links are lab*, at most {IFNAMSIZ} characters")
     path = netns_path(netns)
     peer = "labp" + host_ifname[3:]  # lives in the host only until it moves; lab* so cleanup knows it
     peer = peer[:IFNAMSIZ]
     rec = state.record("veth", delete_link, ifname=host_ifname, what=what)
-    with IPRoute() as ipr:
+    with iproute() as ipr:
         bridges = ipr.link_lookup(ifname=bridge)
         if not bridges:
             raise LabError(f"there is no bridge {bridge}", "create the network first")
@@ -421,7 +438,7 @@ def plug(netns: int | str, bridge: str, host_ifname: str, address: str, prefixle
             ipr.link("set", index=peer_index, net_ns_fd=fd)
         finally:
             os.close(fd)
-    with IPRoute(netns=path, flags=0) as ns:
+    with iproute(path) as ns:
         inside = ns.link_lookup(ifname=peer)[0]
         ns.link("set", index=inside, ifname="eth0")
         in_netns(path, _quiet_ipv6, "eth0")
@@ -434,8 +451,7 @@ def plug(netns: int | str, bridge: str, host_ifname: str, address: str, prefixle
 
 
 def loopback_up(netns: int | str) -> None:
-    from pyroute2 import IPRoute
-    with IPRoute(netns=netns_path(netns), flags=0) as ns:
+    with iproute(netns) as ns:
         ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
 
 
@@ -647,7 +663,6 @@ def create_netns(name: str) -> state.Record:
 
 
 def create_upstream(name: str = "lab-upstream", subnet: str = DEFAULT_UPSTREAM_SUBNET) -> Upstream:
-    from pyroute2 import IPRoute
     net = ipaddress.IPv4Network(subnet)
     hosts = list(net.hosts())
     host_address, address = str(hosts[0]), str(hosts[1])
@@ -656,7 +671,7 @@ def create_upstream(name: str = "lab-upstream", subnet: str = DEFAULT_UPSTREAM_S
         up._records.append(create_netns(name))
         # The same plug as a container's, with no bridge: the host end takes an address itself.
         up._records.append(state.record("veth", delete_link, ifname=up.host_link, what=f"upstream {name}"))
-        with IPRoute() as ipr:
+        with iproute() as ipr:
             ipr.link("add", ifname=up.host_link, kind="veth", peer={"ifname": "eth0", "net_ns_fd": up.netns})
             index = ipr.link_lookup(ifname=up.host_link)[0]
             _quiet_ipv6(up.host_link)
@@ -664,7 +679,7 @@ def create_upstream(name: str = "lab-upstream", subnet: str = DEFAULT_UPSTREAM_S
             ipr.link("set", index=index, state="up")
             # Replies to the containers arrive here; they are forwarded (after conntrack undoes the NAT).
             write_sysctl(f"/proc/sys/net/ipv4/conf/{up.host_link}/forwarding", "1")
-        with IPRoute(netns=up.netns, flags=0) as ns:
+        with iproute(up.netns) as ns:
             inside = ns.link_lookup(ifname="eth0")[0]
             in_netns(up.netns, _quiet_ipv6, "eth0")
             ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
@@ -686,6 +701,7 @@ class LinkInfo:
     index: int
     kind: str | None
     state: str
+    up: bool
     master: str | None
     addresses: list[str]
     rx_packets: int = 0
@@ -696,8 +712,7 @@ class LinkInfo:
 
 def links(netns: int | str | None = None, prefix: str = "") -> list[LinkInfo]:
     """Every link (RTM_GETLINK dump) with its kind, master, state, IPv4 addresses and counters."""
-    from pyroute2 import IPRoute
-    with IPRoute(netns=netns_path(netns), flags=0) if netns is not None else IPRoute() as ipr:
+    with iproute(netns) as ipr:
         dump = list(ipr.link("dump"))
         names = {m["index"]: m.get("ifname") for m in dump}
         addrs: dict[int, list[str]] = {}
@@ -710,7 +725,7 @@ def links(netns: int | str | None = None, prefix: str = "") -> list[LinkInfo]:
                 continue
             stats = m.get("stats64") or {}
             out.append(LinkInfo(name, m["index"], m.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND"),
-                                m.get("operstate") or "", names.get(m.get("master")), addrs.get(m["index"], []),
+                                m.get("operstate") or "", bool(m["flags"] & 1), names.get(m.get("master")), addrs.get(m["index"], []),
                                 stats.get("rx_packets", 0), stats.get("rx_bytes", 0),
                                 stats.get("tx_packets", 0), stats.get("tx_bytes", 0)))
         return out
@@ -718,8 +733,7 @@ def links(netns: int | str | None = None, prefix: str = "") -> list[LinkInfo]:
 
 def routes(netns: int | str | None = None) -> list[str]:
     """The main routing table (RTM_GETROUTE dump, table 254) as `ip route` would print it."""
-    from pyroute2 import IPRoute
-    with IPRoute(netns=netns_path(netns), flags=0) if netns is not None else IPRoute() as ipr:
+    with iproute(netns) as ipr:
         names = {m["index"]: m.get("ifname") for m in ipr.link("dump")}
         out = []
         for r in ipr.route("dump", family=socket.AF_INET, table=254):
