@@ -115,7 +115,7 @@ def test_none_mode_has_only_loopback():
         inside = network.links(box.pid)
         assert [(l.name, l.state, l.addresses) for l in inside] == [("lo", "UNKNOWN", ["127.0.0.1/8"])]
         assert network.routes(box.pid) == []
-        assert "nameserver" not in box.attachment.etc_text()["/etc/resolv.conf"]
+        assert "\nnameserver" not in "\n" + box.attachment.etc_text()["/etc/resolv.conf"]
 
 
 def test_host_mode_shares_the_hosts_network_namespace():

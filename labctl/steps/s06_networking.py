@@ -205,7 +205,7 @@ def _judge(verified, net, netns, host_ifname, address, upstream, output) -> None
                               "check the bridge, the address and that every link is up")
     verified.append(f"the host connected to a server at {address}:7 inside the namespace (it saw {seen})")
     try:
-        seen = network.in_netns(netns, nettool.whoami, upstream.address, 7, 3)
+        seen = network.in_netns(netns, lambda: nettool.whoami(upstream.address, 7, timeout=3))
     except OSError as exc:
         raise CheckFailed(f"from the namespace, {upstream.address} (beyond the gateway) is unreachable: {exc}",
                           "the default route must go via the bridge's address (TODO 5)")
