@@ -814,3 +814,56 @@ def start_container(argv: Sequence[str], name: str, mode: str = "bridge", publis
 def nettool_argv(*args: str) -> list[str]:
     import sys
     return [sys.executable, "-m", "labctl.nettool", *args]
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring the path: two containers over the bridge vs two processes over the host's loopback
+
+
+def measure_paths(count: int = 300, total_bytes: int = 32 << 20, network: Network | None = None) -> dict:
+    """Round-trip times and throughput of the lab's TCP tool over the host's loopback and between two
+    containers over the bridge, plus the packet and byte counters of each container's veth.
+
+    Both ways the server is a separate process (`python -m labctl.nettool serve`) and the client runs
+    in this process (for the bridge, in a thread that joined the client container's namespace), so
+    the only difference is the path: lo, or eth0 → veth → bridge → veth → eth0."""
+    import subprocess as sp
+    import time
+    from labctl import nettool
+    results: dict[str, Any] = {"count": count, "total_bytes": total_bytes}
+    server = sp.Popen(nettool_argv("serve", "--host", "127.0.0.1", "--port", "0"), stdout=sp.PIPE, text=True)
+    rec = state.record_process(server.pid, "nettool loopback server")
+    try:
+        port = int(server.stdout.readline().split(":")[-1])
+        results["loopback"] = {"rtt_us": nettool.measure_rtt("127.0.0.1", port, count),
+                               "bytes_per_second": nettool.measure_throughput("127.0.0.1", port, total_bytes)}
+    finally:
+        server.kill()
+        server.wait()
+        rec.forget()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        srv = start_container(nettool_argv("serve", "--port", "7"), "lab-srv", network=network, stdout=devnull)
+    finally:
+        os.close(devnull)
+    try:
+        with start_container(["sleep", "120"], "lab-cli", network=network) as cli:
+            before = {l.name: l for l in links(prefix="lab")}
+            t0 = time.monotonic()
+            results["bridge"] = in_netns(cli.pid, lambda: {
+                "rtt_us": nettool.measure_rtt(srv.address, 7, count),
+                "bytes_per_second": nettool.measure_throughput(srv.address, 7, total_bytes)})
+            results["bridge"]["seconds"] = time.monotonic() - t0
+            after = {l.name: l for l in links(prefix="lab")}
+            counters = {}
+            for who, box in (("server", srv), ("client", cli)):
+                name = box.attachment.host_link
+                b, a = before[name], after[name]
+                counters[f"{name} ({who})"] = {"rx_packets": a.rx_packets - b.rx_packets,
+                                               "tx_packets": a.tx_packets - b.tx_packets,
+                                               "rx_bytes": a.rx_bytes - b.rx_bytes,
+                                               "tx_bytes": a.tx_bytes - b.tx_bytes}
+            results["veth_counters"] = counters
+    finally:
+        srv.stop()
+    return results
