@@ -58,7 +58,7 @@ import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from labctl import state
 from labctl.errors import LabError
@@ -191,16 +191,59 @@ def socket_in_netns(target: int | str, family: int = socket.AF_INET, kind: int =
     return in_netns(target, socket.socket, family, kind)
 
 
-def iproute(netns: int | str | None = None):
+@contextlib.contextmanager
+def iproute(netns: int | str | None = None) -> Iterator[Any]:
     """A netlink (RTNL) socket, pyroute2's IPRoute, in the host's network namespace or in `netns`.
 
     For another namespace pyroute2 forks a child that joins it, opens the socket there and passes it
     back. It ends that child with SIGTERM: the child must not run labctl's SIGTERM handler (which
     raises KeyboardInterrupt, and would unwind a copy of our stack, running our `finally` blocks in
-    the child), hence disable_mp_signal, which restores the default action in the child."""
+    the child), hence disable_mp_signal, which restores the default action in the child.
+    pyroute2's synchronous API runs an asyncio loop of its own, which it cannot do in a thread that
+    already runs one (Jupyter's): there, every call goes to a worker thread."""
+    import asyncio
     from pyroute2 import IPRoute, config
     config.disable_mp_signal = True
-    return IPRoute(netns=netns_path(netns), flags=0) if netns is not None else IPRoute()
+
+    def make():
+        return IPRoute(netns=netns_path(netns), flags=0) if netns is not None else IPRoute()
+
+    try:
+        asyncio.get_running_loop()
+        ipr = _InWorkerThread(make)
+    except RuntimeError:  # no loop running here: the usual case
+        ipr = make()
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+class _InWorkerThread:
+    """An object created, used and closed in one worker thread; its method results are made lists."""
+
+    def __init__(self, factory: Callable[[], Any]):
+        from concurrent.futures import ThreadPoolExecutor
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="pyroute2")
+        self._obj = self._pool.submit(factory).result()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._obj, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            def run():
+                result = attr(*args, **kwargs)
+                return list(result) if hasattr(result, "__next__") else result
+            return self._pool.submit(run).result()
+        return call
+
+    def close(self) -> None:
+        try:
+            self._pool.submit(self._obj.close).result()
+        finally:
+            self._pool.shutdown()
 
 
 def nft(script: str) -> None:
@@ -867,3 +910,24 @@ def measure_paths(count: int = 300, total_bytes: int = 32 << 20, network: Networ
     finally:
         srv.stop()
     return results
+
+
+def known_networks() -> list[Network]:
+    """The default network, and every network with an allocation file in the state directory."""
+    found = {default_network().bridge: default_network()}
+    base = state.subdir("network")
+    for path in sorted(base.glob("*/addresses.json")):
+        bridge = path.parent.name
+        if bridge not in found:
+            subnet = _subnet_of(bridge)
+            if subnet:
+                found[bridge] = Network(bridge, subnet)
+    return list(found.values())
+
+
+def _subnet_of(bridge: str) -> str | None:
+    """The subnet of an existing bridge, from its IPv4 address."""
+    link = link_stats(bridge)
+    if not link or not link.addresses:
+        return None
+    return str(ipaddress.IPv4Interface(link.addresses[0]).network)
