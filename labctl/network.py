@@ -296,10 +296,22 @@ def delete_nft_rules(table: str, comment: str) -> None:
         subprocess.run(["nft", "-f", "-"], input="\n".join(script) + "\n", capture_output=True, text=True)
 
 
-def remove_bridge(bridge: str, table: str) -> None:
-    """The network's shared objects: its nftables table and its bridge."""
+def remove_bridge(bridge: str, table: str, force: bool = False) -> None:
+    """The network's shared objects: its nftables table and its bridge. Unless forced, a bridge that
+    still has ports (veths of containers started by another labctl, with another state directory) is
+    left alone: the kernel's view decides, not our allocation file."""
+    if not force and _bridge_ports(bridge):
+        return
     delete_nft_table(table)
     delete_link(bridge)
+
+
+def _bridge_ports(bridge: str) -> list[str]:
+    with iproute() as ipr:
+        found = ipr.link_lookup(ifname=bridge)
+        if not found:
+            return []
+        return [m.get("ifname") for m in ipr.link("dump") if m.get("master") == found[0]]
 
 
 def remove_netns(name: str) -> None:
@@ -446,7 +458,7 @@ def remove_network(net: Network | None = None) -> None:
     """Remove the bridge and its table now, whatever still uses them (`labctl network rm`)."""
     net = net or default_network()
     with state.locked(f"network-{net.bridge}"):
-        remove_bridge(net.bridge, net.table)
+        remove_bridge(net.bridge, net.table, force=True)
         with contextlib.suppress(FileNotFoundError):
             _allocations_path(net.bridge).unlink()
         _forget_records("nftables", table=net.table)

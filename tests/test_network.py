@@ -73,6 +73,8 @@ def test_veth_peer_is_eth0_inside_with_address_and_default_route():
         assert inside["lo"].addresses == ["127.0.0.1/8"]
         assert f"default via {NET.gateway} dev eth0" in network.routes(box.pid)
         assert network.ip_forwarding(NET.bridge)
+        forward = [o["rule"] for o in network.nft_table_json(NET.table) if "rule" in o and o["rule"]["chain"] == "forward"]
+        assert [r["expr"][-1] for r in forward] == [{"drop": None}]  # nothing leaves for links not the lab's
         hosts = box.attachment.etc_text()["/etc/hosts"]
         assert f"{box.address}\tlab-t6-a" in hosts
         assert box.attachment.etc_text()["/etc/hostname"] == "lab-t6-a\n"
@@ -235,6 +237,7 @@ SOLUTION = {
 
 
 def test_step_6_demo_runs():
-    result = run_labctl("step", "6", "--no-explain", timeout=60)
+    env = {**os.environ, "LABCTL_BRIDGE": "labtest6d", "LABCTL_SUBNET": "10.203.67.0/24"}
+    result = run_labctl("step", "6", "--no-explain", timeout=60, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "NAT" in result.stdout
