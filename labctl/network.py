@@ -32,6 +32,7 @@ The API step 7 (`labctl run`) uses:
     proc.start()         # the container runs with its network in place
     ...
     att.detach()         # veth, DNAT rules, the address (and the bridge, if it was the last one)
+    Attachment.from_dict(att.to_dict()).detach()   # the same, from another process (`labctl rm`)
 
 Modes: "bridge" (the above), "none" (the process's own network namespace with only lo, up), "host"
 (the process shares the host's network namespace: nothing to create, only the /etc files).
@@ -519,7 +520,9 @@ def publish_ports(net: Network, address: str, ports: Sequence[PortMapping], comm
     source (127.0.0.1 for loopback) was chosen; the kernel refuses to route 127.0.0.0/8 sources out of
     a real interface unless route_localnet is set on it (we set it on the bridge only), and the
     masquerade rule for 127.0.0.0/8 in postrouting gives the packet the bridge's address, so the
-    container can answer. Docker does the same with userland-proxy=false; by default it runs
+    container can answer. Packets from other machines arrive on eth0, where the lab leaves
+    forwarding off: published ports answer the host, the containers and the lab's upstream only.
+    Docker does the same with userland-proxy=false; by default it runs
     docker-proxy, a userspace process per port that accepts on the host and copies bytes. The kernel
     way needs no process to supervise, and conntrack shows every connection."""
     lines = []
@@ -598,6 +601,27 @@ class Attachment:
         self._records.clear()
         if self.mode == "bridge" and self.network:
             _remove_bridge_if_unused(self.network)
+
+    def to_dict(self) -> dict:
+        """Everything needed to detach later from another process (`labctl rm`, a daemon): JSON-safe."""
+        return {"pid": self.pid, "name": self.name, "mode": self.mode, "address": self.address,
+                "host_link": self.host_link, "owner": self._owner,
+                "network": {"bridge": self.network.bridge, "subnet": self.network.subnet,
+                            "allow_egress": self.network.allow_egress} if self.network else None,
+                "published": [str(p) for p in self.published],
+                "etc_files": {k: str(v) for k, v in self.etc_files.items()},
+                "records": [str(r.path) for r in self._records]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Attachment":
+        """The inverse of to_dict(): its journal records are found again by their file names."""
+        by_path = {str(r.path): r for r in state.records()}
+        return cls(data["pid"], data["name"], data["mode"],
+                   Network(**data["network"]) if data.get("network") else None,
+                   data.get("address"), data.get("host_link"),
+                   [PortMapping.parse(p) for p in data.get("published", [])],
+                   {k: Path(v) for k, v in data.get("etc_files", {}).items()},
+                   [by_path[p] for p in data.get("records", []) if p in by_path], data.get("owner", ""))
 
     def __enter__(self) -> "Attachment":
         return self

@@ -110,6 +110,39 @@ def test_nat_makes_container_traffic_come_from_the_hosts_address_upstream():
             assert box.address != up.host_address
 
 
+def test_upstream_reaches_a_published_port_through_prerouting_dnat():
+    port = free_port()
+    with network.create_upstream("lab-t6-upstream", UPSTREAM_SUBNET) as up, \
+            server("lab-t6-web", publish=[f"{port}:80"]):
+        # From another namespace the packet passes prerouting: no masquerade, the container sees upstream.
+        seen = network.in_netns(up.netns, nettool.whoami, up.host_address, port)
+        assert seen.split(":")[0] == up.address
+
+
+def test_an_attachment_can_be_detached_from_its_saved_description():
+    from labctl import namespaces
+    proc = namespaces.spawn(["sleep", "60"], namespaces=("net",), start=False)
+    try:
+        att = network.attach(proc.pid, "lab-t6-saved", network=NET, publish=["28767:80"])
+        saved = json.loads(json.dumps(att.to_dict()))
+        assert network.link_stats(att.host_link).master == NET.bridge
+        network.Attachment.from_dict(saved).detach()
+        assert network.link_stats(att.host_link) is None and network.link_stats(NET.bridge) is None
+        assert network.allocations(NET) == {}
+    finally:
+        proc.kill()
+
+
+def test_check_fails_on_a_half_done_exercise(tmp_path):
+    half = (REPO / "lab/06-networking/exercise.py").read_text()
+    for todo in ("    # TODO 1", "    # TODO 2", "    # TODO 3"):
+        half = half.replace(todo, SOLUTION[todo] + "\n" + todo)
+    (tmp_path / "exercise.py").write_text(half)
+    result = run_labctl("check", "6", "--file", str(tmp_path / "exercise.py"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no eth0 in the namespace" in result.stdout and "TODO 4" in result.stdout
+
+
 def test_none_mode_has_only_loopback():
     with sleeper("lab-t6-none", mode="none") as box:
         assert box.attachment.address is None
