@@ -297,14 +297,15 @@ def delete_nft_rules(table: str, comment: str) -> None:
         subprocess.run(["nft", "-f", "-"], input="\n".join(script) + "\n", capture_output=True, text=True)
 
 
-def remove_bridge(bridge: str, table: str, force: bool = False) -> None:
+def remove_bridge(bridge: str, table: str, force: bool = False) -> bool:
     """The network's shared objects: its nftables table and its bridge. Unless forced, a bridge that
     still has ports (veths of containers started by another labctl, with another state directory) is
-    left alone: the kernel's view decides, not our allocation file."""
+    left alone: the kernel's view decides, not our allocation file. Returns whether they went."""
     if not force and _bridge_ports(bridge):
-        return
+        return False
     delete_nft_table(table)
     delete_link(bridge)
+    return True
 
 
 def _bridge_ports(bridge: str) -> list[str]:
@@ -406,6 +407,11 @@ def _ensure_bridge(net: Network) -> None:
             if kind != "bridge":
                 raise LabError(f"a link named {net.bridge} exists and is a {kind}, not a bridge",
                                f"remove it (`ip link del {net.bridge}`) or choose another bridge name")
+            have = [a.get_attr("IFA_ADDRESS") for a in ipr.addr("dump", index=found[0], family=socket.AF_INET)]
+            if net.gateway not in have:
+                raise LabError(f"the bridge {net.bridge} exists with {', '.join(have) or 'no address'}, "
+                               f"not the gateway {net.gateway} of {net.subnet}",
+                               "use that bridge's subnet (LABCTL_SUBNET), or another bridge (LABCTL_BRIDGE)")
         else:
             _check_subnet_is_free(ipr, net)
             state.record("bridge", remove_bridge, bridge=net.bridge, table=net.table)
@@ -441,8 +447,7 @@ def _quiet_ipv6(ifname: str) -> None:
 
 def _remove_bridge_if_unused(net: Network) -> None:
     with state.locked(f"network-{net.bridge}"):
-        if not any(_live(e) for e in _read_allocations(net.bridge).values()):
-            remove_bridge(net.bridge, net.table)
+        if not any(_live(e) for e in _read_allocations(net.bridge).values()) and remove_bridge(net.bridge, net.table):
             _forget_records("nftables", table=net.table)
             _forget_records("bridge", bridge=net.bridge)
 
