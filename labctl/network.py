@@ -660,8 +660,12 @@ def attach(pid: int, name: str, mode: str = "bridge", publish: Iterable[str | Po
         elif mode == "bridge":
             _attach_bridge(att, net, ports)
         _write_etc(att, hostname)
-    except BaseException:
+    except BaseException as exc:
         att.detach()
+        from pyroute2.netlink.exceptions import NetlinkError
+        if isinstance(exc, NetlinkError):
+            raise LabError(f"the kernel refused to set up the network of {name}: {exc}",
+                           "is the process already attached, or a link name taken? `ip link`, `labctl cleanup`") from exc
         raise
     return att
 

@@ -235,6 +235,13 @@ def test_sigkill_mid_setup_then_cleanup_removes_everything():
     assert state.records() == []
 
 
+def test_attaching_twice_is_one_clear_error():
+    with sleeper("lab-t6-twice") as box:
+        with pytest.raises(LabError, match="refused"):
+            network.attach(box.pid, "lab-t6-twice2", network=NET)
+        assert len(network.allocations(NET)) == 1  # the failed attempt gave its address back
+
+
 def test_check_fails_on_the_skeleton():
     result = run_labctl("check", "6")
     assert result.returncode == 1, result.stdout + result.stderr
