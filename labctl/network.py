@@ -485,29 +485,33 @@ def plug(netns: int | str, bridge: str, host_ifname: str, address: str, prefixle
     peer = "labp" + host_ifname[3:]  # lives in the host only until it moves; lab* so cleanup knows it
     peer = peer[:IFNAMSIZ]
     rec = state.record("veth", delete_link, ifname=host_ifname, what=what)
-    with iproute() as ipr:
-        bridges = ipr.link_lookup(ifname=bridge)
-        if not bridges:
-            raise LabError(f"there is no bridge {bridge}", "create the network first")
-        ipr.link("add", ifname=host_ifname, kind="veth", peer=peer)
-        host_index = ipr.link_lookup(ifname=host_ifname)[0]
-        peer_index = ipr.link_lookup(ifname=peer)[0]
-        _quiet_ipv6(host_ifname)
-        ipr.link("set", index=host_index, master=bridges[0], state="up")
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            ipr.link("set", index=peer_index, net_ns_fd=fd)
-        finally:
-            os.close(fd)
-    with iproute(path) as ns:
-        inside = ns.link_lookup(ifname=peer)[0]
-        ns.link("set", index=inside, ifname="eth0")
-        in_netns(path, _quiet_ipv6, "eth0")
-        ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
-        ns.addr("add", index=inside, address=address, prefixlen=prefixlen)
-        ns.link("set", index=inside, state="up")
-        if gateway:
-            ns.route("add", dst="0.0.0.0/0", gateway=gateway)
+    try:
+        with iproute() as ipr:
+            bridges = ipr.link_lookup(ifname=bridge)
+            if not bridges:
+                raise LabError(f"there is no bridge {bridge}", "create the network first")
+            ipr.link("add", ifname=host_ifname, kind="veth", peer=peer)
+            host_index = ipr.link_lookup(ifname=host_ifname)[0]
+            peer_index = ipr.link_lookup(ifname=peer)[0]
+            _quiet_ipv6(host_ifname)
+            ipr.link("set", index=host_index, master=bridges[0], state="up")
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                ipr.link("set", index=peer_index, net_ns_fd=fd)
+            finally:
+                os.close(fd)
+        with iproute(path) as ns:
+            inside = ns.link_lookup(ifname=peer)[0]
+            ns.link("set", index=inside, ifname="eth0")
+            in_netns(path, _quiet_ipv6, "eth0")
+            ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+            ns.addr("add", index=inside, address=address, prefixlen=prefixlen)
+            ns.link("set", index=inside, state="up")
+            if gateway:
+                ns.route("add", dst="0.0.0.0/0", gateway=gateway)
+    except BaseException:
+        state.undo_record(rec)  # half a plug is no plug: the pair goes, both ends
+        raise
     return rec
 
 
@@ -549,7 +553,6 @@ def etc_contents(name: str, address: str | None, mode: str, hostname: str | None
     hostname = hostname or name
     if mode == "host":
         hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else "127.0.0.1\tlocalhost\n"
-        hostname = socket.gethostname()
     else:
         hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
         hosts += f"{address}\t{hostname}\n" if address else f"127.0.1.1\t{hostname}\n"

@@ -160,6 +160,14 @@ def test_host_mode_shares_the_hosts_network_namespace():
         assert not network.link_stats(NET.bridge)  # host mode creates no bridge
 
 
+def test_network_ls_lists_the_bridge_and_its_containers():
+    with sleeper("lab-t6-ls") as box:
+        result = run_labctl("network", "ls", env={**os.environ, "LABCTL_BRIDGE": NET.bridge,
+                                                  "LABCTL_SUBNET": NET.subnet})
+        assert result.returncode == 0, result.stderr
+        assert NET.bridge in result.stdout and f"lab-t6-ls={box.address}" in result.stdout
+
+
 def test_modes_refuse_the_wrong_namespace_and_bad_ports():
     with pytest.raises(LabError, match="unknown network mode"):
         network.attach(os.getpid(), "x", mode="overlay")
