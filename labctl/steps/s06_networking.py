@@ -80,7 +80,8 @@ def demo() -> None:
     upstream = None
     server = None
     try:
-        _show_links(network.links(prefix="lab"), f"Host links named lab* (RTM_GETLINK): {net.bridge} and web's veth")
+        ours = [l for l in network.links(prefix="lab") if net.bridge in (l.name, l.master)]
+        _show_links(ours, f"Host links (RTM_GETLINK): the bridge {net.bridge} and web's veth, its port")
         ui.kernel(f"{net.bridge} forwarding={int(network.ip_forwarding(net.bridge))} "
                   f"(/proc/sys/net/ipv4/conf/{net.bridge}/forwarding; the global ip_forward is untouched)")
         _show_links(network.links(web.pid), f"Inside web's network namespace (/proc/{web.pid}/ns/net)")
