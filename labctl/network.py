@@ -413,7 +413,7 @@ def _ensure_bridge(net: Network) -> None:
                                f"not the gateway {net.gateway} of {net.subnet}",
                                "use that bridge's subnet (LABCTL_SUBNET), or another bridge (LABCTL_BRIDGE)")
         else:
-            _check_subnet_is_free(ipr, net)
+            _check_subnet_is_free(ipr, net.ip_network)
             state.record("bridge", remove_bridge, bridge=net.bridge, table=net.table)
             ipr.link("add", ifname=net.bridge, kind="bridge")
             index = ipr.link_lookup(ifname=net.bridge)[0]
@@ -431,11 +431,12 @@ def _ensure_bridge(net: Network) -> None:
         nft(_table_script(net))
 
 
-def _check_subnet_is_free(ipr, net: Network) -> None:
+def _check_subnet_is_free(ipr, subnet: ipaddress.IPv4Network) -> None:
+    """Refuse a subnet the host already routes somewhere (eth0's, another lab network's)."""
     for route in ipr.route("dump", family=socket.AF_INET, table=254):
         dst = route.get("dst")
-        if dst and ipaddress.IPv4Network(f"{dst}/{route['dst_len']}").overlaps(net.ip_network):
-            raise LabError(f"the subnet {net.subnet} overlaps {dst}/{route['dst_len']}, already routed on this host",
+        if dst and ipaddress.IPv4Network(f"{dst}/{route['dst_len']}").overlaps(subnet):
+            raise LabError(f"the subnet {subnet} overlaps {dst}/{route['dst_len']}, already routed on this host",
                            "choose another one, e.g. LABCTL_SUBNET=10.213.0.0/24")
 
 
@@ -753,8 +754,18 @@ def create_netns(name: str) -> state.Record:
     return rec
 
 
+def upstream_for(net: Network) -> tuple[str, str]:
+    """A name and a /30 for a network's demo upstream: 10.203.X.0/24 gets lab-up-<bridge> on 10.204.X.0/30,
+    so two networks' demos never share one."""
+    base = ipaddress.IPv4Address(int(net.ip_network.network_address) + (1 << 16))
+    return f"lab-up-{net.bridge}"[:40], str(ipaddress.IPv4Network(f"{base}/30", strict=False))
+
+
 def create_upstream(name: str = "lab-upstream", subnet: str = DEFAULT_UPSTREAM_SUBNET) -> Upstream:
+    """Create the upstream namespace `name` on `subnet` (the host takes the first address, it the second)."""
     net = ipaddress.IPv4Network(subnet)
+    with iproute() as ipr:
+        _check_subnet_is_free(ipr, net)
     hosts = list(net.hosts())
     host_address, address = str(hosts[0]), str(hosts[1])
     up = Upstream(name, f"labu{secrets.token_hex(4)}", host_address, address, net.prefixlen)
