@@ -268,6 +268,7 @@ def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, tree: _Tree, r
         with tree.parent(member.name, dirs) as fd:
             _remove_existing(fd, hidden, keep_dir=False)
             os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=fd)
+            os.utime(hidden, ns=(int(member.mtime * 1e9),) * 2, dir_fd=fd, follow_symlinks=False)
         result.whiteouts.append("/".join(dirs + [hidden]))
         return
 
