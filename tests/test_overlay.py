@@ -190,3 +190,27 @@ def test_cli_import_images_rmi(tmp_path):
     assert "localhost/t4-cli:v1" not in ImageStore().refs()
     bad = run_labctl("import", str(tmp_path / "nothing-here"))
     assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def _solve(tmp_path, lowerdir_expr: str) -> Path:
+    skeleton = (Path(__file__).parent.parent / "lab/04-overlayfs/exercise.py").read_text()
+    solved = skeleton.replace('    options = ""',
+                              f'    options = f"lowerdir={lowerdir_expr},upperdir={{upper}},workdir={{work}}"').replace(
+        "    print(f\"mounted overlay",
+        "    check(libc.mount(b'overlay', merged.encode(), b'overlay', 0, options.encode()), 'mount')\n"
+        "    print(f\"mounted overlay")
+    assert solved != skeleton
+    path = tmp_path / "exercise.py"
+    path.write_text(solved)
+    return path
+
+
+def test_check_passes_on_a_completed_exercise(tmp_path):
+    result = run_labctl("check", "4", "--file", str(_solve(tmp_path, "{':'.join(reversed(layers))}")))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_check_catches_layers_in_image_order(tmp_path):
+    result = run_labctl("check", "4", "--file", str(_solve(tmp_path, "{':'.join(layers)}")))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "top first" in result.stdout
