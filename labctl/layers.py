@@ -224,7 +224,10 @@ def unpack_layer(blob: BinaryIO, dest: str | os.PathLike, diff_id: str | None = 
         try:
             for member in tar:
                 result.entries += 1
-                _unpack_member(tar, member, tree, result, dir_times)
+                try:
+                    _unpack_member(tar, member, tree, result, dir_times)
+                except OSError as exc:  # e.g. a hardlink to itself, a name too long: still one clear line
+                    raise LayerRejected(member.name, f"could not be unpacked: {exc.strerror or exc}") from None
         except tarfile.TarError as exc:
             raise LayerRejected("(archive)", f"is a damaged tar archive: {exc}") from None
         # directory mtimes last: creating their entries changed them

@@ -139,6 +139,11 @@ def test_whiteout_pointing_outside_is_rejected(arena, name):
     assert_rejected_leaving_nothing(arena, tar_of([e("a", "dir"), e(name)]), "outside its directory|traversal")
 
 
+def test_a_hardlink_to_itself_is_one_clear_error(arena):
+    assert_rejected_leaving_nothing(arena, tar_of([e("h", data=b"x"), e("h", "hardlink", link="h")]),
+                                    "could not be unpacked")
+
+
 def test_forged_overlay_xattr_is_rejected(arena):
     tar = tar_of([e("d", "dir", xattrs={"trusted.overlay.redirect": "/etc"})])
     assert_rejected_leaving_nothing(arena, tar, "forge OverlayFS metadata")
