@@ -190,6 +190,8 @@ def cmd_pull(args) -> int:
     from labctl import registry, ui
     credentials = (args.username, _password_from_stdin(args.username)) if args.username else None
     result = registry.pull(args.image, platform=args.platform, credentials=credentials)
+    from labctl.imagestore import ImageStore
+    layer_dirs = ImageStore().ensure_layers(result.digest)   # unpacked once, ready for an overlay mount
     if result.platform:
         ui.say(f"platform {result.platform} chosen from the index")
     if result.blobs_fetched == 0:
@@ -197,6 +199,7 @@ def cmd_pull(args) -> int:
     else:
         ui.ok(f"pulled {result.reference} ({result.digest}): {result.blobs_fetched} blobs, "
               f"{result.transferred} bytes, every digest verified")
+    ui.say(f"{len(layer_dirs)} layers unpacked under {layer_dirs[0].parent if layer_dirs else '-'}")
     return 0
 
 

@@ -60,8 +60,9 @@ class RegistryServer:
     start); the journal records it either way."""
 
     def __init__(self, root: str | os.PathLike, port: int | None = None, auth: dict | None = None,
-                 detach: bool = False):
+                 detach: bool = False, extra: dict | None = None):
         self.root = Path(root)
+        self.extra = extra or {}
         self.port = port or free_port()
         self.auth = auth
         self.detach = detach
@@ -88,6 +89,7 @@ class RegistryServer:
                "health": {"storagedriver": {"enabled": False}}}
         if self.auth:
             cfg["auth"] = self.auth
+        cfg.update(self.extra)   # e.g. storage middleware, compatibility (the tests use these)
         return cfg
 
     def start(self, timeout: float = 10.0) -> "RegistryServer":
@@ -207,9 +209,18 @@ def status() -> dict | None:
         info = json.loads(_info_path().read_text())
     except (FileNotFoundError, ValueError):
         return None
-    if state.process_start_time(info["pid"]) != info["start_time"]:
+    if state.process_start_time(info["pid"]) != info["start_time"] or _zombie(info["pid"]):
         return None
     return info
+
+
+def _zombie(pid: int) -> bool:
+    """Killed but not reaped yet (its parent is whoever adopted it when labctl exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
 
 
 def start(port: int = DEFAULT_PORT) -> dict:
@@ -221,6 +232,7 @@ def start(port: int = DEFAULT_PORT) -> dict:
     with contextlib.suppress(FileNotFoundError):
         _info_path().unlink()
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as the registry (Go) does: TIME_WAIT is fine
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
