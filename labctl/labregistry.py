@@ -263,3 +263,20 @@ def stop() -> dict | None:
     with contextlib.suppress(FileNotFoundError):
         _info_path().unlink()
     return info
+
+
+@contextlib.contextmanager
+def token_auth_registry(images: tuple[str, ...] = ("busybox", "multiarch")):
+    """A throwaway registry with bearer-token auth, as Docker Hub runs it, seeded with lab images:
+    yields (server, (username, password), token_server). The step 5 demo and notebook use it."""
+    from labctl.tokenauth import TokenServer
+    root = state.new_tmpdir("registry-demo-")
+    credentials = ("student", secrets.token_urlsafe(12))
+    try:
+        with TokenServer(users={credentials[0]: credentials[1]}) as tokens:
+            with RegistryServer(root / "registry", auth=tokens.registry_auth_config(root)) as server:
+                layout = write_lab_layout(root / "layout")
+                seed(server.host, layout, list(images), creds=credentials)
+                yield server, credentials, tokens
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
