@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SESSION_PIDS
+from conftest import REPO, SESSION_PIDS
 from helpers import run_labctl
 from helpers import run_labctl as run_cli
 from labctl import imagestore, labregistry, ocilayout, reference, registry, state
@@ -462,3 +462,45 @@ def test_registry_start_status_stop_and_cleanup_stop_it(tmp_path):
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert not (lab_state_dir / "registry").exists()
     assert run_labctl("registry", "status").returncode == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# labctl check 5 (it starts its own registry, runs the exercise, hashes what it wrote)
+
+
+def _solve(tmp_path, verify: bool = True) -> Path:
+    source = (REPO / "lab/05-registry/exercise.py").read_text()
+    source = source.replace('    manifest_bytes = b""\n',
+                            '    manifest_bytes = get(f"{base}/manifests/{tag}", ACCEPT).read()\n')
+    source = source.replace("        pass\n", """        response = get(f"{base}/blobs/{layer['digest']}")
+        while chunk := response.read(65536):
+            sha256.update(chunk)
+            size += len(chunk)
+            out.write(chunk)
+""")
+    check = """    if sha256.hexdigest() != expected_hex or size != layer["size"]:
+        os.unlink(tmp)
+        sys.exit("digest mismatch")
+""" if verify else ""
+    source = source.replace("    # TODO 4", check + "    os.rename(tmp, os.path.join(blob_dir, expected_hex))\n    # TODO 4")
+    path = tmp_path / ("solved.py" if verify else "unverified.py")
+    path.write_text(source)
+    return path
+
+
+def test_check_fails_on_the_skeleton():
+    result = run_labctl("check", "5")
+    assert result.returncode == 1 and "FAIL" in result.stdout and "TODO 1" in result.stdout
+
+
+def test_check_passes_on_the_reference():
+    result = run_labctl("check", "5", "--reference")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "a corrupted blob was refused" in result.stdout
+
+
+def test_check_passes_a_completed_exercise_and_fails_one_that_does_not_verify(tmp_path):
+    done = run_labctl("check", "5", "--file", str(_solve(tmp_path)))
+    assert done.returncode == 0, done.stdout + done.stderr
+    unverified = run_labctl("check", "5", "--file", str(_solve(tmp_path, verify=False)))
+    assert unverified.returncode == 1 and "corrupted blob" in unverified.stdout and "TODO 3" in unverified.stdout
