@@ -186,7 +186,7 @@ def seed(server_host: str, layout: str | os.PathLike, names: list[str] | None = 
         target = f"{server_host}/{namespace}/{name}{suffix}:latest"
         is_index = ocilayout.read_layout_index(layout)[name]["mediaType"] == ocilayout.MEDIA_OCI_INDEX
         skopeo_copy(f"oci:{layout}:{name}", f"docker://{target}", creds=creds, all_images=is_index,
-                    docker_v2s2=docker_v2s2 and not is_index)
+                    docker_v2s2=docker_v2s2)   # an index becomes a Docker manifest list
         pushed.append(target)
     return pushed
 

@@ -314,6 +314,9 @@ class Client:
             self.scheme = None
             self.log.add("challenge", "GET /v2/ answered 200: this registry needs no authentication")
             return
+        if resp.status in RETRY_STATUSES:
+            raise RegistryError(f"{self.base}/v2/ answered {resp.status} {self.retries + 1} times: the registry "
+                                "is failing or overloaded", "try again later, and look at the registry's log")
         if resp.status != 401:
             raise RegistryError(f"{self.base}/v2/ answered {resp.status}: not an OCI registry",
                                 "check the registry address and port")

@@ -15,7 +15,6 @@ import socket
 import stat
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,6 @@ from conftest import REPO, SESSION_PIDS
 from helpers import run_labctl
 from helpers import run_labctl as run_cli
 from labctl import imagestore, labregistry, ocilayout, reference, registry, state
-from labctl.errors import LabError
 from labctl.tokenauth import TokenServer
 
 USER, PASSWORD = "student-reg5", "correct horse battery staple"
@@ -59,7 +57,7 @@ def _serve(tmp_path_factory, name, **kw):
 def anonymous(tmp_path_factory, layout):
     server = _serve(tmp_path_factory, "anon")
     labregistry.seed(server.host, layout)                                          # OCI
-    labregistry.seed(server.host, layout, ["busybox", "layered"], docker_v2s2=True, suffix="-v2s2")
+    labregistry.seed(server.host, layout, ["busybox", "layered", "multiarch"], docker_v2s2=True, suffix="-v2s2")
     yield server
     server.stop()
 
@@ -183,17 +181,24 @@ def test_oci_and_docker_v2s2_pull_to_the_same_root_filesystem(anonymous, tmp_pat
             root.remove()
 
 
-def test_index_resolves_to_the_host_platform_and_platform_flag_picks_another(anonymous, store):
+@pytest.mark.parametrize("name, index_type", [("multiarch", imagestore.MEDIA_OCI_INDEX),
+                                              ("multiarch-v2s2", imagestore.MEDIA_DOCKER_LIST)])
+def test_index_resolves_to_the_host_platform_and_platform_flag_picks_another(anonymous, store, name, index_type):
+    import http.client
+    conn = http.client.HTTPConnection(anonymous.host)
+    conn.request("HEAD", f"/v2/lab/{name}/manifests/latest", headers={"Accept": registry.ACCEPT})
+    assert conn.getresponse().getheader("Content-Type") == index_type     # what the registry serves
+    conn.close()
     host = registry.host()
-    result = registry.pull(f"{anonymous.host}/lab/multiarch", store=store, progress=False)
+    result = registry.pull(f"{anonymous.host}/lab/{name}", store=store, progress=False)
     assert result.platform == str(host)
     assert store.config(result.reference)["architecture"] == host.architecture
-    arm = registry.pull(f"{anonymous.host}/lab/multiarch", store=store, platform="linux/arm64/v8", progress=False)
+    arm = registry.pull(f"{anonymous.host}/lab/{name}", store=store, platform="linux/arm64/v8", progress=False)
     assert arm.digest != result.digest
     cfg = store.read_json(store.read_json(arm.digest)["config"]["digest"])
     assert (cfg["architecture"], cfg.get("variant")) == ("arm64", "v8")
     with pytest.raises(registry.RegistryError, match="no manifest for linux/s390x"):
-        registry.pull(f"{anonymous.host}/lab/multiarch", store=store, platform="linux/s390x", progress=False)
+        registry.pull(f"{anonymous.host}/lab/{name}", store=store, platform="linux/s390x", progress=False)
 
 
 def test_second_pull_transfers_no_blobs(anonymous, store):
@@ -244,6 +249,9 @@ def test_bearer_token_pull_verified_by_the_registry(bearer, store):
     assert claims["sub"] == USER and claims["aud"] == bearer.tokens.service
     assert claims["access"] == [{"type": "repository", "name": "lab/multiarch", "actions": ["pull"]}]
     assert store.config(result.reference)["architecture"] == registry.host().architecture
+    cli = run_labctl("pull", f"{bearer.host}/lab/busybox", "--username", USER, input=PASSWORD + "\n")
+    assert cli.returncode == 0, cli.stderr
+    assert f"{bearer.host}/lab/busybox:latest" in imagestore.ImageStore().refs()
     # a token for another repository does not open this one: the registry checks the claims
     other = bearer.tokens.issue(USER, bearer.tokens.service,
                                 [{"type": "repository", "name": "lab/other", "actions": ["pull"]}])
@@ -295,8 +303,11 @@ class CuttingProxy:
     blob response, for the first `cuts` blob responses. It exists because a real server cannot be
     made to drop a connection halfway on demand; everything behind it is the real registry."""
 
-    def __init__(self, upstream: int, cut_after: int, cuts: int):
+    def __init__(self, upstream: int, cut_after: int = 1 << 40, cuts: int = 0, statuses: tuple[int, ...] = ()):
+        # statuses: answer the first requests with these HTTP errors (503, 429...) instead of forwarding
         self.upstream, self.cut_after, self.cuts = upstream, cut_after, cuts
+        self.statuses = list(statuses)
+        self.errors_sent = 0
         self.blob_requests = 0
         self.cut_done = 0
         self.sock = socket.socket()
@@ -322,6 +333,11 @@ class CuttingProxy:
                 request = client.recv(65536)
                 if not request:
                     return
+                if self.statuses:
+                    status = self.statuses.pop(0)
+                    self.errors_sent += 1
+                    client.sendall(f"HTTP/1.1 {status} Busy\r\nRetry-After: 0\r\nContent-Length: 0\r\n\r\n".encode())
+                    continue
                 upstream.sendall(request)
                 cut = b"/blobs/sha256:" in request and b"GET " in request
                 if cut:
@@ -370,6 +386,23 @@ def test_dropped_connection_is_retried_then_succeeds(anonymous, store):
     assert proxy.blob_requests == 3                      # config, the layer cut off, the layer again
     layer = store.read_json(result.digest)["layers"][0]
     assert store.blob_path(layer["digest"]).stat().st_size == layer["size"]
+
+
+def test_server_errors_and_429_are_retried_with_backoff(anonymous, store):
+    proxy = CuttingProxy(anonymous.port, statuses=(503, 429, 502))
+    try:
+        result = registry.pull(f"127.0.0.1:{proxy.port}/lab/layered", store=store, progress=False, backoff=0.01)
+    finally:
+        proxy.close()
+    assert proxy.errors_sent == 3
+    assert store.refs() == {result.reference: result.digest}
+    with pytest.raises(registry.RegistryError, match="answered 503 3 times"):
+        proxy = CuttingProxy(anonymous.port, statuses=(503,) * 10)
+        try:
+            registry.pull(f"127.0.0.1:{proxy.port}/lab/busybox", store=imagestore.ImageStore(store.root.parent / "s2"),
+                          progress=False, retries=2, backoff=0.01)
+        finally:
+            proxy.close()
 
 
 def test_connection_dropped_every_time_is_reported_and_nothing_half_written(anonymous, store):
@@ -447,7 +480,7 @@ def test_registry_start_status_stop_and_cleanup_stop_it(tmp_path):
     import psutil
     proc = psutil.Process(info["pid"])
     assert proc.exe().endswith("docker-registry")
-    assert any(c.laddr.port == port and c.laddr.ip == "127.0.0.1" for c in proc.connections("tcp"))
+    assert any(c.laddr.port == port and c.laddr.ip == "127.0.0.1" for c in (proc.net_connections("tcp") if hasattr(proc, "net_connections") else proc.connections("tcp")))
     assert (lab_state_dir / "registry" / "storage" / "docker/registry/v2/repositories/lab/multiarch").is_dir()
     assert run_labctl("registry", "status").returncode == 0
     pulled = run_labctl("pull", f"127.0.0.1:{port}/lab/layered")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from labctl import checking, imagestore, labregistry, registry, state, ui
-from labctl.errors import CheckFailed, LabError
+from labctl.errors import LabError
 
 TITLE = "registry pull: the OCI distribution protocol"
 
