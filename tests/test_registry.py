@@ -537,3 +537,13 @@ def test_check_passes_a_completed_exercise_and_fails_one_that_does_not_verify(tm
     assert done.returncode == 0, done.stdout + done.stderr
     unverified = run_labctl("check", "5", "--file", str(_solve(tmp_path, verify=False)))
     assert unverified.returncode == 1 and "corrupted blob" in unverified.stdout and "TODO 3" in unverified.stdout
+
+
+def test_step5_demo_pulls_with_token_auth_draws_the_timeline_and_leaves_nothing(lab_state_dir):
+    figure = lab_state_dir / "figures" / "05-pull-timeline.png"
+    if figure.exists():
+        figure.unlink()
+    result = run_labctl("step", "5", "--no-explain")
+    assert result.returncode == 0, result.stderr
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not any(p.name.startswith("registry-demo-") for p in (lab_state_dir / "tmp").iterdir())

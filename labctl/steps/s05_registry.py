@@ -82,6 +82,8 @@ def demo() -> None:
         finally:
             shutil.rmtree(store.root, ignore_errors=True)
     ui.ok("registry and token server stopped, their storage removed")
+    ui.say("The lab registry serves the same images without a login: `labctl registry start`, then "
+           "`labctl pull 127.0.0.1:5000/lab/layered` (or `.../lab/multiarch --platform linux/arm64/v8`).")
 
 
 # ---------------------------------------------------------------------------------------------
