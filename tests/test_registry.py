@@ -37,7 +37,7 @@ def layout(tmp_path_factory):
     return labregistry.write_lab_layout(tmp_path_factory.mktemp("lab-oci-layout"))
 
 
-def _serve(tmp_path_factory, name, **kw):
+def _serve(tmp_path_factory, name, level="error", **kw):
     """A registry for the whole session. Its journal records go to a state directory of its own: the
     residue check runs `labctl cleanup` on the tests' state directory after a failure (another helper's
     leftovers can trigger it), and that must not stop the registries every later test needs."""
@@ -45,7 +45,7 @@ def _serve(tmp_path_factory, name, **kw):
     os.environ["LABCTL_STATE_DIR"] = str(tmp_path_factory.mktemp(f"{name}-state"))
     try:
         server = labregistry.RegistryServer(tmp_path_factory.mktemp(name) / "reg",
-                                            extra={"log": {"level": "error", "accesslog": {"disabled": False}}},
+                                            extra={"log": {"level": level, "accesslog": {"disabled": False}}},
                                             **kw).start()
     finally:
         os.environ["LABCTL_STATE_DIR"] = saved
@@ -270,12 +270,14 @@ def test_login_stores_credentials_0600_and_pull_uses_them(basic, lab_state_dir):
     auth = lab_state_dir / "auth.json"
     assert stat.S_IMODE(auth.stat().st_mode) == 0o600
     seen = len(access_log(basic))
-    pulled = run_labctl("pull", f"{basic.host}/lab/layered")
+    pulled = run_labctl("pull", f"{basic.host}/lab/layered")    # no --username: the stored login is used
     assert pulled.returncode == 0, pulled.stderr
-    assert any('" 200 ' in l for l in blob_gets(basic, seen)) or not blob_gets(basic, seen)
+    assert any('/blobs/sha256:' in l and '" 200 ' in l and "labctl/" in l for l in access_log(basic)[seen:])
     store = imagestore.ImageStore()
     assert f"{basic.host}/lab/layered:latest" in store.refs()
     auth.unlink()
+    again = run_labctl("pull", f"{basic.host}/lab/layered")     # without it, the registry says 401
+    assert again.returncode == 2 and "needs a username and password" in again.stderr
 
 
 # ---------------------------------------------------------------------------------------------
