@@ -21,7 +21,6 @@ import base64
 import contextlib
 import http.client
 import json
-import os
 import platform as host_platform
 import random
 import re
@@ -490,6 +489,11 @@ class Client:
                         "the connection to the registry keeps dropping: check the network, then pull again") \
                         from None
                 self._pause(attempt, None, f"{what} {digest[:19]} cut off ({exc.__class__.__name__})")
+            except BaseException:
+                # a mismatch or an error status may leave unread bytes on the connection: never reuse it
+                u = urllib.parse.urlsplit(self.base)
+                self._drop_connection(u.scheme, u.netloc)
+                raise
         raise AssertionError("unreachable")
 
     def close(self) -> None:
