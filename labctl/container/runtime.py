@@ -1,0 +1,503 @@
+"""The life of a container: create, start, wait, stop, exec, remove.
+
+    labctl ──fork──▶ S (supervisor) ──unshare(UTS|IPC|NS|PID|NET|TIME)──fork──▶ PID 1
+      │                 │                                                      │ inside.prepare():
+      │                 │ reports "pid N"                                      │ cgroup, cgroup ns, mounts,
+      │◀────────────────┘                                                      │ pivot_root, user
+      │◀──────────────────────────────────────────────── "ready" ─────────────┘
+      │ records "running", attaches the network by PID
+      │──────────────────────────────────────────────── "go" ────────────────▶ execve(the command)
+      │ (foreground) waits for S, forwarding signals      S waits for PID 1, records the exit code,
+      │ (-d) returns at once                              removes the cgroup, the network (and, --rm, all)
+
+The supervisor, not labctl, owns the end of the container: kill labctl and the container runs on, its exit
+is still recorded. Kill the supervisor too and `ps` still tells the truth, from PID 1's PID and start time.
+Every container is journaled before anything is created, so `labctl cleanup` removes it all.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from labctl import state
+from labctl.container import images, inside, networking, resources, spec as specs, store, volumes
+from labctl.container.spec import ContainerSpec, Limits
+from labctl.container.store import Container
+from labctl.errors import LabError
+
+TINI = ("/usr/bin/tini-static", "/usr/bin/tini")
+PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
+
+
+class CommandFailed(LabError):
+    """The command could not be started inside the container (Docker's exit codes 126/127)."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message, "check the command and that the image contains it")
+        self.exit_code = exit_code
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the spec
+
+
+def build_spec(image_ref: str, command: list[str], *, name: str = "", env: list[str] = (),
+               workdir: str | None = None, user: str | None = None, hostname: str | None = None,
+               tty: bool = False, interactive: bool = False, detach: bool = False, auto_remove: bool = False,
+               init: bool = False, network: str = "none", memory: str | None = None, cpus: float | None = None,
+               pids_limit: int | None = None, volumes_: list[str] = (), tmpfs: list[str] = (),
+               ports: list[str] = (), entrypoint: list[str] | None = None) -> tuple[ContainerSpec, images.RunnableImage]:
+    """The command line plus the image's config -> a ContainerSpec (Docker's rules, see spec.py)."""
+    image = images.open_image(image_ref)
+    networking.needs_namespace(network)
+    config = image.config
+    argv = specs.command_line(config, list(command), entrypoint)
+    limits = Limits(specs.parse_size(memory) if memory else None, cpus, pids_limit)
+    mounts = [specs.parse_volume(v) for v in volumes_] + [specs.parse_tmpfs(t) for t in tmpfs]
+    spec = ContainerSpec(
+        image=image.reference, argv=argv,
+        env=specs.merge_env(config.get("Env") or [], list(env), hostname or "", tty),
+        workdir=workdir or config.get("WorkingDir") or "/", user=user or config.get("User") or "root",
+        hostname=hostname or "", name=name, tty=tty, interactive=interactive, detach=detach,
+        auto_remove=auto_remove, init=init, network=network, limits=limits, mounts=mounts,
+        ports=[specs.parse_port(p) for p in ports])
+    if tty and detach:
+        raise LabError("-d with -t is not supported by the lab", "run detached without -t, and use `labctl logs`")
+    return spec, image
+
+
+def _tini() -> str:
+    for path in TINI:
+        if os.path.exists(path):
+            return path
+    raise LabError("--init needs tini (Docker's init)", "`apt-get install tini`")
+
+
+# ---------------------------------------------------------------------------------------------
+# Creating and starting
+
+
+@dataclass
+class Stdio:
+    stdin: int | None = None     # None: inherit labctl's
+    stdout: int | None = None
+    stderr: int | None = None
+    pty_slave: int | None = None
+
+
+def create(spec: ContainerSpec, image: images.RunnableImage) -> tuple[Container, inside.InsidePlan]:
+    """Reserve the record, journal it, create the cgroup and the files; nothing runs yet."""
+    container = store.create_record(spec)
+    rec = state.record("container", undo_container, container_id=container.id, name=spec.name)
+    try:
+        cg = resources.create(f"labctl-{container.short_id}", spec.limits)
+        container.update(journal=str(rec.path), cgroup=cg)
+        d = container.dir
+        for sub in ("upper", "work", "merged"):
+            (d / sub).mkdir()
+        files = {}
+        for inside_path, content in networking.etc_files(spec.network, spec.hostname).items():
+            host_file = d / Path(inside_path).name
+            host_file.write_text(content)
+            files[inside_path] = str(host_file)
+        mounts = [specs.Mount(m.kind, volumes.resolve_source(m.kind, m.source) if m.kind != "tmpfs" else "",
+                              m.target, m.readonly) for m in spec.mounts]
+        plan = inside.InsidePlan(
+            lowerdirs=image.lowerdirs, upperdir=str(d / "upper"), workdir=str(d / "work"), merged=str(d / "merged"),
+            cgroup_procs=resources.procs_files(cg), loopback_up=spec.network != "host", files=files,
+            mounts=mounts, init_binary=_tini() if spec.init else None, workdir_inside=spec.workdir,
+            user=spec.user, env=spec.env)
+    except BaseException:
+        undo_container(container.id)
+        raise
+    return container, plan
+
+
+def namespace_kinds(spec: ContainerSpec) -> tuple[str, ...]:
+    """uts, ipc, mnt, pid and time always; net unless --network host. (cgroup: PID 1 unshares it itself,
+    after joining its cgroup, so the namespace is rooted there.)"""
+    kinds = ("uts", "ipc", "mnt", "pid", "time")
+    return kinds + (("net",) if networking.needs_namespace(spec.network) else ())
+
+
+def start(container: Container, plan: inside.InsidePlan, stdio: Stdio) -> int:
+    """Fork the supervisor, which makes the namespaces and forks PID 1; let it exec once all is set.
+    Returns the supervisor's PID if it is our child (foreground), else 0."""
+    from labctl.namespaces import namespace_flags
+    spec = container.spec
+    flags = namespace_flags(namespace_kinds(spec))
+    argv = ([inside.INIT_PATH, "--"] if spec.init else []) + spec.argv
+    status_r, status_w = os.pipe()
+    go_r, go_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(status_r)
+            os.close(go_w)
+            _supervisor(container, plan, stdio, flags, argv, status_w, go_r)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.write(status_w, f"error {exc}\n".encode())
+        os._exit(127)
+    os.close(status_w)
+    os.close(go_r)
+    try:
+        line = _read_line(status_r)
+        if not line.startswith("pid "):
+            os.waitpid(child, 0)
+            raise LabError(f"could not start the container: {line.removeprefix('error ') or 'no reason given'}",
+                           "run as root; `labctl doctor` checks the kernel features")
+        _, pid, supervisor_pid = line.split()
+        pid, supervisor_pid = int(pid), int(supervisor_pid)
+        if spec.detach:
+            os.waitpid(child, 0)   # the intermediate process, which exited once S was forked
+        line = _read_line(status_r)
+        if line != "ready":
+            message = (line + " " + _read_all(status_r)).strip()
+            _wait_recorded(container, supervisor_pid, child)
+            raise LabError(f"setting up the container failed: {message}",
+                           "see the message above; `labctl doctor` checks the kernel features")
+        network = networking.attach(spec.network, spec.name, pid, spec.ports)
+        container.update(status="running", pid=pid, pid_start=state.process_start_time(pid),
+                         supervisor_pid=supervisor_pid, supervisor_start=state.process_start_time(supervisor_pid),
+                         started_at=time.time(), network=network)
+        os.write(go_w, b"go\n")
+        os.close(go_w)
+        go_w = -1
+        message = _read_all(status_r)     # EOF when the command was exec'd (the pipe is O_CLOEXEC)
+        if message:
+            code = 126 if "ermission" in message else 127
+            _wait_recorded(container, supervisor_pid, child)
+            raise CommandFailed(f"could not run {spec.argv[0]!r} in the container: {message.strip()}", code)
+    finally:
+        for fd in (status_r, go_w):
+            with contextlib.suppress(OSError):
+                if fd >= 0:
+                    os.close(fd)
+    return 0 if spec.detach else child
+
+
+def _wait_recorded(container: Container, supervisor_pid: int, child: int) -> None:
+    if not container.spec.detach:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(child, 0)
+    else:
+        deadline = time.monotonic() + 10
+        while state.process_start_time(supervisor_pid) is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+def _supervisor(container: Container, plan: inside.InsidePlan, stdio: Stdio, flags: int, argv: list[str],
+                status_w: int, go_r: int) -> None:
+    """Runs in the forked child: becomes the supervisor S (see the module docstring)."""
+    from labctl.syscalls import unshare
+    spec = container.spec
+    os.setsid()   # its own session: a Ctrl-C or hangup at labctl's terminal does not reach it
+    if spec.detach and os.fork():
+        os._exit(0)   # the double fork: S is no child of labctl, and labctl need not wait for it
+    unshare(flags)
+    pid1 = os.fork()
+    if pid1 == 0:
+        _pid1(spec, plan, stdio, argv, status_w, go_r)
+    os.write(status_w, f"pid {pid1} {os.getpid()}\n".encode())
+    os.close(status_w)
+    os.close(go_r)
+    for fd in (stdio.stdin, stdio.stdout, stdio.stderr, stdio.pty_slave):
+        if fd is not None and fd > 2:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    if spec.detach:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        here = os.path.join(PACKAGE_ROOT, "labctl", "container", "supervisor.py")
+        os.execv(sys.executable, [sys.executable, "-I", "-S", here, PACKAGE_ROOT, container.id, str(pid1)])
+    from labctl.container.supervisor import wait_for
+    code = wait_for(pid1)
+    finish(container.id, code)
+    os._exit(code)
+
+
+def _pid1(spec: ContainerSpec, plan: inside.InsidePlan, stdio: Stdio, argv: list[str], status_w: int,
+          go_r: int) -> None:
+    """Runs as PID 1 of the new namespaces: prepare the inside, wait for "go", exec the command."""
+    from labctl.syscalls import sethostname
+    try:
+        sethostname(spec.hostname)
+        env = inside.prepare(plan)
+        if stdio.pty_slave is not None:
+            from labctl.container.terminal import make_controlling_terminal
+            make_controlling_terminal(stdio.pty_slave)
+        else:
+            for fd, target in ((stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)):
+                if fd is not None:
+                    os.dup2(fd, target)
+        os.write(status_w, b"ready\n")
+        if _read_line(go_r) != "go":
+            os._exit(125)
+        try:
+            os.execvpe(argv[0], argv, env)
+        except OSError as exc:
+            os.write(status_w, f"{exc.strerror}: {argv[0]}\n".encode())
+            os._exit(126 if isinstance(exc, PermissionError) else 127)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.write(status_w, f"{exc}\n".encode())
+    os._exit(127)
+
+
+def _read_line(fd: int) -> str:
+    out = b""
+    while not out.endswith(b"\n"):
+        chunk = os.read(fd, 1)
+        if not chunk:
+            break
+        out += chunk
+    return out.decode(errors="replace").strip()
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+# ---------------------------------------------------------------------------------------------
+# Waiting and finishing
+
+
+def wait_foreground(container: Container, supervisor_pid: int) -> int:
+    """Wait for the supervisor (our child), forwarding SIGINT/SIGTERM/SIGHUP/SIGQUIT to PID 1.
+    Returns the container's exit code (the supervisor exits with it)."""
+    pid1 = container.pid
+
+    def forward(signum, _frame):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid1, signum)
+    previous = {sig: signal.signal(sig, forward)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+    try:
+        from labctl.container.supervisor import wait_for
+        return wait_for(supervisor_pid)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def finish(container_id: str, exit_code: int | None) -> None:
+    """PID 1 has ended: record the exit code, tear down the cgroup and the network, and for --rm the rest."""
+    with contextlib.suppress(store.NoSuchContainer):
+        container = store.load(container_id)
+        if container.state.get("status") != "exited":
+            container.update(status="exited", exit_code=exit_code, finished_at=time.time())
+        teardown(container)
+
+
+def teardown(container: Container) -> None:
+    """Remove what only a running container needs. Idempotent: the supervisor, `rm` and `cleanup` may all
+    call it."""
+    networking.detach(container.state.get("network"))
+    resources.remove(container.state.get("cgroup"))
+    if container.state.get("network") or container.state.get("cgroup"):
+        container.update(network=None, cgroup=None)
+    if container.spec.auto_remove:
+        remove_files(container)
+
+
+def remove_files(container: Container) -> None:
+    store.remove_record(container.id)
+    journal = container.state.get("journal")
+    if journal:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(journal)
+
+
+def undo_container(container_id: str, name: str = "") -> None:
+    """The journal's undo: kill the supervisor and PID 1 if they are still the recorded processes, tear
+    down, and remove the container's files."""
+    try:
+        container = store.load(container_id)
+    except store.NoSuchContainer:
+        return
+    kill(container)
+    teardown(container)
+    store.remove_record(container.id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stop, kill, remove
+
+
+def kill(container: Container, sig: int = signal.SIGKILL) -> None:
+    """Signal PID 1 (SIGKILL to a PID namespace's init ends every process in it) and wait for it to die."""
+    if not container.is_alive():
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(container.pid, sig)
+    if sig == signal.SIGKILL:
+        _wait_gone(container, 10)
+
+
+def _wait_gone(container: Container, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while container.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if container.is_alive():
+        return False
+    # PID 1 is gone; give its supervisor a moment to record the exit code, or record it ourselves
+    deadline = time.monotonic() + 5
+    while container.supervisor_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if container.supervisor_alive():
+        return True
+    fresh = store.load(container.id) if (container.dir / "container.json").exists() else container
+    if fresh.state.get("status") != "exited":
+        fresh.update(status="exited", exit_code=fresh.state.get("exit_code"), finished_at=time.time())
+    container.state = fresh.state
+    return True
+
+
+def stop(container: Container, timeout: float = 10.0) -> None:
+    """SIGTERM to PID 1, then SIGKILL after `timeout` seconds, as `docker stop` does."""
+    if not container.is_alive():
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(container.pid, signal.SIGTERM)
+    if not _wait_gone(container, timeout):
+        kill(container, signal.SIGKILL)
+
+
+def remove(container: Container, force: bool = False) -> None:
+    if container.status == "running":
+        if not force:
+            raise LabError(f"container {container.name} is running",
+                           f"stop it first (`labctl stop {container.name}`) or use `labctl rm -f`")
+        kill(container)
+    if container.dir.exists():
+        container = store.load(container.id)
+        teardown(container)
+        remove_files(container)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exec
+
+
+def exec_in(container: Container, argv: list[str], stdio: Stdio | None = None, user: str | None = None,
+            workdir: str | None = None, env: list[str] = ()) -> int:
+    """Run a command in a running container: join its cgroup, then setns(2) into each of its namespaces
+    (mount last), fork (PID and time namespaces take effect for children), and exec. Returns the exit code."""
+    if container.status != "running":
+        raise LabError(f"container {container.name} is not running", "start a new one with `labctl run`")
+    stdio = stdio or Stdio()
+    pid = container.pid
+    procs = resources.procs_files(container.state.get("cgroup"))
+    kinds = [k for k in ("cgroup", "ipc", "uts", "net", "pid", "time", "mnt")
+             if os.stat(f"/proc/{pid}/ns/{k}").st_ino != os.stat(f"/proc/self/ns/{k}").st_ino]
+    environment = dict(e.partition("=")[::2] for e in container.spec.env)
+    environment.update(dict(e.partition("=")[::2] for e in env))
+    status_r, status_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(status_r)
+            _exec_child(pid, kinds, procs, argv, environment, user or container.spec.user,
+                        workdir or container.spec.workdir, stdio, status_w)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.write(status_w, f"{exc}\n".encode())
+        os._exit(127)
+    os.close(status_w)
+    message = _read_all(status_r)
+    os.close(status_r)
+    for fd in (stdio.pty_slave,):
+        if fd is not None:
+            os.close(fd)
+    if message:
+        os.waitpid(child, 0)
+        raise CommandFailed(f"exec in {container.name} failed: {message.strip()}", 126)
+    return child
+
+
+def _exec_child(pid, kinds, procs, argv, environment, user, workdir, stdio, status_w) -> None:
+    from labctl.syscalls import NAMESPACE_FLAGS, setns
+    fds = {kind: os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY) for kind in kinds}
+    inside.join_cgroups(procs)
+    for kind in kinds:
+        setns(fds[kind], NAMESPACE_FLAGS[kind])
+        os.close(fds[kind])
+    inner = os.fork()
+    if inner:
+        os.close(status_w)
+        from labctl.container.supervisor import wait_for
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(sig, lambda s, _f: os.kill(inner, s))
+        os._exit(wait_for(inner))
+    os.chdir("/")
+    home = inside.switch_user(user)
+    environment.setdefault("HOME", home["HOME"])
+    os.chdir(workdir)
+    if stdio.pty_slave is not None:
+        from labctl.container.terminal import make_controlling_terminal
+        make_controlling_terminal(stdio.pty_slave)
+    else:
+        for fd, target in ((stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)):
+            if fd is not None:
+                os.dup2(fd, target)
+    try:
+        os.execvpe(argv[0], argv, environment)
+    except OSError as exc:
+        os.write(status_w, f"{exc.strerror}: {argv[0]}\n".encode())
+        os._exit(127)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole `labctl run`
+
+
+def run(spec: ContainerSpec, image: images.RunnableImage) -> tuple[Container, int]:
+    """Create and start; in the foreground wait and return the exit code, detached return (container, 0)."""
+    container, plan = create(spec, image)
+    master = None
+    try:
+        stdio = Stdio()
+        if spec.detach:
+            log = os.open(container.dir / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            stdio = Stdio(os.open(os.devnull, os.O_RDONLY), log, log)
+        elif spec.tty:
+            from labctl.container.terminal import open_pty
+            master, slave = open_pty()
+            stdio = Stdio(pty_slave=slave)
+        elif not spec.interactive:
+            stdio = Stdio(stdin=os.open(os.devnull, os.O_RDONLY))
+        try:
+            supervisor = start(container, plan, stdio)
+        finally:
+            for fd in (stdio.stdin, stdio.stdout, stdio.pty_slave):
+                if fd is not None and fd > 2:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+        if spec.detach:
+            return container, 0
+        if master is not None:
+            from labctl.container.terminal import relay
+            relay(master, done=lambda: not container.is_alive())
+        return container, wait_foreground(container, supervisor)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fresh = store.load(container.id)
+            if fresh.status != "running":
+                if spec.auto_remove:
+                    undo_container(container.id)
+                else:
+                    teardown(fresh)
+        raise
+    finally:
+        if master is not None:
+            os.close(master)
