@@ -7,45 +7,49 @@ enough for another process (the supervisor, `labctl stats`) to find the cgroup a
 """
 from __future__ import annotations
 
+import os
+
 from labctl.container.spec import Limits
 
 
-def available() -> bool:
-    try:
-        import labctl.cgroups  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def create(name: str, limits: Limits) -> dict | None:
-    """Create (journaled) the cgroup and write the limits; returns what to store to find it again."""
-    if not available():
-        return None
+def create(name: str, limits: Limits) -> dict:
+    """Create (journaled by labctl.cgroups) the cgroup and write the limits; returns what to store."""
     from labctl import cgroups
-    cg = cgroups.create(name, cgroups.parse_limits(memory=limits.memory_bytes, cpus=limits.cpus,
-                                                   pids=limits.pids))
-    return cg.to_json()
+    cg = cgroups.Cgroup.create(name, cgroups.parse_limits(
+        memory=limits.memory_bytes, cpus=limits.cpus, pids_limit=limits.pids))
+    return {"name": name, "dirs": {str(k): str(v) for k, v in cg.dirs.items()},
+            "hierarchies": [cgroups._describe(h) for h in cg.layout.hierarchies() if h.mountpoint in cg.dirs],
+            "journal": str(cg.record.path) if cg.record else None}
 
 
 def procs_files(info: dict | None) -> list[str]:
-    """The cgroup.procs files PID 1 writes "0" to, to join the cgroup (one per v1 hierarchy)."""
+    """The cgroup.procs files PID 1 writes "0" to, to join the cgroup (one per hierarchy)."""
     if not info:
         return []
-    from labctl import cgroups
-    return [str(p) for p in cgroups.Cgroup.from_json(info).procs_files()]
+    return [f"{d}/cgroup.procs" for d in info["dirs"].values()]
 
 
 def remove(info: dict | None) -> None:
-    """Kill whatever is left in the cgroup and remove it (tolerates it being gone)."""
+    """Kill whatever is left in the cgroup, rmdir it, drop its journal record (tolerates it being gone)."""
     if not info:
         return
     from labctl import cgroups
-    cgroups.Cgroup.from_json(info).remove()
+    cgroups.remove_cgroup(info["name"], info["hierarchies"])
+    if info.get("journal"):
+        try:
+            os.unlink(info["journal"])
+        except FileNotFoundError:
+            pass
+
+
+def open_cgroup(info: dict):
+    from pathlib import Path
+    from labctl import cgroups
+    return cgroups.Cgroup(info["name"], cgroups.detect(), {Path(k): Path(v) for k, v in info["dirs"].items()})
 
 
 def read_stats(info: dict | None):
+    """A cgroups.Stats reading (memory, CPU time, pids), or None if the container has no cgroup now."""
     if not info:
         return None
-    from labctl import cgroups
-    return cgroups.Cgroup.from_json(info).stats()
+    return open_cgroup(info).stats()

@@ -125,12 +125,18 @@ def namespace_kinds(spec: ContainerSpec) -> tuple[str, ...]:
     return kinds + (("net",) if networking.needs_namespace(spec.network) else ())
 
 
+#: Made by the supervisor: these take effect for its *next child*, which becomes PID 1.
+FOR_CHILDREN = ("pid", "time")
+
+
 def start(container: Container, plan: inside.InsidePlan, stdio: Stdio) -> int:
     """Fork the supervisor, which makes the namespaces and forks PID 1; let it exec once all is set.
     Returns the supervisor's PID if it is our child (foreground), else 0."""
     from labctl.namespaces import namespace_flags
     spec = container.spec
-    flags = namespace_flags(namespace_kinds(spec))
+    kinds = namespace_kinds(spec)
+    flags = namespace_flags(k for k in kinds if k in FOR_CHILDREN)       # the supervisor's unshare
+    own_flags = namespace_flags(k for k in kinds if k not in FOR_CHILDREN)  # PID 1's own unshare
     argv = ([inside.INIT_PATH, "--"] if spec.init else []) + spec.argv
     status_r, status_w = os.pipe()
     go_r, go_w = os.pipe()
@@ -139,7 +145,7 @@ def start(container: Container, plan: inside.InsidePlan, stdio: Stdio) -> int:
         try:
             os.close(status_r)
             os.close(go_w)
-            _supervisor(container, plan, stdio, flags, argv, status_w, go_r)
+            _supervisor(container, plan, stdio, flags, own_flags, argv, status_w, go_r)
         except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.write(status_w, f"error {exc}\n".encode())
@@ -192,9 +198,13 @@ def _wait_recorded(container: Container, supervisor_pid: int, child: int) -> Non
             time.sleep(0.01)
 
 
-def _supervisor(container: Container, plan: inside.InsidePlan, stdio: Stdio, flags: int, argv: list[str],
-                status_w: int, go_r: int) -> None:
-    """Runs in the forked child: becomes the supervisor S (see the module docstring)."""
+def _supervisor(container: Container, plan: inside.InsidePlan, stdio: Stdio, flags: int, own_flags: int,
+                argv: list[str], status_w: int, go_r: int) -> None:
+    """Runs in the forked child: becomes the supervisor S (see the module docstring).
+
+    S itself unshares only the PID and time namespaces (they apply to its next child, PID 1): had it
+    unshared the mount namespace, PID 1's pivot_root would move S's root into the container too, and
+    S could no longer reach the state directory to record the exit. PID 1 unshares the rest itself."""
     from labctl.syscalls import unshare
     spec = container.spec
     os.setsid()   # its own session: a Ctrl-C or hangup at labctl's terminal does not reach it
@@ -203,7 +213,7 @@ def _supervisor(container: Container, plan: inside.InsidePlan, stdio: Stdio, fla
     unshare(flags)
     pid1 = os.fork()
     if pid1 == 0:
-        _pid1(spec, plan, stdio, argv, status_w, go_r)
+        _pid1(spec, plan, stdio, own_flags, argv, status_w, go_r)
     os.write(status_w, f"pid {pid1} {os.getpid()}\n".encode())
     os.close(status_w)
     os.close(go_r)
@@ -223,11 +233,13 @@ def _supervisor(container: Container, plan: inside.InsidePlan, stdio: Stdio, fla
     os._exit(code)
 
 
-def _pid1(spec: ContainerSpec, plan: inside.InsidePlan, stdio: Stdio, argv: list[str], status_w: int,
-          go_r: int) -> None:
-    """Runs as PID 1 of the new namespaces: prepare the inside, wait for "go", exec the command."""
-    from labctl.syscalls import sethostname
+def _pid1(spec: ContainerSpec, plan: inside.InsidePlan, stdio: Stdio, own_flags: int, argv: list[str],
+          status_w: int, go_r: int) -> None:
+    """Runs as PID 1 of the new PID namespace: unshare UTS, IPC, mount (and network), prepare the inside,
+    wait for "go", exec the command."""
+    from labctl.syscalls import sethostname, unshare
     try:
+        unshare(own_flags)
         sethostname(spec.hostname)
         env = inside.prepare(plan)
         if stdio.pty_slave is not None:
