@@ -108,10 +108,57 @@ def cmd_cleanup(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from labctl import labimage, ui
+    from labctl import imageimport, labimage, ui
     _require_root("`labctl prepare`")
     path = labimage.ensure_busybox_rootfs()
     ui.ok(f"busybox root filesystem at {path}")
+    for imported in imageimport.import_lab_images():
+        ui.ok(f"{imported.reference} {'already in' if imported.skipped else 'imported into'} the image store "
+              f"({imported.layers} layer{'s' if imported.layers != 1 else ''})")
+    return 0
+
+
+# Step 4: the image store (import, images, rmi)
+
+def cmd_import(args) -> int:
+    from labctl import imageimport, ui
+    from labctl.imagestore import ImageStore
+    _require_root("`labctl import`")
+    for imported in imageimport.import_path(ImageStore(), args.source, args.name):
+        ui.ok(f"{imported.reference} -> {imported.manifest_digest} ({imported.layers} layers"
+              f"{', already there' if imported.skipped else ''})")
+    return 0
+
+
+def cmd_images(args) -> int:
+    from labctl import overlay, ui
+    from labctl.imagestore import ImageStore
+    store = ImageStore()
+    used = overlay.images_in_use()
+    rows = []
+    for info in store.images():
+        try:
+            layers = len(store.image_layers(info.digest))
+        except Exception:
+            layers = "?"
+        rows.append((info.reference, info.digest[7:19], layers, f"{info.size / 1e6:.1f} MB",
+                     ", ".join(used.get(info.digest, []))))
+    if args.quiet:
+        for row in rows:
+            print(row[0])
+        return 0
+    ui.table(("reference", "manifest", "layers", "size", "containers"), rows, title="Images in the store")
+    return 0
+
+
+def cmd_rmi(args) -> int:
+    from labctl import imageimport, ui
+    from labctl.imagestore import ImageStore
+    _require_root("`labctl rmi`")
+    store = ImageStore()
+    for reference in args.references:
+        removed = imageimport.remove_image(store, reference, force=args.force)
+        ui.ok(f"untagged {reference}; removed {len(removed)} unreferenced blob(s) and layer(s)")
     return 0
 
 
@@ -395,6 +442,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("create", "ls", "rm"))
     p.add_argument("names", nargs="*")
     p.add_argument("-f", "--force", action="store_true", help="rm: even if containers refer to it")
+
+    p = add("import", cmd_import, "import an image from an OCI layout directory or an image tarball",
+            ["labctl import /tmp/busybox-oci:latest --name localhost/busybox:1",
+             "skopeo copy oci:/tmp/img:latest oci-archive:/tmp/img.tar && labctl import /tmp/img.tar",
+             "labctl import /tmp/saved.tar          # a docker-archive (docker save / skopeo docker-archive:)"])
+    p.add_argument("source", help="DIR[:NAME] (an OCI layout) or FILE[:NAME] (oci-archive or docker-archive)")
+    p.add_argument("--name", help="the reference to store it as (default: localhost/NAME:latest)")
+    p = add("images", cmd_images, "list the images in the store", ["labctl images", "labctl images -q"])
+    p.add_argument("-q", "--quiet", action="store_true", help="references only")
+    p = add("rmi", cmd_rmi, "remove an image reference, then unreferenced blobs and layers",
+            ["labctl rmi localhost/layered:latest", "labctl rmi --force localhost/busybox:latest"])
+    p.add_argument("references", nargs="+", metavar="REFERENCE")
+    p.add_argument("--force", action="store_true", help="untag even if a container uses it (its layers stay)")
     return parser
 
 
