@@ -6,8 +6,8 @@ It runs in the new UTS, IPC, mount, PID, network and time namespaces the supervi
      unshare(CLONE_NEWCGROUP), so the cgroup namespace is rooted at the container's own cgroup and
      /proc/self/cgroup reads "/" inside
   2. bring the loopback interface up (a new network namespace starts with lo down)
-  3. mounts, all in the private mount namespace (the host never sees them, and they vanish with it):
-     the overlay root, /proc, /dev, /sys (read-only), /etc/hosts, /etc/resolv.conf, /etc/hostname,
+  3. mounts, all in the private mount namespace (the host never sees them, and they vanish with it),
+     on the overlay root labctl mounted (step 4): /proc, /dev, /sys (read-only), /etc/hosts, /etc/resolv.conf, /etc/hostname,
      volumes and bind mounts, tmpfs mounts, and tini for --init
   4. pivot_root into it (step 2)
   5. working directory (created if missing, as Docker does), then the user: setgroups, setgid, setuid
@@ -34,10 +34,7 @@ INIT_PATH = "/sbin/labctl-init"   # where --init's tini appears inside (Docker u
 @dataclass
 class InsidePlan:
     """Everything PID 1 needs, computed by labctl before the fork (so PID 1 only executes it)."""
-    lowerdirs: list[str]              # topmost first, as overlayfs wants them
-    upperdir: str
-    workdir: str
-    merged: str
+    root: str                         # the container's overlay root, mounted by overlay.ContainerRoot
     cgroup_procs: list[str]           # cgroup.procs files of the container's cgroups
     new_cgroup_namespace: bool = True
     loopback_up: bool = True
@@ -65,14 +62,6 @@ def loopback_up() -> None:
         ifreq = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, ifreq))[1]
         fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
-
-
-def mount_overlay_root(plan: InsidePlan) -> Path:
-    """mount("overlay", merged, "overlay", "lowerdir=...,upperdir=...,workdir=..."): the image's layers,
-    read-only, under the container's own writable layer."""
-    options = f"lowerdir={':'.join(plan.lowerdirs)},upperdir={plan.upperdir},workdir={plan.workdir}"
-    mount("overlay", plan.merged, "overlay", 0, options)
-    return Path(plan.merged)
 
 
 def _mount_point(root: Path, inside: str, is_dir: bool) -> Path:
@@ -118,7 +107,7 @@ def prepare(plan: InsidePlan) -> dict[str, str]:
     if plan.loopback_up:
         loopback_up()
     rootfs.make_mounts_private()
-    root = mount_overlay_root(plan)
+    root = Path(plan.root)
     for sub in ("proc", "dev", "sys", "tmp"):
         _mount_point(root, sub, True)
     rootfs.mount_proc(root)

@@ -95,11 +95,12 @@ def create(spec: ContainerSpec, image: images.RunnableImage) -> tuple[Container,
     container = store.create_record(spec)
     rec = state.record("container", undo_container, container_id=container.id, name=spec.name)
     try:
+        container.update(journal=str(rec.path))
+        from labctl.overlay import ContainerRoot
+        root = ContainerRoot.create(image_store(), image.digest, container.id)
         cg = resources.create(f"labctl-{container.short_id}", spec.limits)
-        container.update(journal=str(rec.path), cgroup=cg)
+        container.update(cgroup=cg, root=str(root.merged))
         d = container.dir
-        for sub in ("upper", "work", "merged"):
-            (d / sub).mkdir()
         files = {}
         for inside_path, content in networking.etc_files(spec.network, spec.hostname).items():
             host_file = d / Path(inside_path).name
@@ -108,7 +109,7 @@ def create(spec: ContainerSpec, image: images.RunnableImage) -> tuple[Container,
         mounts = [specs.Mount(m.kind, volumes.resolve_source(m.kind, m.source) if m.kind != "tmpfs" else "",
                               m.target, m.readonly) for m in spec.mounts]
         plan = inside.InsidePlan(
-            lowerdirs=image.lowerdirs, upperdir=str(d / "upper"), workdir=str(d / "work"), merged=str(d / "merged"),
+            root=str(root.merged),
             cgroup_procs=resources.procs_files(cg), loopback_up=spec.network != "host", files=files,
             mounts=mounts, init_binary=_tini() if spec.init else None, workdir_inside=spec.workdir,
             user=spec.user, env=spec.env)
@@ -116,6 +117,11 @@ def create(spec: ContainerSpec, image: images.RunnableImage) -> tuple[Container,
         undo_container(container.id)
         raise
     return container, plan
+
+
+def image_store():
+    from labctl.imagestore import ImageStore
+    return ImageStore()
 
 
 def namespace_kinds(spec: ContainerSpec) -> tuple[str, ...]:
@@ -320,9 +326,23 @@ def teardown(container: Container) -> None:
         container.update(network=None, cgroup=None)
     if container.spec.auto_remove:
         remove_files(container)
+    elif container.state.get("root"):
+        unmount_root(container)
+
+
+def unmount_root(container: Container) -> None:
+    """Unmount the overlay of an exited container; its upper layer stays until `rm`."""
+    merged = container.state["root"]
+    state.unmount(merged)
+    for rec in state.records():
+        if rec.kind == "mount" and rec.data.get("target") == merged:
+            rec.forget()
 
 
 def remove_files(container: Container) -> None:
+    from labctl.overlay import ContainerRoot
+    with contextlib.suppress(LabError):
+        ContainerRoot.open(container.id).remove()
     store.remove_record(container.id)
     journal = container.state.get("journal")
     if journal:
@@ -339,7 +359,7 @@ def undo_container(container_id: str, name: str = "") -> None:
         return
     kill(container)
     teardown(container)
-    store.remove_record(container.id)
+    remove_files(container)
 
 
 # ---------------------------------------------------------------------------------------------
