@@ -1,13 +1,17 @@
 """The container's network (step 6), through labctl.network: the one integration point with that module.
 
-  none    a new network namespace with only `lo` (PID 1 brings it up itself)
+  none    a new network namespace with only `lo` (PID 1 brings it up itself: no netlink library needed)
   host    no network namespace: the host's interfaces, ports and /etc/hosts
   bridge  a new network namespace, a veth pair to the lab bridge, an address, NAT and published ports,
           attached by labctl from outside (by PID 1's PID) before the command runs
+
+/etc/hosts, /etc/hostname and /etc/resolv.conf are files in the container's directory, bind-mounted by
+PID 1 before the network exists; in bridge mode they are rewritten in place (the bind mount pins the
+inode, so no rename) once the address is known, still before the command runs.
 """
 from __future__ import annotations
 
-import socket
+from pathlib import Path
 
 from labctl.errors import LabError
 
@@ -20,51 +24,42 @@ def needs_namespace(mode: str) -> bool:
     return mode != "host"
 
 
-def etc_files(mode: str, hostname: str, address: str | None = None) -> dict[str, str]:
-    """Content of /etc/hosts, /etc/hostname and /etc/resolv.conf for the container."""
-    if mode == "host":
-        hosts = _read("/etc/hosts")
-        resolv = _read("/etc/resolv.conf")
-        hostname = socket.gethostname()
-    else:
-        hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-        if address:
-            hosts += f"{address}\t{hostname}\n"
-        else:
-            hosts += f"127.0.1.1\t{hostname}\n"
-        resolv = ""
-        if mode == "bridge":
-            try:
-                from labctl import network
-                return network.container_files(hostname, address)
-            except (ImportError, AttributeError):
-                pass
-    return {"/etc/hosts": hosts, "/etc/hostname": hostname + "\n", "/etc/resolv.conf": resolv}
+def etc_files(mode: str, hostname: str) -> dict[str, str]:
+    """The first content of /etc/hosts, /etc/hostname and /etc/resolv.conf. Bridge and host mode take
+    it from network.etc_contents; mode none writes the same three lines itself, because importing
+    labctl.network (ipaddress, subprocess, threading) would cost `labctl run` ~25 ms for nothing."""
+    if mode != "none":
+        from labctl.network import etc_contents
+        return etc_contents(hostname, None, "none" if mode == "bridge" else mode, hostname)
+    return {"/etc/hosts": f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n",
+            "/etc/resolv.conf": "# network mode none: no nameserver\n", "/etc/hostname": hostname + "\n"}
 
 
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
-def attach(mode: str, container_name: str, pid: int, ports: list) -> dict | None:
-    """Connect PID 1's network namespace (bridge mode): returns what detach() needs."""
+def attach(mode: str, container_name: str, hostname: str, pid: int, ports: list, files: dict[str, str]) -> dict | None:
+    """Bridge mode: connect PID 1's network namespace, rewrite the /etc files with its address.
+    Returns what detach() needs (stored in the container's record), None for the other modes."""
     if mode != "bridge":
+        if ports:
+            raise LabError("published ports need --network bridge", "add --network bridge, or drop -p")
         return None
-    try:
-        from labctl import network
-    except ImportError:
-        raise LabError("--network bridge needs the networking step (labctl.network)",
-                       "use --network none or host") from None
-    return network.attach(pid, mode, name=container_name,
-                          ports=[(p.host_port, p.container_port, p.protocol) for p in ports])
+    from labctl import network
+    att = network.attach(pid, container_name, mode, publish=[f"{p.host_port}:{p.container_port}/{p.protocol}"
+                                                             for p in ports], hostname=hostname)
+    for target, text in att.etc_text().items():
+        if target in files:
+            with open(files[target], "w") as f:   # in place: PID 1 has this inode bind-mounted
+                f.write(text)
+    return {"address": att.address, "bridge": att.network.bridge, "subnet": att.network.subnet,
+            "records": [str(r.path) for r in att._records]}
 
 
 def detach(info: dict | None) -> None:
+    """Undo what attach() recorded (veth, DNAT rules, the address), then the bridge if it was the last."""
     if not info:
         return
-    from labctl import network
-    network.detach(info)
+    from labctl import network, state
+    wanted = set(info["records"])
+    for rec in reversed(state.records()):
+        if str(rec.path) in wanted:
+            state.undo_record(rec)
+    network._remove_bridge_if_unused(network.Network(info["bridge"], info["subnet"]))

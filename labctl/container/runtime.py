@@ -174,7 +174,7 @@ def start(container: Container, plan: inside.InsidePlan, stdio: Stdio) -> int:
             _wait_recorded(container, supervisor_pid, child)
             raise LabError(f"setting up the container failed: {message}",
                            "see the message above; `labctl doctor` checks the kernel features")
-        network = networking.attach(spec.network, spec.name, pid, spec.ports)
+        network = networking.attach(spec.network, spec.name, spec.hostname, pid, spec.ports, plan.files)
         container.update(status="running", pid=pid, pid_start=state.process_start_time(pid),
                          supervisor_pid=supervisor_pid, supervisor_start=state.process_start_time(supervisor_pid),
                          started_at=time.time(), network=network)
