@@ -273,3 +273,35 @@ def test_cleanup_removes_a_running_container():
     assert wait_for(lambda: not Path(f"/proc/{pid}").exists() or
                     Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z")
     assert result.stdout.strip()[:12] not in labctl_ok("ps", "-a")
+
+
+def test_check_fails_on_skeleton_with_a_hint():
+    result = run_labctl("check", "7")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "not an overlay" in result.stdout and "TODO 2" in result.stdout
+
+
+def test_check_passes_on_reference():
+    result = run_labctl("check", "7", "--reference")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASS" in result.stdout
+
+
+def test_check_passes_on_a_completed_exercise(tmp_path):
+    skeleton = (Path(__file__).parent.parent / "lab/07-container/exercise.py").read_text()
+    solved = skeleton.replace(
+        "    # TODO 1:", "    cgroup = cgroups.Cgroup.create(name, cgroups.parse_limits(memory=memory))\n    # TODO 1:").replace(
+        "    # TODO 2:", "    root = overlay.ContainerRoot.create(ImageStore(), IMAGE, name)\n    # TODO 2:").replace(
+        "    # TODO 3:", "    kinds = kinds + ('net',)\n"
+                        "    setup = lambda: rootfs.setup_container_root(root.merged, readonly=False)\n    # TODO 3:").replace(
+        "        # TODO 4:", "        cgroup.add(proc.pid)\n        # TODO 4:")
+    path = tmp_path / "solved.py"
+    path.write_text(solved)
+    result = run_labctl("check", "7", "--file", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_step_7_demo_runs_and_leaves_nothing():
+    result = run_labctl("step", "7", "--no-explain")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "hello from a volume" in result.stdout

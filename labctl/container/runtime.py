@@ -448,13 +448,26 @@ def exec_in(container: Container, argv: list[str], stdio: Stdio | None = None, u
     os.close(status_w)
     message = _read_all(status_r)
     os.close(status_r)
-    for fd in (stdio.pty_slave,):
-        if fd is not None:
+    for fd in (stdio.pty_slave, stdio.stdin):
+        if fd is not None and fd > 2:
             os.close(fd)
     if message:
         os.waitpid(child, 0)
         raise CommandFailed(f"exec in {container.name} failed: {message.strip()}", 126)
     return child
+
+
+def exec_capture(container: Container, argv: list[str]) -> tuple[int, str]:
+    """exec_in with stdout and stderr captured: (exit code, output)."""
+    from labctl.container.supervisor import wait_for
+    r, w = os.pipe()
+    try:
+        child = exec_in(container, argv, Stdio(os.open(os.devnull, os.O_RDONLY), w, w))
+    finally:
+        os.close(w)
+    out = _read_all(r)
+    os.close(r)
+    return wait_for(child), out
 
 
 def _exec_child(pid, kinds, procs, argv, environment, user, workdir, stdio, status_w) -> None:
@@ -533,3 +546,16 @@ def run(spec: ContainerSpec, image: images.RunnableImage) -> tuple[Container, in
     finally:
         if master is not None:
             os.close(master)
+
+
+def run_capture(spec: ContainerSpec, image: images.RunnableImage) -> tuple[int, str]:
+    """Run in the foreground with stdout and stderr captured: (exit code, output)."""
+    container, plan = create(spec, image)
+    r, w = os.pipe()
+    try:
+        supervisor = start(container, plan, Stdio(os.open(os.devnull, os.O_RDONLY), w, w))
+    finally:
+        os.close(w)
+    out = _read_all(r)
+    os.close(r)
+    return wait_foreground(container, supervisor), out
