@@ -88,3 +88,48 @@ def main(names: list[str], stream: bool = True, interval: float = 1.0) -> int:
             previous = current
     except KeyboardInterrupt:
         return 0
+
+
+#: name -> (workload, limits): what measure_workloads() runs side by side.
+WORKLOADS = {
+    "spin-half-cpu": (["sh", "-c", "while :; do :; done"], {"cpus": 0.5}),
+    "spin-one-cpu": (["sh", "-c", "while :; do :; done"], {"cpus": 1.0}),
+    "fill-32m": (["sh", "-c", "for i in $(seq 1 28); do dd if=/dev/zero of=/fill/$i bs=1M count=1 2>/dev/null; "
+                  "sleep 0.1; done; sleep 600"], {"memory": "32m", "tmpfs": ["/fill"]}),
+    "idle": (["sleep", "600"], {"memory": "16m"}),
+}
+
+
+def measure_workloads(seconds: float = 4.0, interval: float = 0.2, image: str = "busybox",
+                      workloads: dict | None = None) -> dict:
+    """Run each workload in a detached container under its limits, sample every container's cgroup every
+    `interval` seconds, then remove them. Returns {name: {"limits", "t", "cpu_percent", "memory_bytes"}}."""
+    from labctl.container import runtime
+    workloads = workloads or WORKLOADS
+    started = []
+    try:
+        for name, (argv, limits) in workloads.items():
+            spec, img = runtime.build_spec(image, argv, name=f"stats-{name}-{time.monotonic_ns() % 100000}",
+                                           detach=True, memory=limits.get("memory"), cpus=limits.get("cpus"),
+                                           tmpfs=limits.get("tmpfs", []))
+            container, _ = runtime.run(spec, img)
+            started.append((name, container, limits))
+        series = {name: {"limits": limits, "t": [], "cpu_percent": [], "memory_bytes": []}
+                  for name, _, limits in started}
+        previous = {name: sample(c) for name, c, _ in started}
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            time.sleep(interval)
+            for name, c, _ in started:
+                now = sample(c)
+                if now is None or previous[name] is None:
+                    continue
+                s = series[name]
+                s["t"].append(now.time - t0)
+                s["cpu_percent"].append(cpu_percent(previous[name], now) or 0.0)
+                s["memory_bytes"].append(now.memory_bytes or 0)
+                previous[name] = now
+        return series
+    finally:
+        for _, c, _ in started:
+            runtime.remove(store.load(c.id), force=True)
