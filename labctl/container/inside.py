@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import socket
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,10 +57,14 @@ SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 
 def loopback_up() -> None:
     """ioctl(SIOCSIFFLAGS, lo | IFF_UP): a new network namespace has only `lo`, and it is down."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    import _socket  # the C module: socket.py's enums cost PID 1 a few milliseconds before exec
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
         ifreq = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, ifreq))[1]
         fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+    finally:
+        s.close()
 
 
 def _mount_point(root: Path, inside: str, is_dir: bool) -> Path:

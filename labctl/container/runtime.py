@@ -92,10 +92,14 @@ class Stdio:
 
 def create(spec: ContainerSpec, image: images.RunnableImage) -> tuple[Container, inside.InsidePlan]:
     """Reserve the record, journal it, create the cgroup and the files; nothing runs yet."""
-    container = store.create_record(spec)
-    rec = state.record("container", undo_container, container_id=container.id, name=spec.name)
+    container_id = store.new_id()
+    rec = state.record("container", undo_container, container_id=container_id, name=spec.name)
     try:
-        container.update(journal=str(rec.path))
+        container = store.create_record(spec, container_id, journal=str(rec.path))
+    except BaseException:
+        rec.forget()
+        raise
+    try:
         from labctl.overlay import ContainerRoot
         root = ContainerRoot.create(image_store(), image.digest, container.id)
         cg = resources.create(f"labctl-{container.short_id}", spec.limits)
@@ -124,6 +128,15 @@ def image_store():
     return ImageStore()
 
 
+def namespace_flags(kinds) -> int:
+    """The CLONE_NEW* flags for these namespace kinds (labctl.syscalls.NAMESPACE_FLAGS)."""
+    from labctl.syscalls import NAMESPACE_FLAGS
+    flags = 0
+    for kind in kinds:
+        flags |= NAMESPACE_FLAGS[kind]
+    return flags
+
+
 def namespace_kinds(spec: ContainerSpec) -> tuple[str, ...]:
     """uts, ipc, mnt, pid and time always; net unless --network host. (cgroup: PID 1 unshares it itself,
     after joining its cgroup, so the namespace is rooted there.)"""
@@ -138,7 +151,6 @@ FOR_CHILDREN = ("pid", "time")
 def start(container: Container, plan: inside.InsidePlan, stdio: Stdio) -> int:
     """Fork the supervisor, which makes the namespaces and forks PID 1; let it exec once all is set.
     Returns the supervisor's PID if it is our child (foreground), else 0."""
-    from labctl.namespaces import namespace_flags
     spec = container.spec
     kinds = namespace_kinds(spec)
     flags = namespace_flags(k for k in kinds if k in FOR_CHILDREN)       # the supervisor's unshare
@@ -312,7 +324,7 @@ def finish(container_id: str, exit_code: int | None) -> None:
     """PID 1 has ended: record the exit code, tear down the cgroup and the network, and for --rm the rest."""
     with contextlib.suppress(store.NoSuchContainer):
         container = store.load(container_id)
-        if container.state.get("status") != "exited":
+        if container.state.get("status") != "exited" and not container.spec.auto_remove:
             container.update(status="exited", exit_code=exit_code, finished_at=time.time())
         teardown(container)
 
@@ -322,12 +334,13 @@ def teardown(container: Container) -> None:
     call it."""
     networking.detach(container.state.get("network"))
     resources.remove(container.state.get("cgroup"))
-    if container.state.get("network") or container.state.get("cgroup"):
-        container.update(network=None, cgroup=None)
     if container.spec.auto_remove:
         remove_files(container)
-    elif container.state.get("root"):
-        unmount_root(container)
+    else:
+        if container.state.get("root"):
+            unmount_root(container)
+        if container.state.get("network") or container.state.get("cgroup"):
+            container.update(network=None, cgroup=None)
 
 
 def unmount_root(container: Container) -> None:
@@ -343,7 +356,7 @@ def remove_files(container: Container) -> None:
     from labctl.overlay import ContainerRoot
     with contextlib.suppress(LabError):
         ContainerRoot.open(container.id).remove()
-    store.remove_record(container.id)
+    store.remove_record(container.id, container.name)
     journal = container.state.get("journal")
     if journal:
         with contextlib.suppress(FileNotFoundError):
@@ -356,6 +369,7 @@ def undo_container(container_id: str, name: str = "") -> None:
     try:
         container = store.load(container_id)
     except store.NoSuchContainer:
+        store.remove_record(container_id, name)
         return
     kill(container)
     teardown(container)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import time
 from dataclasses import dataclass
@@ -133,12 +132,20 @@ def all_containers() -> list[Container]:
     return sorted(found, key=lambda c: c.state.get("created", 0), reverse=True)
 
 
+def names_dir() -> Path:
+    return state.subdir("containers-by-name")
+
+
 def find(name_or_id: str) -> Container:
     """A container by name, full ID, or unique ID prefix (as Docker accepts them)."""
     if (containers_dir() / name_or_id / "container.json").exists():
         return load(name_or_id)
-    matches = [c for c in all_containers() if c.name == name_or_id]
-    if not matches and len(name_or_id) >= 3:
+    link = names_dir() / name_or_id
+    if link.is_symlink():
+        with contextlib.suppress(NoSuchContainer):
+            return load(os.readlink(link))
+    matches = []
+    if len(name_or_id) >= 3:
         matches = [c for c in all_containers() if c.id.startswith(name_or_id)]
     if len(matches) == 1:
         return matches[0]
@@ -147,39 +154,61 @@ def find(name_or_id: str) -> Container:
     raise NoSuchContainer(f"no such container: {name_or_id}", "`labctl ps -a` lists the containers")
 
 
-def create_record(spec: ContainerSpec) -> Container:
-    """Reserve an ID and a unique name, and write the record. Names are checked and taken under one
-    lock, so two concurrent `labctl run --name x` cannot both get x."""
-    container_id = secrets.token_hex(32)
-    with state.locked("container-names"):
-        taken = {c.name for c in all_containers()}
-        if spec.name:
-            if spec.name in taken:
-                raise LabError(f"the container name {spec.name!r} is already in use",
-                               f"remove it first (`labctl rm -f {spec.name}`) or choose another --name")
-        else:
-            spec.name = _free_name(taken)
-        if not spec.hostname:
-            spec.hostname = container_id[:12]
-            spec.env = [f"HOSTNAME={spec.hostname}" if e.startswith("HOSTNAME=") else e for e in spec.env]
-        container = Container(container_id, spec, {
-            "status": "created", "created": time.time(),
-            "creator_pid": os.getpid(), "creator_start": state.process_start_time(os.getpid())})
-        container.dir.mkdir()
-        container.save()
+def new_id() -> str:
+    return os.urandom(32).hex()
+
+
+def _claim_name(name: str, container_id: str) -> bool:
+    """symlink(2) names/<name> -> <id>: atomic, and it fails if the name exists, so two concurrent
+    `labctl run --name x` cannot both get x. A name whose container is gone (crash) is taken over."""
+    link = names_dir() / name
+    for _ in range(2):
+        try:
+            os.symlink(container_id, link)
+            return True
+        except FileExistsError:
+            owner = os.readlink(link) if link.is_symlink() else ""
+            if owner and (containers_dir() / owner).is_dir():
+                return False
+            with state.locked("container-names"):    # a stale name: replace it, once, under the lock
+                if link.is_symlink() and os.readlink(link) == owner:
+                    link.unlink()
+    return False
+
+
+def create_record(spec: ContainerSpec, container_id: str, **extra_state) -> Container:
+    """Claim a unique name, then write the record (the directory and container.json)."""
+    if spec.name:
+        if not _claim_name(spec.name, container_id):
+            raise LabError(f"the container name {spec.name!r} is already in use",
+                           f"remove it first (`labctl rm -f {spec.name}`) or choose another --name")
+    else:
+        for attempt in range(100):
+            rnd = os.urandom(2)
+            spec.name = f"{_ADJECTIVES[rnd[0] % len(_ADJECTIVES)]}_{_NAMES[rnd[1] % len(_NAMES)]}"
+            if attempt > 50:
+                spec.name += f"_{os.urandom(2).hex()}"
+            if _claim_name(spec.name, container_id):
+                break
+    if not spec.hostname:
+        spec.hostname = container_id[:12]
+        spec.env = [f"HOSTNAME={spec.hostname}" if e.startswith("HOSTNAME=") else e for e in spec.env]
+    container = Container(container_id, spec, {
+        "status": "created", "created": time.time(),
+        "creator_pid": os.getpid(), "creator_start": state.process_start_time(os.getpid()), **extra_state})
+    container.dir.mkdir()
+    container.save()
     return container
 
 
-def _free_name(taken: set[str]) -> str:
-    for _ in range(100):
-        name = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NAMES)}"
-        if name not in taken:
-            return name
-    return f"lab_{secrets.token_hex(4)}"
-
-
-def remove_record(container_id: str) -> None:
-    """Delete a container's directory (its record, upper layer, log). Refuses while anything is mounted below."""
+def remove_record(container_id: str, name: str = "") -> None:
+    """Delete a container's directory (its record, its log) and its name. Refuses while anything is
+    mounted below it."""
     path = containers_dir() / container_id
     if path.exists():
         state.remove_path(str(path))
+    if name:
+        link = names_dir() / name
+        with contextlib.suppress(FileNotFoundError):
+            if os.readlink(link) == container_id:
+                link.unlink()
