@@ -1,17 +1,20 @@
 """What the container's PID 1 does to itself before it execs the command (runc's "init" stage).
 
-It runs in the new UTS, IPC, mount, PID, network and time namespaces the supervisor made, in this order:
+It runs as PID 1 of the new PID and time namespaces the supervisor made, in this order:
 
-  1. join the container's cgroups (write 0 to cgroup.procs: "the writing process"), THEN
-     unshare(CLONE_NEWCGROUP), so the cgroup namespace is rooted at the container's own cgroup and
-     /proc/self/cgroup reads "/" inside
+  1. unshare its own UTS, IPC, mount and network namespaces (runtime._pid1 does this)
   2. bring the loopback interface up (a new network namespace starts with lo down)
   3. mounts, all in the private mount namespace (the host never sees them, and they vanish with it),
      on the overlay root labctl mounted (step 4): /proc, /dev, /sys (read-only), /etc/hosts, /etc/resolv.conf, /etc/hostname,
      volumes and bind mounts, tmpfs mounts, and tini for --init
   4. pivot_root into it (step 2)
-  5. working directory (created if missing, as Docker does), then the user: setgroups, setgid, setuid
-     with the ids looked up in the image's own /etc/passwd
+  5. create the working directory (as Docker does), look the user up in the image's own /etc/passwd
+  6. after labctl's "go": unshare(CLONE_NEWCGROUP). Meanwhile labctl has written PID 1 into the
+     container's cgroup.procs files from outside, as runc does, so the cgroup namespace is rooted at
+     the container's own cgroup and /proc/self/cgroup reads "/" inside. (Each write into a v1
+     cgroup.procs waits for an RCU grace period, milliseconds: doing them while PID 1 mounts overlaps
+     the two.) Then setgroups, setgid, setuid (unsharing needs root, so the user comes last), and
+     chdir into the working directory as that user.
 Every step is a plain function of step 1 to 3's modules; the order is the lesson.
 """
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labctl import rootfs
-from labctl.container.spec import Mount, resolve_user
+from labctl.container.spec import Mount, ResolvedUser, resolve_user
 from labctl.syscalls import (CLONE_NEWCGROUP, MS_BIND, MS_NODEV, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT,
                              mount, unshare)
 
@@ -34,8 +37,7 @@ INIT_PATH = "/sbin/labctl-init"   # where --init's tini appears inside (Docker u
 class InsidePlan:
     """Everything PID 1 needs, computed by labctl before the fork (so PID 1 only executes it)."""
     root: str                         # the container's overlay root, mounted by overlay.ContainerRoot
-    cgroup_procs: list[str]           # cgroup.procs files of the container's cgroups
-    new_cgroup_namespace: bool = True
+    new_cgroup_namespace: bool = True  # done by enter_cgroup_namespace(), after "go"
     loopback_up: bool = True
     files: dict[str, str] = field(default_factory=dict)     # inside path -> host file to bind (hosts, ...)
     mounts: list[Mount] = field(default_factory=list)       # binds/volumes (source resolved) and tmpfs
@@ -45,11 +47,20 @@ class InsidePlan:
     env: list[str] = field(default_factory=list)
 
 
-def join_cgroups(procs_files: list[str]) -> None:
-    """write("0") to each cgroup.procs: moves the calling process (PID 1 here) into that cgroup."""
+def join_cgroups(procs_files: list[str], pid: int = 0) -> None:
+    """write(pid) to each cgroup.procs: moves the process (0: the caller) into that cgroup."""
     for path in procs_files:
-        with open(path, "w") as f:
-            f.write("0")
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, str(pid).encode())
+        finally:
+            os.close(fd)
+
+
+def enter_cgroup_namespace(plan: "InsidePlan") -> None:
+    """unshare(CLONE_NEWCGROUP): the new cgroup namespace's root is the cgroup the caller is in now."""
+    if plan.new_cgroup_namespace:
+        unshare(CLONE_NEWCGROUP)
 
 
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
@@ -93,20 +104,16 @@ def mount_volumes(root: Path, plan: InsidePlan) -> None:
             bind(m.source, _mount_point(root, m.target, os.path.isdir(m.source)), m.readonly)
 
 
-def switch_user(user: str) -> dict:
+def switch_user(who: ResolvedUser) -> None:
     """setgroups, setgid, setuid (in that order: after setuid we could no longer change groups)."""
-    who = resolve_user(user)
     os.setgroups(who.groups)
     os.setgid(who.gid)
     os.setuid(who.uid)
-    return {"HOME": who.home}
 
 
-def prepare(plan: InsidePlan) -> dict[str, str]:
-    """Steps 1 to 5 above. Returns the environment to exec with."""
-    join_cgroups(plan.cgroup_procs)
-    if plan.new_cgroup_namespace:
-        unshare(CLONE_NEWCGROUP)
+def prepare(plan: InsidePlan) -> tuple[dict[str, str], ResolvedUser]:
+    """Steps 2 to 4 above, and the user looked up in the image's /etc/passwd (switched to by finish()).
+    Returns the environment to exec with and the user."""
     if plan.loopback_up:
         loopback_up()
     rootfs.make_mounts_private()
@@ -124,7 +131,14 @@ def prepare(plan: InsidePlan) -> dict[str, str]:
     rootfs.enter_root(root)
     os.makedirs(plan.workdir_inside, exist_ok=True)
     env = dict(e.partition("=")[::2] for e in plan.env)
-    home = switch_user(plan.user)
-    env.setdefault("HOME", home["HOME"])
+    who = resolve_user(plan.user)
+    env.setdefault("HOME", who.home)
+    return env, who
+
+
+def finish(plan: InsidePlan, who: ResolvedUser) -> None:
+    """Steps 5 and 6, once labctl said "go": the cgroup namespace (needs root), then the user, then
+    the working directory (as that user)."""
+    enter_cgroup_namespace(plan)
+    switch_user(who)
     os.chdir(plan.workdir_inside)
-    return env

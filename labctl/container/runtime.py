@@ -26,7 +26,7 @@ from pathlib import Path
 
 from labctl import state
 from labctl.container import images, inside, networking, resources, spec as specs, store, volumes
-from labctl.container.spec import ContainerSpec, Limits
+from labctl.container.spec import ContainerSpec, Limits, resolve_user
 from labctl.container.store import Container
 from labctl.errors import LabError
 
@@ -114,7 +114,7 @@ def create(spec: ContainerSpec, image: images.RunnableImage) -> tuple[Container,
                               m.target, m.readonly) for m in spec.mounts]
         plan = inside.InsidePlan(
             root=str(root.merged),
-            cgroup_procs=resources.procs_files(cg), loopback_up=spec.network != "host", files=files,
+            loopback_up=spec.network != "host", files=files,
             mounts=mounts, init_binary=_tini() if spec.init else None, workdir_inside=spec.workdir,
             user=spec.user, env=spec.env)
     except BaseException:
@@ -180,6 +180,8 @@ def start(container: Container, plan: inside.InsidePlan, stdio: Stdio) -> int:
         pid, supervisor_pid = int(pid), int(supervisor_pid)
         if spec.detach:
             os.waitpid(child, 0)   # the intermediate process, which exited once S was forked
+        # Into the cgroup from outside, while PID 1 sets itself up (see inside.py, step 6)
+        inside.join_cgroups(resources.procs_files(container.state.get("cgroup")), pid)
         line = _read_line(status_r)
         if line != "ready":
             message = (line + " " + _read_all(status_r)).strip()
@@ -259,7 +261,7 @@ def _pid1(spec: ContainerSpec, plan: inside.InsidePlan, stdio: Stdio, own_flags:
     try:
         unshare(own_flags)
         sethostname(spec.hostname)
-        env = inside.prepare(plan)
+        env, who = inside.prepare(plan)
         if stdio.pty_slave is not None:
             from labctl.container.terminal import make_controlling_terminal
             make_controlling_terminal(stdio.pty_slave)
@@ -270,6 +272,7 @@ def _pid1(spec: ContainerSpec, plan: inside.InsidePlan, stdio: Stdio, own_flags:
         os.write(status_w, b"ready\n")
         if _read_line(go_r) != "go":
             os._exit(125)
+        inside.finish(plan, who)
         try:
             os.execvpe(argv[0], argv, env)
         except OSError as exc:
@@ -499,8 +502,9 @@ def _exec_child(pid, kinds, procs, argv, environment, user, workdir, stdio, stat
             signal.signal(sig, lambda s, _f: os.kill(inner, s))
         os._exit(wait_for(inner))
     os.chdir("/")
-    home = inside.switch_user(user)
-    environment.setdefault("HOME", home["HOME"])
+    who = resolve_user(user)
+    environment.setdefault("HOME", who.home)
+    inside.switch_user(who)
     os.chdir(workdir)
     if stdio.pty_slave is not None:
         from labctl.container.terminal import make_controlling_terminal
