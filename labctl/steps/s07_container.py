@@ -41,25 +41,29 @@ def _exec(container, argv: list[str]) -> str:
     return runtime.exec_capture(container, argv)[1]
 
 
-def demo_image() -> str:
-    """The lab image pulled from the lab registry when step 5's registry is here, else from the store."""
+def pull_demo_image() -> str:
+    """Step 5's way in: serve the lab's busybox from a registry of our own on 127.0.0.1 (started for
+    the demo and stopped again), and pull it into the store. Returns the reference it is stored as."""
+    import shutil
+    from labctl import labregistry, registry
+    work = state.new_tmpdir("step7-registry-")
     try:
-        from labctl import labregistry, registry  # noqa: F401  (step 5)
-    except ImportError:
-        ui.say("The image comes from the local image store (step 4's `labctl prepare` imported it).")
-        return "busybox"
-    return _pull_from_lab_registry()
-
-
-def _pull_from_lab_registry() -> str:
-    from labctl.steps import s05_registry
-    return s05_registry.pull_lab_image_for_demo()
+        with labregistry.RegistryServer(work / "registry") as server:
+            layout = labregistry.write_lab_layout(work / "layout")
+            labregistry.seed(server.host, layout, ["busybox"])
+            reference = f"{server.host}/lab/busybox:latest"
+            result = registry.pull(reference, progress=False)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ui.kernel(f"pulled {reference} from the lab registry: manifest {result.digest[:19]}…, "
+              f"stored as {result.reference}")
+    return result.reference
 
 
 def demo() -> None:
     from labctl.container import runtime, volumes
     namespaces.ensure_root("the step 7 demo")
-    image = demo_image()
+    image = pull_demo_image()
     ui.say(f"`labctl run -d --init --name step7-web -m 32m --cpus 0.5 --pids-limit 16 --network bridge "
            f"-p {DEMO_PORT}:80 -v {DEMO_VOLUME}:/www {image} httpd -f -p 80 -h /www`")
     spec, img = runtime.build_spec(
@@ -91,6 +95,8 @@ def demo() -> None:
     finally:
         runtime.remove(runtime.store.load(container.id), force=True)
         volumes.remove(DEMO_VOLUME, force=True)
+        from labctl import imageimport
+        imageimport.remove_image(runtime.image_store(), image)
     ui.ok("container removed; its cgroup, veth, DNAT rule and overlay are gone")
 
 
