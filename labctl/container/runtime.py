@@ -181,13 +181,17 @@ def start(container: Container, plan: inside.InsidePlan, stdio: Stdio) -> int:
         if spec.detach:
             os.waitpid(child, 0)   # the intermediate process, which exited once S was forked
         # Into the cgroup from outside, while PID 1 sets itself up (see inside.py, step 6)
-        inside.join_cgroups(resources.procs_files(container.state.get("cgroup")), pid)
+        try:
+            inside.join_cgroups(resources.procs_files(container.state.get("cgroup")), pid)
+        except ProcessLookupError:
+            pass   # PID 1 has failed already: the next line from it says why
         line = _read_line(status_r)
         if line != "ready":
             message = (line + " " + _read_all(status_r)).strip()
             _wait_recorded(container, supervisor_pid, child)
-            raise LabError(f"setting up the container failed: {message}",
-                           "see the message above; `labctl doctor` checks the kernel features")
+            cause, _, fix = message.partition("\tfix\t")
+            raise LabError(f"setting up the container failed: {cause}",
+                           fix or "see the message above; `labctl doctor` checks the kernel features")
         network = networking.attach(spec.network, spec.name, spec.hostname, pid, spec.ports, plan.files)
         container.update(status="running", pid=pid, pid_start=state.process_start_time(pid),
                          supervisor_pid=supervisor_pid, supervisor_start=state.process_start_time(supervisor_pid),
@@ -278,6 +282,9 @@ def _pid1(spec: ContainerSpec, plan: inside.InsidePlan, stdio: Stdio, own_flags:
         except OSError as exc:
             os.write(status_w, f"{exc.strerror}: {argv[0]}\n".encode())
             os._exit(126 if isinstance(exc, PermissionError) else 127)
+    except LabError as exc:   # a mistake the user can fix (an unknown user, say): cause and fix, as given
+        with contextlib.suppress(OSError):
+            os.write(status_w, f"{exc.cause}\tfix\t{exc.fix}\n".encode())
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.write(status_w, f"{exc}\n".encode())
