@@ -305,3 +305,35 @@ def test_step_7_demo_runs_and_leaves_nothing():
     result = run_labctl("step", "7", "--no-explain")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "hello from a volume" in result.stdout
+
+
+def test_tty_gets_the_window_size_and_the_exit_code():
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(sys.executable, [sys.executable, "-m", "labctl", "run", "-it", "--rm", "busybox", "sh"])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+    out = b""
+
+    def pump(seconds):
+        nonlocal out
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    return
+    pump(2.0)
+    os.write(fd, b"\x1b[1;1R")       # busybox asks where the cursor is; answer like a terminal
+    pump(0.3)
+    os.write(fd, b"stty size; exit 5\r")
+    pump(3.0)
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert b"33 101" in out
+    assert os.waitstatus_to_exitcode(status) == 5
