@@ -232,9 +232,9 @@ def cmd_exec(args) -> int:
     container = store.find(args.container)
     stdio, master = runtime.Stdio(), None
     if args.tty:
-        from labctl.container.terminal import open_pty
-        master, slave = open_pty()
-        stdio = runtime.Stdio(pty_slave=slave)
+        from labctl.container.terminal import console_socket
+        master, theirs = console_socket()     # until the container sends its pty master: our socket end
+        stdio = runtime.Stdio(console=theirs)
     elif not args.interactive:
         stdio = runtime.Stdio(stdin=os.open(os.devnull, os.O_RDONLY))
     try:
@@ -244,8 +244,9 @@ def cmd_exec(args) -> int:
         error_line(str(exc))
         return exc.exit_code
     if master is not None:
-        from labctl.container.terminal import relay
-        relay(master, done=lambda: os.waitpid(child, os.WNOHANG)[0] != 0 and False)
+        from labctl.container.terminal import receive_master, relay
+        master = receive_master(master)   # (closes the socket)
+        relay(master, done=lambda: False)
     previous = {s: signal.signal(s, lambda n, _f: os.kill(child, n)) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         return wait_for(child)

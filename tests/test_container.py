@@ -307,7 +307,7 @@ def test_step_7_demo_runs_and_leaves_nothing():
     assert "hello from a volume" in result.stdout
 
 
-def test_tty_gets_the_window_size_and_the_exit_code():
+def test_tty_is_the_containers_own_pty_with_the_window_size_and_exit_code():
     import fcntl
     import pty
     import select
@@ -331,9 +331,10 @@ def test_tty_gets_the_window_size_and_the_exit_code():
     pump(2.0)
     os.write(fd, b"\x1b[1;1R")       # busybox asks where the cursor is; answer like a terminal
     pump(0.3)
-    os.write(fd, b"stty size; exit 5\r")
+    os.write(fd, b"tty; stty size; exit 5\r")
     pump(3.0)
     _, status = os.waitpid(pid, 0)
     os.close(fd)
+    assert b"/dev/pts/0" in out          # allocated from the container's own devpts instance
     assert b"33 101" in out
     assert os.waitstatus_to_exitcode(status) == 5

@@ -87,7 +87,7 @@ class Stdio:
     stdin: int | None = None     # None: inherit labctl's
     stdout: int | None = None
     stderr: int | None = None
-    pty_slave: int | None = None
+    console: int | None = None   # -t: our end of the socket the container sends its pty master on
 
 
 def create(spec: ContainerSpec, image: images.RunnableImage) -> tuple[Container, inside.InsidePlan]:
@@ -241,7 +241,7 @@ def _supervisor(container: Container, plan: inside.InsidePlan, stdio: Stdio, fla
     os.write(status_w, f"pid {pid1} {os.getpid()}\n".encode())
     os.close(status_w)
     os.close(go_r)
-    for fd in (stdio.stdin, stdio.stdout, stdio.stderr, stdio.pty_slave):
+    for fd in (stdio.stdin, stdio.stdout, stdio.stderr, stdio.console):
         if fd is not None and fd > 2:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -266,9 +266,9 @@ def _pid1(spec: ContainerSpec, plan: inside.InsidePlan, stdio: Stdio, own_flags:
         unshare(own_flags)
         sethostname(spec.hostname)
         env, who = inside.prepare(plan)
-        if stdio.pty_slave is not None:
-            from labctl.container.terminal import make_controlling_terminal
-            make_controlling_terminal(stdio.pty_slave)
+        if stdio.console is not None:
+            from labctl.container import terminal
+            terminal.make_controlling_terminal(terminal.open_inside_and_send(stdio.console))
         else:
             for fd, target in ((stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)):
                 if fd is not None:
@@ -472,7 +472,7 @@ def exec_in(container: Container, argv: list[str], stdio: Stdio | None = None, u
     os.close(status_w)
     message = _read_all(status_r)
     os.close(status_r)
-    for fd in (stdio.pty_slave, stdio.stdin):
+    for fd in (stdio.console, stdio.stdin):
         if fd is not None and fd > 2:
             os.close(fd)
     if message:
@@ -513,9 +513,9 @@ def _exec_child(pid, kinds, procs, argv, environment, user, workdir, stdio, stat
     environment.setdefault("HOME", who.home)
     inside.switch_user(who)
     os.chdir(workdir)
-    if stdio.pty_slave is not None:
-        from labctl.container.terminal import make_controlling_terminal
-        make_controlling_terminal(stdio.pty_slave)
+    if stdio.console is not None:
+        from labctl.container import terminal
+        terminal.make_controlling_terminal(terminal.open_inside_and_send(stdio.console))
     else:
         for fd, target in ((stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)):
             if fd is not None:
@@ -534,28 +534,30 @@ def _exec_child(pid, kinds, procs, argv, environment, user, workdir, stdio, stat
 def run(spec: ContainerSpec, image: images.RunnableImage) -> tuple[Container, int]:
     """Create and start; in the foreground wait and return the exit code, detached return (container, 0)."""
     container, plan = create(spec, image)
-    master = None
+    master = console = None
     try:
         stdio = Stdio()
         if spec.detach:
             log = os.open(container.dir / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
             stdio = Stdio(os.open(os.devnull, os.O_RDONLY), log, log)
         elif spec.tty:
-            from labctl.container.terminal import open_pty
-            master, slave = open_pty()
-            stdio = Stdio(pty_slave=slave)
+            from labctl.container.terminal import console_socket
+            console, theirs = console_socket()
+            stdio = Stdio(console=theirs)
         elif not spec.interactive:
             stdio = Stdio(stdin=os.open(os.devnull, os.O_RDONLY))
         try:
             supervisor = start(container, plan, stdio)
         finally:
-            for fd in (stdio.stdin, stdio.stdout, stdio.pty_slave):
+            for fd in (stdio.stdin, stdio.stdout, stdio.console):
                 if fd is not None and fd > 2:
                     with contextlib.suppress(OSError):
                         os.close(fd)
         if spec.detach:
             return container, 0
-        if master is not None:
+        if console is not None:
+            from labctl.container.terminal import receive_master
+            master, console = receive_master(console), None   # (receive_master closes the socket)
             from labctl.container.terminal import relay
             relay(master, done=lambda: not container.is_alive())
         return container, wait_foreground(container, supervisor)
@@ -569,8 +571,10 @@ def run(spec: ContainerSpec, image: images.RunnableImage) -> tuple[Container, in
                     teardown(fresh)
         raise
     finally:
-        if master is not None:
-            os.close(master)
+        for fd in (master, console):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
 
 def run_capture(spec: ContainerSpec, image: images.RunnableImage) -> tuple[int, str]:

@@ -1,7 +1,10 @@
 """`-it`: give the container a terminal of its own, as `docker run -it` does.
 
-  1. openpty(): a master/slave pair. The container's PID 1 gets the slave as stdin/stdout/stderr and,
-     after setsid(), as its controlling terminal (ioctl TIOCSCTTY), so Ctrl-C and job control work inside.
+  1. openpty() *inside* the container, after pivot_root: /dev/ptmx there belongs to the container's own
+     devpts instance (step 2 mounts it with `newinstance`), so the terminal is /dev/pts/0 in the
+     container, as with Docker. The container keeps the slave as stdin/stdout/stderr and, after
+     setsid(), as its controlling terminal (ioctl TIOCSCTTY), so Ctrl-C and job control work inside;
+     the master goes to labctl over a Unix socket pair (SCM_RIGHTS), like runc's --console-socket.
   2. labctl puts its own terminal in raw mode (keys go through untouched: the container's line
      discipline does the echo and the signals), copies bytes both ways, and copies the window size
      (TIOCGWINSZ/TIOCSWINSZ) now and on every SIGWINCH.
@@ -20,10 +23,33 @@ import tty
 from typing import Callable, Iterator
 
 
-def open_pty() -> tuple[int, int]:
-    """openpty(3): (master, slave). The slave's fd is passed to the container, the master stays here."""
+def console_socket() -> tuple[int, int]:
+    """socketpair(AF_UNIX): (labctl's end, the container's end) for passing the pty master."""
+    import socket
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    return ours.detach(), theirs.detach()
+
+
+def open_inside_and_send(sock_fd: int) -> int:
+    """In the container: openpty(3) on its own /dev/ptmx, send the master with sendmsg(SCM_RIGHTS),
+    return the slave."""
+    import socket
     master, slave = os.openpty()
-    return master, slave
+    with socket.socket(fileno=sock_fd) as sock:
+        socket.send_fds(sock, [b"pty"], [master])
+    os.close(master)
+    return slave
+
+
+def receive_master(sock_fd: int) -> int:
+    """In labctl: recvmsg(SCM_RIGHTS) the container's pty master. Closes the socket."""
+    import socket
+    with socket.socket(fileno=sock_fd) as sock:
+        _, fds, _, _ = socket.recv_fds(sock, 16, 1)
+    if not fds:
+        from labctl.errors import LabError
+        raise LabError("the container sent no terminal", "run without -t to see its output")
+    return fds[0]
 
 
 def make_controlling_terminal(slave: int) -> None:
