@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -47,14 +48,17 @@ def make_bundle(rootfs: Path, where: Path) -> Path:
     return bundle
 
 
-def timed(argv: list[str], env: dict | None = None) -> float:
+def timed(argv: list[str], env: dict | None = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds user+system of the whole process tree, reaped children included)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=env)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise SystemExit(f"{argv[0]} failed ({result.returncode}): {result.stderr.decode()[-500:]}")
-    return elapsed
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def pss_kib(pid: int) -> tuple[int, int]:
@@ -121,21 +125,27 @@ def main() -> int:
             "python3 -c pass (venv)": lambda: [sys.executable, "-c", "pass"],
         }
         times: dict[str, list[float]] = {name: [] for name in commands}
+        cpu: dict[str, list[float]] = {name: [] for name in commands}
         for round_number in range(args.warmup + args.rounds):
             order = list(commands)
             random.shuffle(order)
             for name in order:
-                elapsed = timed(commands[name](), env)
+                elapsed, used = timed(commands[name](), env)
                 if round_number >= args.warmup:
                     times[name].append(elapsed)
+                    cpu[name].append(used)
         runc = statistics.median(times["runc run"])
-        print(f"/bin/true in the busybox rootfs, {args.rounds} interleaved rounds (medians, ms):")
-        print(f"{'runtime':26} {'median':>8} {'p10':>8} {'p90':>8} {'vs runc':>8}")
+        runc_cpu = statistics.median(cpu["runc run"])
+        print(f"/bin/true in the busybox rootfs, {args.rounds} interleaved rounds "
+              f"(wall time: median, p10, p90; CPU time user+sys of the process tree: median), ms")
+        print(f"{'runtime':26} {'median':>8} {'p10':>8} {'p90':>8} {'vs runc':>8} {'CPU':>8} {'vs runc':>8}")
         for name, values in times.items():
             values.sort()
             med = statistics.median(values)
             p10, p90 = values[len(values) // 10], values[(len(values) * 9) // 10]
-            print(f"{name:26} {med * 1000:8.1f} {p10 * 1000:8.1f} {p90 * 1000:8.1f} {med / runc:8.2f}x")
+            c = statistics.median(cpu[name])
+            print(f"{name:26} {med * 1000:8.1f} {p10 * 1000:8.1f} {p90 * 1000:8.1f} {med / runc:8.2f}x "
+                  f"{c * 1000:8.1f} {c / runc_cpu:8.2f}x")
         mem = measure_memory(labctl, env)
         print(f"\nidle detached container ({mem['containers']} of them, medians): supervisor PSS "
               f"{mem['supervisor_pss_kib'] / 1024:.1f} MiB (RSS {mem['supervisor_rss_kib'] / 1024:.1f} MiB); "
