@@ -226,7 +226,7 @@ def cmd_logs(args) -> int:
 
 
 def cmd_exec(args) -> int:
-    from labctl.container import runtime, store
+    from labctl.container import enter, runtime, store
     from labctl.container.supervisor import wait_for
     _require_root("`labctl exec`")
     container = store.find(args.container)
@@ -238,7 +238,7 @@ def cmd_exec(args) -> int:
     elif not args.interactive:
         stdio = runtime.Stdio(stdin=os.open(os.devnull, os.O_RDONLY))
     try:
-        child = runtime.exec_in(container, args.command, stdio, user=args.user, workdir=args.workdir, env=args.env)
+        child = enter.exec_in(container, args.command, stdio, user=args.user, workdir=args.workdir, env=args.env)
     except runtime.CommandFailed as exc:
         from labctl.ui import error_line
         error_line(str(exc))

@@ -11,7 +11,6 @@ inode, so no rename) once the address is known, still before the command runs.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 from labctl.errors import LabError
 

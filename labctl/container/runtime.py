@@ -26,7 +26,7 @@ from pathlib import Path
 
 from labctl import state
 from labctl.container import images, inside, networking, resources, spec as specs, store, volumes
-from labctl.container.spec import ContainerSpec, Limits, resolve_user
+from labctl.container.spec import ContainerSpec, Limits
 from labctl.container.store import Container
 from labctl.errors import LabError
 
@@ -381,6 +381,8 @@ def undo_container(container_id: str, name: str = "") -> None:
     except store.NoSuchContainer:
         store.remove_record(container_id, name)
         return
+    # the supervisor first: it would otherwise wake up when PID 1 dies and tear down alongside us
+    state.kill_process(container.state.get("supervisor_pid") or 0, container.state.get("supervisor_start"))
     kill(container)
     teardown(container)
     remove_files(container)
@@ -439,92 +441,6 @@ def remove(container: Container, force: bool = False) -> None:
         container = store.load(container.id)
         teardown(container)
         remove_files(container)
-
-
-# ---------------------------------------------------------------------------------------------
-# Exec
-
-
-def exec_in(container: Container, argv: list[str], stdio: Stdio | None = None, user: str | None = None,
-            workdir: str | None = None, env: list[str] = ()) -> int:
-    """Run a command in a running container: join its cgroup, then setns(2) into each of its namespaces
-    (mount last), fork (PID and time namespaces take effect for children), and exec. Returns the exit code."""
-    if container.status != "running":
-        raise LabError(f"container {container.name} is not running", "start a new one with `labctl run`")
-    stdio = stdio or Stdio()
-    pid = container.pid
-    procs = resources.procs_files(container.state.get("cgroup"))
-    kinds = [k for k in ("cgroup", "ipc", "uts", "net", "pid", "time", "mnt")
-             if os.stat(f"/proc/{pid}/ns/{k}").st_ino != os.stat(f"/proc/self/ns/{k}").st_ino]
-    environment = dict(e.partition("=")[::2] for e in container.spec.env)
-    environment.update(dict(e.partition("=")[::2] for e in env))
-    status_r, status_w = os.pipe()
-    child = os.fork()
-    if child == 0:
-        try:
-            os.close(status_r)
-            _exec_child(pid, kinds, procs, argv, environment, user or container.spec.user,
-                        workdir or container.spec.workdir, stdio, status_w)
-        except BaseException as exc:
-            with contextlib.suppress(OSError):
-                os.write(status_w, f"{exc}\n".encode())
-        os._exit(127)
-    os.close(status_w)
-    message = _read_all(status_r)
-    os.close(status_r)
-    for fd in (stdio.console, stdio.stdin):
-        if fd is not None and fd > 2:
-            os.close(fd)
-    if message:
-        os.waitpid(child, 0)
-        raise CommandFailed(f"exec in {container.name} failed: {message.strip()}", 126)
-    return child
-
-
-def exec_capture(container: Container, argv: list[str]) -> tuple[int, str]:
-    """exec_in with stdout and stderr captured: (exit code, output)."""
-    from labctl.container.supervisor import wait_for
-    r, w = os.pipe()
-    try:
-        child = exec_in(container, argv, Stdio(os.open(os.devnull, os.O_RDONLY), w, w))
-    finally:
-        os.close(w)
-    out = _read_all(r)
-    os.close(r)
-    return wait_for(child), out
-
-
-def _exec_child(pid, kinds, procs, argv, environment, user, workdir, stdio, status_w) -> None:
-    from labctl.syscalls import NAMESPACE_FLAGS, setns
-    fds = {kind: os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY) for kind in kinds}
-    inside.join_cgroups(procs)
-    for kind in kinds:
-        setns(fds[kind], NAMESPACE_FLAGS[kind])
-        os.close(fds[kind])
-    inner = os.fork()
-    if inner:
-        os.close(status_w)
-        from labctl.container.supervisor import wait_for
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-            signal.signal(sig, lambda s, _f: os.kill(inner, s))
-        os._exit(wait_for(inner))
-    os.chdir("/")
-    who = resolve_user(user)
-    environment.setdefault("HOME", who.home)
-    inside.switch_user(who)
-    os.chdir(workdir)
-    if stdio.console is not None:
-        from labctl.container import terminal
-        terminal.make_controlling_terminal(terminal.open_inside_and_send(stdio.console))
-    else:
-        for fd, target in ((stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)):
-            if fd is not None:
-                os.dup2(fd, target)
-    try:
-        os.execvpe(argv[0], argv, environment)
-    except OSError as exc:
-        os.write(status_w, f"{exc.strerror}: {argv[0]}\n".encode())
-        os._exit(127)
 
 
 # ---------------------------------------------------------------------------------------------

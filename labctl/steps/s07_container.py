@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
 from labctl import checking, namespaces, state, ui
-from labctl.errors import CheckFailed
+
 
 TITLE = "a whole container: labctl run"
 
@@ -37,8 +36,8 @@ DEMO_PORT = 18707
 
 
 def _exec(container, argv: list[str]) -> str:
-    from labctl.container import runtime
-    return runtime.exec_capture(container, argv)[1]
+    from labctl.container import enter
+    return enter.exec_capture(container, argv)[1]
 
 
 def pull_demo_image() -> str:
