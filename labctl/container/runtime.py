@@ -55,6 +55,11 @@ def build_spec(image_ref: str, command: list[str], *, name: str = "", env: list[
     """The command line plus the image's config -> a ContainerSpec (Docker's rules, see spec.py)."""
     image = images.open_image(image_ref)
     networking.needs_namespace(network)
+    if ports and network != "bridge":
+        raise LabError("published ports need --network bridge", "add --network bridge, or drop -p")
+    if network == "host" and not hostname:
+        import socket
+        hostname = socket.gethostname()   # as Docker does: the host's network, the host's name
     config = image.config
     argv = specs.command_line(config, list(command), entrypoint)
     limits = Limits(specs.parse_size(memory) if memory else None, cpus, pids_limit)
