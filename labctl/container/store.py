@@ -89,7 +89,7 @@ class Container:
         return {"id": self.id, "spec": self.spec.to_json(), "state": self.state}
 
     def save(self) -> None:
-        state.atomic_write_json(self.dir / "container.json", self.to_json())
+        write_json(self.dir / "container.json", self.to_json())
 
     def update(self, **changes) -> None:
         """Change state fields: re-read, change, write, under the container's lock."""
@@ -98,6 +98,17 @@ class Container:
             fresh.state.update(changes)
             fresh.save()
             self.state = fresh.state
+
+
+def write_json(path: Path, obj) -> None:
+    """Atomic (a temporary file renamed over the old one: readers see the old record or the new one),
+    but without state.atomic_write's fsyncs: these records are rewritten on every start and exit, on
+    `labctl run`'s critical path, and what they say about a running container is checked against the
+    kernel anyway (PID and start time). The journal, which cleanup depends on, keeps its fsyncs."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+    os.rename(tmp, path)
 
 
 def _alive(pid: int | None, start_time: int | None) -> bool:
