@@ -240,10 +240,14 @@ def _supervisor(container: Container, plan: inside.InsidePlan, stdio: Stdio, fla
     if spec.detach and os.fork():
         os._exit(0)   # the double fork: S is no child of labctl, and labctl need not wait for it
     unshare(flags)
+    said_pid_r, said_pid_w = os.pipe()   # PID 1 speaks on the status pipe only after our "pid" line
     pid1 = os.fork()
     if pid1 == 0:
-        _pid1(spec, plan, stdio, own_flags, argv, status_w, go_r)
+        os.close(said_pid_w)
+        _pid1(spec, plan, stdio, own_flags, argv, status_w, go_r, said_pid_r)
+    os.close(said_pid_r)
     os.write(status_w, f"pid {pid1} {os.getpid()}\n".encode())
+    os.close(said_pid_w)
     os.close(status_w)
     os.close(go_r)
     for fd in (stdio.stdin, stdio.stdout, stdio.stderr, stdio.console):
@@ -263,10 +267,16 @@ def _supervisor(container: Container, plan: inside.InsidePlan, stdio: Stdio, fla
 
 
 def _pid1(spec: ContainerSpec, plan: inside.InsidePlan, stdio: Stdio, own_flags: int, argv: list[str],
-          status_w: int, go_r: int) -> None:
+          status_w: int, go_r: int, said_pid_r: int) -> None:
     """Runs as PID 1 of the new PID namespace: unshare UTS, IPC, mount (and network), prepare the inside,
     wait for "go", exec the command."""
     from labctl.syscalls import sethostname, unshare
+
+    def tell(message: bytes) -> None:
+        """Write to labctl, after the supervisor's "pid" line (EOF on said_pid_r: it has been written)."""
+        if said_pid_r >= 0:
+            os.read(said_pid_r, 1)
+        os.write(status_w, message)
     try:
         unshare(own_flags)
         sethostname(spec.hostname)
@@ -278,21 +288,21 @@ def _pid1(spec: ContainerSpec, plan: inside.InsidePlan, stdio: Stdio, own_flags:
             for fd, target in ((stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)):
                 if fd is not None:
                     os.dup2(fd, target)
-        os.write(status_w, b"ready\n")
+        tell(b"ready\n")
         if _read_line(go_r) != "go":
             os._exit(125)
         inside.finish(plan, who)
         try:
             os.execvpe(argv[0], argv, env)
         except OSError as exc:
-            os.write(status_w, f"{exc.strerror}: {argv[0]}\n".encode())
+            tell(f"{exc.strerror}: {argv[0]}\n".encode())
             os._exit(126 if isinstance(exc, PermissionError) else 127)
     except LabError as exc:   # a mistake the user can fix (an unknown user, say): cause and fix, as given
         with contextlib.suppress(OSError):
-            os.write(status_w, f"{exc.cause}\tfix\t{exc.fix}\n".encode())
+            tell(f"{exc.cause}\tfix\t{exc.fix}\n".encode())
     except BaseException as exc:
         with contextlib.suppress(OSError):
-            os.write(status_w, f"{exc}\n".encode())
+            tell(f"{exc}\n".encode())
     os._exit(127)
 
 
