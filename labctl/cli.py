@@ -10,6 +10,10 @@ import os
 import signal
 import sys
 
+# argparse passes every help string through gettext, which looks for translation files on each call
+# (~4 ms for labctl's commands, on every `labctl run`); labctl's messages are English only.
+argparse._ = lambda message: message
+
 
 def _examples(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
