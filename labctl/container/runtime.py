@@ -262,7 +262,10 @@ def _supervisor(container: Container, plan: inside.InsidePlan, stdio: Stdio, fla
         os.execv(sys.executable, [sys.executable, "-I", "-S", here, PACKAGE_ROOT, container.id, str(pid1)])
     from labctl.container.supervisor import wait_for
     code = wait_for(pid1)
-    finish(container.id, code)
+    try:
+        finish(container.id, code)
+    except BaseException as exc:   # the exit code still goes out; `labctl rm` or `cleanup` finish the job
+        print(f"labctl: tearing down container {container.name} failed: {exc}", file=sys.stderr)
     os._exit(code)
 
 
@@ -356,7 +359,8 @@ def finish(container_id: str, exit_code: int | None) -> None:
 
 def teardown(container: Container) -> None:
     """Remove what only a running container needs. Idempotent: the supervisor, `rm` and `cleanup` may all
-    call it."""
+    call it. (Sequential on purpose: the supervisor made a PID namespace with unshare(CLONE_NEWPID), and
+    such a process may create neither threads nor, once that namespace's PID 1 is dead, children.)"""
     networking.detach(container.state.get("network"))
     resources.remove(container.state.get("cgroup"))
     if container.spec.auto_remove:
