@@ -218,9 +218,17 @@ def _child_main(argv, kinds, flags, hostname, setup, status_w, go_r, stdin, stdo
         os.write(status_w, f"unshare({'|'.join(k for k in kinds)}): {exc.strerror}\n".encode())
         os._exit(126)
     if "pid" in kinds:
+        # PID 1 waits until the helper has reported its PID, so "pid N" always comes before "ready".
+        reported_r, reported_w = os.pipe()
         pid1 = os.fork()  # this child is PID 1 in the new PID namespace
+        if pid1 == 0:
+            os.close(reported_w)
+            os.read(reported_r, 1)
+            os.close(reported_r)
         if pid1:
             os.write(status_w, f"pid {pid1}\n".encode())
+            os.close(reported_r)
+            os.close(reported_w)
             os.close(status_w)
             os.close(go_r)
             # Forward the signals a terminal or a supervisor sends to the helper on to PID 1.

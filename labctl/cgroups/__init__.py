@@ -34,7 +34,7 @@ from labctl.cgroups.stats import Sampler, Stats, cpu_rate
 from labctl.errors import LabError
 
 __all__ = ["Cgroup", "Limits", "Layout", "Sampler", "Stats", "detect", "parse_limits", "parse_bytes",
-           "format_bytes", "add_arguments", "from_arguments", "cpu_rate", "remove_cgroup", "cgroup_of"]
+           "format_bytes", "add_arguments", "from_arguments", "cpu_rate", "remove_cgroup", "cgroup_of", "describe_hierarchy"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -68,34 +68,24 @@ class Cgroup:
                                "(`labctl cgroup info` shows what is available)")
         hierarchies = layout.hierarchies()
         rec = state.record("cgroup", remove_cgroup, name=name,
-                           hierarchies=[_describe(h) for h in hierarchies])
+                           hierarchies=[describe_hierarchy(h) for h in hierarchies])
         created: dict[Path, Path] = {}
         try:
             with hierarchy.locked([h.own_dir for h in hierarchies]):
                 for h in hierarchies:
-                    lab = hierarchy.ensure_lab_dir(h, _v2_controllers(h, layout, needed))
-                    directory = lab / name
-                    try:
-                        directory.mkdir()
-                    except FileExistsError:
-                        raise LabError(f"a lab cgroup named {name!r} already exists ({directory})",
-                                       "pick another name, or `labctl cleanup` if a crashed run left it") from None
-                    except PermissionError:
-                        raise LabError(f"cannot create {directory}: the {', '.join(sorted(h.controllers)) or 'cgroup2'} "
-                                       "hierarchy is not delegated to this user",
-                                       "run as root, in a cgroup you may write to") from None
+                    directory = _make_node(h, name, _v2_controllers(h, layout, needed))
                     created[h.mountpoint] = directory
             cgroup = cls(name, layout, created, rec)
             cgroup.set_limits(limits)
         except BaseException:
-            remove_cgroup(name, [_describe(h) for h in hierarchies if h.mountpoint in created])
+            remove_cgroup(name, [describe_hierarchy(h) for h in hierarchies if h.mountpoint in created])
             rec.forget()
             raise
         return cgroup
 
     def remove(self) -> None:
         """Kill every process left in the cgroup, rmdir it, and remove `labctl/` if it is now empty."""
-        remove_cgroup(self.name, [_describe(h) for h in self.layout.hierarchies() if h.mountpoint in self.dirs])
+        remove_cgroup(self.name, [describe_hierarchy(h) for h in self.layout.hierarchies() if h.mountpoint in self.dirs])
         if self.record:
             self.record.forget()
             self.record = None
@@ -146,16 +136,19 @@ class Cgroup:
             raise
         return proc
 
-    def popen(self, argv: Sequence[str], **popen_options) -> subprocess.Popen:
-        """A plain child process that joins the cgroup before exec (writes 0 to cgroup.procs itself)."""
-        files = [str(d / "cgroup.procs") for d in self.dirs.values()]
-
-        def join() -> None:
-            for path in files:
-                fd = os.open(path, os.O_WRONLY)
+    def join(self) -> None:
+        """Move the calling process in (writes 0 to cgroup.procs): for a child between fork and exec,
+        e.g. as (part of) namespaces.spawn's `setup`, before pivot_root hides /sys/fs/cgroup."""
+        for directory in self.dirs.values():
+            fd = os.open(directory / "cgroup.procs", os.O_WRONLY)
+            try:
                 os.write(fd, b"0")
+            finally:
                 os.close(fd)
-        return subprocess.Popen(list(argv), preexec_fn=join, **popen_options)
+
+    def popen(self, argv: Sequence[str], **popen_options) -> subprocess.Popen:
+        """A plain child process that joins the cgroup before exec (subprocess's preexec_fn)."""
+        return subprocess.Popen(list(argv), preexec_fn=self.join, **popen_options)
 
     def kill_all(self, timeout: float = 5.0) -> None:
         """SIGKILL every process in the cgroup, until none is left (cgroup.kill where v2 has it)."""
@@ -198,6 +191,25 @@ class Cgroup:
         return f"Cgroup({self.name!r}, {[str(d) for d in self.dirs.values()]})"
 
 
+def _make_node(h: Hierarchy, name: str, v2_controllers: set[str]) -> Path:
+    """mkdir <own>/labctl/<name> (with the lock held)."""
+    for attempt in range(5):
+        directory = hierarchy.ensure_lab_dir(h, v2_controllers) / name
+        try:
+            directory.mkdir()
+            return directory
+        except FileNotFoundError:  # a labctl that does not take our lock removed an empty labctl/: again
+            if attempt == 4:
+                raise
+        except FileExistsError:
+            raise LabError(f"a lab cgroup named {name!r} already exists ({directory})",
+                           "pick another name, or `labctl cleanup` if a crashed run left it") from None
+        except PermissionError:
+            raise LabError(f"cannot create {directory}: the {', '.join(sorted(h.controllers)) or 'cgroup2'} "
+                           "hierarchy is not delegated to this user", "run as root, in a cgroup you may write to") from None
+    raise AssertionError("unreachable")
+
+
 def _v2_controllers(h: Hierarchy, layout: Layout, needed: set[str]) -> set[str]:
     """On v2, the controllers to enable for the lab's node: those the lab wants that the own cgroup
     offers, plus the ones a limit needs (ensure_lab_dir fails clearly if those are not offered)."""
@@ -211,9 +223,9 @@ def _v2_controllers(h: Hierarchy, layout: Layout, needed: set[str]) -> set[str]:
     return (mine & offered) | (mine & needed)
 
 
-def _describe(h: Hierarchy) -> dict:
-    relative = h.own_dir.relative_to(h.mountpoint)
-    own = "/" if relative == Path(".") else f"/{relative}"
+def describe_hierarchy(h: Hierarchy) -> dict:
+    """What the journal keeps of a hierarchy so that cleanup finds the lab's node in it again."""
+    own = hierarchy.cgroup_path(h, h.own_dir)
     return {"version": h.version, "mountpoint": str(h.mountpoint), "own_path": own}
 
 

@@ -7,13 +7,14 @@ host's files, still in a PID namespace of its own.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 
-from labctl.cgroups import Cgroup, Sampler, Stats, cpu_rate, parse_limits
+from labctl.cgroups import Cgroup, Sampler, Stats, cpu_rate, detect, parse_limits
 from labctl.cgroups.limits import parse_bytes
 
 #: Allocates 1 MiB strings into an awk array, pausing 20 ms every 2 MiB: ~80 MiB a second.
@@ -54,7 +55,7 @@ class MemoryRun:
 
 
 def memory_until_oom(limit: str | int = "64m", name: str = "lab-oom", interval: float = 0.01,
-                     timeout: float = 20.0) -> MemoryRun:
+                     timeout: float = 60.0) -> MemoryRun:
     """Allocate steadily under a memory limit until the kernel's OOM killer ends the process."""
     limit_bytes = parse_bytes(limit)
     with Cgroup.create(name, parse_limits(memory=limit_bytes)) as cg:
@@ -78,25 +79,31 @@ class CpuRun:
     throttled_seconds: float
 
 
-def favour_lab_node(cg: Cgroup) -> None:
+@contextlib.contextmanager
+def favour_lab_node(cg: Cgroup):
     """Give the lab's `labctl/` node the highest CPU weight (v1 cpu.shares 262144, v2 cpu.weight 10000)
-    among its siblings, so a quota is measured against the quota, not against whatever else the
-    machine runs. Only the lab's own node changes; it goes away with the lab's last cgroup."""
+    among its siblings for the duration, so a quota is measured against the quota, not against whatever
+    else the machine runs. Only the lab's own node changes, and its weight is put back afterwards."""
+    from labctl.cgroups.hierarchy import write
     directory = cg.path("cpu")
-    if directory is None:
-        return
-    node = directory.parent
     name, value = ("cpu.shares", 262144) if cg.version("cpu") == 1 else ("cpu.weight", 10000)
-    if (node / name).exists():
-        from labctl.cgroups.hierarchy import write
-        write(node / name, value)
+    file = directory.parent / name if directory is not None else None
+    if file is None or not file.exists():
+        yield
+        return
+    old = file.read_text().strip()
+    write(file, value)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            write(file, old)
 
 
 def cpu_under_quota(quota: float, seconds: float = 1.0, name: str = "lab-cpu", interval: float = 0.1,
                     warmup: float = 0.2) -> CpuRun:
     """Run two busy loops under `--cpus quota` and measure what they got."""
-    with Cgroup.create(name, parse_limits(cpus=quota)) as cg:
-        favour_lab_node(cg)
+    with Cgroup.create(name, parse_limits(cpus=quota)) as cg, favour_lab_node(cg):
         proc = start_in_container(cg, BUSY_LOOPS)
         try:
             time.sleep(warmup)
@@ -133,13 +140,18 @@ def _host_fork_ms(count: int = 10) -> list[float]:
 
 def fork_bomb(pids_max: int = 32, seconds: float = 1.0, name: str = "lab-bomb", interval: float = 0.02) -> PidsRun:
     """A fork bomb under pids.max: the count stays at the limit; the host keeps answering.
-    The bomb also gets 1 CPU (--cpus 1) so that it cannot starve the other users of this machine."""
+    The bomb also gets 1 CPU (--cpus 1), where the cpu controller is there, so that it cannot starve the
+    other users of this machine."""
     import statistics
     before = _host_fork_ms()
-    with Cgroup.create(name, parse_limits(pids_limit=pids_max, cpus=1)) as cg:
+    cpus = 1 if detect().can_limit("cpu") else None
+    with Cgroup.create(name, parse_limits(pids_limit=pids_max, cpus=cpus)) as cg:
         proc = start_in_container(cg, FORK_BOMB, busybox=False)
         try:
             with Sampler(cg, interval) as sampler:
+                deadline = time.monotonic() + 20  # the bomb's interpreter starts slowly under emulation
+                while not (sampler.samples and sampler.samples[-1].pids_refused) and time.monotonic() < deadline:
+                    time.sleep(interval)
                 time.sleep(seconds / 2)
                 during = _host_fork_ms()
                 time.sleep(seconds / 2)

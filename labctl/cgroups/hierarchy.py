@@ -79,6 +79,13 @@ class Layout:
         h = self.by_controller.get(controller)
         return h.version if h else None
 
+    def can_limit(self, controller: str) -> bool:
+        """Is the controller here, and (on v2) offered to the cgroup the lab nests in?"""
+        h = self.by_controller.get(controller)
+        if h is None or h.version == 1:
+            return h is not None
+        return controller in _read(h.own_dir / "cgroup.controllers").split()
+
     @property
     def mode(self) -> str:
         versions = {h.version for h in self.by_controller.values()}
@@ -269,3 +276,36 @@ def rmdir(directory: Path, timeout: float = 2.0) -> None:
             if exc.errno != errno.EBUSY or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
+
+
+# ---------------------------------------------------------------------------------------------
+# For the step 3 exercise: where a cgroup for a controller goes, and tidying up after.
+
+
+def lab_parents(controllers: list[str]) -> dict[str, tuple[int, Path]]:
+    """{controller: (cgroup version, the lab's `labctl/` directory in that controller's hierarchy)},
+    created (and on v2 delegated) if needed."""
+    layout = detect()
+    parents = {}
+    for controller in controllers:
+        h = layout.by_controller.get(controller)
+        if h is None:
+            raise LabError(f"this host has no {controller} cgroup controller", "`labctl cgroup info` shows what it has")
+        with locked([h.own_dir]):
+            parents[controller] = (h.version, ensure_lab_dir(h, {controller} if h.version == 2 else set()))
+    return parents
+
+
+def release_lab_parents(controllers: list[str]) -> None:
+    """Remove the lab's `labctl/` directories of these controllers if no lab cgroup is left in them."""
+    layout = detect()
+    for h in {layout.by_controller[c].mountpoint: layout.by_controller[c] for c in controllers
+              if c in layout.by_controller}.values():
+        with locked([h.own_dir]):
+            prune_lab_dir(h)
+
+
+def cgroup_path(h: Hierarchy, directory: Path) -> str:
+    """How /proc/<pid>/cgroup names the cgroup at `directory` of hierarchy `h`."""
+    relative = directory.relative_to(h.mountpoint)
+    return "/" if relative == Path(".") else f"/{relative}"

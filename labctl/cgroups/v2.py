@@ -19,16 +19,20 @@ from pathlib import Path
 from labctl.cgroups.limits import Limits, shares_to_weight
 from labctl.cgroups.stats import Stats
 from labctl.cgroups.v1 import _int, _keyed, set_file
+from labctl.errors import LabError
 
 
 def apply(directory: Path, controllers: set[str], limits: Limits) -> None:
     """Write the limits for `controllers` (those of the limits that live on v2) into the cgroup."""
     if "memory" in controllers and limits.memory_bytes is not None:
         set_file(directory, "memory.max", limits.memory_bytes)
+        swap = limits.memory_swap_bytes
         if (directory / "memory.swap.max").exists():
-            swap = limits.memory_swap_bytes
             set_file(directory, "memory.swap.max",
                      0 if swap is None else "max" if swap == -1 else swap - limits.memory_bytes)
+        elif swap is not None:
+            raise LabError("--memory-swap needs swap accounting, and this kernel has none (no memory.swap.max)",
+                           "leave out --memory-swap, or use a kernel built with CONFIG_MEMCG_SWAP")
     if "cpu" in controllers:
         if limits.cpus is not None:
             set_file(directory, "cpu.max", f"{limits.cpu_quota_us} {limits.cpu_period_us}")
