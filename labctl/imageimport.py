@@ -13,6 +13,7 @@ An index (several platforms) is resolved to the manifest for this machine (linux
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -175,7 +176,6 @@ def import_docker_archive(store: ImageStore, tar: tarfile.TarFile, reference: st
         layers = []
         for path in entry["Layers"]:
             with member(path) as f:   # hash once to learn the digest (= diff_id for an uncompressed tar)
-                import hashlib
                 h, size = hashlib.sha256(), 0
                 while chunk := f.read(1 << 20):
                     h.update(chunk)

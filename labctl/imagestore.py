@@ -166,7 +166,8 @@ class ImageStore:
         final = self.layer_path(diff_id)
         if final.is_dir():
             return final
-        with state.locked(f"layer-{split_digest(diff_id)[1][:16]}"):
+        # shared "image-store": garbage collection (exclusive) must not sweep tmp/ under an unpack
+        with state.locked("image-store", shared=True), state.locked(f"layer-{split_digest(diff_id)[1][:16]}"):
             if final.is_dir():
                 return final
             work = Path(tempfile.mkdtemp(prefix="layer-", dir=self.root / "tmp"))

@@ -214,3 +214,18 @@ def test_check_catches_layers_in_image_order(tmp_path):
     result = run_labctl("check", "4", "--file", str(_solve(tmp_path, "{':'.join(layers)}")))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "top first" in result.stdout
+
+
+def test_measurements_and_plots(store, tmp_path):
+    from labctl.plots import overlay as plots
+    _import(store, tmp_path, {"busybox": ocilayout.busybox_image()})
+    points = overlay.measure_sharing(store, "localhost/busybox:latest", 3, prefix="lab-t4-plot")
+    assert [p.containers for p in points] == [1, 2, 3]
+    assert points[-1].copies_bytes > 2.5 * points[-1].shared_bytes   # three copies vs one + three uppers
+    timings = overlay.measure_copy_up([1 << 20, 8 << 20], later_writes=3)
+    assert all(t.first_write_s > t.later_write_s for t in timings)
+    for fig in (plots.sharing_figure(points, 2_000_000), plots.copy_up_figure(timings)):
+        ax = fig.axes[0]
+        assert ax.get_title() and "(MB)" in ax.get_ylabel() + ax.get_xlabel() or "(ms)" in ax.get_ylabel()
+        assert ax.get_xlabel() and ax.get_ylabel()
+    assert not list(overlay.overlays_dir().glob("lab-t4-plot*"))

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from labctl import checking, imageimport, overlay, state, ui
-from labctl.errors import CheckFailed
 from labctl.imagestore import ImageStore
 from labctl.syscalls import mount
 
