@@ -32,6 +32,7 @@ The API step 7 (`labctl run`) uses:
     proc.start()         # the container runs with its network in place
     ...
     att.detach()         # veth, DNAT rules, the address (and the bridge, if it was the last one)
+    Attachment.from_dict(att.to_dict()).detach()   # the same, from another process (`labctl rm`)
 
 Modes: "bridge" (the above), "none" (the process's own network namespace with only lo, up), "host"
 (the process shares the host's network namespace: nothing to create, only the /etc files).
@@ -58,7 +59,7 @@ import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from labctl import state
 from labctl.errors import LabError
@@ -191,16 +192,59 @@ def socket_in_netns(target: int | str, family: int = socket.AF_INET, kind: int =
     return in_netns(target, socket.socket, family, kind)
 
 
-def iproute(netns: int | str | None = None):
+@contextlib.contextmanager
+def iproute(netns: int | str | None = None) -> Iterator[Any]:
     """A netlink (RTNL) socket, pyroute2's IPRoute, in the host's network namespace or in `netns`.
 
     For another namespace pyroute2 forks a child that joins it, opens the socket there and passes it
     back. It ends that child with SIGTERM: the child must not run labctl's SIGTERM handler (which
     raises KeyboardInterrupt, and would unwind a copy of our stack, running our `finally` blocks in
-    the child), hence disable_mp_signal, which restores the default action in the child."""
+    the child), hence disable_mp_signal, which restores the default action in the child.
+    pyroute2's synchronous API runs an asyncio loop of its own, which it cannot do in a thread that
+    already runs one (Jupyter's): there, every call goes to a worker thread."""
+    import asyncio
     from pyroute2 import IPRoute, config
     config.disable_mp_signal = True
-    return IPRoute(netns=netns_path(netns), flags=0) if netns is not None else IPRoute()
+
+    def make():
+        return IPRoute(netns=netns_path(netns), flags=0) if netns is not None else IPRoute()
+
+    try:
+        asyncio.get_running_loop()
+        ipr = _InWorkerThread(make)
+    except RuntimeError:  # no loop running here: the usual case
+        ipr = make()
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+class _InWorkerThread:
+    """An object created, used and closed in one worker thread; its method results are made lists."""
+
+    def __init__(self, factory: Callable[[], Any]):
+        from concurrent.futures import ThreadPoolExecutor
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="pyroute2")
+        self._obj = self._pool.submit(factory).result()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._obj, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            def run():
+                result = attr(*args, **kwargs)
+                return list(result) if hasattr(result, "__next__") else result
+            return self._pool.submit(run).result()
+        return call
+
+    def close(self) -> None:
+        try:
+            self._pool.submit(self._obj.close).result()
+        finally:
+            self._pool.shutdown()
 
 
 def nft(script: str) -> None:
@@ -253,10 +297,23 @@ def delete_nft_rules(table: str, comment: str) -> None:
         subprocess.run(["nft", "-f", "-"], input="\n".join(script) + "\n", capture_output=True, text=True)
 
 
-def remove_bridge(bridge: str, table: str) -> None:
-    """The network's shared objects: its nftables table and its bridge."""
+def remove_bridge(bridge: str, table: str, force: bool = False) -> bool:
+    """The network's shared objects: its nftables table and its bridge. Unless forced, a bridge that
+    still has ports (veths of containers started by another labctl, with another state directory) is
+    left alone: the kernel's view decides, not our allocation file. Returns whether they went."""
+    if not force and _bridge_ports(bridge):
+        return False
     delete_nft_table(table)
     delete_link(bridge)
+    return True
+
+
+def _bridge_ports(bridge: str) -> list[str]:
+    with iproute() as ipr:
+        found = ipr.link_lookup(ifname=bridge)
+        if not found:
+            return []
+        return [m.get("ifname") for m in ipr.link("dump") if m.get("master") == found[0]]
 
 
 def remove_netns(name: str) -> None:
@@ -350,8 +407,13 @@ def _ensure_bridge(net: Network) -> None:
             if kind != "bridge":
                 raise LabError(f"a link named {net.bridge} exists and is a {kind}, not a bridge",
                                f"remove it (`ip link del {net.bridge}`) or choose another bridge name")
+            have = [a.get_attr("IFA_ADDRESS") for a in ipr.addr("dump", index=found[0], family=socket.AF_INET)]
+            if net.gateway not in have:
+                raise LabError(f"the bridge {net.bridge} exists with {', '.join(have) or 'no address'}, "
+                               f"not the gateway {net.gateway} of {net.subnet}",
+                               "use that bridge's subnet (LABCTL_SUBNET), or another bridge (LABCTL_BRIDGE)")
         else:
-            _check_subnet_is_free(ipr, net)
+            _check_subnet_is_free(ipr, net.ip_network)
             state.record("bridge", remove_bridge, bridge=net.bridge, table=net.table)
             ipr.link("add", ifname=net.bridge, kind="bridge")
             index = ipr.link_lookup(ifname=net.bridge)[0]
@@ -369,11 +431,12 @@ def _ensure_bridge(net: Network) -> None:
         nft(_table_script(net))
 
 
-def _check_subnet_is_free(ipr, net: Network) -> None:
+def _check_subnet_is_free(ipr, subnet: ipaddress.IPv4Network) -> None:
+    """Refuse a subnet the host already routes somewhere (eth0's, another lab network's)."""
     for route in ipr.route("dump", family=socket.AF_INET, table=254):
         dst = route.get("dst")
-        if dst and ipaddress.IPv4Network(f"{dst}/{route['dst_len']}").overlaps(net.ip_network):
-            raise LabError(f"the subnet {net.subnet} overlaps {dst}/{route['dst_len']}, already routed on this host",
+        if dst and ipaddress.IPv4Network(f"{dst}/{route['dst_len']}").overlaps(subnet):
+            raise LabError(f"the subnet {subnet} overlaps {dst}/{route['dst_len']}, already routed on this host",
                            "choose another one, e.g. LABCTL_SUBNET=10.213.0.0/24")
 
 
@@ -385,8 +448,7 @@ def _quiet_ipv6(ifname: str) -> None:
 
 def _remove_bridge_if_unused(net: Network) -> None:
     with state.locked(f"network-{net.bridge}"):
-        if not any(_live(e) for e in _read_allocations(net.bridge).values()):
-            remove_bridge(net.bridge, net.table)
+        if not any(_live(e) for e in _read_allocations(net.bridge).values()) and remove_bridge(net.bridge, net.table):
             _forget_records("nftables", table=net.table)
             _forget_records("bridge", bridge=net.bridge)
 
@@ -403,7 +465,7 @@ def remove_network(net: Network | None = None) -> None:
     """Remove the bridge and its table now, whatever still uses them (`labctl network rm`)."""
     net = net or default_network()
     with state.locked(f"network-{net.bridge}"):
-        remove_bridge(net.bridge, net.table)
+        remove_bridge(net.bridge, net.table, force=True)
         with contextlib.suppress(FileNotFoundError):
             _allocations_path(net.bridge).unlink()
         _forget_records("nftables", table=net.table)
@@ -424,29 +486,33 @@ def plug(netns: int | str, bridge: str, host_ifname: str, address: str, prefixle
     peer = "labp" + host_ifname[3:]  # lives in the host only until it moves; lab* so cleanup knows it
     peer = peer[:IFNAMSIZ]
     rec = state.record("veth", delete_link, ifname=host_ifname, what=what)
-    with iproute() as ipr:
-        bridges = ipr.link_lookup(ifname=bridge)
-        if not bridges:
-            raise LabError(f"there is no bridge {bridge}", "create the network first")
-        ipr.link("add", ifname=host_ifname, kind="veth", peer=peer)
-        host_index = ipr.link_lookup(ifname=host_ifname)[0]
-        peer_index = ipr.link_lookup(ifname=peer)[0]
-        _quiet_ipv6(host_ifname)
-        ipr.link("set", index=host_index, master=bridges[0], state="up")
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            ipr.link("set", index=peer_index, net_ns_fd=fd)
-        finally:
-            os.close(fd)
-    with iproute(path) as ns:
-        inside = ns.link_lookup(ifname=peer)[0]
-        ns.link("set", index=inside, ifname="eth0")
-        in_netns(path, _quiet_ipv6, "eth0")
-        ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
-        ns.addr("add", index=inside, address=address, prefixlen=prefixlen)
-        ns.link("set", index=inside, state="up")
-        if gateway:
-            ns.route("add", dst="0.0.0.0/0", gateway=gateway)
+    try:
+        with iproute() as ipr:
+            bridges = ipr.link_lookup(ifname=bridge)
+            if not bridges:
+                raise LabError(f"there is no bridge {bridge}", "create the network first")
+            ipr.link("add", ifname=host_ifname, kind="veth", peer=peer)
+            host_index = ipr.link_lookup(ifname=host_ifname)[0]
+            peer_index = ipr.link_lookup(ifname=peer)[0]
+            _quiet_ipv6(host_ifname)
+            ipr.link("set", index=host_index, master=bridges[0], state="up")
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                ipr.link("set", index=peer_index, net_ns_fd=fd)
+            finally:
+                os.close(fd)
+        with iproute(path) as ns:
+            inside = ns.link_lookup(ifname=peer)[0]
+            ns.link("set", index=inside, ifname="eth0")
+            in_netns(path, _quiet_ipv6, "eth0")
+            ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+            ns.addr("add", index=inside, address=address, prefixlen=prefixlen)
+            ns.link("set", index=inside, state="up")
+            if gateway:
+                ns.route("add", dst="0.0.0.0/0", gateway=gateway)
+    except BaseException:
+        state.undo_record(rec)  # half a plug is no plug: the pair goes, both ends
+        raise
     return rec
 
 
@@ -464,7 +530,9 @@ def publish_ports(net: Network, address: str, ports: Sequence[PortMapping], comm
     source (127.0.0.1 for loopback) was chosen; the kernel refuses to route 127.0.0.0/8 sources out of
     a real interface unless route_localnet is set on it (we set it on the bridge only), and the
     masquerade rule for 127.0.0.0/8 in postrouting gives the packet the bridge's address, so the
-    container can answer. Docker does the same with userland-proxy=false; by default it runs
+    container can answer. Packets from other machines arrive on eth0, where the lab leaves
+    forwarding off: published ports answer the host, the containers and the lab's upstream only.
+    Docker does the same with userland-proxy=false; by default it runs
     docker-proxy, a userspace process per port that accepts on the host and copies bytes. The kernel
     way needs no process to supervise, and conntrack shows every connection."""
     lines = []
@@ -486,7 +554,6 @@ def etc_contents(name: str, address: str | None, mode: str, hostname: str | None
     hostname = hostname or name
     if mode == "host":
         hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else "127.0.0.1\tlocalhost\n"
-        hostname = socket.gethostname()
     else:
         hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
         hosts += f"{address}\t{hostname}\n" if address else f"127.0.1.1\t{hostname}\n"
@@ -544,6 +611,27 @@ class Attachment:
         if self.mode == "bridge" and self.network:
             _remove_bridge_if_unused(self.network)
 
+    def to_dict(self) -> dict:
+        """Everything needed to detach later from another process (`labctl rm`, a daemon): JSON-safe."""
+        return {"pid": self.pid, "name": self.name, "mode": self.mode, "address": self.address,
+                "host_link": self.host_link, "owner": self._owner,
+                "network": {"bridge": self.network.bridge, "subnet": self.network.subnet,
+                            "allow_egress": self.network.allow_egress} if self.network else None,
+                "published": [str(p) for p in self.published],
+                "etc_files": {k: str(v) for k, v in self.etc_files.items()},
+                "records": [str(r.path) for r in self._records]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Attachment":
+        """The inverse of to_dict(): its journal records are found again by their file names."""
+        by_path = {str(r.path): r for r in state.records()}
+        return cls(data["pid"], data["name"], data["mode"],
+                   Network(**data["network"]) if data.get("network") else None,
+                   data.get("address"), data.get("host_link"),
+                   [PortMapping.parse(p) for p in data.get("published", [])],
+                   {k: Path(v) for k, v in data.get("etc_files", {}).items()},
+                   [by_path[p] for p in data.get("records", []) if p in by_path], data.get("owner", ""))
+
     def __enter__(self) -> "Attachment":
         return self
 
@@ -576,8 +664,12 @@ def attach(pid: int, name: str, mode: str = "bridge", publish: Iterable[str | Po
         elif mode == "bridge":
             _attach_bridge(att, net, ports)
         _write_etc(att, hostname)
-    except BaseException:
+    except BaseException as exc:
         att.detach()
+        from pyroute2.netlink.exceptions import NetlinkError
+        if isinstance(exc, NetlinkError):
+            raise LabError(f"the kernel refused to set up the network of {name}: {exc}",
+                           "is the process already attached, or a link name taken? `ip link`, `labctl cleanup`") from exc
         raise
     return att
 
@@ -662,8 +754,18 @@ def create_netns(name: str) -> state.Record:
     return rec
 
 
+def upstream_for(net: Network) -> tuple[str, str]:
+    """A name and a /30 for a network's demo upstream: 10.203.X.0/24 gets lab-up-<bridge> on 10.204.X.0/30,
+    so two networks' demos never share one."""
+    base = ipaddress.IPv4Address(int(net.ip_network.network_address) + (1 << 16))
+    return f"lab-up-{net.bridge}"[:40], str(ipaddress.IPv4Network(f"{base}/30", strict=False))
+
+
 def create_upstream(name: str = "lab-upstream", subnet: str = DEFAULT_UPSTREAM_SUBNET) -> Upstream:
+    """Create the upstream namespace `name` on `subnet` (the host takes the first address, it the second)."""
     net = ipaddress.IPv4Network(subnet)
+    with iproute() as ipr:
+        _check_subnet_is_free(ipr, net)
     hosts = list(net.hosts())
     host_address, address = str(hosts[0]), str(hosts[1])
     up = Upstream(name, f"labu{secrets.token_hex(4)}", host_address, address, net.prefixlen)
@@ -867,3 +969,24 @@ def measure_paths(count: int = 300, total_bytes: int = 32 << 20, network: Networ
     finally:
         srv.stop()
     return results
+
+
+def known_networks() -> list[Network]:
+    """The default network, and every network with an allocation file in the state directory."""
+    found = {default_network().bridge: default_network()}
+    base = state.subdir("network")
+    for path in sorted(base.glob("*/addresses.json")):
+        bridge = path.parent.name
+        if bridge not in found:
+            subnet = _subnet_of(bridge)
+            if subnet:
+                found[bridge] = Network(bridge, subnet)
+    return list(found.values())
+
+
+def _subnet_of(bridge: str) -> str | None:
+    """The subnet of an existing bridge, from its IPv4 address."""
+    link = link_stats(bridge)
+    if not link or not link.addresses:
+        return None
+    return str(ipaddress.IPv4Interface(link.addresses[0]).network)

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Step 6 exercise: plug a network namespace into a bridge with a veth pair, an address and a route.
 
-Usage (as root):  python3 exercise.py NETNS BRIDGE HOST_IFNAME ADDRESS/PREFIX GATEWAY
-   e.g.           python3 exercise.py lab-mine lab0 labmine 10.203.0.50/24 10.203.0.1
-                  (the namespace and the bridge must exist: `ip netns add lab-mine`; `labctl step 6`
-                  shows a bridge; `labctl check 6` makes both for you)
+Usage (as root):  ../../.venv/bin/python exercise.py NETNS BRIDGE HOST_IFNAME ADDRESS/PREFIX GATEWAY
+   e.g.           ../../.venv/bin/python exercise.py lab-mine lab0 labmine 10.203.0.50/24 10.203.0.1
+                  (the namespace and the bridge must exist: README.md shows how to make them;
+                  `labctl check 6` makes both for you)
 Judge it with:    labctl check 6
 
 Complete the lines marked TODO. README.md in this folder explains the netlink calls.

@@ -80,7 +80,8 @@ def demo() -> None:
     upstream = None
     server = None
     try:
-        _show_links(network.links(prefix="lab"), f"Host links named lab* (RTM_GETLINK): {net.bridge} and web's veth")
+        ours = [l for l in network.links(prefix="lab") if net.bridge in (l.name, l.master)]
+        _show_links(ours, f"Host links (RTM_GETLINK): the bridge {net.bridge} and web's veth, its port")
         ui.kernel(f"{net.bridge} forwarding={int(network.ip_forwarding(net.bridge))} "
                   f"(/proc/sys/net/ipv4/conf/{net.bridge}/forwarding; the global ip_forward is untouched)")
         _show_links(network.links(web.pid), f"Inside web's network namespace (/proc/{web.pid}/ns/net)")
@@ -99,10 +100,11 @@ def demo() -> None:
         ui.ok(f"web answered; it saw {seen}: output-chain DNAT to {web.address}:80, then masquerade to "
               f"the bridge's address")
 
-        ui.say("\nAn 'upstream' host: a named network namespace (lab-upstream), linked to the host by its own veth:")
-        upstream = network.create_upstream("lab-upstream")
-        _show_links(network.links(upstream.netns), "Inside lab-upstream")
-        ui.kernel(f"lab-upstream routes: {network.routes(upstream.netns)} (no route to {net.subnet})")
+        name, subnet = network.upstream_for(net)
+        ui.say(f"\nAn 'upstream' host: a named network namespace ({name}), linked to the host by its own veth:")
+        upstream = network.create_upstream(name, subnet)
+        _show_links(network.links(upstream.netns), f"Inside {name} (/run/netns/{name})")
+        ui.kernel(f"{name} routes: {network.routes(upstream.netns)} (no route to {net.subnet})")
         server = nettool.Server(nettool.listen("0.0.0.0", 7, lambda: network.socket_in_netns(upstream.netns)))
         seen = _client_output("client2", net, "whoami", upstream.address, "7")
         ui.ok(f"upstream saw the container's connection come from {seen}: the host's address on that "
