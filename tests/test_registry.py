@@ -76,7 +76,7 @@ def basic(tmp_path_factory, layout):
 
 @pytest.fixture(scope="session")
 def bearer(tmp_path_factory, layout):
-    tokens = TokenServer(users={USER: PASSWORD}).start()
+    tokens = TokenServer(users={USER: PASSWORD}, anonymous_pull=True).start()   # as Docker Hub: pull for all
     root = tmp_path_factory.mktemp("token")
     server = _serve(tmp_path_factory, "token", auth=tokens.registry_auth_config(root))
     labregistry.seed(server.host, layout, ["busybox", "multiarch"], creds=(USER, PASSWORD))
@@ -238,8 +238,11 @@ def test_basic_auth_pull_with_password_and_clear_errors_without(basic, store):
 
 
 def test_bearer_token_pull_verified_by_the_registry(bearer, store):
-    with pytest.raises(registry.AuthError, match="wants credentials"):
-        registry.pull(f"{bearer.host}/lab/busybox", store=store, progress=False, credentials=None)
+    issued = len(bearer.tokens.issued)
+    anonymous = registry.pull(f"{bearer.host}/lab/busybox", store=store, progress=False, credentials=None)
+    assert bearer.tokens.issued[issued]["sub"] == ""                       # an anonymous token...
+    assert bearer.tokens.issued[issued]["access"][0]["actions"] == ["pull"]  # ...for pulling only
+    assert store.refs()[anonymous.reference] == anonymous.digest
     with pytest.raises(registry.AuthError, match="refused the username"):
         registry.pull(f"{bearer.host}/lab/busybox", store=store, credentials=(USER, "nope"), progress=False)
     issued = len(bearer.tokens.issued)
