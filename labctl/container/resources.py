@@ -18,7 +18,7 @@ def create(name: str, limits: Limits) -> dict:
     cg = cgroups.Cgroup.create(name, cgroups.parse_limits(
         memory=limits.memory_bytes, cpus=limits.cpus, pids_limit=limits.pids))
     return {"name": name, "dirs": {str(k): str(v) for k, v in cg.dirs.items()},
-            "hierarchies": [cgroups._describe(h) for h in cg.layout.hierarchies() if h.mountpoint in cg.dirs],
+            "hierarchies": [cgroups.describe_hierarchy(h) for h in cg.layout.hierarchies() if h.mountpoint in cg.dirs],
             "journal": str(cg.record.path) if cg.record else None}
 
 
