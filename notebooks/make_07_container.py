@@ -1,3 +1,6 @@
+"""Writes notebooks/07-container.ipynb (without outputs). Run: python notebooks/make_07_container.py"""
+from pathlib import Path
+
 import nbformat as nbf
 nb = nbf.v4.new_notebook()
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
@@ -27,4 +30,4 @@ nb.cells = [
     code("series = stats.measure_workloads(seconds=5, interval=0.25)\nfig = plots.stats_over_time(series)"),
 ]
 nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-nbf.write(nb, "notebooks/07-container.ipynb")
+nbf.write(nb, str(Path(__file__).resolve().parent / "07-container.ipynb"))
