@@ -1,14 +1,16 @@
 """The life of a container: create, start, wait, stop, exec, remove.
 
-    labctl ──fork──▶ S (supervisor) ──unshare(UTS|IPC|NS|PID|NET|TIME)──fork──▶ PID 1
-      │                 │                                                      │ inside.prepare():
-      │                 │ reports "pid N"                                      │ cgroup, cgroup ns, mounts,
-      │◀────────────────┘                                                      │ pivot_root, user
-      │◀──────────────────────────────────────────────── "ready" ─────────────┘
-      │ records "running", attaches the network by PID
-      │──────────────────────────────────────────────── "go" ────────────────▶ execve(the command)
-      │ (foreground) waits for S, forwarding signals      S waits for PID 1, records the exit code,
-      │ (-d) returns at once                              removes the cgroup, the network (and, --rm, all)
+    labctl ──fork──▶ S (supervisor) ──unshare(PID|TIME)──fork──▶ PID 1
+      │                 │                                         │ unshare(UTS|IPC|NS|NET), hostname,
+      │◀── "pid N S" ───┘                                         │ inside.prepare(): lo up, mounts,
+      │ writes N into the container's cgroup.procs files          │ pivot_root, the user looked up
+      │◀──────────────────────────────────────── "ready" ─────────┘
+      │ attaches the network by PID (bridge), records "running"
+      │───────────────────────────────────────── "go" ───────────▶ unshare(CGROUP), setuid, chdir,
+      │                                                            execve(the command)
+      │ (foreground) waits for S, forwarding signals to PID 1     S waits for PID 1, records the exit
+      │ (-d) returns at once                                       code, removes the cgroup, the
+      │                                                            network, the overlay (--rm: all)
 
 The supervisor, not labctl, owns the end of the container: kill labctl and the container runs on, its exit
 is still recorded. Kill the supervisor too and `ps` still tells the truth, from PID 1's PID and start time.
