@@ -19,7 +19,7 @@ EXPLANATION = """
 |---|---|---|
 | the image's config: Entrypoint + Cmd, Env, WorkingDir, User | 4, 5 | Docker's merge rules; the user looked up in the *image's* /etc/passwd |
 | the root filesystem | 2, 4 | an overlay of the image's layers and a writable layer, then `pivot_root` |
-| namespaces: UTS, IPC, mount, PID, network, cgroup, time | 1, 6 | `unshare`, `fork` for PID 1; PID 1 joins its cgroup *before* `unshare(CLONE_NEWCGROUP)` |
+| namespaces: UTS, IPC, mount, PID, network, cgroup, time | 1, 6 | `unshare`, `fork` for PID 1; labctl moves PID 1 into its cgroup *before* PID 1 calls `unshare(CLONE_NEWCGROUP)` |
 | limits: `-m`, `--cpus`, `--pids-limit` | 3 | the container's own cgroup |
 | `--network bridge -p 8080:80` | 6 | veth to the lab bridge, DNAT for the published port |
 | volumes, bind mounts, tmpfs | 2 | bind mounts into the new root before `pivot_root` |
