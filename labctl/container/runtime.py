@@ -106,10 +106,9 @@ def create(spec: ContainerSpec, image: images.RunnableImage) -> tuple[Container,
     except BaseException:
         rec.forget()
         raise
+    root = cg = None
     try:
-        from labctl.overlay import ContainerRoot
-        root = ContainerRoot.create(image_store(), image.digest, container.id)
-        cg = resources.create(f"labctl-{container.short_id}", spec.limits)
+        root, cg = _root_and_cgroup(container, image)
         container.update(cgroup=cg, root=str(root.merged))
         d = container.dir
         files = {}
@@ -125,9 +124,39 @@ def create(spec: ContainerSpec, image: images.RunnableImage) -> tuple[Container,
             mounts=mounts, init_binary=_tini() if spec.init else None, workdir_inside=spec.workdir,
             user=spec.user, env=spec.env)
     except BaseException:
+        resources.remove(cg)
+        if root is not None:
+            root.remove()
         undo_container(container.id)
         raise
     return container, plan
+
+
+def _root_and_cgroup(container: Container, image: images.RunnableImage):
+    """overlay.ContainerRoot.create and resources.create side by side, in two threads: each is mostly
+    waiting on the kernel (mkdir in cgroupfs, mount, fsync of its journal record), so they overlap."""
+    import threading
+    from labctl.overlay import ContainerRoot
+    made: dict = {}
+
+    def make_cgroup() -> None:
+        try:
+            made["cgroup"] = resources.create(f"labctl-{container.short_id}", container.spec.limits)
+        except BaseException as exc:
+            made["error"] = exc
+    worker = threading.Thread(target=make_cgroup, name="cgroup")
+    worker.start()
+    root = None
+    try:
+        root = ContainerRoot.create(image_store(), image.digest, container.id)
+    finally:
+        worker.join()
+        if "error" in made or root is None:
+            resources.remove(made.get("cgroup"))
+    if "error" in made:
+        root.remove()
+        raise made["error"]
+    return root, made["cgroup"]
 
 
 def image_store():
