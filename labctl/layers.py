@@ -13,8 +13,9 @@ extracts entry by entry, with these rules:
               that climbs above the layer root (`../../..`), which is refused; absolute targets are
               fine: inside the container `/usr/lib` is the container's /usr/lib
   hardlinks   the target must be a file already unpacked from this layer, named by a safe path
-  devices     refused (a container gets its /dev from the runtime, step 2); whiteouts are not devices
-              in the tar, see below. FIFOs are allowed: a named pipe reaches nothing outside the layer
+  devices     refused (a container gets its /dev from the runtime, step 2), except a character
+              device 0/0, which is OverlayFS's whiteout and opens nothing (some tools export whiteouts
+              that way). FIFOs are allowed: a named pipe reaches nothing outside the layer
   xattrs      PAX `SCHILY.xattr.*` records are kept, except `trusted.overlay.*`, which would forge
               OverlayFS's own metadata
   metadata    mode (after chown, which clears set-id bits), owner, mtime; directory mtimes last
@@ -223,7 +224,10 @@ def unpack_layer(blob: BinaryIO, dest: str | os.PathLike, diff_id: str | None = 
         try:
             for member in tar:
                 result.entries += 1
-                _unpack_member(tar, member, tree, result, dir_times)
+                try:
+                    _unpack_member(tar, member, tree, result, dir_times)
+                except OSError as exc:  # e.g. a hardlink to itself, a name too long: still one clear line
+                    raise LayerRejected(member.name, f"could not be unpacked: {exc.strerror or exc}") from None
         except tarfile.TarError as exc:
             raise LayerRejected("(archive)", f"is a damaged tar archive: {exc}") from None
         # directory mtimes last: creating their entries changed them
@@ -314,6 +318,12 @@ def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, tree: _Tree, r
             _remove_existing(fd, name, keep_dir=False)
             os.mkfifo(name, 0o600, dir_fd=fd)
             _set_metadata(member, fd, name)
+        elif member.ischr() and (member.devmajor, member.devminor) == (0, 0):
+            # OverlayFS's own whiteout form, as some tools export it: the same as `.wh.NAME`
+            _remove_existing(fd, name, keep_dir=False)
+            os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=fd)
+            os.utime(name, ns=(int(member.mtime * 1e9),) * 2, dir_fd=fd, follow_symlinks=False)
+            result.whiteouts.append("/".join(parts))
         elif member.ischr() or member.isblk():
             kind = "character" if member.ischr() else "block"
             raise LayerRejected(member.name, f"is a {kind} device {member.devmajor}:{member.devminor}; "

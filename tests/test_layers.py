@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import layerbuild
 from layerbuild import entry as e, tar_of
 from labctl import imageimport, ocilayout
 from labctl.imagestore import ImageStore, sha256_digest
@@ -121,14 +122,26 @@ def test_hardlink_through_a_symlink_is_rejected(arena):
     assert os.stat(sentinel / "file").st_nlink == 1
 
 
-@pytest.mark.parametrize("kind,dev", [("chr", (1, 3)), ("blk", (8, 0)), ("chr", (0, 0))])
+@pytest.mark.parametrize("kind,dev", [("chr", (1, 3)), ("blk", (8, 0)), ("chr", (1, 1)), ("blk", (0, 0))])
 def test_device_nodes_are_rejected(arena, kind, dev):
     assert_rejected_leaving_nothing(arena, tar_of([e("dev", "dir"), e("dev/x", kind, dev=dev)]), "device")
+
+
+def test_a_char_device_0_0_is_taken_as_an_overlay_whiteout(arena):
+    _, store, _ = arena
+    blob, diff_id = store_layer(store, tar_of([e("etc", "dir"), e("etc/gone", "chr", dev=(0, 0), mode=0o600)]))
+    st = os.lstat(store.ensure_layer(blob, diff_id) / "etc/gone")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
 @pytest.mark.parametrize("name", [".wh...", "a/.wh..", "a/.wh.", "../.wh.sentinel"])
 def test_whiteout_pointing_outside_is_rejected(arena, name):
     assert_rejected_leaving_nothing(arena, tar_of([e("a", "dir"), e(name)]), "outside its directory|traversal")
+
+
+def test_a_hardlink_to_itself_is_one_clear_error(arena):
+    assert_rejected_leaving_nothing(arena, tar_of([e("h", data=b"x"), e("h", "hardlink", link="h")]),
+                                    "could not be unpacked")
 
 
 def test_forged_overlay_xattr_is_rejected(arena):
@@ -283,3 +296,18 @@ def test_import_refuses_a_blob_that_does_not_match_its_digest(tmp_path):
         imageimport.import_path(store, f"{layout}:busybox")
     assert store.refs() == {} and os.listdir(store.root / "layers") == []
     assert os.listdir(store.root / "incoming") == []
+
+
+def test_importing_an_image_with_a_malicious_layer_stores_no_reference_and_no_layer(arena):
+    base, store, sentinel = arena
+    good = layerbuild.layer([e("ok", data=b"fine\n")])
+    evil = layerbuild.layer([e("lib", "symlink", link=str(sentinel)), e("lib/pwned", data=b"gotcha\n")])
+    layout = ocilayout.write_layout(base / "layout", {"evil": ocilayout.Image([good, evil])})
+    with pytest.raises(LayerRejected, match="lib/pwned"):
+        imageimport.import_path(store, f"{layout}:evil")
+    assert store.refs() == {}
+    assert os.listdir(store.root / "tmp") == []
+    assert [p.name for p in (store.root / "layers").iterdir()] == [good.diff_id[7:]]  # the good one, whole
+    assert sorted(os.listdir(sentinel)) == ["file"]
+    store.garbage_collect()   # nothing references either layer: both go
+    assert os.listdir(store.root / "layers") == [] and os.listdir(store.root / "blobs/sha256") == []
