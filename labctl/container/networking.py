@@ -48,17 +48,13 @@ def attach(mode: str, container_name: str, hostname: str, pid: int, ports: list,
         if target in files:
             with open(files[target], "w") as f:   # in place: PID 1 has this inode bind-mounted
                 f.write(text)
-    return {"address": att.address, "bridge": att.network.bridge, "subnet": att.network.subnet,
-            "records": [str(r.path) for r in att._records]}
+    return att.to_dict()
 
 
 def detach(info: dict | None) -> None:
-    """Undo what attach() recorded (veth, DNAT rules, the address), then the bridge if it was the last."""
+    """Undo what attach() made (veth, DNAT rules, the address; the bridge if it was the last user), from
+    any process: network.Attachment.from_dict finds its journal records again."""
     if not info:
         return
-    from labctl import network, state
-    wanted = set(info["records"])
-    for rec in reversed(state.records()):
-        if str(rec.path) in wanted:
-            state.undo_record(rec)
-    network._remove_bridge_if_unused(network.Network(info["bridge"], info["subnet"]))
+    from labctl import network
+    network.Attachment.from_dict(info).detach()
