@@ -10,7 +10,16 @@ import ctypes
 import ctypes.util
 import os
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+def _load_libc() -> ctypes.CDLL:
+    # find_library runs `ldconfig -p` in a subprocess (a fork and an exec on every labctl start): try the
+    # glibc soname first, which is what it finds on Debian anyway.
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+_libc = _load_libc()
 
 # Namespace flags, from <linux/sched.h>.
 CLONE_NEWTIME = 0x00000080

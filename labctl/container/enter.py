@@ -1,0 +1,104 @@
+"""`labctl exec`: run one more process inside a running container.
+
+The process must end up exactly where PID 1 is: in its cgroup and in each of its namespaces.
+  1. open /proc/<PID 1>/ns/<kind> for every kind PID 1 does not share with us (before moving anywhere)
+  2. write our PID into the container's cgroup.procs files, then setns(2) into its cgroup namespace,
+     so the namespace's view is rooted at the container's cgroup
+  3. setns(2) into ipc, uts, net, pid, time and, last, mnt (after it, /proc is the container's, and the
+     root and working directory are the container's root)
+  4. fork: PID and time namespaces take effect for children only, so the child is the one inside
+  5. in the child: the user (from the container's /etc/passwd), the working directory, the terminal, exec
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+
+from labctl.container import inside, resources
+from labctl.container.runtime import CommandFailed, Stdio, _read_all
+from labctl.container.spec import resolve_user
+from labctl.container.store import Container
+from labctl.errors import LabError
+
+
+def exec_in(container: Container, argv: list[str], stdio: Stdio | None = None, user: str | None = None,
+            workdir: str | None = None, env: list[str] = ()) -> int:
+    """Run a command in a running container (the steps in the module docstring). Returns the PID of our
+    child, which exits with the command's exit code."""
+    if container.status != "running":
+        raise LabError(f"container {container.name} is not running", "start a new one with `labctl run`")
+    stdio = stdio or Stdio()
+    pid = container.pid
+    procs = resources.procs_files(container.state.get("cgroup"))
+    kinds = [k for k in ("cgroup", "ipc", "uts", "net", "pid", "time", "mnt")
+             if os.stat(f"/proc/{pid}/ns/{k}").st_ino != os.stat(f"/proc/self/ns/{k}").st_ino]
+    environment = dict(e.partition("=")[::2] for e in container.spec.env)
+    environment.update(dict(e.partition("=")[::2] for e in env))
+    status_r, status_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(status_r)
+            _exec_child(pid, kinds, procs, argv, environment, user or container.spec.user,
+                        workdir or container.spec.workdir, stdio, status_w)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.write(status_w, f"{exc}\n".encode())
+        os._exit(127)
+    os.close(status_w)
+    message = _read_all(status_r)
+    os.close(status_r)
+    for fd in (stdio.console, stdio.stdin):
+        if fd is not None and fd > 2:
+            os.close(fd)
+    if message:
+        os.waitpid(child, 0)
+        raise CommandFailed(f"exec in {container.name} failed: {message.strip()}", 126)
+    return child
+
+
+def exec_capture(container: Container, argv: list[str]) -> tuple[int, str]:
+    """exec_in with stdout and stderr captured: (exit code, output)."""
+    from labctl.container.supervisor import wait_for
+    r, w = os.pipe()
+    try:
+        child = exec_in(container, argv, Stdio(os.open(os.devnull, os.O_RDONLY), w, w))
+    finally:
+        os.close(w)
+    out = _read_all(r)
+    os.close(r)
+    return wait_for(child), out
+
+
+def _exec_child(pid, kinds, procs, argv, environment, user, workdir, stdio, status_w) -> None:
+    from labctl.syscalls import NAMESPACE_FLAGS, setns
+    fds = {kind: os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY) for kind in kinds}
+    inside.join_cgroups(procs)
+    for kind in kinds:
+        setns(fds[kind], NAMESPACE_FLAGS[kind])
+        os.close(fds[kind])
+    inner = os.fork()
+    if inner:
+        os.close(status_w)
+        from labctl.container.supervisor import wait_for
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(sig, lambda s, _f: os.kill(inner, s))
+        os._exit(wait_for(inner))
+    os.chdir("/")
+    who = resolve_user(user)
+    environment.setdefault("HOME", who.home)
+    inside.switch_user(who)
+    os.chdir(workdir)
+    if stdio.console is not None:
+        from labctl.container import terminal
+        terminal.make_controlling_terminal(terminal.open_inside_and_send(stdio.console))
+    else:
+        for fd, target in ((stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)):
+            if fd is not None:
+                os.dup2(fd, target)
+    try:
+        os.execvpe(argv[0], argv, environment)
+    except OSError as exc:
+        os.write(status_w, f"{exc.strerror}: {argv[0]}\n".encode())
+        os._exit(127)

@@ -1,0 +1,221 @@
+"""Step 7: a whole container. The demo, the check, and the reference solution of lab/07-container/exercise.py."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from labctl import checking, namespaces, state, ui
+
+
+TITLE = "a whole container: labctl run"
+
+EXPLANATION = """
+`labctl run IMAGE` puts every earlier step together, in the order runc does:
+
+| what | from step | how |
+|---|---|---|
+| the image's config: Entrypoint + Cmd, Env, WorkingDir, User | 4, 5 | Docker's merge rules; the user looked up in the *image's* /etc/passwd |
+| the root filesystem | 2, 4 | an overlay of the image's layers and a writable layer, then `pivot_root` |
+| namespaces: UTS, IPC, mount, PID, network, cgroup, time | 1, 6 | `unshare`, `fork` for PID 1; labctl moves PID 1 into its cgroup *before* PID 1 calls `unshare(CLONE_NEWCGROUP)` |
+| limits: `-m`, `--cpus`, `--pids-limit` | 3 | the container's own cgroup |
+| `--network bridge -p 8080:80` | 6 | veth to the lab bridge, DNAT for the published port |
+| volumes, bind mounts, tmpfs | 2 | bind mounts into the new root before `pivot_root` |
+| `--init` | | tini as PID 1: reaps zombies, forwards signals |
+
+A small **supervisor** process is the parent of PID 1: it outlives `labctl`, waits for PID 1, records its
+exit code (128+N for signal N) and removes the cgroup and the network. `labctl ps` trusts the kernel,
+not the record: a container whose PID 1 (PID *and* start time) is gone shows as exited.
+`labctl exec` joins the cgroup, then `setns(2)`s into each namespace of PID 1 (mount last) and forks.
+"""
+
+DEMO_VOLUME = "step7-demo-data"
+DEMO_PORT = 18707
+
+
+def _exec(container, argv: list[str]) -> str:
+    from labctl.container import enter
+    return enter.exec_capture(container, argv)[1]
+
+
+def pull_demo_image() -> str:
+    """Step 5's way in: serve the lab's busybox from a registry of our own on 127.0.0.1 (started for
+    the demo and stopped again), and pull it into the store. Returns the reference it is stored as."""
+    import shutil
+    from labctl import labregistry, registry
+    work = state.new_tmpdir("step7-registry-")
+    try:
+        with labregistry.RegistryServer(work / "registry") as server:
+            layout = labregistry.write_lab_layout(work / "layout")
+            labregistry.seed(server.host, layout, ["busybox"])
+            reference = f"{server.host}/lab/busybox:latest"
+            result = registry.pull(reference, progress=False)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ui.kernel(f"pulled {reference} from the lab registry: manifest {result.digest[:19]}…, "
+              f"stored as {result.reference}")
+    return result.reference
+
+
+def demo() -> None:
+    from labctl.container import runtime, volumes
+    namespaces.ensure_root("the step 7 demo")
+    image = pull_demo_image()
+    ui.say(f"`labctl run -d --init --name step7-web -m 32m --cpus 0.5 --pids-limit 16 --network bridge "
+           f"-p {DEMO_PORT}:80 -v {DEMO_VOLUME}:/www {image} httpd -f -p 80 -h /www`")
+    spec, img = runtime.build_spec(
+        image, ["sh", "-c", "echo 'hello from a volume' > /www/index.html; exec httpd -f -p 80 -h /www"],
+        name=f"step7-web-{os.getpid()}", detach=True, init=True, memory="32m", cpus=0.5, pids_limit=16,
+        network="bridge", ports=[f"{DEMO_PORT}:80"], volumes_=[f"{DEMO_VOLUME}:/www"])
+    container, _ = runtime.run(spec, img)
+    try:
+        pid = container.pid
+        ui.kernel(f"PID 1 is host PID {pid}; NSpid {' '.join(map(str, namespaces.pid_inside(pid)))}; "
+                  f"hostname {namespaces.hostname_of(pid)!r}")
+        new = [k for k, _, _, shared in namespaces.describe_namespaces(pid) if not shared]
+        ui.kernel(f"namespaces of its own: {', '.join(new)}")
+        for d in container.state["cgroup"]["dirs"].values():
+            if "memory" in d or "unified" not in d and Path(d, "memory.max").exists():
+                limit_file = "memory.limit_in_bytes" if Path(d, "memory.limit_in_bytes").exists() else "memory.max"
+                ui.kernel(f"{d}/{limit_file} = {Path(d, limit_file).read_text().strip()}")
+        body = _get(f"http://127.0.0.1:{DEMO_PORT}/")
+        ui.kernel(f"GET http://127.0.0.1:{DEMO_PORT}/ (DNAT to {container.state['network']['address']}:80) → {body!r}")
+        ui.say("`labctl exec` into it: the same PID namespace (tini is PID 1, httpd its child), the cgroup namespace rooted at its cgroup:")
+        for line in _exec(container, ["sh", "-c", "ps -o pid,comm; head -3 /proc/self/cgroup"]).splitlines():
+            ui.kernel(line)
+        runtime.stop(container, timeout=2)
+        ui.ok(f"`labctl stop`: SIGTERM to PID 1 (tini passes it to httpd), exit code {runtime.store.load(container.id).state.get('exit_code')}")
+        spec2, img2 = runtime.build_spec(image, ["cat", "/www/index.html"], auto_remove=True,
+                                         volumes_=[f"{DEMO_VOLUME}:/www:ro"])
+        _, out = runtime.run_capture(spec2, img2)
+        ui.kernel(f"a new container reading the volume {DEMO_VOLUME}: {out.strip()!r}: the data outlived its container")
+    finally:
+        runtime.remove(runtime.store.load(container.id), force=True)
+        volumes.remove(DEMO_VOLUME, force=True)
+        from labctl import imageimport
+        imageimport.remove_image(runtime.image_store(), image)
+    ui.ok("container removed; its cgroup, veth, DNAT rule and overlay are gone")
+
+
+def _get(url: str) -> str:
+    for _ in range(50):
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.read().decode().strip()
+        except OSError:
+            time.sleep(0.1)
+    return "(no answer)"
+
+
+# ---------------------------------------------------------------------------------------------
+# The check
+
+
+def check(command: list[str]) -> list[str]:
+    """Judge `command NAME MEMORY sleep N`: an overlay root, new namespaces incl. net, the hostname,
+    a memory-limited cgroup, PID 1, and the exit status passed on."""
+    from labctl.container import images
+    images.open_image("busybox")       # the exercise mounts localhost/busybox:latest
+    verified: list[str] = []
+    name = checking.unique_name("lab-c7")
+    marker = ["sleep", "1007"]
+    before = {r.path for r in state.records()}
+    try:
+        return _judge(command, name, marker, verified)
+    finally:
+        # the exercise was SIGKILLed mid-run: undo the cgroup and overlay it journaled
+        for rec in reversed(state.records()):
+            if rec.path not in before:
+                state.undo_record(rec)
+
+
+def _judge(command: list[str], name: str, marker: list[str], verified: list[str]) -> list[str]:
+    with checking.running(command + [name, "48m"] + marker) as run:
+        pid = checking.process_with_argv(run, marker)
+        verified.append(f"the exercise started `{' '.join(marker)}` (host PID {pid})")
+        root = next((m for m in _mounts(pid) if m[0] == "/"), None)
+        checking.expect(root is not None and root[1] == "overlay",
+                        f"the command's root filesystem is {root[1] if root else 'unknown'}, not an overlay",
+                        "mount the image with overlay.ContainerRoot.create (TODO 2) and pivot_root into it "
+                        "with rootfs.setup_container_root as spawn's setup (TODO 3)", verified,
+                        "its root (/) is an overlay of the image's layers")
+        shared = [k for k, _, _, s in namespaces.describe_namespaces(pid, ("uts", "pid", "ipc", "mnt", "net")) if s]
+        checking.expect(not shared, f"the command shares the host's {', '.join(shared)} namespace(s)",
+                        "add 'net' to the namespaces you spawn with (TODO 3)", verified,
+                        "uts, pid, ipc, mnt and net namespaces are its own")
+        checking.expect(namespaces.hostname_of(pid) == name, f"its hostname is {namespaces.hostname_of(pid)!r}",
+                        "pass hostname=NAME to namespaces.spawn", verified, f"its hostname is {name!r}")
+        limit = _memory_limit(pid)
+        checking.expect(limit == 48 << 20, f"the command's memory cgroup limit is {limit}, not 48 MiB",
+                        "create a cgroup with cgroups.Cgroup.create(NAME, cgroups.parse_limits(memory=MEMORY)) "
+                        "(TODO 1) and add PID 1 to it before proc.start() (TODO 4)", verified,
+                        "it runs in a cgroup limited to 48 MiB")
+        nspid = namespaces.pid_inside(pid)
+        checking.expect(nspid[-1] == 1, f"the command is PID {nspid[-1]} inside", "exec the command as PID 1",
+                        verified, "it is PID 1 inside")
+    with checking.running(command + [name + "x", "32m", "sh", "-c", "exit 7"]) as run:
+        try:
+            status = run.popen.wait(timeout=20)
+        except Exception:
+            status = None
+    checking.expect(status == 7, f"the command exited with 7 but the exercise exited with {status}",
+                    "exit with the container's status", verified, "the exit status is passed on")
+    return verified
+
+
+def _mounts(pid: int) -> list[tuple[str, str]]:
+    out = []
+    with open(f"/proc/{pid}/mountinfo") as f:
+        for line in f:
+            left, right = line.split(" - ", 1)
+            out.append((left.split()[4], right.split()[0]))
+    return out
+
+
+def _memory_limit(pid: int) -> int | None:
+    """The memory limit of the cgroup the process is in, read from the cgroup filesystem (v1 or v2)."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        hid, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            candidates = [f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"]
+        elif hid == "0":
+            candidates = [f"/sys/fs/cgroup{path}/memory.max", f"/sys/fs/cgroup/unified{path}/memory.max"]
+        else:
+            continue
+        for candidate in candidates:
+            if os.path.exists(candidate):
+                text = Path(candidate).read_text().strip()
+                if text.isdigit() and int(text) < 1 << 50:
+                    return int(text)
+    return None
+
+
+def reference(argv: list[str]) -> int:
+    """Reference solution: `NAME MEMORY COMMAND [ARGS...]`, same contract as the exercise."""
+    from labctl import cgroups, overlay, rootfs
+    from labctl.imagestore import ImageStore
+    if len(argv) < 3:
+        print("usage: python -m labctl.steps.s07_container NAME MEMORY COMMAND [ARGS...]", file=sys.stderr)
+        return 2
+    name, memory, command = argv[0], argv[1], argv[2:]
+    cgroup = cgroups.Cgroup.create(name, cgroups.parse_limits(memory=memory))
+    root = None
+    try:
+        root = overlay.ContainerRoot.create(ImageStore(), "localhost/busybox:latest", name)
+        proc = namespaces.spawn(command, namespaces=("uts", "pid", "ipc", "mnt", "net"), hostname=name,
+                                setup=lambda: rootfs.setup_container_root(root.merged, readonly=False),
+                                start=False, what="step 7 reference")
+        cgroup.add(proc.pid)
+        proc.start()
+        status = proc.wait()
+    finally:
+        cgroup.remove()
+        if root:
+            root.remove()
+    return 128 - status if status < 0 else status
+
+
+if __name__ == "__main__":
+    raise SystemExit(reference(sys.argv[1:]))

@@ -1,0 +1,340 @@
+"""Step 7: `labctl run` and friends, judged by /proc, cgroup files and the state directory's records."""
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import run_labctl
+from labctl import namespaces
+
+IMAGE_CONFIG = {"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "GREETING=from-image", "KEEP=image"],
+                "Entrypoint": ["/bin/busybox"], "Cmd": ["sleep", "1001"],
+                "WorkingDir": "/home/student/work", "User": "student"}
+
+
+@pytest.fixture(scope="module")
+def custom_image():
+    """An image whose config sets Env, Entrypoint, Cmd, WorkingDir and User (on the busybox layer)."""
+    from labctl import imageimport, ocilayout
+    from labctl.imagestore import ImageStore, sha256_digest
+    image = ocilayout.Image(ocilayout.busybox_image().layers, config=IMAGE_CONFIG)
+    blobs = image.blobs()
+    manifest = image.manifest_blob()
+    desc = {"mediaType": ocilayout.MEDIA_OCI_MANIFEST, "digest": sha256_digest(manifest), "size": len(manifest)}
+    imageimport.import_manifest(ImageStore(), lambda d: io.BytesIO(blobs[d]), desc, "localhost/t7-config:latest")
+    return "localhost/t7-config:latest"
+
+
+def labctl_ok(*args, timeout=60):
+    result = run_labctl(*args, timeout=timeout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def record(name):
+    from labctl.container import store
+    return store.find(name)
+
+
+def proc_env(pid):
+    return dict(e.split("=", 1) for e in Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if e)
+
+
+def proc_ids(pid, field):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return [int(x) for x in line.split()[1:]]
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def names():
+    """Container names used by a test; whatever is left is force-removed at the end."""
+    used = []
+    yield lambda suffix: used.append(f"t7-{suffix}-{os.getpid()}") or used[-1]
+    for name in used:
+        run_labctl("rm", "-f", name)
+
+
+def test_image_env_entrypoint_cmd_workdir_and_user_are_honoured(custom_image, names):
+    name = names("cfg")
+    labctl_ok("run", "-d", "--name", name, "-e", "GREETING=from-cli", custom_image)
+    pid = record(name).pid
+    assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:3] == [b"/bin/busybox", b"sleep", b"1001"]
+    env = proc_env(pid)
+    assert env["GREETING"] == "from-cli" and env["KEEP"] == "image" and env["HOME"] == "/home/student"
+    assert env["HOSTNAME"] == namespaces.hostname_of(pid)
+    assert proc_ids(pid, "Uid")[:2] == [1000, 1000] and proc_ids(pid, "Gid")[:2] == [1000, 1000]
+    assert os.readlink(f"/proc/{pid}/cwd") == "/home/student/work"
+    labctl_ok("rm", "-f", name)
+    # a command on the command line replaces Cmd, not Entrypoint; -u and -w replace User and WorkingDir
+    labctl_ok("run", "-d", "--name", name, "-u", "daemon", "-w", "/tmp", custom_image, "sleep", "1002")
+    pid = record(name).pid
+    assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:3] == [b"/bin/busybox", b"sleep", b"1002"]
+    assert proc_ids(pid, "Uid")[0] == 1 and os.readlink(f"/proc/{pid}/cwd") == "/tmp"
+
+
+def test_unknown_user_is_one_clear_error(custom_image):
+    result = run_labctl("run", "--rm", "-u", "nobody-here", custom_image, "true")
+    assert result.returncode != 0
+    assert "unable to find user nobody-here" in result.stderr
+
+
+def test_exit_code_is_labctls_own():
+    assert run_labctl("run", "--rm", "busybox", "sh", "-c", "exit 7").returncode == 7
+    assert run_labctl("run", "--rm", "busybox", "no-such-command").returncode == 127
+
+
+def test_signal_death_is_128_plus_n():
+    # under --init (tini), the shell can die of a signal; tini reports it as 128+N
+    result = run_labctl("run", "--rm", "--init", "busybox", "sh", "-c", "kill -KILL $$")
+    assert result.returncode == 128 + signal.SIGKILL, result.stderr
+
+
+def test_sigterm_to_labctl_is_forwarded_to_the_container(names):
+    name = names("sig")
+    proc = subprocess.Popen([sys.executable, "-m", "labctl", "run", "--rm", "--init", "--name", name, "busybox",
+                             "sleep", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert wait_for(lambda: run_labctl("ps", "-q").stdout.strip() != "" and _running(name))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+
+
+def _running(name):
+    from labctl.container import store
+    try:
+        return store.find(name).status == "running"
+    except Exception:
+        return False
+
+
+def test_init_reaps_zombies(names):
+    name = names("zombie")
+    # sh exits at once, leaving `sleep` orphaned: tini (PID 1) adopts it and reaps it when it ends
+    labctl_ok("run", "-d", "--init", "--name", name, "busybox", "sh", "-c", "(sleep 0.2 &) ; sleep 60")
+    pid1 = record(name).pid
+    time.sleep(1.0)
+    children = Path(f"/proc/{pid1}/task/{pid1}/children").read_text().split()
+    states = [Path(f"/proc/{c}/stat").read_text().rsplit(")", 1)[1].split()[0] for c in children]
+    assert "Z" not in states
+    assert Path(f"/proc/{pid1}/cmdline").read_bytes().startswith(b"/sbin/labctl-init")
+
+
+def test_exec_joins_every_namespace_the_cgroup_and_the_root(names):
+    name = names("exec")
+    labctl_ok("run", "-d", "--name", name, "-h", "t7-exec-host", "-m", "48m", "busybox", "sleep", "60")
+    c = record(name)
+    proc = subprocess.Popen([sys.executable, "-m", "labctl", "exec", name, "sleep", "1003"])
+    try:
+        cgroup_dirs = list(c.state["cgroup"]["dirs"].values())
+        assert wait_for(lambda: any(_cmdline(p) == "sleep\x001003\x00" for d in cgroup_dirs
+                                    for p in Path(d, "cgroup.procs").read_text().split()))
+        joined = next(int(p) for p in Path(cgroup_dirs[0], "cgroup.procs").read_text().split()
+                      if _cmdline(p) == "sleep\x001003\x00")
+        for kind in ("cgroup", "ipc", "mnt", "net", "pid", "time", "uts"):
+            assert os.readlink(f"/proc/{joined}/ns/{kind}") == os.readlink(f"/proc/{c.pid}/ns/{kind}"), kind
+            assert os.readlink(f"/proc/{joined}/ns/{kind}") != os.readlink(f"/proc/self/ns/{kind}"), kind
+        assert Path(f"/proc/{joined}/cgroup").read_text() == Path(f"/proc/{c.pid}/cgroup").read_text()
+        root_a, root_b = os.stat(f"/proc/{joined}/root/"), os.stat(f"/proc/{c.pid}/root/")
+        assert (root_a.st_dev, root_a.st_ino) == (root_b.st_dev, root_b.st_ino)
+        assert namespaces.hostname_of(joined) == "t7-exec-host"
+        assert namespaces.pid_inside(joined)[-1] > 1
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _cmdline(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
+
+
+def test_limits_are_written_to_the_container_cgroup(names):
+    name = names("lim")
+    labctl_ok("run", "-d", "--name", name, "-m", "40m", "--cpus", "0.5", "--pids-limit", "12", "busybox",
+              "sleep", "60")
+    c = record(name)
+    dirs = c.state["cgroup"]["dirs"].values()
+    pid = str(c.pid)
+    for d in dirs:
+        assert pid in Path(d, "cgroup.procs").read_text().split()
+    files = {Path(d).parts[4]: Path(d) for d in dirs}
+    if "memory" in files:   # cgroup v1 (this host); the VM's v2 has memory.max
+        assert int((files["memory"] / "memory.limit_in_bytes").read_text()) == 40 << 20
+        assert int((files["pids"] / "pids.max").read_text()) == 12
+        assert int((files["cpu"] / "cpu.cfs_quota_us").read_text()) == 50000
+    else:
+        unified = next(iter(files.values()))
+        assert (unified / "memory.max").read_text().strip() == str(40 << 20)
+        assert (unified / "pids.max").read_text().strip() == "12"
+    # inside, the cgroup namespace is rooted at the container's cgroup
+    out = labctl_ok("exec", name, "cat", "/proc/self/cgroup")
+    assert all(line.endswith(":/") for line in out.split())
+
+
+def test_named_volume_persists_across_containers():
+    volume = f"t7vol-{os.getpid()}"
+    try:
+        labctl_ok("run", "--rm", "-v", f"{volume}:/data", "busybox", "sh", "-c", "echo kept > /data/file")
+        out = labctl_ok("run", "--rm", "-v", f"{volume}:/data:ro", "busybox", "sh", "-c",
+                        "cat /data/file; echo x > /data/other || echo read-only")
+        assert out.split() == ["kept", "read-only"]
+        assert volume in labctl_ok("volume", "ls")
+    finally:
+        run_labctl("volume", "rm", volume)
+    assert volume not in labctl_ok("volume", "ls")
+
+
+def test_bind_mount_and_tmpfs(tmp_path):
+    (tmp_path / "in.txt").write_text("from the host\n")
+    out = labctl_ok("run", "--rm", "-v", f"{tmp_path}:/host", "--tmpfs", "/scratch", "busybox", "sh", "-c",
+                    "cat /host/in.txt; echo back > /host/out.txt; grep ' /scratch ' /proc/mounts | cut -d' ' -f3")
+    assert out.split("\n")[:2] == ["from the host", "tmpfs"]
+    assert (tmp_path / "out.txt").read_text() == "back\n"
+
+
+def test_ps_is_right_after_labctl_and_the_supervisor_are_killed(names):
+    name = names("crash")
+    proc = subprocess.Popen([sys.executable, "-m", "labctl", "run", "--name", name, "busybox", "sleep", "60"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_for(lambda: _running(name))
+    proc.kill()             # labctl dies mid-run: the container and its supervisor go on
+    proc.wait()
+    c = record(name)
+    assert c.status == "running" and c.supervisor_alive()
+    os.kill(c.state["supervisor_pid"], signal.SIGKILL)   # now the supervisor dies too
+    assert wait_for(lambda: not record(name).supervisor_alive())
+    assert record(name).status == "running"              # PID 1 still runs: ps says so
+    assert name in labctl_ok("ps")
+    os.kill(c.pid, signal.SIGKILL)                       # and when it dies, nobody records it, yet:
+    assert wait_for(lambda: record(name).status == "exited")
+    assert name not in labctl_ok("ps") and name in labctl_ok("ps", "-a")
+    labctl_ok("rm", name)                                # rm tears down what the supervisor could not
+
+
+def test_stop_sends_sigterm_then_sigkill(names):
+    name = names("stop")
+    labctl_ok("run", "-d", "--name", name, "busybox", "sh", "-c", "trap 'exit 42' TERM; while true; do sleep 0.1; done")
+    time.sleep(0.3)
+    labctl_ok("stop", name)
+    assert record(name).state["exit_code"] == 42          # the shell's TERM trap ran
+    labctl_ok("run", "-d", "--name", names("stop2"), "busybox", "sleep", "60")
+    started = time.monotonic()
+    labctl_ok("stop", "-t", "0.5", f"t7-stop2-{os.getpid()}")   # sleep as PID 1 ignores SIGTERM
+    assert time.monotonic() - started < 8
+    assert record(f"t7-stop2-{os.getpid()}").state["exit_code"] == 128 + signal.SIGKILL
+
+
+def test_logs_of_a_detached_container(names):
+    name = names("logs")
+    labctl_ok("run", "-d", "--name", name, "busybox", "sh", "-c", "echo one; echo two >&2")
+    assert wait_for(lambda: record(name).status == "exited")
+    assert labctl_ok("logs", name).split() == ["one", "two"]
+
+
+def test_concurrent_runs_do_not_collide():
+    procs = [subprocess.Popen([sys.executable, "-m", "labctl", "run", "--rm", "busybox", "hostname"],
+                              stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert len(set(outs)) == 4           # four containers, four hostnames (their IDs)
+
+
+def test_a_name_is_given_to_one_container_only(names):
+    name = names("race")
+    procs = [subprocess.Popen([sys.executable, "-m", "labctl", "run", "-d", "--name", name, "busybox", "sleep", "30"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    codes = [p.wait(timeout=60) for p in procs]
+    assert sorted(codes) == [0, 2, 2]
+
+
+def test_cleanup_removes_a_running_container():
+    result = run_labctl("run", "-d", "-m", "32m", "busybox", "sleep", "60")
+    assert result.returncode == 0
+    pid = record(result.stdout.strip()).pid
+    labctl_ok("cleanup")
+    assert wait_for(lambda: not Path(f"/proc/{pid}").exists() or
+                    Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z")
+    assert result.stdout.strip()[:12] not in labctl_ok("ps", "-a")
+
+
+def test_check_fails_on_skeleton_with_a_hint():
+    result = run_labctl("check", "7")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "not an overlay" in result.stdout and "TODO 2" in result.stdout
+
+
+def test_check_passes_on_reference():
+    result = run_labctl("check", "7", "--reference")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASS" in result.stdout
+
+
+def test_check_passes_on_a_completed_exercise(tmp_path):
+    skeleton = (Path(__file__).parent.parent / "lab/07-container/exercise.py").read_text()
+    solved = skeleton.replace(
+        "    # TODO 1:", "    cgroup = cgroups.Cgroup.create(name, cgroups.parse_limits(memory=memory))\n    # TODO 1:").replace(
+        "    # TODO 2:", "    root = overlay.ContainerRoot.create(ImageStore(), IMAGE, name)\n    # TODO 2:").replace(
+        "    # TODO 3:", "    kinds = kinds + ('net',)\n"
+                        "    setup = lambda: rootfs.setup_container_root(root.merged, readonly=False)\n    # TODO 3:").replace(
+        "        # TODO 4:", "        cgroup.add(proc.pid)\n        # TODO 4:")
+    path = tmp_path / "solved.py"
+    path.write_text(solved)
+    result = run_labctl("check", "7", "--file", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_step_7_demo_runs_and_leaves_nothing():
+    result = run_labctl("step", "7", "--no-explain")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "hello from a volume" in result.stdout
+
+
+def test_tty_is_the_containers_own_pty_with_the_window_size_and_exit_code():
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(sys.executable, [sys.executable, "-m", "labctl", "run", "-it", "--rm", "busybox", "sh"])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+    out = b""
+
+    def pump(seconds):
+        nonlocal out
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    return
+    pump(2.0)
+    os.write(fd, b"\x1b[1;1R")       # busybox asks where the cursor is; answer like a terminal
+    pump(0.3)
+    os.write(fd, b"tty; stty size; exit 5\r")
+    pump(3.0)
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert b"/dev/pts/0" in out          # allocated from the container's own devpts instance
+    assert b"33 101" in out
+    assert os.waitstatus_to_exitcode(status) == 5
