@@ -51,54 +51,37 @@ def check_namespaces() -> list[Row]:
     return rows
 
 
-def cgroup_layout() -> tuple[str, dict[str, str], str | None]:
-    """(mode, {controller: where}, v2 mount point) read from /proc/self/mountinfo.
-
-    mode is "v2" (one unified tree), "v1" (per-controller hierarchies only) or "hybrid" (v1
-    controllers plus a cgroup2 mount, as here)."""
-    where: dict[str, str] = {}
-    v2_mount = None
-    v1_seen = False
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, right = line.split(" - ", 1)
-            fstype, _source, options = right.split()[:3]
-            mount_point = left.split()[4]
-            if fstype == "cgroup":
-                v1_seen = True
-                for opt in options.split(","):
-                    if opt not in ("rw", "ro") and not opt.startswith("name=") and "=" not in opt:
-                        where.setdefault(opt, f"v1 {mount_point}")
-            elif fstype == "cgroup2" and v2_mount is None:
-                v2_mount = mount_point
-    if v2_mount:
-        try:
-            with open(os.path.join(v2_mount, "cgroup.controllers")) as f:
-                for controller in f.read().split():
-                    where.setdefault(controller, f"v2 {v2_mount}")
-        except OSError:
-            pass
-    mode = "v2" if v2_mount and not v1_seen else ("hybrid" if v2_mount else ("v1" if v1_seen else "none"))
-    return mode, where, v2_mount
-
-
 def check_cgroups() -> list[Row]:
-    mode, where, v2_mount = cgroup_layout()
+    """The cgroup mode and, per controller the lab uses, where it is and whether the lab may use it
+    (read by labctl.cgroups, the same code that creates the lab's cgroups)."""
+    from labctl import cgroups
+    layout = cgroups.detect()
+    mode = layout.mode
     if mode == "none":
         return [Row("cgroups", "fail", "no cgroup filesystem is mounted", "mount cgroup2 at /sys/fs/cgroup")]
-    v1 = sorted(c for c, w in where.items() if w.startswith("v1"))
-    v2 = sorted(c for c, w in where.items() if w.startswith("v2"))
-    detail = {"v2": f"cgroup v2 at {v2_mount}: {', '.join(v2) or 'no controllers'}",
-              "v1": f"cgroup v1: {', '.join(v1)}",
-              "hybrid": f"hybrid: v1 controllers {', '.join(v1)}; cgroup2 at {v2_mount} with "
-                        f"{', '.join(v2) or 'no controllers'}"}[mode]
+    v1 = sorted({c if c != "io" else "blkio" for c, h in layout.by_controller.items() if h.version == 1})
+    unified = ""
+    if layout.unified:
+        offered = (layout.unified.mountpoint / "cgroup.controllers").read_text().split()
+        unified = f"cgroup2 at {layout.unified.mountpoint} with {', '.join(offered) or 'no controllers'}"
+    detail = {"v2": f"cgroup v2: {unified}", "v1": f"cgroup v1: {', '.join(v1)}",
+              "hybrid": f"hybrid: v1 controllers {', '.join(v1)}; {unified}",
+              "mixed": f"hybrid (controllers on both): v1 {', '.join(v1)}; {unified}"}[mode]
     rows = [Row("cgroup mode", "pass", detail)]
-    for controller in ("memory", "cpu", "pids", "io" if mode == "v2" else "blkio"):
-        if controller in where:
-            rows.append(Row(f"cgroup controller: {controller}", "pass", where[controller]))
-        else:
-            rows.append(Row(f"cgroup controller: {controller}", "fail", "not mounted in any hierarchy",
+    for controller in ("memory", "cpu", "pids", "io"):
+        label = "blkio" if layout.version_of(controller) == 1 and controller == "io" else controller
+        hierarchy = layout.by_controller.get(controller)
+        if hierarchy is None:
+            rows.append(Row(f"cgroup controller: {label}", "fail", "not mounted in any hierarchy",
                             "boot with the controller enabled (e.g. cgroup_enable=memory)"))
+        elif not layout.can_limit(controller):
+            rows.append(Row(f"cgroup controller: {label}", "fail",
+                            f"v2, but not delegated to {hierarchy.own_dir}",
+                            "run the lab in a cgroup with the controller delegated, e.g. "
+                            "`systemd-run --scope -p Delegate=yes labctl ...`"))
+        else:
+            rows.append(Row(f"cgroup controller: {label}", "pass",
+                            f"v{hierarchy.version} at {hierarchy.mountpoint}, lab cgroups in {hierarchy.lab_dir}"))
     return rows
 
 
