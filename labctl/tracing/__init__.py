@@ -31,6 +31,7 @@ import contextlib
 import ctypes
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -101,6 +102,9 @@ class Scope:
         except FileNotFoundError:
             raise LabError(f"no process {pid}", "give the host PID of a process in the container "
                            "(`labctl run` prints it; `ps -e -o pid,pidns,cmd` lists them)") from None
+        except OSError as exc:
+            raise LabError(f"cannot read /proc/{pid}/ns/pid: {exc.strerror}",
+                           "give the PID of a process the lab started, and run as root") from None
         if not allow_host and st.st_ino == os.stat("/proc/self/ns/pid").st_ino:
             raise LabError(f"PID {pid} is in the host's PID namespace, not in a container",
                            "give the PID of the container's PID 1 or a process inside it "
@@ -290,13 +294,13 @@ class Tracer:
         try:
             for tracepoint, function in self.TRACEPOINTS.items():
                 try:
-                    self.bpf.attach_tracepoint(tp=tracepoint, fn_name=function)
+                    self.bpf.attach_tracepoint(tp=tracepoint.encode(), fn_name=function.encode())
                 except Exception:
                     raise LabError(f"could not attach to tracepoint {tracepoint}",
                                    f"is it in {TRACEFS}/events/{tracepoint.replace(':', '/')}? "
                                    "`labctl doctor` checks tracefs") from None
             if self.EVENTS_MAP:
-                self.bpf[self.EVENTS_MAP].open_ring_buffer(self._on_event)
+                self.bpf[self.EVENTS_MAP.encode()].open_ring_buffer(self._on_event)
         except BaseException:
             self.close()
             raise
@@ -309,7 +313,7 @@ class Tracer:
         """Point the loaded program at these containers (slot i = scopes[i]); no recompilation."""
         if len(scopes) > MAX_SCOPES:
             raise LabError(f"at most {MAX_SCOPES} containers at once", "trace fewer containers")
-        table = self.bpf["scopes"]
+        table = self.bpf[b"scopes"]
         for i in range(MAX_SCOPES):
             s = scopes[i] if i < len(scopes) else None
             table[ctypes.c_int(i)] = table.Leaf(s.pidns_dev if s else 0, s.pidns_ino if s else 0,
@@ -326,7 +330,7 @@ class Tracer:
     # -- events -----------------------------------------------------------------------------
     def _on_event(self, ctx, data, size) -> int:
         try:
-            raw = self.bpf[self.EVENTS_MAP].event(data)
+            raw = self.bpf[self.EVENTS_MAP.encode()].event(data)
             shaped = self.event(to_dict(raw, self.RAW_FIELDS))
             if shaped is not None:
                 self._pending.append(shaped)
@@ -358,10 +362,10 @@ class Tracer:
                 return events
             events += batch
 
-    def stream(self, duration: float | None = None) -> Iterator[dict]:
-        """Events as they come, for `duration` seconds or until interrupted (Ctrl-C, SIGTERM)."""
+    def stream(self, duration: float | None = None, stop: Callable[[], bool] = lambda: False) -> Iterator[dict]:
+        """Events as they come, for `duration` seconds or until stop() says so."""
         deadline = None if duration is None else time.monotonic() + duration
-        while deadline is None or time.monotonic() < deadline:
+        while (deadline is None or time.monotonic() < deadline) and not stop():
             yield from self.poll(100)
 
     # -- lifetime ---------------------------------------------------------------------------
@@ -441,6 +445,20 @@ if __name__ == "__main__":  # pragma: no cover
         print(*row, sep=" | ", file=sys.stderr)
 
 
+@contextlib.contextmanager
+def stop_on_signals(signals=(signal.SIGINT, signal.SIGTERM)) -> Iterator[Callable[[], bool]]:
+    """While inside, Ctrl-C and SIGTERM set a flag instead of raising: an exception raised while bcc
+    is calling back into Python from its ring buffer would be swallowed by ctypes, and the tracer
+    would never stop. The loop checks the flag; epoll_wait returns early (EINTR) when a signal comes."""
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: received.append(signum)) for sig in signals}
+    try:
+        yield lambda: bool(received)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def trace_container(container: str | int, kind: str, duration: float | None = None, json_output: bool = False,
                     by_cgroup: bool = False, top: int = 15, debug: bool = False, out=print) -> int:
     """`labctl trace CONTAINER --KIND`: stream one tracer's events (or, for syscalls, print the counts
@@ -449,7 +467,7 @@ def trace_container(container: str | int, kind: str, duration: float | None = No
     pid = resolve_container(container)
     scope = Scope.of_pid(pid, by_cgroup=by_cgroup, label=str(container))
     cls = tracer_for(kind)
-    with cls(scope, debug=debug) as tracer:
+    with cls(scope, debug=debug) as tracer, stop_on_signals() as stopped:
         print(f"labctl: tracing {kind} in container {container} (PID namespace {scope.pidns_ino}"
               + (f", cgroup id {scope.cgroup_id}" if scope.cgroup_id else "")
               + f"); attached in {tracer.attach_seconds:.2f} s; Ctrl-C to stop", file=sys.stderr, flush=True)
@@ -457,16 +475,14 @@ def trace_container(container: str | int, kind: str, duration: float | None = No
         try:
             if kind == "syscalls":
                 deadline = None if duration is None else time.monotonic() + duration
-                while deadline is None or time.monotonic() < deadline:
+                while (deadline is None or time.monotonic() < deadline) and not stopped():
                     time.sleep(0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic())))
             else:
                 if not json_output:
                     out(tracer.HEADER)
-                for ev in tracer.stream(duration):
+                for ev in tracer.stream(duration, stop=stopped):
                     out(json.dumps({**ev, "t": round((ev["ts"] - start) / 1e9, 6)}) if json_output
                         else tracer.format(ev, start))
-        except KeyboardInterrupt:
-            pass
         finally:
             if kind == "syscalls":
                 counts = tracer.counts(0)
