@@ -226,3 +226,48 @@ def test_resolver_accepts_pid_and_pluggable_names():
     assert tracing.resolve_container("lab-named") == 4321
     with pytest.raises(LabError, match="no container named"):
         tracing.resolve_container("lab-unknown-name")
+
+
+def test_check_8_fails_on_the_skeleton_with_a_hint():
+    result = run_labctl("check", "8")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "counted 0 execs" in result.stdout and "TODO 4" in result.stdout
+
+
+def test_check_8_passes_on_the_reference():
+    result = run_labctl("check", "8", "--reference")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASS" in result.stdout
+
+
+def _solve(skeleton: str, isolate: bool = True) -> str:
+    solved = skeleton.replace('cflags = ["-DPIDNS_DEV=0", "-DPIDNS_INO=0"]',
+                              'cflags = [f"-DPIDNS_DEV={st.st_dev}", f"-DPIDNS_INO={st.st_ino}"]')
+    solved = solved.replace("    print(\"ready\", flush=True)",
+                            "    b.attach_tracepoint(tp=\"sched:sched_process_exec\", fn_name=\"count_exec\")\n"
+                            "    print(\"ready\", flush=True)")
+    solved = solved.replace("    int zero = 0;\n", "    int zero = 0;\n    execs.increment(zero);\n")
+    if isolate:
+        solved = solved.replace("    struct bpf_pidns_info ns = {};\n",
+                                "    struct bpf_pidns_info ns = {};\n"
+                                "    if (bpf_get_ns_current_pid_tgid(PIDNS_DEV, PIDNS_INO, &ns, sizeof(ns)) != 0)\n"
+                                "        return 0;\n")
+    assert solved != skeleton
+    return solved
+
+
+def test_check_8_passes_on_a_completed_exercise_and_catches_a_missing_namespace_test(tmp_path):
+    from pathlib import Path
+    skeleton = (Path(__file__).parent.parent / "lab/08-ebpf/exercise.py").read_text()
+    (tmp_path / "solved.py").write_text(_solve(skeleton))
+    result = run_labctl("check", "8", "--file", str(tmp_path / "solved.py"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    (tmp_path / "leaky.py").write_text(_solve(skeleton, isolate=False))
+    result = run_labctl("check", "8", "--file", str(tmp_path / "leaky.py"))
+    assert result.returncode == 1 and "TODO 1" in result.stdout, result.stdout + result.stderr
+
+
+def test_step_8_demo_runs():
+    result = run_labctl("step", "8", "--no-explain")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pivot_root" in result.stdout and "container A" in result.stdout
