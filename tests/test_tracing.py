@@ -271,3 +271,24 @@ def test_step_8_demo_runs():
     result = run_labctl("step", "8", "--no-explain")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "pivot_root" in result.stdout and "container A" in result.stdout
+
+
+def test_oom_tracer_reports_the_victim_in_its_container_only(two_containers):
+    from labctl.tracing.oomkill import OomTracer
+    from labctl.tracing.workload import memory_limited, oom_kills
+    a, b = two_containers
+    limit = 32 << 20
+    with memory_limited(a.pid, limit, f"trace-oom-a-{os.getpid()}") as cg_a, \
+            memory_limited(b.pid, limit, f"trace-oom-b-{os.getpid()}") as cg_b:
+        with OomTracer(Scope.of_pid(a.pid)) as trace_a:
+            hog = "dd if=/dev/zero of=/dev/null bs=64M count=1 2>/dev/null; echo status=$?"
+            assert "status=137" in a.run(hog)     # 128 + SIGKILL: the kernel killed dd
+            assert "status=137" in b.run(hog)
+            events = trace_a.drain()
+            a.run("true")   # the shells survived: dd was the victim
+            b.run("true")
+            a.close()
+            b.close()
+        assert oom_kills(cg_a) == 1 and oom_kills(cg_b) == 1
+    assert [(e["event"], e["comm"]) for e in events] == [("oom-kill", "dd")], events
+    assert events[0]["nspid"] > 1

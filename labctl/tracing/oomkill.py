@@ -32,26 +32,27 @@ struct event_t {
 BPF_RINGBUF_OUTPUT(events, 16);
 BPF_HASH(members, u32, struct member_t, 8192);   /* host PID -> watched process */
 
-static __always_inline void remember_current(u32 pid)
+static __always_inline void remember_current(u32 pid, int is_child)
 {
     struct bpf_pidns_info ns = {};
     int slot = scope_slot(&ns);
     if (slot < 0)
         return;
-    struct member_t m = {.slot = slot, .nspid = ns.tgid};
+    /* a new child's PID inside is not known here (ns is the parent's): 0 until it execs */
+    struct member_t m = {.slot = slot, .nspid = is_child ? 0 : ns.tgid};
     bpf_get_current_comm(&m.comm, sizeof(m.comm));
     members.update(&pid, &m);
 }
 
 int lab_oom_fork(struct tracepoint__sched__sched_process_fork *args)
 {
-    remember_current(args->child_pid);   /* the child starts as a copy of the parent */
+    remember_current(args->child_pid, 1);   /* the child starts as a copy of the parent */
     return 0;
 }
 
 int lab_oom_exec(struct tracepoint__sched__sched_process_exec *args)
 {
-    remember_current(args->pid);         /* a new name */
+    remember_current(args->pid, 0);         /* a new name */
     return 0;
 }
 
@@ -78,7 +79,13 @@ int lab_oom_victim(struct tracepoint__oom__mark_victim *args)
     e->pid = pid;
     e->nspid = m->nspid;
     e->killer = bpf_get_current_pid_tgid() >> 32;
-    __builtin_memcpy(e->comm, m->comm, sizeof(e->comm));
+    if (e->killer == pid) {              /* the victim is asking for memory itself: its name now */
+        struct bpf_pidns_info ns = {};
+        if (scope_slot(&ns) >= 0)
+            e->nspid = ns.tgid;
+        bpf_get_current_comm(&e->comm, sizeof(e->comm));
+    } else                                /* the name it had at its last fork or exec */
+        __builtin_memcpy(e->comm, m->comm, sizeof(e->comm));
     events.ringbuf_submit(e, 0);
     return 0;
 }
