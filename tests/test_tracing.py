@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -292,3 +293,21 @@ def test_oom_tracer_reports_the_victim_in_its_container_only(two_containers):
         assert oom_kills(cg_a) == 1 and oom_kills(cg_b) == 1
     assert [(e["event"], e["comm"]) for e in events] == [("oom-kill", "dd")], events
     assert events[0]["nspid"] > 1
+
+
+def test_cgroup_v2_id_scopes_a_tracer(two_containers):
+    """On cgroup v2 (here the unified hierarchy of a hybrid host) the cgroup id alone can scope."""
+    from labctl.tracing.execsnoop import ExecTracer
+    from labctl.tracing.workload import in_cgroup2
+    a, b = two_containers
+    with in_cgroup2(a.pid, f"trace-cg-{os.getpid()}") as cg:
+        by_cgroup = Scope.of_pid(a.pid, by_cgroup=True)
+        assert by_cgroup.cgroup_id == os.stat(cg).st_ino     # what bpf_get_current_cgroup_id() returns
+        only_cgroup = Scope(a.pid, 0, 0, by_cgroup.cgroup_id)
+        wrong_cgroup = Scope(a.pid, by_cgroup.pidns_dev, by_cgroup.pidns_ino, by_cgroup.cgroup_id + 1)
+        with ExecTracer([only_cgroup, wrong_cgroup]) as tracer:
+            a.run("/bin/true")
+            b.run("/bin/true")
+            host_run("/bin/true")
+            events = [e for e in tracer.drain() if e["event"] == "exec"]
+        assert [(e["slot"], e["argv"]) for e in events] == [(0, ["/bin/true"])], events

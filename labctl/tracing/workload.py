@@ -135,3 +135,28 @@ def oom_kills(path: Path) -> int:
                 if key == "oom_kill":
                     return int(value)
     return 0
+
+
+@contextlib.contextmanager
+def in_cgroup2(pid: int, name: str) -> Iterator[Path]:
+    """Move `pid` into a new, empty cgroup v2 directory (no controllers): enough for a cgroup-id scope."""
+    from labctl import state
+    from labctl.tracing import cgroup2_mount
+    mount = cgroup2_mount()
+    if mount is None:
+        raise LabError("this machine has no cgroup2 file system", "scope by PID namespace only")
+    with open("/proc/self/cgroup") as f:
+        own = next(line[3:].strip() for line in f if line.startswith("0::"))
+    path = Path(mount + own.rstrip("/")) / "labctl" / f"labctl-{name}"
+    rec = state.record("cgroup", remove_cgroup_dir, path=str(path))
+    try:
+        path.mkdir(parents=True)
+        (path / "cgroup.procs").write_text(str(pid))
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            for member in (path / "cgroup.procs").read_text().split():
+                (path.parent.parent / "cgroup.procs").write_text(member)   # back where they came from
+        remove_cgroup_dir(str(path))
+        if not path.exists():
+            rec.forget()
