@@ -311,3 +311,25 @@ def test_cgroup_v2_id_scopes_a_tracer(two_containers):
             host_run("/bin/true")
             events = [e for e in tracer.drain() if e["event"] == "exec"]
         assert [(e["slot"], e["argv"]) for e in events] == [(0, ["/bin/true"])], events
+
+
+def test_tcp_tracer_adopts_connections_accepted_on_a_container_port(two_containers):
+    from labctl.tracing.tcpstates import TcpStateTracer
+    a, _b = two_containers
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    with TcpStateTracer(Scope.of_pid(a.pid)) as trace_a:
+        a.run(f"nc -l -p {port} >/dev/null & sleep 0.3")
+        client = socket.create_connection(("127.0.0.1", port), timeout=5)   # the host connects in
+        client.sendall(b"hello\n")
+        client.close()
+        time.sleep(0.3)
+        events = trace_a.drain()
+    a.run("kill %1 2>/dev/null; wait 2>/dev/null; true")
+    transitions = [(e["old"], e["new"], e["lport"]) for e in events]
+    assert ("CLOSE", "LISTEN", port) in transitions, transitions
+    assert ("SYN_RECV", "ESTABLISHED", port) in transitions, transitions
+    # the host's client socket is not the container's: no event has the client's port as local port
+    assert all(e["lport"] == port for e in events), transitions

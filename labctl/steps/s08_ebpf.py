@@ -76,8 +76,9 @@ def demo() -> None:
     with ShellContainer("lab-demo8-a") as a, ShellContainer("lab-demo8-b") as b:
         with SyscallCounter([Scope.of_pid(a.pid, label="A"), Scope.of_pid(b.pid, label="B")]) as counter, \
                 ExecTracer(Scope.of_pid(a.pid, label="A")) as execs:
+            ids = counter.program_ids() + execs.program_ids()
             ui.kernel(f"attached in {counter.attach_seconds:.2f} s and {execs.attach_seconds:.2f} s "
-                      f"(bcc compile included); program ids {counter.program_ids() + execs.program_ids()}")
+                      f"(bcc compile included); program ids {ids}")
             t0 = time.monotonic_ns()
             a.run("cat /etc/hostname >/dev/null; dd if=/dev/zero of=/dev/null bs=1 count=2000 2>/dev/null")
             b.run("cat /etc/hostname >/dev/null; dd if=/dev/zero of=/dev/null bs=1 count=500 2>/dev/null")
@@ -87,7 +88,17 @@ def demo() -> None:
             top_a, top_b = counter.counts(0), counter.counts(1)
             rows = [(name, top_a.get(name, 0), top_b.get(name, 0)) for name in list(top_a)[:5]]
             ui.table(("syscall", "container A", "container B"), rows, title="Syscalls counted in the kernel")
-    ui.ok("the programs were detached when the tracers closed (`bpftool prog show` no longer lists them)")
+    try:
+        still = set(ids) & set(tracing.loaded_program_ids())
+        where = "`bpftool prog show`"
+    except Exception:
+        still = set(ids) & set(tracing.program_ids_held_by(os.getpid()))
+        where = f"/proc/{os.getpid()}/fdinfo"
+    ui.kernel(f"after the tracers closed, {where} lists {len(still)} of the programs {ids}")
+    if still:
+        ui.warn(f"still loaded: {sorted(still)}")
+    else:
+        ui.ok("the programs were detached and unloaded")
 
 
 def check(command: list[str]) -> list[str]:
