@@ -43,7 +43,7 @@ def syscall_histogram(counts: Mapping[str, Mapping[str, int]], top: int = 10):
 
 def construction_timeline(calls: Sequence, start_ns: int):
     """The syscalls that built a container, one row per call in order: time (ms) across, the marker
-    coloured by the curriculum step that explains it, the row labelled with the process (labctl,
+    at entry and a bar to its return, coloured by the curriculum step that explains it, the row labelled with the process (labctl,
     helper, PID 1) and the call. The dashed line is pivot_root: after it the container no longer
     sees the host's files."""
     plt = _pyplot()
@@ -51,9 +51,14 @@ def construction_timeline(calls: Sequence, start_ns: int):
     end = max([(c.ts - start_ns) / 1e6 for c in calls] + [1])
     for y, c in enumerate(calls):
         x = (c.ts - start_ns) / 1e6
-        ax.scatter([x], [y], color=STEP_COLOURS.get(c.step, "#999999"), s=30, zorder=3)
+        colour = STEP_COLOURS.get(c.step, "#999999")
+        took = getattr(c, "duration", 0) / 1e6
+        ax.scatter([x], [y], color=colour, s=30, zorder=3)
+        ax.plot([x, x + took], [y, y], color=colour, linewidth=3, zorder=2)   # entry to return
         text = c.text if len(c.text) < 90 else c.text[:87] + "..."
-        ax.text(x + end * 0.01, y, text, va="center", fontsize=7)
+        if took >= 0.5:
+            text += f"  ({took:.1f} ms)"
+        ax.text(x + took + end * 0.01, y, text, va="center", fontsize=7)
         if c.name == "pivot_root":
             ax.axvline(x, color="#333333", linestyle="--", linewidth=1, label="pivot_root")
     for step, colour in STEP_COLOURS.items():

@@ -33,7 +33,8 @@ PROGRAM = r"""
 #define DEREF_ARG0 (1 << 8)   /* arg 0 points to a u64 to copy (clone3's struct clone_args.flags) */
 
 struct call_t {
-    u64 ts;
+    u64 ts;              /* entry */
+    u64 duration;        /* exit - entry, in ns */
     s64 ret;
     u32 pid;             /* host PID (thread group) */
     u32 nr;              /* syscall number */
@@ -74,6 +75,7 @@ int lab_build_enter(struct tracepoint__raw_syscalls__sys_enter *args)
     if (!c)
         return 0;
     c->ts = bpf_ktime_get_ns();
+    c->duration = 0;
     c->ret = 0;
     c->pid = pid;
     c->nr = nr;
@@ -99,6 +101,7 @@ int lab_build_exit(struct tracepoint__raw_syscalls__sys_exit *args)
     if (!c)
         return 0;
     c->ret = args->ret;
+    c->duration = bpf_ktime_get_ns() - c->ts;
     calls.ringbuf_output(c, sizeof(*c), 0);
     inflight.delete(&tid);
     return 0;
@@ -159,6 +162,7 @@ class Call:
     args: list[int]
     strings: list[str]
     deref: int = 0
+    duration: int = 0       # ns from entry to return
     role: str = ""
     text: str = ""          # the call as it would be written in C
     step: int = 0           # the curriculum step that explains it
@@ -166,7 +170,8 @@ class Call:
     extra: dict = field(default_factory=dict)
 
     def as_dict(self, start_ns: int) -> dict:
-        return {"ms": round((self.ts - start_ns) / 1e6, 3), "pid": self.pid, "role": self.role,
+        return {"ms": round((self.ts - start_ns) / 1e6, 3), "took_ms": round(self.duration / 1e6, 3),
+                "pid": self.pid, "role": self.role,
                 "comm": self.comm, "syscall": self.name, "call": self.text, "ret": self.ret,
                 "step": self.step, "why": self.why}
 
@@ -207,7 +212,7 @@ class BuildTracer(Tracer):
         strings = [flat[i * STRLEN:(i + 1) * STRLEN].split(b"\0", 1)[0].decode(errors="replace")
                    for i in range(NARGS)]
         return Call(raw["ts"], raw["pid"], raw["comm"], self.names.get(raw["nr"], syscall_name(raw["nr"])),
-                    raw["ret"], list(raw["args"]), strings, raw["deref"])
+                    raw["ret"], list(raw["args"]), strings, raw["deref"], raw["duration"])
 
 
 def _ret(call: Call) -> str:
@@ -270,6 +275,8 @@ def annotate(calls: list[Call], root_pid: int) -> list[Call]:
         elif c.name == "umount2":
             c.text = f"umount2({_s(s[0])}, {decode_flags(a[1], UMOUNT_FLAGS)})"
             c.why, c.step = "detach the old root, stacked under the new one: no path leads to the host", 2
+            if c.duration > 2_000_000:
+                c.why += " (the kernel waits for an RCU grace period before it returns)"
         elif c.name == "pivot_root":
             c.text = f"pivot_root({_s(s[0])}, {_s(s[1])})"
             c.why, c.step = "the container's root filesystem becomes / (the old root goes beneath it)", 2
@@ -406,7 +413,8 @@ def format_timeline(calls: list[Call], start_ns: int) -> list[str]:
     for c in calls:
         step = CURRICULUM[c.step - 1] if c.step else None
         link = f"step {step.number} ({step.slug})" if step else ""
-        lines.append(f"{(c.ts - start_ns) / 1e6:+8.2f} ms  {c.role:<8} {c.text}")
+        took = f"   ({c.duration / 1e6:.1f} ms)" if c.duration >= 500_000 else ""
+        lines.append(f"{(c.ts - start_ns) / 1e6:+8.2f} ms  {c.role:<8} {c.text}{took}")
         lines.append(f"{'':>12}  {'':<8} └ {c.why}" + (f"   [{link}: labctl step {step.number}, "
                                                        f"lab/{step.number:02d}-{step.slug}/]" if step else ""))
     return lines
