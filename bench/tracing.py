@@ -13,10 +13,15 @@ are printed, so machine-wide noise (other jobs on the 2 cores) cancels out as mu
 Workloads: a syscall-heavy loop (dd bs=1: one read and one write per byte) and a fork+exec loop,
 in the traced container; and the syscall loop on the host, outside the container, which shows what a
 tracer costs the processes it does not watch (its scope test still runs on every event).
+
+Each run is timed twice: wall-clock, and the CPU time (user + system) of the workload's processes
+from wait4(2)'s rusage. CPU time is far less sensitive to other jobs competing for the cores, and a
+tracer's cost is CPU time spent in the kernel on the workload's behalf.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import subprocess
@@ -29,10 +34,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from labctl.tracing import Scope, tracer_for  # noqa: E402
 from labctl.tracing.buildtrace import BuildTracer  # noqa: E402
 from labctl.tracing.workload import ShellContainer  # noqa: E402
+from labctl.syscalls import CLONE_NEWNS, CLONE_NEWPID, setns  # noqa: E402
+
+
+def run_measured(argv: list[str], container_pid: int | None) -> tuple[float, float]:
+    """Run argv (a busybox command) to completion; (wall seconds, CPU seconds of it and its children).
+    With container_pid, the command runs inside that container: setns(2) into its PID and mount
+    namespaces, then fork, so the process is in the container's PID namespace like any of its own."""
+    start = time.perf_counter()
+    child = os.fork()
+    if child == 0:
+        try:
+            if container_pid:
+                pidns = os.open(f"/proc/{container_pid}/ns/pid", os.O_RDONLY)
+                mntns = os.open(f"/proc/{container_pid}/ns/mnt", os.O_RDONLY)
+                setns(pidns, CLONE_NEWPID)
+                setns(mntns, CLONE_NEWNS)
+                os.chdir("/")
+            inner = os.fork()
+            if inner == 0:
+                devnull = os.open("/dev/null", os.O_WRONLY)
+                os.dup2(devnull, 2)   # dd's summary
+                os.execv("/bin/busybox", ["busybox", *argv])
+            _, status = os.waitpid(inner, 0)
+            os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+        except BaseException:
+            os._exit(127)
+    _, status, usage = os.wait4(child, 0)
+    if status != 0:
+        raise RuntimeError(f"{argv} failed with status {status}")
+    return time.perf_counter() - start, usage.ru_utime + usage.ru_stime
 
 KINDS = ("exec", "open", "syscalls", "net", "oom")
-SYSCALL_LOOP = "dd if=/dev/zero of=/dev/null bs=1 count=200000 2>/dev/null"  # 400 000 syscalls
-EXEC_LOOP = "i=0; while [ $i -lt 300 ]; do /bin/true; i=$((i+1)); done"      # 300 fork+exec
+SYSCALL_LOOP = ["dd", "if=/dev/zero", "of=/dev/null", "bs=1", "count=200000"]   # 400 000 syscalls
+EXEC_LOOP = ["sh", "-c", "i=0; while [ $i -lt 300 ]; do /bin/true; i=$((i+1)); done"]   # 300 fork+exec
 
 
 def attach_times(runs: int) -> dict[str, float]:
@@ -57,31 +92,24 @@ def set_attached(tracer, attached: bool) -> None:
             tracer.bpf.detach_tracepoint(tracepoint.encode())
 
 
-def slowdowns(rounds: int) -> dict[str, dict[str, tuple[float, float]]]:
-    workloads = {"syscall loop in the container": None, "fork+exec loop in the container": None,
-                 "syscall loop on the host (not traced)": None}
+def slowdowns(rounds: int) -> dict[str, dict[str, tuple[float, float, float, float]]]:
+    """{workload: {condition: (median wall s, median wall ratio, median CPU s, median CPU ratio)}}."""
     with ShellContainer("lab-bench8") as box:
         scope = Scope.of_pid(box.pid)
+        workloads = {"syscall loop in the container": (SYSCALL_LOOP, box.pid),
+                     "fork+exec loop in the container": (EXEC_LOOP, box.pid),
+                     "syscall loop on the host (not traced)": (SYSCALL_LOOP, None)}
         tracers = {kind: tracer_for(kind)(scope) for kind in KINDS}
         try:
             for tracer in tracers.values():
                 set_attached(tracer, False)
-
-            def run(workload: str) -> float:
-                start = time.perf_counter()
-                if workload.startswith("syscall loop in"):
-                    box.run(SYSCALL_LOOP)
-                elif workload.startswith("fork+exec"):
-                    box.run(EXEC_LOOP)
-                else:
-                    subprocess.run(["/bin/busybox", "sh", "-c", SYSCALL_LOOP], check=True)
-                return time.perf_counter() - start
-
             results = {}
-            for workload in workloads:
-                run(workload)   # warm up
-                times = {c: [] for c in ("none",) + KINDS}
-                ratios = {c: [] for c in KINDS}
+            for workload, (argv, where) in workloads.items():
+                run_measured(argv, where)   # warm up
+                wall = {c: [] for c in ("none",) + KINDS}
+                cpu = {c: [] for c in ("none",) + KINDS}
+                wall_ratio = {c: [] for c in ("none",) + KINDS}
+                cpu_ratio = {c: [] for c in ("none",) + KINDS}
                 for _ in range(rounds):
                     order = ["none", *KINDS]
                     random.shuffle(order)
@@ -90,19 +118,21 @@ def slowdowns(rounds: int) -> dict[str, dict[str, tuple[float, float]]]:
                         if condition != "none":
                             set_attached(tracers[condition], True)
                         try:
-                            this_round[condition] = run(workload)
+                            this_round[condition] = run_measured(argv, where)
                         finally:
                             if condition != "none":
                                 set_attached(tracers[condition], False)
-                        # drain whatever the tracer queued, outside the timed region
                         if condition not in ("none", "syscalls"):
-                            tracers[condition].drain(0)
-                    for c, t in this_round.items():
-                        times[c].append(t)
-                    for c in KINDS:
-                        ratios[c].append(this_round[c] / this_round["none"])
-                results[workload] = {c: (statistics.median(times[c]), statistics.median(ratios[c]) if c in ratios
-                                         else 1.0) for c in times}
+                            tracers[condition].drain(0)   # outside the timed region
+                    base_wall, base_cpu = this_round["none"]
+                    for c, (w, u) in this_round.items():
+                        wall[c].append(w)
+                        cpu[c].append(u)
+                        wall_ratio[c].append(w / base_wall)
+                        cpu_ratio[c].append(u / base_cpu if base_cpu else 1.0)
+                med = statistics.median
+                results[workload] = {c: (med(wall[c]), med(wall_ratio[c]), med(cpu[c]), med(cpu_ratio[c]))
+                                     for c in wall}
             return results
         finally:
             for tracer in tracers.values():
@@ -118,11 +148,12 @@ def main() -> int:
     for kind, seconds in attach_times(args.attach_runs).items():
         print(f"  {kind:<9} {seconds * 1000:7.0f} ms")
     print(f"\nslowdown with one tracer attached, {args.rounds} interleaved rounds "
-          "(median time; median of per-round ratios to no tracer):")
+          "(medians; ratios are medians of per-round ratios to no tracer):")
     for workload, rows in slowdowns(args.rounds).items():
         print(f"  {workload}:")
-        for condition, (median, ratio) in rows.items():
-            print(f"    {condition:<9} {median * 1000:8.1f} ms   x{ratio:.3f}")
+        print(f"    {'tracer':<9} {'wall':>9} {'ratio':>7}   {'CPU':>9} {'ratio':>7}")
+        for condition, (wall, wall_ratio, cpu, cpu_ratio) in rows.items():
+            print(f"    {condition:<9} {wall * 1000:7.1f}ms {wall_ratio:6.3f}x   {cpu * 1000:7.1f}ms {cpu_ratio:6.3f}x")
     return 0
 
 
