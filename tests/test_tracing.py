@@ -333,3 +333,17 @@ def test_tcp_tracer_adopts_connections_accepted_on_a_container_port(two_containe
     assert ("SYN_RECV", "ESTABLISHED", port) in transitions, transitions
     # the host's client socket is not the container's: no event has the client's port as local port
     assert all(e["lport"] == port for e in events), transitions
+
+
+def test_trace_ends_when_the_container_exits():
+    box = ShellContainer("lab-trace-exit")
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "labctl", "trace", str(box.pid), "--exec"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert "attached" in proc.stderr.readline()
+        ids = tracing.program_ids_held_by(proc.pid)
+    finally:
+        box.close()
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0 and "container is gone" in err, err
+    assert not set(ids) & set(tracing.loaded_program_ids())

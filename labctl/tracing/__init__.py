@@ -445,6 +445,13 @@ if __name__ == "__main__":  # pragma: no cover
         print(*row, sep=" | ", file=sys.stderr)
 
 
+def _same_pidns(pid: int, pidns_ino: int) -> bool:
+    try:
+        return os.stat(f"/proc/{pid}/ns/pid").st_ino == pidns_ino
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def stop_on_signals(signals=(signal.SIGINT, signal.SIGTERM)) -> Iterator[Callable[[], bool]]:
     """While inside, Ctrl-C and SIGTERM set a flag instead of raising: an exception raised while bcc
@@ -467,7 +474,10 @@ def trace_container(container: str | int, kind: str, duration: float | None = No
     pid = resolve_container(container)
     scope = Scope.of_pid(pid, by_cgroup=by_cgroup, label=str(container))
     cls = tracer_for(kind)
-    with cls(scope, debug=debug) as tracer, stop_on_signals() as stopped:
+    with cls(scope, debug=debug) as tracer, stop_on_signals() as interrupted:
+        def stopped() -> bool:   # Ctrl-C, SIGTERM, or the container is gone (its PID namespace with it)
+            return interrupted() or not _same_pidns(pid, scope.pidns_ino)
+
         print(f"labctl: tracing {kind} in container {container} (PID namespace {scope.pidns_ino}"
               + (f", cgroup id {scope.cgroup_id}" if scope.cgroup_id else "")
               + f"); attached in {tracer.attach_seconds:.2f} s; Ctrl-C to stop", file=sys.stderr, flush=True)
@@ -487,6 +497,8 @@ def trace_container(container: str | int, kind: str, duration: float | None = No
             if kind == "syscalls":
                 counts = tracer.counts(0)
                 out(json.dumps(counts) if json_output else tracer.format_table(counts, top))
+    if not _same_pidns(pid, scope.pidns_ino):
+        print(f"labctl: process {pid} has exited: the container is gone", file=sys.stderr, flush=True)
     print("labctl: detached", file=sys.stderr, flush=True)
     return 0
 
