@@ -157,18 +157,10 @@ def test_build_trace_shows_namespace_flags_and_pivot_root():
     assert forks and forks[0]["ret"] == pivot[0]["pid"] and forks[0]["ms"] > unshare[0]["ms"]
 
 
-def _held_program_ids(pid: int, timeout: float = 20) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ids = tracing.program_ids_held_by(pid)
-        if ids:
-            return ids
-        time.sleep(0.1)
-    return []
-
-
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_signal_detaches_the_cli_tracer(sig):
+    """SIGTERM and Ctrl-C detach cleanly; even SIGKILL leaves nothing: nothing is pinned, so the kernel
+    unloads a program when the last file descriptor to it closes, with the process."""
     with ShellContainer("lab-trace-sig") as box:
         proc = subprocess.Popen([sys.executable, "-m", "labctl", "trace", str(box.pid), "--exec", "--json"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -188,10 +180,15 @@ def test_signal_detaches_the_cli_tracer(sig):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    assert proc.returncode == 0, err
-    assert any(json.loads(line).get("argv") == ["cat", "/etc/hostname"] for line in out.splitlines()), out
-    still = tracing.loaded_program_ids()
-    assert not set(ids) & set(still), f"programs {set(ids) & set(still)} are still loaded after {sig.name}"
+    if sig != signal.SIGKILL:
+        assert proc.returncode == 0, err
+        assert any(json.loads(line).get("argv") == ["cat", "/etc/hostname"] for line in out.splitlines()), out
+    # the kernel frees a released program from deferred work: give it a moment, not a second chance
+    deadline = time.monotonic() + 3
+    while set(ids) & set(tracing.loaded_program_ids()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    still = set(ids) & set(tracing.loaded_program_ids())
+    assert not still, f"programs {still} are still loaded after {sig.name}"
 
 
 def test_duration_ends_the_trace_and_counts_print():

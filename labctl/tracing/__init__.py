@@ -277,7 +277,9 @@ class Tracer:
 
     Subclasses give PROGRAM (C, appended to SCOPE_C), TRACEPOINTS ({"category:event": "lab_function"})
     and event(dict) -> dict to shape one ring-buffer record. Use it as a context manager: leaving the
-    block (also by Ctrl-C or SIGTERM) detaches every program and closes every map.
+    block (also by Ctrl-C or SIGTERM) detaches every program and closes every map. Nothing is pinned
+    in /sys/fs/bpf, so even a SIGKILLed tracer leaves nothing loaded: the kernel unloads a program when
+    the last file descriptor to it closes.
     """
     NAME = ""
     PROGRAM = ""

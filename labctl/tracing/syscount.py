@@ -13,7 +13,6 @@ what makes counting cheap enough to leave on.
 """
 from __future__ import annotations
 
-import ctypes
 
 from labctl.tracing import Tracer
 
