@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--net", action="store_true", help="TCP state changes, like tcpstates")
     what.add_argument("--oom", action="store_true", help="OOM kills, like oomkill")
     what.add_argument("--build", action="store_true",
-                      help="build a step 1-2 container and show the syscalls that built it, annotated")
+                      help="build a container (steps 1-3) and show the syscalls that built it, annotated")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: at Ctrl-C)")
     p.add_argument("--json", action="store_true", help="one JSON object per event")
     p.add_argument("--cgroup", action="store_true", help="also require the container's cgroup (cgroup v2 only)")

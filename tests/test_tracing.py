@@ -155,6 +155,11 @@ def test_build_trace_shows_namespace_flags_and_pivot_root():
     # the PID 1 that pivoted is the child the helper forked after unshare(CLONE_NEWPID)
     forks = [c for c in calls if c["syscall"] == "clone" and c["role"] == "helper"]
     assert forks and forks[0]["ret"] == pivot[0]["pid"] and forks[0]["ms"] > unshare[0]["ms"]
+    # step 3: PID 1 was put into the container's cgroup (one write per hierarchy) before it executed
+    joins = [c for c in calls if c["syscall"] == "write" and "cgroup.procs" in c["call"]]
+    execve = [c for c in calls if c["syscall"] == "execve" and c["role"] == "PID 1"]
+    assert joins and all(f'"{pivot[0]["pid"]}"' in c["call"] and c["step"] == 3 for c in joins), joins
+    assert execve and max(c["ms"] for c in joins) < execve[0]["ms"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])

@@ -63,11 +63,13 @@ def demo() -> None:
              title="What bcc needs on this machine")
 
     ui.say("\n[bold]1. Watch a container being built.[/bold] A tracer follows the lab's own process tree "
-           "(raw_syscalls) while it builds a step 1–2 container:")
+           "(raw_syscalls) while it builds a container: cgroup, namespaces, root filesystem:")
     calls, start = buildtrace.trace_construction(hostname="lab-demo8")
     keep = {"unshare", "sethostname", "pivot_root", "umount2"}
     for c in calls:
-        if c.name in keep or (c.name == "mount" and "proc" in c.text) or (c.name == "clone" and c.role == "helper"):
+        if c.name in keep or (c.name == "mount" and '"proc"' in c.text) or (c.name == "clone" and c.role == "helper") \
+                or (c.name == "write" and ("memory.limit_in_bytes" in c.text or "memory.max" in c.text)) \
+                or (c.name == "write" and "memory/" in c.text and "cgroup.procs" in c.text):
             ui.kernel(f"{(c.ts - start) / 1e6:+7.2f} ms  {c.role:<7} {c.text}   [dim]step {c.step}: {c.why}[/dim]")
     ui.say(f"  ({len(calls)} calls in all: `labctl trace --build` prints every one)")
 

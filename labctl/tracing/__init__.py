@@ -506,7 +506,7 @@ def trace_container(container: str | int, kind: str, duration: float | None = No
 
 
 def trace_build(json_output: bool = False, debug: bool = False, out=print) -> int:
-    """`labctl trace --build`: build a step 1–2 container under the build tracer and print the timeline."""
+    """`labctl trace --build`: build a container (steps 1–3) under the build tracer and print the timeline."""
     import json
     from labctl.tracing import buildtrace
     calls, start = buildtrace.trace_construction(debug=debug)

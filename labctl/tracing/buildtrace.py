@@ -1,7 +1,12 @@
 """Watch a container being built: the syscalls the lab itself makes, as an annotated timeline.
 
+The construction is steps 1-3's: a cgroup with a memory limit (when labctl.cgroups and the memory
+controller are there), new namespaces, the busybox root filesystem and pivot_root.
+
     labctl trace --build
-      +0.0 ms  labctl    clone(SIGCHLD) = 4301                                   step 1
+      +3.4 ms  labctl    mkdir("/sys/fs/cgroup/memory/.../labctl/trace-build-4300") = 0  step 3
+      +4.1 ms  labctl    write(4 /* memory/.../memory.limit_in_bytes */, "67108864", 8) = 8
+      +4.2 ms  labctl    clone(SIGCHLD) = 4301                                   step 1
       +0.4 ms  helper    unshare(CLONE_NEWNS|CLONE_NEWUTS|CLONE_NEWIPC|CLONE_NEWPID) = 0
                          └ new namespaces for this process (PID: for its next child)
       +0.6 ms  helper    clone(SIGCHLD) = 4302   └ this child is PID 1 of the new PID namespace
@@ -29,7 +34,7 @@ from labctl.tracing.syscount import syscall_name, syscall_number
 
 PROGRAM = r"""
 #define NARGS 5          /* arguments kept (mount has five) */
-#define STRLEN 96        /* bytes kept per string argument */
+#define STRLEN 160       /* bytes kept per string argument */
 #define DEREF_ARG0 (1 << 8)   /* arg 0 points to a u64 to copy (clone3's struct clone_args.flags) */
 
 struct call_t {
@@ -108,15 +113,15 @@ int lab_build_exit(struct tracepoint__raw_syscalls__sys_exit *args)
 }
 """
 
-NARGS, STRLEN = 5, 96
+NARGS, STRLEN = 5, 160
 DEREF_ARG0 = 1 << 8
 
 #: The syscalls recorded, and which of their arguments (by position) are strings.
 RECORDED = {
     "clone": (), "clone3": ("deref",), "fork": (), "vfork": (), "unshare": (), "setns": (),
     "sethostname": (0,), "mount": (0, 1, 2, 4), "umount2": (0,), "pivot_root": (0, 1), "chroot": (0,),
-    "chdir": (0,), "mknodat": (1,), "mknod": (0,), "socket": (), "openat": (1,), "write": (),
-    "execve": (0,),
+    "chdir": (0,), "mknodat": (1,), "mknod": (0,), "socket": (), "openat": (1,), "write": (1,),
+    "mkdir": (0,), "mkdirat": (1,), "rmdir": (0,), "close": (), "execve": (0,),
 }
 
 # Flag names, from <linux/sched.h>, <linux/mount.h> and <linux/fs.h>.
@@ -300,20 +305,39 @@ def annotate(calls: list[Call], root_pid: int) -> list[Call]:
                 continue
             c.text = f"socket(AF_NETLINK, {a[1]}, {NETLINK_PROTOCOLS.get(a[2], a[2])})"
             c.why, c.step = "talk to the kernel's network stack (links, addresses, routes)", 6
+        elif c.name == "close":
+            cgroup_fds.pop((c.pid, a[0]), None)   # so a later file on the same number is not taken for it
+            continue
         elif c.name == "openat":
+            if c.ret >= 0:
+                cgroup_fds.pop((c.pid, c.ret), None)
             if not s[1].startswith(CGROUP_ROOT) or c.ret < 0:
                 continue
             cgroup_fds[(c.pid, c.ret)] = s[1]
             if not (a[2] & (os.O_WRONLY | os.O_RDWR)):
                 continue
             c.text = f"openat(AT_FDCWD, {_s(s[1])}, O_WRONLY)"
+            c.why, c.step = "a cgroup control file, opened to write one value", 3
+            continue   # the write that follows says what was written, and where
             c.why, c.step = "a cgroup file: the container's limits and membership", 3
         elif c.name == "write":
             path = cgroup_fds.get((c.pid, a[0]))
             if path is None:
                 continue
-            c.text = f"write({a[0]} /* {os.path.basename(path)} */, ..., {a[2]})"
-            c.why, c.step = f"set {os.path.basename(path)} of the container's cgroup", 3
+            value = s[1][:a[2]]
+            c.text = f"write({a[0]} /* {_cgroup_relative(path)} */, {_s(value)}, {a[2]})"
+            name = os.path.basename(path)
+            c.why = f"move process {value} into the cgroup" if name in ("cgroup.procs", "tasks") \
+                else f"set {name} of the container's cgroup"
+            c.step = 3
+        elif c.name in ("mkdir", "mkdirat", "rmdir"):
+            path = s[1] if c.name == "mkdirat" else s[0]
+            if not path.startswith(CGROUP_ROOT):
+                continue
+            c.text = f"{c.name}({_s(path)})"
+            c.why = ("a new cgroup is a new directory in the hierarchy" if c.name != "rmdir"
+                     else "an empty cgroup is removed with rmdir")
+            c.step = 3
         elif c.name == "execve":
             if c.ret == -2:
                 continue          # execvp trying each directory of $PATH
@@ -325,6 +349,12 @@ def annotate(calls: list[Call], root_pid: int) -> list[Call]:
         c.text = f"{c.text} = {_ret(c)}"
         kept.append(c)
     return kept
+
+
+def _cgroup_relative(path: str) -> str:
+    """/sys/fs/cgroup/memory/x/labctl/y/memory.max -> memory/.../y/memory.max (short enough to read)."""
+    parts = path[len(CGROUP_ROOT):].strip("/").split("/")
+    return "/".join(parts[:1] + (["..."] if len(parts) > 3 else []) + parts[-2:]) if len(parts) > 1 else path
 
 
 def _why_mount(source: str, target: str, fstype: str, flags: int) -> tuple[str, int]:
@@ -343,23 +373,40 @@ def _why_mount(source: str, target: str, fstype: str, flags: int) -> tuple[str, 
     return explain.get(fstype, f"a {fstype or 'bind'} mount"), step
 
 
-def run_construction(hostname: str = "lab-build", command: tuple[str, ...] = ("/bin/true",)) -> None:
-    """Step 1–2's container construction, as `labctl step 2` does it: new namespaces, the busybox
-    root filesystem with pivot_root, then exec `command` as PID 1. Returns when the container exits."""
+def run_construction(hostname: str = "lab-build", command: tuple[str, ...] = ("/bin/true",),
+                     memory_limit_bytes: int | None = 64 << 20) -> None:
+    """Step 1–3's container construction: a cgroup with a memory limit (step 3, when this machine
+    has the memory controller), new namespaces (step 1), the busybox root filesystem with
+    pivot_root (step 2), then exec `command` as PID 1. Returns when the container has exited."""
     from labctl import labimage, namespaces, rootfs
     root = labimage.ensure_busybox_rootfs()
-    proc = namespaces.spawn(list(command), hostname=hostname, setup=lambda: rootfs.setup_container_root(root),
-                            what="traced construction")
-    proc.wait(timeout=30)
+    options = dict(hostname=hostname, setup=lambda: rootfs.setup_container_root(root), what="traced construction")
+    cgroup = None
+    if memory_limit_bytes:
+        try:
+            from labctl import cgroups
+            cgroup = cgroups.Cgroup.create(f"trace-build-{os.getpid()}", cgroups.Limits(memory_bytes=memory_limit_bytes))
+        except Exception:   # no labctl.cgroups, or no memory controller here: build without a cgroup
+            cgroup = None
+    try:
+        proc = cgroup.spawn(["/bin/true"] if not command else list(command), **options) if cgroup \
+            else namespaces.spawn(list(command), **options)
+        proc.wait(timeout=30)
+    finally:
+        if cgroup:
+            cgroup.remove()
 
 
 def trace_construction(hostname: str = "lab-build", command: tuple[str, ...] = ("/bin/true",),
                        debug: bool = False) -> tuple[list[Call], int]:
-    """Build a container in a child process under BuildTracer; returns (annotated calls, start ns).
+    """Build a container (run_construction) in a child process under BuildTracer; returns
+    (annotated calls, start ns).
 
     The child is forked first and waits on a pipe, so the tracer is attached and following it
     before it makes its first syscall of the construction."""
     from labctl import labimage, namespaces, rootfs, state  # noqa: F401  (imported before the trace:
+    with contextlib.suppress(ImportError):
+        from labctl import cgroups  # noqa: F401
     labimage.ensure_busybox_rootfs()        # ctypes finds libc by running ldconfig; not the container's work)
     go_r, go_w = os.pipe()
     done_r, done_w = os.pipe()

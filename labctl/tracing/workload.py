@@ -1,4 +1,4 @@
-"""Containers to trace: a step 1–2 container whose PID 1 is a shell that runs the commands it is sent.
+"""Containers to trace: a step 1–2 container (namespaces, pivot_root) whose PID 1 is a shell that runs the commands it is sent.
 
 The tests, the check, the demo, the notebook and the benchmark all need "a container, and known
 commands executed in it on cue"; this is that, built from namespaces.spawn and rootfs.
