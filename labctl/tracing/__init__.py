@@ -157,14 +157,17 @@ def register_resolver(lookup: Callable[[str], int | None]) -> None:
 
 
 def _container_module_resolver(name: str) -> int | None:
-    """Step 7's containers, if that module is there: labctl.container.pid_of(name)."""
+    """Step 7's containers (`labctl run --name NAME`), when that package is there:
+    labctl.container.store.find(name).pid. None when it is absent or does not know the name."""
+    import importlib
     try:
-        import importlib
-        module = importlib.import_module("labctl.container")
+        store = importlib.import_module("labctl.container.store")
     except ImportError:
         return None
-    lookup = getattr(module, "pid_of", None)
-    return lookup(name) if lookup else None
+    try:
+        return store.find(name).pid
+    except LabError:
+        return None
 
 
 def resolve_container(spec: str | int) -> int:
