@@ -4,11 +4,22 @@ Layout under <state>/images:
     blobs/sha256/<hex>      every blob: manifests, indexes, configs, compressed layers
     refs.json               {"docker.io/library/busybox:latest": "sha256:..."} (image manifest digests)
     incoming/               blobs being written; a blob appears under blobs/ only once verified
+    layers/<hex>/           each layer unpacked once, named by its diff_id (sha256 of the uncompressed
+                            tar), shared by every image and container that uses it (OverlayFS lowerdirs)
+    tmp/                    layers being unpacked; renamed into layers/ only when the whole layer passed
 
 Every write is atomic (temporary file, fsync, rename) and every blob is checked against its digest
 before it becomes visible, so a reader never sees a half-written or corrupted blob. refs.json is
-changed under an exclusive lock, so two lab commands can use the store at once. Unpacked layers and
-container root filesystems (step 4) live beside it, keyed by the digests stored here.
+changed under an exclusive lock, so two lab commands can use the store at once. Container root
+filesystems (labctl/overlay.py) mount the unpacked layers read-only as OverlayFS lower layers.
+
+Writers (import, pull) hold `state.locked("image-store", shared=True)` from their first blob to their
+set_ref; garbage collection takes it exclusively. The usual sequence for a writer:
+
+    with state.locked("image-store", shared=True):
+        with store.blob_writer(digest, size) as w: ...     # every blob: layers, config, manifest
+        store.ensure_layers(manifest_digest)                # unpack (once per diff_id), verified
+        store.set_ref("localhost/busybox:latest", manifest_digest)
 """
 from __future__ import annotations
 
@@ -16,6 +27,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +95,7 @@ class ImageInfo:
 class ImageStore:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root else state.state_dir() / "images"
-        for sub in ("blobs/sha256", "incoming"):
+        for sub in ("blobs/sha256", "incoming", "layers", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     # -- blobs -------------------------------------------------------------------------------
@@ -136,6 +148,62 @@ class ImageStore:
 
     def read_json(self, digest: str) -> dict:
         return json.loads(self.read_blob(digest))
+
+    # -- unpacked layers ---------------------------------------------------------------------
+    def layer_path(self, diff_id: str) -> Path:
+        """Where the layer with this diff_id is (or will be) unpacked: an OverlayFS lower directory."""
+        _, hexpart = split_digest(diff_id)
+        return self.root / "layers" / hexpart
+
+    def has_layer(self, diff_id: str) -> bool:
+        return self.layer_path(diff_id).is_dir()
+
+    def ensure_layer(self, blob_digest: str, diff_id: str) -> Path:
+        """Unpack the stored layer blob once: into tmp/, checked entry by entry and against the diff_id
+        (labctl/layers.py), then renamed to layers/<diff_id hex>. A rejected layer leaves nothing; two
+        processes unpacking the same layer at once leave one copy (a per-layer lock, then the check)."""
+        from labctl import layers
+        final = self.layer_path(diff_id)
+        if final.is_dir():
+            return final
+        # shared "image-store": garbage collection (exclusive) must not sweep tmp/ under an unpack
+        with state.locked("image-store", shared=True), state.locked(f"layer-{split_digest(diff_id)[1][:16]}"):
+            if final.is_dir():
+                return final
+            work = Path(tempfile.mkdtemp(prefix="layer-", dir=self.root / "tmp"))
+            try:
+                os.chmod(work, 0o755)
+                try:
+                    blob = open(self.blob_path(blob_digest), "rb")
+                except FileNotFoundError:
+                    raise ImageNotFound(f"layer blob {blob_digest} is not in the image store",
+                                        "pull or import the image again") from None
+                with blob:
+                    layers.unpack_layer(blob, work, diff_id)
+                os.rename(work, final)
+            finally:
+                if work.exists():
+                    shutil.rmtree(work)
+        return final
+
+    def image_layers(self, manifest_digest: str) -> list[tuple[str, str]]:
+        """[(blob digest, diff_id)] of an image manifest, bottom layer first."""
+        manifest = self.read_json(manifest_digest)
+        config = self.read_json(manifest["config"]["digest"])
+        diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+        blobs = [layer["digest"] for layer in manifest.get("layers", [])]
+        if len(diff_ids) != len(blobs):
+            raise LabError(f"image {manifest_digest} lists {len(blobs)} layers but {len(diff_ids)} diff_ids",
+                           "the image is malformed: rebuild or pull it again")
+        return list(zip(blobs, diff_ids))
+
+    def ensure_layers(self, manifest_digest: str) -> list[Path]:
+        """Unpack every layer of an image (those not unpacked yet); the directories, bottom first."""
+        return [self.ensure_layer(blob, diff_id) for blob, diff_id in self.image_layers(manifest_digest)]
+
+    def layer_dirs(self, reference: str) -> list[Path]:
+        """The unpacked layer directories of an image, bottom first (unpacking any that are missing)."""
+        return self.ensure_layers(self.resolve(reference))
 
     # -- references --------------------------------------------------------------------------
     def _refs_path(self) -> Path:
@@ -204,11 +272,21 @@ class ImageStore:
                 keep.update(layer["digest"] for layer in manifest.get("layers", []))
         return keep
 
+    def referenced_layers(self) -> set[str]:
+        """Every diff_id some reference's image config lists."""
+        keep = set()
+        for digest in self.refs().values():
+            with contextlib.suppress(LabError, KeyError, ValueError):
+                keep.update(diff_id for _, diff_id in self.image_layers(digest))
+        return keep
+
     def garbage_collect(self) -> list[str]:
-        """Remove blobs no reference needs. Returns the removed digests.
+        """Remove blobs no reference needs, and unpacked layers that neither an image nor a container
+        root filesystem (labctl/overlay.py) uses. Returns the removed digests and diff_ids.
 
         Writers (pull, import) hold `state.locked("image-store", shared=True)` from their first blob
         to their set_ref, so collection, which holds it exclusively, never removes a blob in flight."""
+        from labctl import overlay
         removed = []
         with state.locked("image-store"), state.locked("image-refs"):
             keep = self.referenced_blobs()
@@ -217,5 +295,15 @@ class ImageStore:
                 if digest not in keep:
                     path.unlink()
                     removed.append(digest)
+            keep_layers = self.referenced_layers() | overlay.layers_in_use()
+            for path in (self.root / "layers").iterdir():
+                diff_id = "sha256:" + path.name
+                if diff_id not in keep_layers:
+                    # rename first, so a crash halfway through never leaves a partial layer under layers/
+                    doomed = Path(tempfile.mkdtemp(prefix="gc-", dir=self.root / "tmp"))
+                    os.rename(path, doomed / "layer")
+                    shutil.rmtree(doomed)
+                    removed.append(diff_id)
+            for leftover in (self.root / "tmp").iterdir():  # from a crashed unpack: no writer is running
+                shutil.rmtree(leftover, ignore_errors=True)
         return removed
-

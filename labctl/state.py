@@ -161,7 +161,7 @@ def cleanup(report: Callable[[str], None] = lambda line: None) -> list[str]:
 def _no_mounts_below(path: Path) -> bool:
     prefix = str(path.resolve())
     with open("/proc/self/mountinfo") as f:
-        return not any(line.split()[4].startswith(prefix) for line in f)
+        return not any(mp == prefix or mp.startswith(prefix + "/") for mp in (line.split()[4] for line in f))
 
 
 # ---------------------------------------------------------------------------------------------

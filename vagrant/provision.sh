@@ -36,6 +36,7 @@ PACKAGES=(
   docker-registry skopeo umoci                     # the lab registry and the OCI oracles (steps 4, 5)
   runc crun tini                                   # reference runtimes (steps 7, 10), init for --init
   hyperfine apache2-utils                          # benchmarks; htpasswd for the registry tests
+  python3-cryptography                             # RS256 tokens for the registry token auth (step 5)
   ca-certificates curl git
   strace                                           # the cgroups tests audit every write the lab makes
 )

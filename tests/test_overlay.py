@@ -1,0 +1,231 @@
+"""Step 4: OverlayFS root filesystems, judged by the merged view, mountinfo, and what lands in upperdir.
+
+The oracle for the merged view is umoci (an independent implementation of OCI layer semantics, written
+in Go): `umoci unpack` applies the same layers by hand; OverlayFS must show the same tree.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import run_labctl
+from layerbuild import entry as e, layer, rich_image
+from labctl import imageimport, ocilayout, overlay, state
+from labctl.errors import LabError
+from labctl.imagestore import ImageStore
+
+
+def tree(root: Path) -> dict[str, tuple]:
+    """Every path below root: (type, permission bits, uid, gid, content sha256 or link target)."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = Path(dirpath) / name
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode):
+                what = hashlib.sha256(p.read_bytes()).hexdigest()
+            elif stat.S_ISLNK(st.st_mode):
+                what = os.readlink(p)
+            else:
+                what = None
+            out[str(p.relative_to(root))] = (stat.S_IFMT(st.st_mode), oct(stat.S_IMODE(st.st_mode)),
+                                             st.st_uid, st.st_gid, what)
+    return out
+
+
+@pytest.fixture
+def store(tmp_path):
+    return ImageStore(tmp_path / "store")
+
+
+@pytest.fixture
+def roots():
+    """Container roots made by a test; removed after it even if it fails."""
+    made: list[overlay.ContainerRoot] = []
+    yield made
+    for root in made:
+        root.remove()
+
+
+def _import(store: ImageStore, tmp_path: Path, images: dict) -> Path:
+    layout = ocilayout.write_layout(tmp_path / "layout", images)
+    for name in images:
+        imageimport.import_layout(store, layout, name)
+    return layout
+
+
+@pytest.mark.parametrize("name", ["layered", "rich"])
+def test_merged_view_equals_umoci_unpack(store, tmp_path, roots, name):
+    image = ocilayout.whiteout_image() if name == "layered" else rich_image()
+    layout = _import(store, tmp_path, {name: image})
+    bundle = tmp_path / "bundle"
+    subprocess.run(["umoci", "unpack", "--image", f"{layout}:{name}", str(bundle)], check=True,
+                   capture_output=True)
+    root = overlay.ContainerRoot.create(store, f"localhost/{name}:latest", f"lab-t4-umoci-{name}")
+    roots.append(root)
+    ours, theirs = tree(root.merged), tree(bundle / "rootfs")
+    assert ours.keys() == theirs.keys(), (sorted(ours.keys() - theirs.keys()), sorted(theirs.keys() - ours.keys()))
+    assert {k: v for k, v in ours.items() if v != theirs[k]} == {}
+    assert len(ours) > 10
+
+
+def test_write_copies_up_delete_whites_out_replace_makes_opaque(store, tmp_path, roots):
+    _import(store, tmp_path, {"layered": ocilayout.whiteout_image()})
+    root = overlay.ContainerRoot.create(store, "localhost/layered:latest", "lab-t4-cow")
+    roots.append(root)
+    lower_keep = store.layer_path(store.image_layers(root.manifest_digest)[1][1]) / "srv/keep.txt"
+    opts = overlay.mount_options(root.merged)
+    assert opts["upperdir"] == str(root.upper) and opts["workdir"] == str(root.work)
+    assert opts["lowerdir"].split(":") == [str(p) for p in reversed(store.layer_dirs("localhost/layered:latest"))]
+    assert os.listdir(root.upper) == []
+
+    with open(root.merged / "srv/keep.txt", "a") as f:
+        f.write("appended in the container\n")
+    assert (root.upper / "srv/keep.txt").read_text().endswith("appended in the container\n")
+    assert lower_keep.read_text() == "kept from the lower layer\n"   # the lower layer is untouched
+
+    os.unlink(root.merged / "etc/passwd")
+    st = os.lstat(root.upper / "etc/passwd")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+    assert overlay.is_whiteout(root.upper / "etc/passwd")
+    assert not (root.merged / "etc/passwd").exists()
+
+    subprocess.run(["rm", "-r", str(root.merged / "home")], check=True)
+    (root.merged / "home").mkdir()
+    (root.merged / "home/fresh").write_text("new\n")
+    assert os.getxattr(root.upper / "home", "trusted.overlay.opaque") == b"y"
+    assert os.listdir(root.merged / "home") == ["fresh"]
+
+
+def test_containers_share_lower_layers_and_add_only_their_upper(store, tmp_path, roots):
+    _import(store, tmp_path, {"busybox": ocilayout.busybox_image()})
+    for i in range(4):
+        roots.append(overlay.ContainerRoot.create(store, "localhost/busybox:latest", f"lab-t4-share-{i}"))
+    lowerdirs = {overlay.mount_options(r.merged)["lowerdir"] for r in roots}
+    assert len(lowerdirs) == 1  # one set of lower directories for all four
+    layer_bytes = overlay.disk_usage(store.root / "layers")
+    for r in roots:
+        (r.merged / "tmp/note").write_bytes(b"x" * 10000)
+    uppers = [overlay.disk_usage(r.upper) for r in roots]
+    assert all(u < 64 * 1024 for u in uppers), uppers
+    assert layer_bytes > 1_000_000  # busybox itself, on disk once
+    assert overlay.disk_usage(store.root / "layers") == layer_bytes
+
+
+def test_remove_unmounts_and_deletes_and_cleanup_does_too(store, tmp_path):
+    _import(store, tmp_path, {"busybox": ocilayout.busybox_image()})
+    root = overlay.ContainerRoot.create(store, "localhost/busybox:latest", "lab-t4-remove")
+    assert state.is_mountpoint(str(root.merged))
+    kinds = {r.kind for r in state.records() if str(root.path) in str(r.data)}
+    assert kinds == {"mount", "path"}
+    root.remove()
+    assert not state.is_mountpoint(str(root.merged)) and not root.path.exists()
+    assert not [r for r in state.records() if str(root.path) in str(r.data)]
+
+    crashed = overlay.ContainerRoot.create(store, "localhost/busybox:latest", "lab-t4-crash")
+    assert state.cleanup() == []   # as `labctl cleanup` would after a SIGKILL
+    assert not state.is_mountpoint(str(crashed.merged)) and not crashed.path.exists()
+
+
+def test_rmi_refuses_while_a_container_uses_the_image_and_gc_keeps_its_layers(store, tmp_path, roots):
+    _import(store, tmp_path, {"layered": ocilayout.whiteout_image()})
+    root = overlay.ContainerRoot.create(store, "localhost/layered:latest", "lab-t4-rmi")
+    roots.append(root)
+    with pytest.raises(LabError, match="used by container"):
+        imageimport.remove_image(store, "localhost/layered:latest")
+    imageimport.remove_image(store, "localhost/layered:latest", force=True)
+    assert store.refs() == {}
+    assert all(store.has_layer(d) for d in root.diff_ids)   # still mounted, still there
+    assert (root.merged / "srv/data/new.txt").exists()
+    root.remove()
+    roots.clear()
+    store.garbage_collect()
+    assert os.listdir(store.root / "layers") == [] and os.listdir(store.root / "blobs/sha256") == []
+
+
+def test_many_layers_fall_back_to_relative_lowerdirs(store, tmp_path, roots):
+    count = 60   # 60 absolute lowerdirs under the state dir pass the one-page limit
+    image = ocilayout.Image([layer([e(f"f{i:02d}", data=f"{i}\n".encode())]) for i in range(count)])
+    _import(store, tmp_path, {"tall": image})
+    absolute = ":".join(str(p) for p in store.layer_dirs("localhost/tall:latest"))
+    assert len(absolute) > os.sysconf("SC_PAGE_SIZE")
+    root = overlay.ContainerRoot.create(store, "localhost/tall:latest", "lab-t4-tall")
+    roots.append(root)
+    lowers = overlay.mount_options(root.merged)["lowerdir"].split(":")
+    assert len(lowers) == count and not lowers[0].startswith("/")
+    assert sorted(os.listdir(root.merged)) == [f"f{i:02d}" for i in range(count)]
+
+
+def test_step_4_demo_runs():
+    result = run_labctl("step", "4", "--no-explain")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "trusted.overlay.opaque" in result.stdout and "0/0" in result.stdout
+
+
+def test_check_fails_on_skeleton_with_a_hint():
+    result = run_labctl("check", "4")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "TODO" in result.stdout
+
+
+def test_check_passes_on_reference():
+    result = run_labctl("check", "4", "--reference")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASS" in result.stdout
+
+
+def test_cli_import_images_rmi(tmp_path):
+    layout = ocilayout.write_layout(tmp_path / "layout", {"layered": ocilayout.whiteout_image()})
+    result = run_labctl("import", f"{layout}:layered", "--name", "localhost/t4-cli:v1")
+    assert result.returncode == 0, result.stderr
+    assert "localhost/t4-cli:v1" in run_labctl("images", "-q").stdout
+    assert ImageStore().refs()["localhost/t4-cli:v1"].startswith("sha256:")
+    result = run_labctl("rmi", "localhost/t4-cli:v1")
+    assert result.returncode == 0, result.stderr
+    assert "localhost/t4-cli:v1" not in ImageStore().refs()
+    bad = run_labctl("import", str(tmp_path / "nothing-here"))
+    assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def _solve(tmp_path, lowerdir_expr: str) -> Path:
+    skeleton = (Path(__file__).parent.parent / "lab/04-overlayfs/exercise.py").read_text()
+    solved = skeleton.replace('    options = ""',
+                              f'    options = f"lowerdir={lowerdir_expr},upperdir={{upper}},workdir={{work}}"').replace(
+        "    print(f\"mounted overlay",
+        "    check(libc.mount(b'overlay', merged.encode(), b'overlay', 0, options.encode()), 'mount')\n"
+        "    print(f\"mounted overlay")
+    assert solved != skeleton
+    path = tmp_path / "exercise.py"
+    path.write_text(solved)
+    return path
+
+
+def test_check_passes_on_a_completed_exercise(tmp_path):
+    result = run_labctl("check", "4", "--file", str(_solve(tmp_path, "{':'.join(reversed(layers))}")))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_check_catches_layers_in_image_order(tmp_path):
+    result = run_labctl("check", "4", "--file", str(_solve(tmp_path, "{':'.join(layers)}")))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "top first" in result.stdout
+
+
+def test_measurements_and_plots(store, tmp_path):
+    from labctl.plots import overlay as plots
+    _import(store, tmp_path, {"busybox": ocilayout.busybox_image()})
+    points = overlay.measure_sharing(store, "localhost/busybox:latest", 3, prefix="lab-t4-plot")
+    assert [p.containers for p in points] == [1, 2, 3]
+    assert points[-1].copies_bytes > 2.5 * points[-1].shared_bytes   # three copies vs one + three uppers
+    timings = overlay.measure_copy_up([1 << 20, 8 << 20], later_writes=3)
+    assert all(t.first_write_s > t.later_write_s for t in timings)
+    for fig in (plots.sharing_figure(points, 2_000_000), plots.copy_up_figure(timings)):
+        ax = fig.axes[0]
+        assert ax.get_title() and "(MB)" in ax.get_ylabel() + ax.get_xlabel() or "(ms)" in ax.get_ylabel()
+        assert ax.get_xlabel() and ax.get_ylabel()
+    assert not list(overlay.overlays_dir().glob("lab-t4-plot*"))
