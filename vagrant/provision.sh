@@ -30,6 +30,7 @@ fi
 PACKAGES=(
   python3 python3-venv python3-pip python3-dev     # the venv is made from Debian's python3
   python3-bpfcc bpfcc-tools libbpfcc               # bcc: eBPF programs on tracepoints (step 8)
+  bpftool                                          # lists loaded BPF programs (step 8 proves detaching)
   busybox-static                                   # the embedded lab image
   iproute2 nftables iptables kmod procps psmisc    # networking (step 6), modules, ps
   docker-registry skopeo umoci                     # the lab registry and the OCI oracles (steps 4, 5)
