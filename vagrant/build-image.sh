@@ -123,6 +123,12 @@ printf '127.0.0.1 localhost\n127.0.1.1 labctl\n' > "$ROOT/etc/hosts"
 echo 'LABEL=labroot / ext4 defaults,errors=remount-ro 0 1' > "$ROOT/etc/fstab"
 printf 'auto lo\niface lo inet loopback\n\nallow-hotplug eth0\niface eth0 inet dhcp\n' > "$ROOT/etc/network/interfaces"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# Reach PyPI the way this host does: its locally added CAs (a TLS-intercepting proxy) and /etc/pip.conf.
+if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
+  cp /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/"
+  chroot "$ROOT" update-ca-certificates >/dev/null 2>&1
+fi
+[ ! -f /etc/pip.conf ] || cp /etc/pip.conf "$ROOT/etc/pip.conf"
 # No service starts inside the chroot (docker-registry's postinst would try).
 printf '#!/bin/sh\nexit 101\n' > "$ROOT/usr/sbin/policy-rc.d"
 chmod +x "$ROOT/usr/sbin/policy-rc.d"
@@ -152,12 +158,14 @@ tar -C "$REPO" --exclude=./.venv --exclude=./.git --exclude='*.egg-info' --exclu
   --exclude=.pytest_cache -cf - . | tar -C "$ROOT/vagrant" -xf -
 t=$SECONDS
 say "provisioning the image: chroot $ROOT /vagrant/vagrant/provision.sh --jupyter-service"
-chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+proxies=$(env | grep -iE '^(https?|no)_proxy=' || true)
+# shellcheck disable=SC2086
+chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 $proxies \
   /vagrant/vagrant/provision.sh --jupyter-service >"$WORK/provision.log" 2>&1 ||
   { tail -n 40 "$WORK/provision.log" >&2; die "provision.sh failed in the chroot (log above)"; }
 say "provisioned in $((SECONDS - t)) s"
 KREL=$(basename "$(dirname "$(ls "$ROOT"/lib/modules/*/modules.dep | sort -V | tail -n 1)")")
-[ -e "$ROOT/lib/modules/$KREL/build/Makefile" ] || die "no kernel headers for $KREL in the image"
+chroot "$ROOT" test -e "/lib/modules/$KREL/build/Makefile" || die "no kernel headers for $KREL in the image"
 
 # Boot faster and quieter: no timers that run apt or man-db a minute after boot.
 chroot "$ROOT" systemctl mask apt-daily.timer apt-daily-upgrade.timer man-db.timer e2scrub_all.timer \
