@@ -182,8 +182,7 @@ def spawn(argv: Sequence[str], namespaces: Iterable[str] = STEP1_NAMESPACES, hos
     try:
         line = _read_line(status_r)
         if not line.startswith("pid "):
-            os.waitpid(waiter, 0)
-            rest = _read_all(status_r)
+            rest = _read_all(status_r)  # the helper failed before forking: it has exited, EOF follows
             raise LabError(f"could not create the namespaces: {(line + ' ' + rest).strip() or 'no reason given'}",
                            "run as root; `labctl doctor` lists which namespace kinds this kernel has")
         pid = int(line.split()[1])
@@ -218,9 +217,13 @@ def _child_main(argv, kinds, flags, hostname, setup, status_w, go_r, stdin, stdo
         os.write(status_w, f"unshare({'|'.join(k for k in kinds)}): {exc.strerror}\n".encode())
         os._exit(126)
     if "pid" in kinds:
+        # PID 1 waits on `sync` until we have reported its PID, so "pid N" is always the first line.
+        sync_r, sync_w = os.pipe()
         pid1 = os.fork()  # this child is PID 1 in the new PID namespace
         if pid1:
             os.write(status_w, f"pid {pid1}\n".encode())
+            os.close(sync_r)
+            os.close(sync_w)
             os.close(status_w)
             os.close(go_r)
             # Forward the signals a terminal or a supervisor sends to the helper on to PID 1.
@@ -239,6 +242,9 @@ def _child_main(argv, kinds, flags, hostname, setup, status_w, go_r, stdin, stdo
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
                 os.kill(os.getpid(), sig)
             os._exit(os.WEXITSTATUS(status))
+        os.close(sync_w)
+        os.read(sync_r, 1)   # returns at EOF, once the helper has written "pid N" and closed its end
+        os.close(sync_r)
     else:
         os.write(status_w, f"pid {os.getpid()}\n".encode())
     # From here on we are the process that will exec argv.

@@ -5,6 +5,7 @@ rich is imported on first use, so commands that print nothing fancy (and `--help
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from typing import Iterable, Sequence
 
@@ -12,7 +13,9 @@ from typing import Iterable, Sequence
 @functools.lru_cache(maxsize=1)
 def console():
     from rich.console import Console
-    return Console(highlight=False, soft_wrap=True)
+    # Piped output (CI logs, tests) gets a wide fixed width instead of rich's default of 80 columns.
+    width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120
+    return Console(highlight=False, soft_wrap=True, width=width)
 
 
 def heading(text: str) -> None:

@@ -1,0 +1,248 @@
+"""`labctl doctor`: one row per requirement, each judged on the running kernel, with the fix for each.
+
+Status: pass, warn (the lab works, with less), fail (a step cannot run). The exit status is non-zero
+only when something the lab needs is missing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+
+from labctl.syscalls import NAMESPACE_FLAGS
+
+PROVISION = "run vagrant/provision.sh as root"
+
+
+@dataclass
+class Row:
+    requirement: str
+    status: str          # pass | warn | fail
+    detail: str
+    fix: str = ""
+
+
+def check_root() -> Row:
+    if os.geteuid() == 0:
+        return Row("root", "pass", "running as uid 0")
+    return Row("root", "fail", f"running as uid {os.geteuid()}", "run labctl as root (sudo)")
+
+
+def check_kernel() -> Row:
+    release = platform.release()
+    major, minor = (int(x) for x in release.split(".")[:2])
+    if (major, minor) >= (5, 10):
+        return Row("kernel", "pass", release)
+    return Row("kernel", "warn", f"{release}: older than 5.10, some features may be missing",
+               "use the classroom VM (Debian 12, kernel 6.1)")
+
+
+def check_namespaces() -> list[Row]:
+    rows = []
+    for kind in sorted(NAMESPACE_FLAGS):
+        present = os.path.exists(f"/proc/self/ns/{kind}")
+        rows.append(Row(f"namespace: {kind}", "pass" if present else "fail",
+                        f"/proc/self/ns/{kind}" + ("" if present else " missing"),
+                        "" if present else f"a kernel built with CONFIG_{kind.upper()}_NS"))
+    return rows
+
+
+def cgroup_layout() -> tuple[str, dict[str, str], str | None]:
+    """(mode, {controller: where}, v2 mount point) read from /proc/self/mountinfo.
+
+    mode is "v2" (one unified tree), "v1" (per-controller hierarchies only) or "hybrid" (v1
+    controllers plus a cgroup2 mount, as here)."""
+    where: dict[str, str] = {}
+    v2_mount = None
+    v1_seen = False
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, right = line.split(" - ", 1)
+            fstype, _source, options = right.split()[:3]
+            mount_point = left.split()[4]
+            if fstype == "cgroup":
+                v1_seen = True
+                for opt in options.split(","):
+                    if opt not in ("rw", "ro") and not opt.startswith("name=") and "=" not in opt:
+                        where.setdefault(opt, f"v1 {mount_point}")
+            elif fstype == "cgroup2" and v2_mount is None:
+                v2_mount = mount_point
+    if v2_mount:
+        try:
+            with open(os.path.join(v2_mount, "cgroup.controllers")) as f:
+                for controller in f.read().split():
+                    where.setdefault(controller, f"v2 {v2_mount}")
+        except OSError:
+            pass
+    mode = "v2" if v2_mount and not v1_seen else ("hybrid" if v2_mount else ("v1" if v1_seen else "none"))
+    return mode, where, v2_mount
+
+
+def check_cgroups() -> list[Row]:
+    mode, where, v2_mount = cgroup_layout()
+    if mode == "none":
+        return [Row("cgroups", "fail", "no cgroup filesystem is mounted", "mount cgroup2 at /sys/fs/cgroup")]
+    v1 = sorted(c for c, w in where.items() if w.startswith("v1"))
+    v2 = sorted(c for c, w in where.items() if w.startswith("v2"))
+    detail = {"v2": f"cgroup v2 at {v2_mount}: {', '.join(v2) or 'no controllers'}",
+              "v1": f"cgroup v1: {', '.join(v1)}",
+              "hybrid": f"hybrid: v1 controllers {', '.join(v1)}; cgroup2 at {v2_mount} with "
+                        f"{', '.join(v2) or 'no controllers'}"}[mode]
+    rows = [Row("cgroup mode", "pass", detail)]
+    for controller in ("memory", "cpu", "pids", "io" if mode == "v2" else "blkio"):
+        if controller in where:
+            rows.append(Row(f"cgroup controller: {controller}", "pass", where[controller]))
+        else:
+            rows.append(Row(f"cgroup controller: {controller}", "fail", "not mounted in any hierarchy",
+                            "boot with the controller enabled (e.g. cgroup_enable=memory)"))
+    return rows
+
+
+def check_overlayfs() -> Row:
+    with open("/proc/filesystems") as f:
+        if any(line.split()[-1] == "overlay" for line in f):
+            return Row("OverlayFS", "pass", "overlay in /proc/filesystems")
+    if subprocess.run(["modprobe", "overlay"], capture_output=True).returncode == 0:
+        return Row("OverlayFS", "pass", "overlay module loaded")
+    return Row("OverlayFS", "fail", "no overlay filesystem", "modprobe overlay, or a kernel with CONFIG_OVERLAY_FS")
+
+
+def check_veth_bridge() -> Row:
+    """Create and delete a veth pair and a bridge: the real test of what step 6 needs."""
+    from labctl import state
+    if os.geteuid() != 0:
+        return Row("veth + bridge", "warn", "not checked (needs root)", "run doctor as root")
+    names = (f"labdoc{os.getpid() % 10000}", f"labdocp{os.getpid() % 10000}", f"labdocb{os.getpid() % 10000}")
+    rec = state.record("link", delete_links, names=list(names))
+    try:
+        veth = subprocess.run(["ip", "link", "add", names[0], "type", "veth", "peer", "name", names[1]],
+                              capture_output=True, text=True)
+        bridge = subprocess.run(["ip", "link", "add", names[2], "type", "bridge"], capture_output=True, text=True)
+    finally:
+        delete_links(list(names))
+        rec.forget()
+    if veth.returncode == 0 and bridge.returncode == 0:
+        return Row("veth + bridge", "pass", "created and removed a veth pair and a bridge")
+    return Row("veth + bridge", "fail", (veth.stderr or bridge.stderr).strip(),
+               "modprobe veth bridge, or a kernel with CONFIG_VETH and CONFIG_BRIDGE")
+
+
+def delete_links(names: list[str]) -> None:
+    for name in names:
+        if os.path.exists(f"/sys/class/net/{name}"):
+            subprocess.run(["ip", "link", "del", name], capture_output=True)
+
+
+def check_tracefs() -> Row:
+    if os.path.isdir("/sys/kernel/tracing/events"):
+        return Row("tracefs", "pass", "mounted at /sys/kernel/tracing")
+    return Row("tracefs", "fail", "/sys/kernel/tracing is not mounted (bcc needs it for tracepoints)",
+               "mount -t tracefs tracefs /sys/kernel/tracing")
+
+
+def kernel_headers() -> tuple[str, str]:
+    """("exact" | "fallback" | "missing", detail) for /lib/modules/$(uname -r)/build."""
+    release = platform.release()
+    build = f"/lib/modules/{release}/build"
+    uts = os.path.join(build, "include/generated/utsrelease.h")
+    if not os.path.exists(uts):
+        return "missing", f"{build} has no headers"
+    with open(uts) as f:
+        text = f.read()
+    version = text.split('"')[1] if '"' in text else "?"
+    if version == release:
+        return "exact", f"headers for {release}"
+    return "fallback", f"headers of {version} linked in for kernel {release}"
+
+
+def check_headers() -> Row:
+    kind, detail = kernel_headers()
+    if kind == "exact":
+        return Row("kernel headers", "pass", detail)
+    if kind == "fallback":
+        return Row("kernel headers", "warn", detail + " (fine for tracepoints)",
+                   f"install linux-headers-{platform.release()} where the distribution has it")
+    return Row("kernel headers", "fail", detail, PROVISION + " (it installs or links headers)")
+
+
+BCC_PROBE = r"""
+from bcc import BPF
+b = BPF(text='TRACEPOINT_PROBE(sched, sched_process_exec) { return 0; }')
+b.cleanup()
+print("compiled")
+"""
+
+
+def check_bcc() -> Row:
+    try:
+        out = subprocess.run([sys.executable, "-c", BCC_PROBE], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return Row("bcc", "fail", "compiling a test program took over 60 s", PROVISION)
+    if out.returncode == 0 and "compiled" in out.stdout:
+        return Row("bcc", "pass", "imported, compiled and loaded a tracepoint program")
+    if "No module named 'bcc'" in out.stderr:
+        return Row("bcc", "fail", "python module bcc not importable",
+                   "apt-get install python3-bpfcc; the venv needs --system-site-packages")
+    last = (out.stderr.strip().splitlines() or ["unknown error"])[-1]
+    return Row("bcc", "fail", f"could not compile a program: {last[:120]}", PROVISION)
+
+
+def check_btf() -> Row:
+    if os.path.exists("/sys/kernel/btf/vmlinux"):
+        return Row("BTF", "pass", "/sys/kernel/btf/vmlinux")
+    return Row("BTF", "warn", "no /sys/kernel/btf/vmlinux (bcc still works with headers)")
+
+
+def check_kprobes() -> Row:
+    if os.path.exists("/sys/bus/event_source/devices/kprobe"):
+        return Row("kprobes", "pass", "available (the lab uses tracepoints either way)")
+    return Row("kprobes", "warn", "not in this kernel; the lab uses tracepoints, so nothing is lost")
+
+
+def check_tools() -> list[Row]:
+    rows = []
+    for tool, package, needed in (("docker-registry", "docker-registry", True), ("skopeo", "skopeo", True),
+                                  ("runc", "runc", True), ("umoci", "umoci", False), ("crun", "crun", False),
+                                  ("busybox", "busybox-static", True)):
+        path = shutil.which(tool) or (f"/usr/sbin/{tool}" if os.path.exists(f"/usr/sbin/{tool}") else None)
+        if path:
+            rows.append(Row(f"tool: {tool}", "pass", path))
+        else:
+            rows.append(Row(f"tool: {tool}", "fail" if needed else "warn", "not installed",
+                            f"apt-get install {package}"))
+    return rows
+
+
+def check_lab_image() -> Row:
+    from labctl import labimage
+    path = labimage.busybox_rootfs_path()
+    if (path / "bin/busybox").exists():
+        return Row("lab image", "pass", str(path))
+    return Row("lab image", "warn", "not built yet (steps build it on first use)", "labctl prepare")
+
+
+def run_all() -> list[Row]:
+    rows = [check_root(), check_kernel(), *check_namespaces(), *check_cgroups(), check_overlayfs()]
+    rows.append(check_veth_bridge())
+    rows += [check_tracefs(), check_headers(), check_bcc(), check_btf(), check_kprobes(), *check_tools(),
+             check_lab_image()]
+    return rows
+
+
+def main(json_output: bool = False) -> int:
+    rows = run_all()
+    if json_output:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        from labctl import ui
+        colour = {"pass": "green", "warn": "yellow", "fail": "red"}
+        ui.table(("requirement", "status", "detail", "fix"),
+                 [(r.requirement, f"[{colour[r.status]}]{r.status}[/]", r.detail, r.fix) for r in rows],
+                 title="labctl doctor")
+        failed = [r.requirement for r in rows if r.status == "fail"]
+        ui.say(f"[red]missing: {', '.join(failed)}[/red]" if failed else "[green]ready for the lab[/green]")
+    return 1 if any(r.status == "fail" for r in rows) else 0

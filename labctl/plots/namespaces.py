@@ -1,0 +1,53 @@
+"""Figures for steps 1 and 2: which namespaces a process shares, and what each /proc can see."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+
+def _pyplot():
+    import matplotlib
+    if "inline" not in matplotlib.get_backend().lower() and "nbagg" not in matplotlib.get_backend().lower():
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def namespace_sharing(inodes: Mapping[str, Mapping[str, int]], reference: str):
+    """A grid: one row per process, one column per namespace kind; each cell is the namespace inode,
+    green where the process shares the namespace of `reference` (the host), orange where it is new."""
+    plt = _pyplot()
+    labels = list(inodes)
+    kinds = sorted(next(iter(inodes.values())))
+    fig, ax = plt.subplots(figsize=(1.3 * len(kinds) + 2, 0.7 * len(labels) + 1.6))
+    for row, label in enumerate(labels):
+        for col, kind in enumerate(kinds):
+            shared = inodes[label][kind] == inodes[reference][kind]
+            ax.add_patch(plt.Rectangle((col, row), 0.95, 0.9, color="#9bd19b" if shared else "#f5b36b"))
+            ax.text(col + 0.47, row + 0.45, str(inodes[label][kind])[-5:], ha="center", va="center", fontsize=8)
+    ax.set_xlim(0, len(kinds))
+    ax.set_ylim(len(labels), 0)
+    ax.set_xticks([i + 0.47 for i in range(len(kinds))], kinds)
+    ax.set_yticks([i + 0.45 for i in range(len(labels))], labels)
+    ax.set_xlabel("namespace kind (cell: last digits of the /proc/<pid>/ns inode)")
+    ax.set_title(f"Namespaces shared with {reference} (green) and new (orange)")
+    fig.tight_layout()
+    return fig
+
+
+def visibility(counts: Mapping[str, Sequence[int]], categories: Sequence[str], title: str, unit: str):
+    """Grouped bars: for each viewer (host, container...), how many of each thing it can see."""
+    plt = _pyplot()
+    viewers = list(counts)
+    width = 0.8 / len(viewers)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, viewer in enumerate(viewers):
+        xs = [c + i * width for c in range(len(categories))]
+        bars = ax.bar(xs, counts[viewer], width, label=viewer)
+        ax.bar_label(bars)
+    ax.set_xticks([c + width * (len(viewers) - 1) / 2 for c in range(len(categories))], categories)
+    ax.set_ylabel(unit)
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
