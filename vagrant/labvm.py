@@ -226,7 +226,8 @@ def main(argv: list[str]) -> int:
         vm.copy_tree()
         vm.provision()
         if command:
-            return vm.run(shlex.join(command), timeout=3600, stream=print).returncode
+            script = command[0] if len(command) == 1 else shlex.join(command)
+            return vm.run(script, timeout=3600, stream=print).returncode
         interactive = vm._ssh_argv("cd /vagrant && sudo -s")
         interactive.insert(1, "-t")
         return subprocess.run(interactive).returncode
