@@ -41,6 +41,7 @@ PACKAGES=(
   runc crun tini                                   # reference runtimes (steps 7, 10), init for --init
   hyperfine apache2-utils                          # benchmarks; htpasswd for the registry tests
   ca-certificates curl git
+  strace                                           # the cgroups tests audit every write the lab makes
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -125,6 +126,8 @@ After=network.target
 [Service]
 ExecStart=$VENV/bin/jupyter notebook --allow-root --no-browser --ip=0.0.0.0 --port=8888 --notebook-dir=$REPO/notebooks --IdentityProvider.token=lab
 Restart=on-failure
+# The notebooks create cgroups (step 3): systemd hands this service's cgroup and its controllers over.
+Delegate=yes
 
 [Install]
 WantedBy=multi-user.target
