@@ -117,7 +117,7 @@ def test_kernel_tests_pass_in_guest(guest, capsys):
     started = time.monotonic()
     quoted = " ".join(f"'{a}'" for a in args)
     result = guest.run(f"cd /vagrant && timeout -s INT {GUEST_TESTS_TIMEOUT} .venv/bin/python -m pytest "
-                       f"-p no:cacheprovider -q -rfEs --durations=5 --junitxml=/tmp/guest-junit.xml {quoted}",
+                       f"-p no:cacheprovider -v -rfEs --durations=5 --junitxml=/tmp/guest-junit.xml {quoted}",
                        timeout=GUEST_TESTS_TIMEOUT + 120, stream=lambda line: _say(capsys, "guest | " + line))
     TIMINGS["guest tests"] = time.monotonic() - started
     junit = guest.run("cat /tmp/guest-junit.xml", timeout=60).stdout
