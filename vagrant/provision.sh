@@ -18,6 +18,11 @@ for arg in "$@"; do
   esac
 done
 
+# vagrant/build-image.sh runs this script inside a chroot to provision the classroom VM's disk image: there the
+# kernel is the image's (not the running one) and nothing can be mounted or started, only installed and enabled.
+IN_CHROOT=0
+if ischroot 2>/dev/null; then IN_CHROOT=1; fi
+
 say() { printf '\033[1mprovision:\033[0m %s\n' "$*"; }
 warn() { printf '\033[33mprovision: warning:\033[0m %s\n' "$*" >&2; }
 
@@ -58,6 +63,9 @@ fi
 
 # 2. Kernel headers for bcc: the exact ones for the running kernel, else the distribution's, linked in.
 KREL=$(uname -r)
+if [ "$IN_CHROOT" = 1 ] && ls /lib/modules/*/modules.dep >/dev/null 2>&1; then
+  KREL=$(basename "$(dirname "$(ls /lib/modules/*/modules.dep | sort -V | tail -n 1)")")
+fi
 BUILD="/lib/modules/$KREL/build"
 if [ -e "$BUILD/include/linux/kconfig.h" ] || [ -e "$BUILD/Makefile" ]; then
   say "kernel headers: present for $KREL"
@@ -84,7 +92,7 @@ else
 fi
 
 # 3. tracefs, where bcc finds tracepoints.
-if [ -d /sys/kernel/tracing ] && ! mountpoint -q /sys/kernel/tracing; then
+if [ "$IN_CHROOT" = 0 ] && [ -d /sys/kernel/tracing ] && ! mountpoint -q /sys/kernel/tracing; then
   mount -t tracefs tracefs /sys/kernel/tracing && say "mounted tracefs at /sys/kernel/tracing"
 fi
 
@@ -128,9 +136,13 @@ WantedBy=multi-user.target
 "
   if [ "$(cat "$unit" 2>/dev/null)" != "$content" ]; then
     printf '%s' "$content" > "$unit"
-    systemctl daemon-reload
+    [ "$IN_CHROOT" = 1 ] || systemctl daemon-reload
   fi
-  systemctl enable --now labctl-jupyter.service >/dev/null 2>&1 || systemctl restart labctl-jupyter.service
+  if [ "$IN_CHROOT" = 1 ]; then
+    systemctl enable labctl-jupyter.service >/dev/null 2>&1   # starts when the image boots
+  else
+    systemctl enable --now labctl-jupyter.service >/dev/null 2>&1 || systemctl restart labctl-jupyter.service
+  fi
   say "Jupyter runs in the VM on port 8888: open http://127.0.0.1:8888/?token=lab on your computer"
 fi
 say "done. Next: \`labctl doctor\`, then \`labctl tour\`."
