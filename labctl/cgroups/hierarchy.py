@@ -227,7 +227,8 @@ def ensure_lab_dir(h: Hierarchy, controllers: set[str]) -> Path:
 
 def move_all(source: Path, target: Path) -> None:
     """Move every process of `source` into `target` (created if missing), until none is left."""
-    target.mkdir(exist_ok=True)
+    if not target.is_dir():  # no mkdir at all on an existing cgroup: moving back targets our own, outside the lab
+        target.mkdir()
     for _ in range(100):
         pids = procs(source)
         if not pids:
