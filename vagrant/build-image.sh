@@ -167,12 +167,6 @@ say "provisioned in $((SECONDS - t)) s"
 KREL=$(basename "$(dirname "$(ls "$ROOT"/lib/modules/*/modules.dep | sort -V | tail -n 1)")")
 chroot "$ROOT" test -e "/lib/modules/$KREL/build/Makefile" || die "no kernel headers for $KREL in the image"
 
-# `vagrant ssh` sessions run in ssh.service (this minimal image has no logind). On pure cgroup v2 systemd gives
-# a service only memory and pids: delegate every controller to it, so `sudo labctl tour` can set CPU quotas
-# (the fix the lab's own error message names: Delegate=yes).
-mkdir -p "$ROOT/etc/systemd/system/ssh.service.d"
-printf '[Service]\nDelegate=yes\n' > "$ROOT/etc/systemd/system/ssh.service.d/labctl-delegate.conf"
-
 # Boot faster and quieter: no timers that run apt or man-db a minute after boot.
 chroot "$ROOT" systemctl mask apt-daily.timer apt-daily-upgrade.timer man-db.timer e2scrub_all.timer \
   >/dev/null 2>&1 || true

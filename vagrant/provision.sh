@@ -118,7 +118,30 @@ fi
 # 5. The embedded lab image(s), built locally: no internet needed.
 "$VENV/bin/labctl" prepare
 
-# 6. Jupyter as a service (the classroom VM).
+# 6. cgroup v2 under systemd (the classroom VM): systemd gives a login session or a service only the memory
+# and pids controllers unless it delegates the subtree. Step 3 sets CPU quotas, so `vagrant ssh` sessions
+# (ssh.service without logind, session-N.scope with it) get every controller: the fix the lab's own
+# error message names, Delegate=yes. They take effect from the next login.
+if [ -f /sys/fs/cgroup/cgroup.controllers ] || [ "$IN_CHROOT" = 1 ]; then
+  if [ -d /run/systemd/system ] || [ "$IN_CHROOT" = 1 ]; then
+    changed=0
+    for dropin in "ssh.service.d:Service" "session-.scope.d:Scope"; do
+      dir="/etc/systemd/system/${dropin%%:*}"
+      content="[${dropin##*:}]
+Delegate=yes
+"
+      if [ "$(cat "$dir/labctl-delegate.conf" 2>/dev/null)" != "$content" ]; then
+        mkdir -p "$dir" && printf '%s' "$content" > "$dir/labctl-delegate.conf" && changed=1
+      fi
+    done
+    if [ "$changed" = 1 ]; then
+      [ "$IN_CHROOT" = 1 ] || systemctl daemon-reload
+      say "cgroup v2: controllers delegated to ssh sessions (from the next login)"
+    fi
+  fi
+fi
+
+# 7. Jupyter as a service (the classroom VM).
 if [ "$JUPYTER_SERVICE" = 1 ]; then
   unit=/etc/systemd/system/labctl-jupyter.service
   content="[Unit]
