@@ -148,7 +148,8 @@ def _root_and_cgroup(container: Container, image: images.RunnableImage):
     worker.start()
     root = None
     try:
-        root = ContainerRoot.create(image_store(), image.digest, container.id)
+        root = ContainerRoot.create(image_store(), image.digest, container.id,
+                                    volatile=container.spec.auto_remove)   # see ContainerRoot.create
     finally:
         worker.join()
         if "error" in made or root is None:
