@@ -217,26 +217,22 @@ def start(container: Container, plan: inside.InsidePlan, stdio: Stdio) -> int:
         pid, supervisor_pid = int(pid), int(supervisor_pid)
         if spec.detach:
             os.waitpid(child, 0)   # the intermediate process, which exited once S was forked
-        # Into the cgroup from outside, while PID 1 sets itself up (see inside.py, step 6). In a thread:
-        # the first write waits for an RCU grace period (5-30 ms here), and meanwhile this thread can
-        # read PID 1's "ready", attach the network and record the container as running.
-        joining = _Joining(resources.procs_files(container.state.get("cgroup")), pid)
+        # Into the cgroup from outside, while PID 1 sets itself up (see inside.py, step 6)
         try:
-            line = _read_line(status_r)
-            if line != "ready":
-                message = (line + " " + _read_all(status_r)).strip()
-                joining.wait()
-                _wait_recorded(container, supervisor_pid, child)
-                cause, _, fix = message.partition("\tfix\t")
-                raise LabError(f"setting up the container failed: {cause}",
-                               fix or "see the message above; `labctl doctor` checks the kernel features")
-            network = networking.attach(spec.network, spec.name, spec.hostname, pid, spec.ports, plan.files)
-            container.update(status="running", pid=pid, pid_start=state.process_start_time(pid),
-                             supervisor_pid=supervisor_pid,
-                             supervisor_start=state.process_start_time(supervisor_pid),
-                             started_at=time.time(), network=network)
-        finally:
-            joining.wait()   # raises what the writes raised (but ProcessLookupError, see _Joining)
+            inside.join_cgroups(resources.procs_files(container.state.get("cgroup")), pid)
+        except ProcessLookupError:
+            pass   # PID 1 has failed already: the next line from it says why
+        line = _read_line(status_r)
+        if line != "ready":
+            message = (line + " " + _read_all(status_r)).strip()
+            _wait_recorded(container, supervisor_pid, child)
+            cause, _, fix = message.partition("\tfix\t")
+            raise LabError(f"setting up the container failed: {cause}",
+                           fix or "see the message above; `labctl doctor` checks the kernel features")
+        network = networking.attach(spec.network, spec.name, spec.hostname, pid, spec.ports, plan.files)
+        container.update(status="running", pid=pid, pid_start=state.process_start_time(pid),
+                         supervisor_pid=supervisor_pid, supervisor_start=state.process_start_time(supervisor_pid),
+                         started_at=time.time(), network=network)
         os.write(go_w, b"go\n")
         os.close(go_w)
         go_w = -1
@@ -251,31 +247,6 @@ def start(container: Container, plan: inside.InsidePlan, stdio: Stdio) -> int:
                 if fd >= 0:
                     os.close(fd)
     return 0 if spec.detach else child
-
-
-class _Joining:
-    """inside.join_cgroups(procs_files, pid) in a thread; wait() joins it and re-raises its error.
-    ProcessLookupError is not an error: PID 1 has failed already, and its next line says why."""
-
-    def __init__(self, procs_files: list[str], pid: int):
-        import threading
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(procs_files, pid), name="join-cgroups")
-        self.thread.start()
-
-    def _run(self, procs_files: list[str], pid: int) -> None:
-        try:
-            inside.join_cgroups(procs_files, pid)
-        except ProcessLookupError:
-            pass
-        except BaseException as exc:
-            self.error = exc
-
-    def wait(self) -> None:
-        self.thread.join()
-        error, self.error = self.error, None
-        if error is not None:
-            raise error
 
 
 def _wait_recorded(container: Container, supervisor_pid: int, child: int) -> None:
