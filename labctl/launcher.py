@@ -5,10 +5,11 @@
 Why: a normal start of the venv's Python spends ~33 ms of its ~42 ms in the `site` module: it scans
 three site-packages directories (the venv's, and Debian's two, for bcc), executes every `.pth` file
 in them (setuptools' editable-install finder for labctl itself, and others), and only then runs
-labctl. `labctl run --rm busybox /bin/true` pays this on every container, against runc's 45 ms.
-With `python -S` the interpreter starts in ~9 ms; the launcher then sets `sys.path` to exactly the
-list `site` would have built, measured once here from the venv's own Python, with the repository
-in front (what the editable install's finder provides), and sets `sys.prefix` as `site` does in a venv.
+labctl. Part of that work (pathlib, re, ...) labctl needs anyway, so `labctl run --rm busybox /bin/true`
+gains 5-15 ms (bench/run.py), against runc's ~45 ms. With `python -S` the interpreter starts in ~9 ms;
+the launcher then sets `sys.path` to exactly the list `site` would have built, measured once here
+from the venv's own Python, with the repository in front (what the editable install's finder
+provides), and sets `sys.prefix` as `site` does in a venv.
 
 What a `.pth` file would have done is skipped: the editable finder (replaced by the repository on
 sys.path) and any import hooks other packages install. None of labctl's commands needs one; the
@@ -29,7 +30,7 @@ from pathlib import Path
 
 TEMPLATE = '''#!{python} -S
 # labctl launcher, written by `python -m labctl.launcher` (vagrant/provision.sh). Do not edit: rerun it.
-# -S skips the `site` module (~33 ms of every start); sys.path is the one `site` would build, baked in.
+# -S skips the `site` module (its .pth files and directory scans); sys.path is the one `site` builds, baked in.
 import os, sys
 sys.path[:] = [p for p in os.environ.get("PYTHONPATH", "").split(":") if p] + {path!r}
 sys.prefix = sys.exec_prefix = {prefix!r}

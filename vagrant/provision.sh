@@ -105,8 +105,8 @@ fi
 # __pycache__ (PYTHONDONTWRITEBYTECODE, a read-only clone) would otherwise recompile every module on
 # every `labctl` start. compileall rewrites only what is stale, so a second run changes nothing.
 "$VENV/bin/python" -m compileall -q "$REPO/labctl" >/dev/null
-# labctl on PATH: a launcher that starts the venv's Python without `site` (~33 ms faster on every
-# command; see labctl/launcher.py). Rewritten only when its content would change.
+# labctl on PATH: a launcher that starts the venv's Python without `site` (5-15 ms off every
+# `labctl run`; see labctl/launcher.py). Rewritten only when its content would change.
 "$VENV/bin/python" -m labctl.launcher /usr/local/bin/labctl | sed 's/^/provision: /'
 
 # 5. The embedded lab image(s), built locally: no internet needed.
