@@ -7,14 +7,21 @@ container costs beyond its own processes.
 
 Isolation, made comparable:
   labctl  uts, ipc, mnt, pid, net (lo up), cgroup, time namespaces; a cgroup in every hierarchy
-          (v1 cpu, cpuacct, memory, pids, blkio, ... + the unified tree); an overlay root over the
-          image's unpacked layer (the busybox rootfs), /proc, /dev, /sys ro; a record in the state dir
+          (v1 cpu, cpuacct, memory, pids, blkio, ... + the unified tree); a writable overlay root over
+          the image's unpacked layer (the busybox rootfs; "volatile", as --rm throws it away), /proc,
+          /dev, /sys ro; a record in the state dir and journal records, all removed before it returns
   runc    pid, net, ipc, uts, mnt, cgroup namespaces (`runc spec` + cgroup); a cgroup in every hierarchy;
           the busybox rootfs read-only (no overlay); /proc, /dev, /sys ro, masked paths, capabilities,
           no seccomp profile (runc spec has none)
   crun    the same bundle; run under `unshare -m sh -c 'umount /sys/fs/cgroup/unified; crun run ...'`
           because crun refuses this hybrid cgroup host otherwise (the wrapper is included in its time)
 Wall time is measured around each whole command (process start to exit), as a user sees it.
+
+labctl is run two ways: through the launcher vagrant/provision.sh installs as /usr/local/bin/labctl
+(python -S with the venv's sys.path baked in, see labctl/launcher.py; generated here into the temporary
+directory), and through pip's console script .venv/bin/labctl (a normal interpreter start, `site` and
+all). The package is byte-compiled first, as provision.sh does, so that an environment with
+PYTHONDONTWRITEBYTECODE does not recompile every module on every start.
 """
 from __future__ import annotations
 
@@ -106,9 +113,14 @@ def main() -> int:
         raise SystemExit("run as root")
     work = Path(tempfile.mkdtemp(prefix="labctl-bench-"))
     env = dict(os.environ, LABCTL_STATE_DIR=str(work / "state"))
-    labctl = [str(Path(sys.executable).parent / "labctl")]
-    if not Path(labctl[0]).exists():
-        labctl = [sys.executable, "-m", "labctl"]
+    console_script = [str(Path(sys.executable).parent / "labctl")]
+    if not Path(console_script[0]).exists():
+        console_script = [sys.executable, "-m", "labctl"]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "labctl")], check=True,
+                   stdout=subprocess.DEVNULL)
+    from labctl import launcher
+    launcher.install(work / "labctl", python=sys.executable, repo=str(REPO))
+    labctl = [str(work / "labctl")]
     try:
         from labctl.labimage import ensure_busybox_rootfs
         os.environ["LABCTL_STATE_DIR"] = env["LABCTL_STATE_DIR"]
@@ -118,11 +130,13 @@ def main() -> int:
         counter = iter(range(10**9))
         commands = {
             "labctl run --rm": lambda: labctl + ["run", "--rm", "busybox", "/bin/true"],
+            "  (via .venv/bin/labctl)": lambda: console_script + ["run", "--rm", "busybox", "/bin/true"],
             "runc run": lambda: ["runc", "--root", str(work / "runc"), "run", "-b", str(bundle), f"b{next(counter)}"],
             "crun run": lambda: ["unshare", "-m", "sh", "-c",
                                  f"umount /sys/fs/cgroup/unified 2>/dev/null; exec crun --root {work / 'crun'} "
                                  f"run -b {bundle} c{next(counter)}"],
             "python3 -c pass (venv)": lambda: [sys.executable, "-c", "pass"],
+            "python3 -S -c pass (venv)": lambda: [sys.executable, "-S", "-c", "pass"],
         }
         times: dict[str, list[float]] = {name: [] for name in commands}
         cpu: dict[str, list[float]] = {name: [] for name in commands}

@@ -660,7 +660,10 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM ends a command like Ctrl-C does, so `finally` blocks undo what the command made.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return args.func(args) or 0
+        code = args.func(args) or 0
+        if args.func is cmd_run and argv is None:
+            _exit_at_once(code)
+        return code
     except LabError as exc:
         if args.debug:
             raise
@@ -672,6 +675,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+
+
+def _exit_at_once(code: int) -> None:
+    """End the process now, skipping the interpreter's finalization (~10 ms of freeing every module and
+    object, on every `labctl run`). Only for `labctl run` started as a program (main() without argv):
+    by the time it returns, the container is gone and its teardown done by the supervisor, nothing is
+    left to close but stdout and stderr, no thread is running and no atexit handler is registered."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):   # a closed pipe: what the normal exit would have ignored too
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -24,14 +24,11 @@ set_ref; garbage collection takes it exclusively. The usual sequence for a write
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import shutil
-import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
 
 from labctl import state
 from labctl.errors import LabError
@@ -56,6 +53,7 @@ class ImageNotFound(LabError):
 
 
 def sha256_digest(data: bytes) -> str:
+    import hashlib   # here and in BlobWriter, not at the top: `labctl run` reads blobs, never hashes them
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
@@ -69,7 +67,8 @@ def split_digest(digest: str) -> tuple[str, str]:
 class BlobWriter:
     """A file being written into the store; hashes as it goes (see ImageStore.blob_writer)."""
 
-    def __init__(self, f: BinaryIO):
+    def __init__(self, f):   # a binary file open for writing
+        import hashlib
         self._f = f
         self._hash = hashlib.sha256()
         self.size = 0
@@ -113,6 +112,7 @@ class ImageStore:
         the blob is renamed into place. Any error (or a mismatch) removes the partial file."""
         if expected_digest:
             split_digest(expected_digest)
+        import tempfile
         fd, tmp = tempfile.mkstemp(dir=self.root / "incoming", prefix="blob-")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -162,10 +162,14 @@ class ImageStore:
         """Unpack the stored layer blob once: into tmp/, checked entry by entry and against the diff_id
         (labctl/layers.py), then renamed to layers/<diff_id hex>. A rejected layer leaves nothing; two
         processes unpacking the same layer at once leave one copy (a per-layer lock, then the check)."""
-        from labctl import layers
         final = self.layer_path(diff_id)
         if final.is_dir():
             return final
+        # imported only now: labctl.layers brings tarfile and gzip (~3 ms), and a container whose layers
+        # are unpacked already (every `labctl run` after the first) never needs them
+        import shutil
+        import tempfile
+        from labctl import layers
         # shared "image-store": garbage collection (exclusive) must not sweep tmp/ under an unpack
         with state.locked("image-store", shared=True), state.locked(f"layer-{split_digest(diff_id)[1][:16]}"):
             if final.is_dir():
@@ -286,6 +290,8 @@ class ImageStore:
 
         Writers (pull, import) hold `state.locked("image-store", shared=True)` from their first blob
         to their set_ref, so collection, which holds it exclusively, never removes a blob in flight."""
+        import shutil
+        import tempfile
         from labctl import overlay
         removed = []
         with state.locked("image-store"), state.locked("image-refs"):

@@ -110,10 +110,13 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 else
   say "Python environment: up to date"
 fi
-if [ "$(readlink /usr/local/bin/labctl 2>/dev/null)" != "$VENV/bin/labctl" ]; then
-  ln -sfn "$VENV/bin/labctl" /usr/local/bin/labctl
-  say "labctl is on PATH (/usr/local/bin/labctl)"
-fi
+# Byte-compile the package once, as Debian does for packaged Python: an interpreter that may not write
+# __pycache__ (PYTHONDONTWRITEBYTECODE, a read-only clone) would otherwise recompile every module on
+# every `labctl` start. compileall rewrites only what is stale, so a second run changes nothing.
+"$VENV/bin/python" -m compileall -q "$REPO/labctl" >/dev/null
+# labctl on PATH: a launcher that starts the venv's Python without `site` (5-15 ms off every
+# `labctl run`; see labctl/launcher.py). Rewritten only when its content would change.
+"$VENV/bin/python" -m labctl.launcher /usr/local/bin/labctl | sed 's/^/provision: /'
 
 # 5. The embedded lab image(s), built locally: no internet needed.
 "$VENV/bin/labctl" prepare

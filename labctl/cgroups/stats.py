@@ -4,8 +4,8 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing on the `labctl run` path
 if TYPE_CHECKING:
     from labctl.cgroups import Cgroup
 
