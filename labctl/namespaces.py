@@ -80,7 +80,7 @@ class NamespacedProcess:
         os.write(self._go_fd, b"go\n")
         os.close(self._go_fd)
         self._go_fd = None
-        message = _read_all(self._status_fd)
+        message = read_all(self._status_fd)
         os.close(self._status_fd)
         self._status_fd = None
         if message:
@@ -135,7 +135,8 @@ def _decode_status(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
-def _read_all(fd: int) -> str:
+def read_all(fd: int) -> str:
+    """Read a pipe to EOF (every writer closed): the text written into it."""
     chunks = []
     while True:
         chunk = os.read(fd, 4096)
@@ -144,7 +145,8 @@ def _read_all(fd: int) -> str:
         chunks.append(chunk)
 
 
-def _read_line(fd: int) -> str:
+def read_line(fd: int) -> str:
+    """Read one line from a pipe, byte by byte so nothing after the newline is consumed."""
     out = b""
     while not out.endswith(b"\n"):
         chunk = os.read(fd, 1)
@@ -180,17 +182,17 @@ def spawn(argv: Sequence[str], namespaces: Iterable[str] = STEP1_NAMESPACES, hos
     os.close(status_w)
     os.close(go_r)
     try:
-        line = _read_line(status_r)
+        line = read_line(status_r)
         if not line.startswith("pid "):
-            rest = _read_all(status_r)  # the helper failed before forking: it has exited, EOF follows
+            rest = read_all(status_r)  # the helper failed before forking: it has exited, EOF follows
             raise LabError(f"could not create the namespaces: {(line + ' ' + rest).strip() or 'no reason given'}",
                            "run as root; `labctl doctor` lists which namespace kinds this kernel has")
         pid = int(line.split()[1])
         proc = NamespacedProcess(pid, waiter, kinds, list(argv), _status_fd=status_r, _go_fd=go_w)
         proc.record = state.record_process(pid, what or " ".join(argv))
-        line = _read_line(status_r)
+        line = read_line(status_r)
         if line != "ready":
-            rest = _read_all(status_r)
+            rest = read_all(status_r)
             proc._go_fd = None
             os.close(go_w)
             proc.wait()
@@ -257,7 +259,7 @@ def _child_main(argv, kinds, flags, hostname, setup, status_w, go_r, stdin, stdo
             if fd is not None:
                 os.dup2(fd, target)
         os.write(status_w, b"ready\n")
-        if _read_line(go_r) != "go":
+        if read_line(go_r) != "go":
             os._exit(125)  # the parent went away before saying go
         os.execvp(argv[0], argv)  # on success the status pipe closes (O_CLOEXEC): the parent sees EOF
     except LabError as exc:
@@ -298,7 +300,7 @@ def run_in_namespaces_of(pid: int, func: Callable[[], object], kinds: Sequence[s
                 os.write(write_fd, f"\0{exc}".encode())
             os._exit(1)
     os.close(write_fd)
-    out = _read_all(read_fd)
+    out = read_all(read_fd)
     os.close(read_fd)
     os.waitpid(child, 0)
     if out.startswith("\0"):

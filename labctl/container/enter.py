@@ -16,7 +16,8 @@ import os
 import signal
 
 from labctl.container import inside, resources
-from labctl.container.runtime import CommandFailed, Stdio, _read_all
+from labctl.container.runtime import CommandFailed, Stdio
+from labctl.namespaces import read_all
 from labctl.container.spec import resolve_user
 from labctl.container.store import Container
 from labctl.errors import LabError
@@ -47,7 +48,7 @@ def exec_in(container: Container, argv: list[str], stdio: Stdio | None = None, u
                 os.write(status_w, f"{exc}\n".encode())
         os._exit(127)
     os.close(status_w)
-    message = _read_all(status_r)
+    message = read_all(status_r)
     os.close(status_r)
     for fd in (stdio.console, stdio.stdin):
         if fd is not None and fd > 2:
@@ -66,7 +67,7 @@ def exec_capture(container: Container, argv: list[str]) -> tuple[int, str]:
         child = exec_in(container, argv, Stdio(os.open(os.devnull, os.O_RDONLY), w, w))
     finally:
         os.close(w)
-    out = _read_all(r)
+    out = read_all(r)
     os.close(r)
     return wait_for(child), out
 

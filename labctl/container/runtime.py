@@ -31,6 +31,7 @@ from labctl.container import images, inside, networking, resources, spec as spec
 from labctl.container.spec import ContainerSpec, Limits
 from labctl.container.store import Container
 from labctl.errors import LabError
+from labctl.namespaces import read_all, read_line
 
 TINI = ("/usr/bin/tini-static", "/usr/bin/tini")
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
@@ -208,7 +209,7 @@ def start(container: Container, plan: inside.InsidePlan, stdio: Stdio) -> int:
     os.close(status_w)
     os.close(go_r)
     try:
-        line = _read_line(status_r)
+        line = read_line(status_r)
         if not line.startswith("pid "):
             os.waitpid(child, 0)
             raise LabError(f"could not start the container: {line.removeprefix('error ') or 'no reason given'}",
@@ -222,9 +223,9 @@ def start(container: Container, plan: inside.InsidePlan, stdio: Stdio) -> int:
             inside.join_cgroups(resources.procs_files(container.state.get("cgroup")), pid)
         except ProcessLookupError:
             pass   # PID 1 has failed already: the next line from it says why
-        line = _read_line(status_r)
+        line = read_line(status_r)
         if line != "ready":
-            message = (line + " " + _read_all(status_r)).strip()
+            message = (line + " " + read_all(status_r)).strip()
             _wait_recorded(container, supervisor_pid, child)
             cause, _, fix = message.partition("\tfix\t")
             raise LabError(f"setting up the container failed: {cause}",
@@ -236,7 +237,7 @@ def start(container: Container, plan: inside.InsidePlan, stdio: Stdio) -> int:
         os.write(go_w, b"go\n")
         os.close(go_w)
         go_w = -1
-        message = _read_all(status_r)     # EOF when the command was exec'd (the pipe is O_CLOEXEC)
+        message = read_all(status_r)     # EOF when the command was exec'd (the pipe is O_CLOEXEC)
         if message:
             code = 126 if "ermission" in message else 127
             _wait_recorded(container, supervisor_pid, child)
@@ -332,7 +333,7 @@ def _pid1(spec: ContainerSpec, plan: inside.InsidePlan, stdio: Stdio, own_flags:
                 if fd is not None:
                     os.dup2(fd, target)
         tell(b"ready\n")
-        if _read_line(go_r) != "go":
+        if read_line(go_r) != "go":
             os._exit(125)
         inside.finish(plan, who)
         try:
@@ -347,23 +348,6 @@ def _pid1(spec: ContainerSpec, plan: inside.InsidePlan, stdio: Stdio, own_flags:
         with contextlib.suppress(OSError):
             tell(f"{exc}\n".encode())
     os._exit(127)
-
-
-def _read_line(fd: int) -> str:
-    out = b""
-    while not out.endswith(b"\n"):
-        chunk = os.read(fd, 1)
-        if not chunk:
-            break
-        out += chunk
-    return out.decode(errors="replace").strip()
-
-
-def _read_all(fd: int) -> str:
-    chunks = []
-    while chunk := os.read(fd, 4096):
-        chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -561,6 +545,6 @@ def run_capture(spec: ContainerSpec, image: images.RunnableImage) -> tuple[int, 
         supervisor = start(container, plan, Stdio(os.open(os.devnull, os.O_RDONLY), w, w))
     finally:
         os.close(w)
-    out = _read_all(r)
+    out = read_all(r)
     os.close(r)
     return wait_foreground(container, supervisor), out

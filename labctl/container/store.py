@@ -187,9 +187,15 @@ def _claim_name(name: str, container_id: str) -> bool:
 
 
 def create_record(spec: ContainerSpec, container_id: str, **extra_state) -> Container:
-    """Claim a unique name, then write the record (the directory and container.json)."""
+    """Make the container's directory, claim a unique name, then write the record (container.json).
+
+    The directory comes first: a name whose container directory does not exist is stale and may be
+    taken over, so a name must never point at a directory that is still to be made."""
+    directory = containers_dir() / container_id
+    directory.mkdir()
     if spec.name:
         if not _claim_name(spec.name, container_id):
+            directory.rmdir()
             raise LabError(f"the container name {spec.name!r} is already in use",
                            f"remove it first (`labctl rm -f {spec.name}`) or choose another --name")
     else:
@@ -206,7 +212,6 @@ def create_record(spec: ContainerSpec, container_id: str, **extra_state) -> Cont
     container = Container(container_id, spec, {
         "status": "created", "created": time.time(),
         "creator_pid": os.getpid(), "creator_start": state.process_start_time(os.getpid()), **extra_state})
-    container.dir.mkdir()
     container.save()
     return container
 
