@@ -319,21 +319,40 @@ def test_tty_is_the_containers_own_pty_with_the_window_size_and_exit_code():
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
     out = b""
 
-    def pump(seconds):
+    def pump_until(token: bytes, seconds: float) -> None:
+        """Read the terminal until `token` appears (or the time is up); answer busybox's cursor query."""
         nonlocal out
         end = time.monotonic() + seconds
-        while time.monotonic() < end:
+        while token not in out and time.monotonic() < end:
             if select.select([fd], [], [], 0.1)[0]:
                 try:
-                    out += os.read(fd, 4096)
+                    chunk = os.read(fd, 4096)
                 except OSError:
                     return
-    pump(2.0)
-    os.write(fd, b"\x1b[1;1R")       # busybox asks where the cursor is; answer like a terminal
-    pump(0.3)
+                out += chunk
+                if b"\x1b[6n" in chunk:      # busybox asks where the cursor is; answer like a terminal
+                    os.write(fd, b"\x1b[1;1R")
+    # Type only once the shell shows its prompt: input typed while labctl switches the terminal to raw
+    # mode may be discarded (on a slow machine, such as the emulated classroom VM, that takes seconds).
+    pump_until(b"# ", 60)
+    if b"# " not in out:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        os.close(fd)
+        pytest.fail(f"no shell prompt from labctl run -it; the terminal showed {out[-500:]!r}")
     os.write(fd, b"tty; stty size; exit 5\r")
-    pump(3.0)
-    _, status = os.waitpid(pid, 0)
+    pump_until(b"33 101", 30)
+    deadline = time.monotonic() + 30
+    while True:                           # bounded: a shell that never exits fails the test, not the run
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            os.close(fd)
+            pytest.fail(f"labctl run -it did not exit; the terminal showed {out[-500:]!r}")
+        pump_until(b"\0never", 0.2)
     os.close(fd)
     assert b"/dev/pts/0" in out          # allocated from the container's own devpts instance
     assert b"33 101" in out
