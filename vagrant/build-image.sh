@@ -69,18 +69,7 @@ export_box() {
   qemu-img convert -c -O qcow2 "$img/disk.raw" "$tmp/box.img"
   cp "$img/vmlinuz" "$img/initrd.img" "$tmp/"
   printf '{"provider": "libvirt", "format": "qcow2", "virtual_size": %d}\n' "${DISK_SIZE%G}" > "$tmp/metadata.json"
-  cat > "$tmp/Vagrantfile" <<'RUBY'
-# The labctl classroom box (built by vagrant/build-image.sh): Debian 12, booted straight into its kernel.
-Vagrant.configure("2") do |config|
-  config.vm.provider :libvirt do |lv|
-    lv.driver = ENV.fetch("LABCTL_LIBVIRT_DRIVER", "kvm")   # "qemu" where there is no hardware virtualisation
-    lv.kernel = File.expand_path("vmlinuz", __dir__)
-    lv.initrd = File.expand_path("initrd.img", __dir__)
-    lv.cmd_line = "root=LABEL=labroot rw console=ttyS0 net.ifnames=0"
-    lv.disk_bus = "virtio"
-  end
-end
-RUBY
+  cp "$HERE/box.Vagrantfile" "$tmp/Vagrantfile"   # not an input of the image: editing it needs no rebuild
   tar -C "$tmp" -czf "$box.tmp" metadata.json Vagrantfile box.img vmlinuz initrd.img
   mv "$box.tmp" "$box"
   rm -rf "$tmp"

@@ -133,7 +133,7 @@ if [ -f /sys/fs/cgroup/cgroup.controllers ] || [ "$IN_CHROOT" = 1 ]; then
       content="[${dropin##*:}]
 Delegate=yes
 "
-      if [ "$(cat "$dir/labctl-delegate.conf" 2>/dev/null)" != "$content" ]; then
+      if ! printf '%s' "$content" | cmp -s - "$dir/labctl-delegate.conf"; then   # $(cat) would drop the newline
         mkdir -p "$dir" && printf '%s' "$content" > "$dir/labctl-delegate.conf" && changed=1
       fi
     done
@@ -160,7 +160,7 @@ Delegate=yes
 [Install]
 WantedBy=multi-user.target
 "
-  if [ "$(cat "$unit" 2>/dev/null)" != "$content" ]; then
+  if ! printf '%s' "$content" | cmp -s - "$unit"; then
     printf '%s' "$content" > "$unit"
     [ "$IN_CHROOT" = 1 ] || systemctl daemon-reload
   fi
