@@ -72,6 +72,14 @@ def test_missing_rootfs_in_reference_is_one_line(tmp_path):
     assert "does not look like a root filesystem" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_every_reference_solution_fails_in_one_line():
+    # a command that does not exist: the reference of step 1 cannot start it
+    result = subprocess.run([sys.executable, "-m", "labctl.steps.s01_namespaces", "box", "no-such-command-xyz"],
+                            capture_output=True, text=True)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "no-such-command-xyz" in lines[0], result.stderr
+
+
 def test_doctor_reports_this_hosts_cgroup_mode():
     result = run_labctl("doctor", "--json")
     rows = {r["requirement"]: r for r in json.loads(result.stdout)}

@@ -90,5 +90,17 @@ def get(number: int | str) -> Step:
                            f"steps are numbered 1 to {len(CURRICULUM)}; `labctl steps` lists them")
 
 
+def run_reference(reference) -> None:
+    """`python -m labctl.steps.sNN_topic ARGS`: run a step's reference solution as a program, with the
+    same one-line errors as labctl (a LabError is its cause and fix, not a traceback)."""
+    from labctl.errors import LabError
+    try:
+        status = reference(sys.argv[1:])
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        status = 2
+    raise SystemExit(status)
+
+
 def available() -> list[Step]:
     return [s for s in CURRICULUM if s.available]

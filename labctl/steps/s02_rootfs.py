@@ -159,8 +159,5 @@ def reference(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from labctl.errors import LabError
-    try:
-        raise SystemExit(reference(sys.argv[1:]))
-    except LabError as exc:
-        raise SystemExit(f"error: {exc}")
+    from labctl.steps import run_reference
+    run_reference(reference)

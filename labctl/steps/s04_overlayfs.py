@@ -170,4 +170,5 @@ def reference(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(reference(sys.argv[1:]))
+    from labctl.steps import run_reference
+    run_reference(reference)
