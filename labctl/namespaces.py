@@ -19,11 +19,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import sys
-import traceback
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence   # not typing: ~2 ms on every `labctl run`
 
 from labctl import state
 from labctl.errors import LabError
@@ -267,6 +265,7 @@ def _child_main(argv, kinds, flags, hostname, setup, status_w, go_r, stdin, stdo
     except OSError as exc:
         os.write(status_w, f"{exc.strerror or exc}: {exc.filename or argv[0]}\n".encode())
     except BaseException:
+        import traceback
         os.write(status_w, traceback.format_exc().encode())
     os._exit(127)
 
@@ -311,6 +310,7 @@ def run_in_namespaces_of(pid: int, func: Callable[[], object], kinds: Sequence[s
 
 def hostname_of(pid: int) -> str:
     """The hostname the process sees: gethostname() run inside its UTS namespace."""
+    import socket
     return run_in_namespaces_of(pid, socket.gethostname, kinds=("uts",))
 
 

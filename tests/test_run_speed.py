@@ -1,13 +1,19 @@
 """What `labctl run` does to be fast, judged by the kernel: a `--rm` container's overlay root is mounted
-"volatile" (its unmount does not sync the disk), a kept container's root is not, and the journal records
-written without fsync still let `labctl cleanup` remove everything after a SIGKILL."""
+"volatile" (its unmount does not sync the disk), a kept container's root is not, the journal records
+written without fsync still let `labctl cleanup` remove everything after a SIGKILL, and a container's
+processes enter its cgroup without the RCU grace period a write into cgroup.procs waits for."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from helpers import run_labctl
 from labctl import state
@@ -89,3 +95,84 @@ def test_rm_bridge_container_is_torn_down_by_its_supervisor():
         assert not veths, veths
     finally:
         run_labctl("network", "rm")
+
+
+def _container_cgroup_opens(log: str) -> tuple[list[str], list[str]]:
+    """(cgroup.procs, tasks) files of a container's cgroup (labctl-<id>) that the strace log opens for writing."""
+    opened = re.findall(r'openat\(AT_FDCWD, "([^"]*/labctl-[0-9a-f]+/(?:cgroup\.procs|tasks))", O_WRONLY', log)
+    return [p for p in opened if p.endswith("cgroup.procs")], [p for p in opened if p.endswith("/tasks")]
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed (vagrant/provision.sh installs it)")
+def test_pid1_and_exec_enter_the_cgroup_at_birth_not_by_a_write_into_cgroup_procs(tmp_path):
+    """PID 1 and an exec'd process are born in the container's v2 cgroup (clone3 CLONE_INTO_CGROUP) and move
+    themselves into each v1 hierarchy ("0" into `tasks`): strace shows no PID written into the container's
+    cgroup.procs, and the kernel shows both processes in the container's cgroup in every hierarchy."""
+    name = "speedtest-cgroup"
+    started = run_labctl("run", "-d", "--name", name, "busybox", "sleep", "600")
+    assert started.returncode == 0, started.stderr
+    try:
+        from labctl.container import store
+        container = store.find(name)
+        dirs = container.state["cgroup"]["dirs"]
+        versions = {h["mountpoint"]: h["version"] for h in container.state["cgroup"]["hierarchies"]}
+        log = tmp_path / "strace.log"
+        traced = subprocess.run(["strace", "-f", "-qq", "-o", str(log), "-e", "trace=openat,clone3",
+                                 sys.executable, "-m", "labctl", "exec", name, "cat", "/proc/self/cgroup"],
+                                capture_output=True, text=True, timeout=60)
+        assert traced.returncode == 0, traced.stderr
+        text = log.read_text()
+        procs_writes, tasks_writes = _container_cgroup_opens(text)
+        assert not procs_writes, procs_writes
+        v1 = sorted(f"{d}/tasks" for m, d in dirs.items() if versions[m] == 1)
+        assert sorted(set(tasks_writes)) == v1, (tasks_writes, v1)
+        if 2 in versions.values():
+            assert re.search(r"clone3\(\{flags=CLONE_INTO_CGROUP", text), "no clone3(CLONE_INTO_CGROUP) in the log"
+        # the kernel's view, from the host: PID 1 is in each of the container's cgroups
+        for mountpoint, directory in dirs.items():
+            assert str(container.pid) in Path(directory, "cgroup.procs").read_text().split(), directory
+        # and the exec'd process, from inside: the root of the container's cgroup namespace, "/"
+        lines = traced.stdout.split()
+        assert lines and all(line.endswith(":/") for line in lines), traced.stdout
+    finally:
+        assert run_labctl("rm", "-f", name).returncode == 0
+
+
+@pytest.mark.parametrize("clone3", ["works", "refused"])
+def test_fork_into_puts_the_child_in_every_hierarchy_of_the_cgroup(monkeypatch, clone3):
+    """resources.fork_into + join_self, with clone3 working, and refused as a seccomp profile in a
+    container of containers refuses it (ENOSYS): the child ends up in the cgroup in every hierarchy
+    either way, judged by each hierarchy's cgroup.procs."""
+    import errno
+    from labctl import syscalls
+    from labctl.container import resources
+    from labctl.container.spec import Limits
+    if clone3 == "refused":
+        def refuse(fd):
+            raise OSError(errno.ENOSYS, "clone3: Function not implemented")
+        monkeypatch.setattr(syscalls, "fork_into_cgroup", refuse)
+    info = resources.create(f"labctl-forkinto-{clone3}", Limits())
+    try:
+        report_r, report_w = os.pipe()
+        hold_r, hold_w = os.pipe()
+        pid = resources.fork_into(info)
+        if pid == 0:   # the child: join, report, wait until the parent has looked, exit
+            try:
+                os.close(hold_w)
+                resources.join_self(info)
+                os.write(report_w, b"joined")
+                os.read(hold_r, 1)   # EOF once the parent closes its end
+            finally:
+                os._exit(0)
+        os.close(report_w)
+        try:
+            assert os.read(report_r, 100) == b"joined"
+            for directory in info["dirs"].values():
+                assert str(pid) in Path(directory, "cgroup.procs").read_text().split(), directory
+        finally:
+            os.close(hold_w)
+            os.waitpid(pid, 0)
+            for fd in (report_r, hold_r):
+                os.close(fd)
+    finally:
+        resources.remove(info)

@@ -2,8 +2,9 @@
 
 The process must end up exactly where PID 1 is: in its cgroup and in each of its namespaces.
   1. open /proc/<PID 1>/ns/<kind> for every kind PID 1 does not share with us (before moving anywhere)
-  2. write our PID into the container's cgroup.procs files, then setns(2) into its cgroup namespace,
-     so the namespace's view is rooted at the container's cgroup
+  2. into the container's cgroup: born in its v2 directory (clone3 with CLONE_INTO_CGROUP) and moved
+     into each v1 hierarchy by ourselves (container/resources.py), then setns(2) into its cgroup
+     namespace, so the namespace's view is rooted at the container's cgroup
   3. setns(2) into ipc, uts, net, pid, time and, last, mnt (after it, /proc is the container's, and the
      root and working directory are the container's root)
   4. fork: PID and time namespaces take effect for children only, so the child is the one inside
@@ -31,17 +32,17 @@ def exec_in(container: Container, argv: list[str], stdio: Stdio | None = None, u
         raise LabError(f"container {container.name} is not running", "start a new one with `labctl run`")
     stdio = stdio or Stdio()
     pid = container.pid
-    procs = resources.procs_files(container.state.get("cgroup"))
+    cgroup = container.state.get("cgroup")
     kinds = [k for k in ("cgroup", "ipc", "uts", "net", "pid", "time", "mnt")
              if os.stat(f"/proc/{pid}/ns/{k}").st_ino != os.stat(f"/proc/self/ns/{k}").st_ino]
     environment = dict(e.partition("=")[::2] for e in container.spec.env)
     environment.update(dict(e.partition("=")[::2] for e in env))
     status_r, status_w = os.pipe()
-    child = os.fork()
+    child = resources.fork_into(cgroup)   # os.fork(), the child born in the container's cgroup (v2)
     if child == 0:
         try:
             os.close(status_r)
-            _exec_child(pid, kinds, procs, argv, environment, user or container.spec.user,
+            _exec_child(pid, kinds, cgroup, argv, environment, user or container.spec.user,
                         workdir or container.spec.workdir, stdio, status_w)
         except BaseException as exc:
             with contextlib.suppress(OSError):
@@ -72,10 +73,10 @@ def exec_capture(container: Container, argv: list[str]) -> tuple[int, str]:
     return wait_for(child), out
 
 
-def _exec_child(pid, kinds, procs, argv, environment, user, workdir, stdio, status_w) -> None:
+def _exec_child(pid, kinds, cgroup, argv, environment, user, workdir, stdio, status_w) -> None:
     from labctl.syscalls import NAMESPACE_FLAGS, setns
     fds = {kind: os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY) for kind in kinds}
-    inside.join_cgroups(procs)
+    resources.join_self(cgroup)
     for kind in kinds:
         setns(fds[kind], NAMESPACE_FLAGS[kind])
         os.close(fds[kind])

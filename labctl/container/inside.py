@@ -9,12 +9,13 @@ It runs as PID 1 of the new PID and time namespaces the supervisor made, in this
      volumes and bind mounts, tmpfs mounts, and tini for --init
   4. pivot_root into it (step 2)
   5. create the working directory (as Docker does), look the user up in the image's own /etc/passwd
-  6. after labctl's "go": unshare(CLONE_NEWCGROUP). Meanwhile labctl has written PID 1 into the
-     container's cgroup.procs files from outside, as runc does, so the cgroup namespace is rooted at
-     the container's own cgroup and /proc/self/cgroup reads "/" inside. (Each write into a v1
-     cgroup.procs waits for an RCU grace period, milliseconds: doing them while PID 1 mounts overlaps
-     the two.) Then setgroups, setgid, setuid (unsharing needs root, so the user comes last), and
-     chdir into the working directory as that user.
+  6. after labctl's "go": unshare(CLONE_NEWCGROUP). PID 1 is in the container's cgroup by then: born
+     in its v2 directory (clone3 with CLONE_INTO_CGROUP) and moved into each v1 hierarchy by itself,
+     first thing ("0" into `tasks`), see container/resources.py. So the cgroup namespace is rooted at
+     the container's own cgroup and /proc/self/cgroup reads "/" inside. (runc writes PID 1's PID into
+     cgroup.procs from outside instead, and that write waits for an RCU grace period, 10-20 ms.)
+     Then setgroups, setgid, setuid (unsharing needs root, so the user comes last), and chdir into
+     the working directory as that user.
 Every step is a plain function of step 1 to 3's modules; the order is the lesson.
 """
 from __future__ import annotations
@@ -45,16 +46,6 @@ class InsidePlan:
     workdir_inside: str = "/"
     user: str = "root"
     env: list[str] = field(default_factory=list)
-
-
-def join_cgroups(procs_files: list[str], pid: int = 0) -> None:
-    """write(pid) to each cgroup.procs: moves the process (0: the caller) into that cgroup."""
-    for path in procs_files:
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.write(fd, str(pid).encode())
-        finally:
-            os.close(fd)
 
 
 def enter_cgroup_namespace(plan: "InsidePlan") -> None:

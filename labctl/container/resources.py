@@ -7,6 +7,7 @@ enough for another process (the supervisor, `labctl stats`) to find the cgroup a
 """
 from __future__ import annotations
 
+import errno
 import os
 
 from labctl.container.spec import Limits
@@ -22,11 +23,59 @@ def create(name: str, limits: Limits) -> dict:
             "journal": str(cg.record.path) if cg.record else None}
 
 
-def procs_files(info: dict | None) -> list[str]:
-    """The cgroup.procs files PID 1 writes "0" to, to join the cgroup (one per hierarchy)."""
+def _dirs(info: dict | None, version: int) -> list[str]:
     if not info:
         return []
-    return [f"{d}/cgroup.procs" for d in info["dirs"].values()]
+    return [info["dirs"][h["mountpoint"]] for h in info["hierarchies"]
+            if h["version"] == version and h["mountpoint"] in info["dirs"]]
+
+
+def fork_into(info: dict | None) -> int:
+    """os.fork() for a process that belongs in the container's cgroup (PID 1, or one `exec` starts):
+    the child is born in the cgroup's v2 directory, if it has one, by clone3(CLONE_INTO_CGROUP), and
+    must then call join_self() before anything else. Neither step waits for the RCU grace period that
+    writing a PID into cgroup.procs costs (10-20 ms, see syscalls.fork_into_cgroup)."""
+    global _born_in_v2
+    v2 = _dirs(info, 2)
+    _born_in_v2 = False
+    if not v2:
+        return os.fork()
+    from labctl.syscalls import fork_into_cgroup
+    fd = os.open(v2[0], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _born_in_v2 = True   # what the child sees (it is a copy of us at the clone)
+        return fork_into_cgroup(fd)
+    except OSError as exc:
+        # clone3 refused: a seccomp profile that blocks it (a container of containers) or a kernel
+        # before 5.7. Fall back to fork(); the child joins v2 in join_self(), the slow way.
+        if exc.errno not in (errno.ENOSYS, errno.EPERM):
+            raise
+        _born_in_v2 = False
+        return os.fork()
+    finally:
+        os.close(fd)
+
+
+_born_in_v2 = False
+
+
+def join_self(info: dict | None) -> None:
+    """In the child of fork_into(): move into the container's cgroup in every v1 hierarchy ("0" into
+    `tasks`), and into v2 if clone3 could not place us there at birth.
+
+    "0" into `tasks` moves the calling thread, which for a single-threaded process (a fresh fork) is
+    the whole process. Unlike a write into cgroup.procs it does not take the global
+    cgroup_threadgroup_rwsem for writing, so it does not wait for an RCU grace period
+    (kernel/cgroup/cgroup.c, cgroup_procs_write_start)."""
+    files = [f"{d}/tasks" for d in _dirs(info, 1)]
+    if not _born_in_v2:
+        files += [f"{d}/cgroup.procs" for d in _dirs(info, 2)]
+    for path in files:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
 
 
 def remove(info: dict | None) -> None:

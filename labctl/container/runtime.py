@@ -1,9 +1,9 @@
 """The life of a container: create, start, wait, stop, exec, remove.
 
-    labctl ──fork──▶ S (supervisor) ──unshare(PID|TIME)──fork──▶ PID 1
-      │                 │                                         │ unshare(UTS|IPC|NS|NET), hostname,
-      │◀── "pid N S" ───┘                                         │ inside.prepare(): lo up, mounts,
-      │ writes N into the container's cgroup.procs files          │ pivot_root, the user looked up
+    labctl ──fork──▶ S (supervisor) ──unshare(PID|TIME)──clone3──▶ PID 1, born in the cgroup (v2);
+      │                 │                                         │ "0" > tasks (v1), unshare(UTS|IPC|
+      │◀── "pid N S" ───┘                                         │ NS|NET), hostname, inside.prepare():
+      │                                                           │ lo up, mounts, pivot_root, the user
       │◀──────────────────────────────────────── "ready" ─────────┘
       │ attaches the network by PID (bridge), records "running"
       │───────────────────────────────────────── "go" ───────────▶ unshare(CGROUP), setuid, chdir,
@@ -218,11 +218,6 @@ def start(container: Container, plan: inside.InsidePlan, stdio: Stdio) -> int:
         pid, supervisor_pid = int(pid), int(supervisor_pid)
         if spec.detach:
             os.waitpid(child, 0)   # the intermediate process, which exited once S was forked
-        # Into the cgroup from outside, while PID 1 sets itself up (see inside.py, step 6)
-        try:
-            inside.join_cgroups(resources.procs_files(container.state.get("cgroup")), pid)
-        except ProcessLookupError:
-            pass   # PID 1 has failed already: the next line from it says why
         line = read_line(status_r)
         if line != "ready":
             message = (line + " " + read_all(status_r)).strip()
@@ -276,10 +271,11 @@ def _supervisor(container: Container, plan: inside.InsidePlan, stdio: Stdio, fla
                       for kind, flag in (("pid", CLONE_NEWPID), ("time", CLONE_NEWTIME)) if flags & flag}
     unshare(flags)
     said_pid_r, said_pid_w = os.pipe()   # PID 1 speaks on the status pipe only after our "pid" line
-    pid1 = os.fork()
+    cgroup = container.state.get("cgroup")
+    pid1 = resources.fork_into(cgroup)   # os.fork(), the child born in the container's cgroup (v2)
     if pid1 == 0:
         os.close(said_pid_w)
-        _pid1(spec, plan, stdio, own_flags, argv, status_w, go_r, said_pid_r)
+        _pid1(spec, plan, stdio, own_flags, argv, status_w, go_r, said_pid_r, cgroup)
     # unshare(CLONE_NEWPID|CLONE_NEWTIME) holds for every later child of S, not only PID 1; once PID 1
     # has died, fork() into its dead PID namespace fails (ENOMEM), and the teardown starts programs
     # (nft, for a bridge network). setns(2) back to S's own namespaces: later children are host processes.
@@ -311,9 +307,9 @@ def _supervisor(container: Container, plan: inside.InsidePlan, stdio: Stdio, fla
 
 
 def _pid1(spec: ContainerSpec, plan: inside.InsidePlan, stdio: Stdio, own_flags: int, argv: list[str],
-          status_w: int, go_r: int, said_pid_r: int) -> None:
-    """Runs as PID 1 of the new PID namespace: unshare UTS, IPC, mount (and network), prepare the inside,
-    wait for "go", exec the command."""
+          status_w: int, go_r: int, said_pid_r: int, cgroup: dict | None) -> None:
+    """Runs as PID 1 of the new PID namespace: join the cgroup's v1 hierarchies, unshare UTS, IPC, mount
+    (and network), prepare the inside, wait for "go", exec the command."""
     from labctl.syscalls import sethostname, unshare
 
     def tell(message: bytes) -> None:
@@ -322,6 +318,7 @@ def _pid1(spec: ContainerSpec, plan: inside.InsidePlan, stdio: Stdio, own_flags:
             os.read(said_pid_r, 1)
         os.write(status_w, message)
     try:
+        resources.join_self(cgroup)   # first: every process PID 1 forks from here on is inside too
         unshare(own_flags)
         sethostname(spec.hostname)
         env, who = inside.prepare(plan)
