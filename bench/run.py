@@ -7,7 +7,9 @@ container costs beyond its own processes.
 
 Isolation, made comparable:
   labctl  uts, ipc, mnt, pid, net (lo up), cgroup, time namespaces; a cgroup in every hierarchy
-          (v1 cpu, cpuacct, memory, pids, blkio, ... + the unified tree); a writable overlay root over
+          (v1 cpu, cpuacct, memory, pids, blkio, ... + the unified tree), PID 1 born in it (clone3
+          CLONE_INTO_CGROUP, then "0" into each v1 `tasks`; runc and crun write its PID into
+          cgroup.procs, which waits for an RCU grace period); a writable overlay root over
           the image's unpacked layer (the busybox rootfs; "volatile", as --rm throws it away), /proc,
           /dev, /sys ro; a record in the state dir and journal records, all removed before it returns
   runc    pid, net, ipc, uts, mnt, cgroup namespaces (`runc spec` + cgroup); a cgroup in every hierarchy;
@@ -16,6 +18,8 @@ Isolation, made comparable:
   crun    the same bundle; run under `unshare -m sh -c 'umount /sys/fs/cgroup/unified; crun run ...'`
           because crun refuses this hybrid cgroup host otherwise (the wrapper is included in its time)
 Wall time is measured around each whole command (process start to exit), as a user sees it.
+"(its start-up + imports)" is the part of labctl's time spent before it does anything: the venv's
+Python started with -S, as the launcher starts it, importing the modules `labctl run` imports.
 
 labctl is run two ways: through the launcher vagrant/provision.sh installs as /usr/local/bin/labctl
 (python -S with the venv's sys.path baked in, see labctl/launcher.py; generated here into the temporary
@@ -40,6 +44,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+
+#: What `labctl run --rm busybox /bin/true` imports (python -X importtime shows the same set), on the
+#: path the launcher sets: the repository first, then the standard library.
+RUN_IMPORTS = (f"import sys; sys.path.insert(0, {str(REPO)!r}); import labctl.cli, labctl.container.runtime, "
+               "labctl.cgroups, labctl.overlay, labctl.imagestore, labctl.container.supervisor, threading")
 
 
 def make_bundle(rootfs: Path, where: Path) -> Path:
@@ -135,6 +145,7 @@ def main() -> int:
             "crun run": lambda: ["unshare", "-m", "sh", "-c",
                                  f"umount /sys/fs/cgroup/unified 2>/dev/null; exec crun --root {work / 'crun'} "
                                  f"run -b {bundle} c{next(counter)}"],
+            "  (its start-up + imports)": lambda: [sys.executable, "-S", "-c", RUN_IMPORTS],
             "python3 -c pass (venv)": lambda: [sys.executable, "-c", "pass"],
             "python3 -S -c pass (venv)": lambda: [sys.executable, "-S", "-c", "pass"],
         }

@@ -19,7 +19,8 @@ EXPLANATION = """
 |---|---|---|
 | the image's config: Entrypoint + Cmd, Env, WorkingDir, User | 4, 5 | Docker's merge rules; the user looked up in the *image's* /etc/passwd |
 | the root filesystem | 2, 4 | an overlay of the image's layers and a writable layer, then `pivot_root` |
-| namespaces: UTS, IPC, mount, PID, network, cgroup, time | 1, 6 | `unshare`, `fork` for PID 1; labctl moves PID 1 into its cgroup *before* PID 1 calls `unshare(CLONE_NEWCGROUP)` |
+| namespaces: UTS, IPC, mount, PID, network, cgroup, time | 1, 6 | `unshare`, `fork` for PID 1; PID 1 is in its cgroup *before* it calls `unshare(CLONE_NEWCGROUP)` |
+| into the cgroup, at birth | 3 | `clone3(CLONE_INTO_CGROUP)` (v2) and `"0"` into `tasks` (v1): no RCU grace period, unlike writing a PID into `cgroup.procs` (runc's way, 10-20 ms) |
 | limits: `-m`, `--cpus`, `--pids-limit` | 3 | the container's own cgroup |
 | `--network bridge -p 8080:80` | 6 | veth to the lab bridge, DNAT for the published port |
 | volumes, bind mounts, tmpfs | 2 | bind mounts into the new root before `pivot_root` |
@@ -28,7 +29,7 @@ EXPLANATION = """
 A small **supervisor** process is the parent of PID 1: it outlives `labctl`, waits for PID 1, records its
 exit code (128+N for signal N) and removes the cgroup and the network. `labctl ps` trusts the kernel,
 not the record: a container whose PID 1 (PID *and* start time) is gone shows as exited.
-`labctl exec` joins the cgroup, then `setns(2)`s into each namespace of PID 1 (mount last) and forks.
+`labctl exec` joins the cgroup the same way, then `setns(2)`s into each namespace of PID 1 (mount last) and forks.
 """
 
 DEMO_VOLUME = "step7-demo-data"
