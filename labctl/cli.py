@@ -106,6 +106,13 @@ def cmd_cleanup(args) -> int:
     if not left:
         ui.say("Nothing to clean up: the journal is empty.")
     errors = state.cleanup(report=ui.ok)
+    if (state.state_dir() / "images").is_dir():   # what a crashed pull or import left in the image store
+        from labctl.imagestore import ImageStore
+        swept = ImageStore().sweep_leftovers()
+        if swept is None:
+            ui.say("The image store's temporary files were left alone: a pull or import is running.")
+        for path in swept or []:
+            ui.ok(f"removed temporary {path}")
     for line in errors:
         ui.bad(line)
     return 1 if errors else 0
@@ -509,7 +516,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--steps", nargs="+", metavar="N", help="only these steps")
     p.add_argument("--no-explain", action="store_true", help="skip the explanations")
 
-    add("cleanup", cmd_cleanup, "remove every kernel object and mount the lab recorded (after a crash too)",
+    add("cleanup", cmd_cleanup, "remove every kernel object and mount the lab recorded, and the image store's "
+        "half-written files (after a crash too)",
         ["labctl cleanup"])
     add("prepare", cmd_prepare, "build the embedded lab image(s) locally (provisioning runs this)",
         ["labctl prepare"])

@@ -284,6 +284,26 @@ class ImageStore:
                 keep.update(diff_id for _, diff_id in self.image_layers(digest))
         return keep
 
+    def sweep_leftovers(self) -> list[Path] | None:
+        """Remove what a crashed writer left: blobs half-downloaded into incoming/, layers half-unpacked
+        into tmp/ (neither was ever visible under blobs/ or layers/). Takes the store's lock
+        exclusively without waiting: a running pull or import holds it shared, and its files are not
+        leftovers. Returns what was removed, or None if a writer is running."""
+        import shutil
+        removed = []
+        try:
+            with state.locked("image-store", wait=False):
+                for sub in ("incoming", "tmp"):
+                    for leftover in sorted((self.root / sub).iterdir()):
+                        if leftover.is_dir() and not leftover.is_symlink():
+                            shutil.rmtree(leftover)
+                        else:
+                            leftover.unlink()
+                        removed.append(leftover)
+        except BlockingIOError:
+            return None
+        return removed
+
     def garbage_collect(self) -> list[str]:
         """Remove blobs no reference needs, and unpacked layers that neither an image nor a container
         root filesystem (labctl/overlay.py) uses. Returns the removed digests and diff_ids.

@@ -79,12 +79,13 @@ def atomic_write_json(path: str | os.PathLike, obj: object, mode: int = 0o644, d
 
 
 @contextlib.contextmanager
-def locked(name: str, shared: bool = False) -> Iterator[None]:
-    """Hold an flock(2) on <state>/locks/<name>.lock for the duration of the block."""
+def locked(name: str, shared: bool = False, wait: bool = True) -> Iterator[None]:
+    """Hold an flock(2) on <state>/locks/<name>.lock for the duration of the block. wait=False: raise
+    BlockingIOError at once if another process holds it in a conflicting mode."""
     lock_path = subdir("locks") / f"{name}.lock"
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock

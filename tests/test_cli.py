@@ -151,3 +151,34 @@ def test_cleanup_after_sigkill_mid_step(tmp_path):
     assert "removed process" in result.stdout
     assert not _alive(container["pid"], container["start_time"])
     assert set(journal.glob("*.json")) - before == set()
+
+
+def test_cleanup_removes_what_a_crashed_pull_left_in_the_image_store_unless_a_writer_runs():
+    """A pull killed mid-blob leaves incoming/blob-*, an import killed mid-unpack leaves tmp/layer-*/:
+    `labctl cleanup` removes both; while a writer holds the store (shared lock) it leaves them alone."""
+    from labctl.imagestore import ImageStore
+    store = ImageStore()
+    blob = store.root / "incoming" / "blob-crashed"
+    blob.write_bytes(b"half a layer")
+    layer = store.root / "tmp" / "layer-crashed"
+    (layer / "usr" / "bin").mkdir(parents=True)
+    (layer / "usr" / "bin" / "tool").write_bytes(b"\x7fELF")
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time\nfrom labctl import state\n"
+                               "with state.locked('image-store', shared=True):\n"
+                               "    print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        busy = run_labctl("cleanup")
+        assert busy.returncode == 0, busy.stdout + busy.stderr
+        assert "a pull or import is running" in busy.stdout
+        assert blob.exists() and layer.is_dir()
+    finally:
+        holder.kill()
+        holder.wait()
+    result = run_labctl("cleanup")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not blob.exists() and not layer.exists()
+    assert not any((store.root / "incoming").iterdir()) and not any((store.root / "tmp").iterdir())
+    assert {"blobs", "layers"} <= {p.name for p in store.root.iterdir()}   # the store itself is untouched
