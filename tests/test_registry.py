@@ -214,6 +214,40 @@ def test_second_pull_transfers_no_blobs(anonymous, store):
     assert store.refs()[again.reference] == again.digest
 
 
+@pytest.fixture(scope="module")
+def big_layers(anonymous, tmp_path_factory):
+    """An image of three 16 MiB layers of random bytes (uncompressed), pushed to the anonymous registry:
+    big enough that each layer's download takes a while even over loopback."""
+    layers = [ocilayout.Layer(ocilayout.tar_entries([ocilayout.FileEntry(f"big{i}", data=os.urandom(16 << 20))]),
+                              gzip=False) for i in range(3)]
+    layout = ocilayout.write_layout(tmp_path_factory.mktemp("big-layout"), {"big": ocilayout.Image(layers)})
+    labregistry.seed(anonymous.host, layout, ["big"])
+    return f"{anonymous.host}/lab/big"
+
+
+@pytest.mark.parametrize("parallel", [4, 1])
+def test_layers_are_downloaded_in_parallel(big_layers, store, parallel):
+    """Judged by the image store's incoming/ directory, where a blob lives from its first byte until it
+    is verified and renamed into blobs/: with 4 workers several layers are in flight at once, with 1
+    never more than one (which shows the check can fail)."""
+    incoming = store.root / "incoming"
+    most, done = 0, threading.Event()
+
+    def watch():
+        nonlocal most
+        while not done.is_set():
+            most = max(most, sum(1 for name in os.listdir(incoming) if name.startswith("blob-")))
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = registry.pull(big_layers, store=store, progress=False, parallel=parallel)
+    finally:
+        done.set()
+        watcher.join()
+    assert store.refs()[result.reference] == result.digest
+    assert (most >= 2) if parallel > 1 else (most == 1), f"at most {most} blobs in flight at once"
+
+
 def test_schema1_manifest_is_refused(tmp_path, layout, store):
     with labregistry.RegistryServer(tmp_path / "s1", extra={"compatibility": {"schema1": {"enabled": True}}}) as srv:
         subprocess.run(["skopeo", "--insecure-policy", "copy", "-q", "--dest-tls-verify=false", "--format", "v2s1",
