@@ -30,6 +30,7 @@ from labctl.imagestore import MEDIA_OCI_CONFIG, MEDIA_OCI_INDEX, MEDIA_OCI_MANIF
 
 MEDIA_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 MEDIA_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+MEDIA_OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 REF_NAME = "org.opencontainers.image.ref.name"
 EPOCH = 0  # fixed timestamps make every build of the same content the same digest
 
@@ -94,10 +95,15 @@ def tar_entries(entries: list[FileEntry]) -> bytes:
 class Layer:
     tar: bytes                    # uncompressed
     gzip: bool = True
+    zstd: bool = False            # zstd instead of gzip (needs the zstandard module)
     blob: bytes = field(init=False)
 
     def __post_init__(self):
-        self.blob = gzip.compress(self.tar, mtime=EPOCH) if self.gzip else self.tar
+        if self.zstd:
+            import zstandard
+            self.blob = zstandard.ZstdCompressor().compress(self.tar)
+        else:
+            self.blob = gzip.compress(self.tar, mtime=EPOCH) if self.gzip else self.tar
 
     @property
     def diff_id(self) -> str:
@@ -105,7 +111,8 @@ class Layer:
 
     @property
     def descriptor(self) -> dict:
-        return {"mediaType": MEDIA_OCI_LAYER_GZIP if self.gzip else MEDIA_OCI_LAYER,
+        media = MEDIA_OCI_LAYER_ZSTD if self.zstd else MEDIA_OCI_LAYER_GZIP if self.gzip else MEDIA_OCI_LAYER
+        return {"mediaType": media,
                 "digest": sha256_digest(self.blob), "size": len(self.blob)}
 
 

@@ -248,6 +248,26 @@ def test_layers_are_downloaded_in_parallel(big_layers, store, parallel):
     assert (most >= 2) if parallel > 1 else (most == 1), f"at most {most} blobs in flight at once"
 
 
+def test_zstd_layer_pulls_to_the_same_tree_as_its_gzip_twin(anonymous, tmp_path, store):
+    """One layer tar, pushed once zstd-compressed and once gzip-compressed: both pull and unpack to the
+    same tree, and the registry serves the zstd one under its own media type."""
+    tar = ocilayout.tar_entries([ocilayout.FileEntry("etc", kind="dir"),
+                                 ocilayout.FileEntry("etc/motd", data=b"compressed with zstd\n"),
+                                 ocilayout.FileEntry("bin/tool", data=os.urandom(4096), mode=0o755),
+                                 ocilayout.FileEntry("bin/link", kind="symlink", target="tool")])
+    layout = ocilayout.write_layout(tmp_path / "layout", {"zstd": ocilayout.Image([ocilayout.Layer(tar, zstd=True)]),
+                                                          "gz": ocilayout.Image([ocilayout.Layer(tar)])})
+    labregistry.seed(anonymous.host, layout, ["zstd", "gz"])
+    trees = {}
+    for name in ("zstd", "gz"):
+        result = registry.pull(f"{anonymous.host}/lab/{name}", store=store, progress=False)
+        layers = store.manifest(result.reference)["layers"]
+        assert len(layers) == 1
+        assert layers[0]["mediaType"].endswith("+zstd" if name == "zstd" else "+gzip"), layers[0]
+        trees[name] = tree(store.layer_dirs(result.reference)[0])
+    assert trees["zstd"] == trees["gz"] and "etc/motd" in trees["zstd"]
+
+
 def test_schema1_manifest_is_refused(tmp_path, layout, store):
     with labregistry.RegistryServer(tmp_path / "s1", extra={"compatibility": {"schema1": {"enabled": True}}}) as srv:
         subprocess.run(["skopeo", "--insecure-policy", "copy", "-q", "--dest-tls-verify=false", "--format", "v2s1",

@@ -42,6 +42,7 @@ PACKAGES=(
   runc crun tini                                   # reference runtimes (steps 7, 10), init for --init
   hyperfine apache2-utils                          # benchmarks; htpasswd for the registry tests
   python3-cryptography                             # RS256 tokens for the registry token auth (step 5)
+  python3-zstandard zstd                           # zstd-compressed layers (step 5 pulls them)
   ca-certificates curl git
   strace                                           # the cgroups tests audit every write the lab makes
 )
