@@ -111,8 +111,10 @@ def cmd_cleanup(args) -> int:
         swept = ImageStore().sweep_leftovers()
         if swept is None:
             ui.say("The image store's temporary files were left alone: a pull or import is running.")
-        for path in swept or []:
-            ui.ok(f"removed temporary {path}")
+        else:
+            for path in swept[0]:
+                ui.ok(f"removed temporary {path}")
+            errors += swept[1]
     for line in errors:
         ui.bad(line)
     return 1 if errors else 0
@@ -195,7 +197,13 @@ def cmd_cgroup_run(args) -> int:
     with cgroups.Cgroup.create(name, limits) as cg:
         ui.say(f"cgroup {name} ({limits.describe()}): {', '.join(str(d) for d in cg.dirs.values())}")
         before = cg.stats()
-        status = cg.popen(command).wait()
+        try:
+            proc = cg.popen(command)
+        except OSError as exc:
+            from labctl.errors import LabError
+            raise LabError(f"cannot run {command[0]!r}: {exc.strerror}",
+                           "check the command: is it installed, on PATH and executable?") from None
+        status = proc.wait()
         after = cg.stats()
         ui.kernel(f"exit status {status}; memory peak {cgroups.format_bytes(after.memory_peak_bytes or 0)}, "
                   f"OOM kills {after.oom_kills}, CPU {((after.cpu_usage_ns or 0) - (before.cpu_usage_ns or 0)) / 1e9:.2f} s, "

@@ -284,25 +284,28 @@ class ImageStore:
                 keep.update(diff_id for _, diff_id in self.image_layers(digest))
         return keep
 
-    def sweep_leftovers(self) -> list[Path] | None:
+    def sweep_leftovers(self) -> tuple[list[Path], list[str]] | None:
         """Remove what a crashed writer left: blobs half-downloaded into incoming/, layers half-unpacked
         into tmp/ (neither was ever visible under blobs/ or layers/). Takes the store's lock
         exclusively without waiting: a running pull or import holds it shared, and its files are not
-        leftovers. Returns what was removed, or None if a writer is running."""
+        leftovers. Returns (what was removed, what could not be and why), or None if a writer runs."""
         import shutil
-        removed = []
+        removed, failed = [], []
         try:
             with state.locked("image-store", wait=False):
                 for sub in ("incoming", "tmp"):
                     for leftover in sorted((self.root / sub).iterdir()):
-                        if leftover.is_dir() and not leftover.is_symlink():
-                            shutil.rmtree(leftover)
-                        else:
-                            leftover.unlink()
-                        removed.append(leftover)
+                        try:
+                            if leftover.is_dir() and not leftover.is_symlink():
+                                shutil.rmtree(leftover)
+                            else:
+                                leftover.unlink()
+                            removed.append(leftover)
+                        except OSError as exc:
+                            failed.append(f"{leftover}: {exc.strerror or exc}")
         except BlockingIOError:
             return None
-        return removed
+        return removed, failed
 
     def garbage_collect(self) -> list[str]:
         """Remove blobs no reference needs, and unpacked layers that neither an image nor a container

@@ -225,6 +225,8 @@ def _zombie(pid: int) -> bool:
 
 def start(port: int = DEFAULT_PORT) -> dict:
     """Start the lab registry (detached: it outlives labctl) and seed it with the lab's images."""
+    if not 1 <= port <= 65535:
+        raise LabError(f"port {port} is not a TCP port", "choose one from 1 to 65535, e.g. --port 5000")
     running = status()
     if running:
         raise LabError(f"the lab registry is already running on {running['host']} (PID {running['pid']})",

@@ -270,6 +270,19 @@ def _child_main(argv, kinds, flags, hostname, setup, status_w, go_r, stdin, stdo
     os._exit(127)
 
 
+def join_namespaces_of(pid: int | str, kinds: Iterable[str]) -> None:
+    """setns(2) the caller into the namespaces of `pid` of these kinds, mount last: after it,
+    /proc/<pid> may not be the same /proc any more. (PID and time: for the caller's next child.)"""
+    kinds = sorted(kinds, key=lambda kind: kind == "mnt")
+    fds = {kind: os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC) for kind in kinds}
+    try:
+        for kind in kinds:
+            setns(fds[kind], NAMESPACE_FLAGS[kind])
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
 def run_in_namespaces_of(pid: int, func: Callable[[], object], kinds: Sequence[str] = STEP1_NAMESPACES) -> str:
     """Run func() in a child that joined the namespaces of `pid` with setns(2); returns str(result).
 
@@ -281,10 +294,7 @@ def run_in_namespaces_of(pid: int, func: Callable[[], object], kinds: Sequence[s
     if child == 0:
         try:
             os.close(read_fd)
-            fds = {kind: os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY) for kind in kinds}
-            # Join mnt last: after it, /proc/<pid> may not be the same /proc any more.
-            for kind in sorted(kinds, key=lambda k: k == "mnt"):
-                setns(fds[kind], NAMESPACE_FLAGS[kind])
+            join_namespaces_of(pid, kinds)
             if "mnt" in kinds:
                 os.chdir("/")
             if "pid" in kinds:

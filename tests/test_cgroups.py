@@ -376,6 +376,15 @@ def test_cgroup_run_command_passes_on_the_oom_kill():
     assert "OOM kills 1" in result.stdout
 
 
+def test_cgroup_run_of_a_missing_command_is_one_line_and_leaves_no_cgroup():
+    name = unique("labctl-t3-missing")
+    result = run_labctl("cgroup", "run", "--name", name, "--", "/nonexistent-command")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "cannot run '/nonexistent-command'" in result.stderr and "Traceback" not in result.stderr
+    left = [os.path.join(root, d) for root, dirs, _ in os.walk("/sys/fs/cgroup") for d in dirs if d == name]
+    assert left == []
+
+
 # ---------------------------------------------------------------------------------------------
 # The step: demo, check, exercise
 

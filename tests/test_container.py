@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers import run_labctl
-from labctl import namespaces
+from labctl import namespaces, state
 
 IMAGE_CONFIG = {"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "GREETING=from-image", "KEEP=image"],
                 "Entrypoint": ["/bin/busybox"], "Cmd": ["sleep", "1001"],
@@ -93,6 +93,25 @@ def test_unknown_user_is_one_clear_error(custom_image):
     result = run_labctl("run", "--rm", "-u", "nobody-here", custom_image, "true")
     assert result.returncode != 0
     assert "unable to find user nobody-here" in result.stderr
+
+
+def test_relative_workdir_is_one_clear_error_and_nothing_is_created():
+    before = sorted(os.listdir(state.subdir("containers")))
+    result = run_labctl("run", "--rm", "-w", "relative/dir", "busybox", "true")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "is not an absolute path" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(os.listdir(state.subdir("containers"))) == before
+
+
+@pytest.mark.parametrize("name", ["../../escape", "a/b", "bad name", "x"])
+def test_bad_container_name_is_refused_before_anything_is_created(name, tmp_path):
+    """--name becomes a file name in the state directory: `..` or `/` would put it anywhere."""
+    before = sorted(os.listdir(state.subdir("containers-by-name")))
+    result = run_labctl("run", "--rm", "--name", name, "busybox", "true")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "bad container name" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(os.listdir(state.subdir("containers-by-name"))) == before
+    assert not (state.state_dir().parent / "escape").exists()
 
 
 def test_exit_code_is_labctls_own():

@@ -527,6 +527,12 @@ def test_redirect_to_another_host_gets_no_authorization(tmp_path, layout, store)
 # The lab registry (CLI) and cleanup
 
 
+def test_registry_start_on_a_port_that_is_no_port_is_one_clear_error():
+    result = run_cli("registry", "start", "--port", "99999")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "is not a TCP port" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_registry_start_status_stop_and_cleanup_stop_it(tmp_path):
     # its own state directory: `labctl cleanup` here must not stop the session's registries
     lab_state_dir = tmp_path / "state"

@@ -176,3 +176,31 @@ def test_fork_into_puts_the_child_in_every_hierarchy_of_the_cgroup(monkeypatch, 
                 os.close(fd)
     finally:
         resources.remove(info)
+
+
+def test_fork_into_a_removed_cgroup_is_one_clear_error():
+    """The container's cgroup is gone (it exited meanwhile): a LabError naming the cgroup, no child."""
+    from labctl.container import resources
+    from labctl.container.spec import Limits
+    from labctl.errors import LabError
+    info = resources.create("labctl-forkinto-gone", Limits())
+    resources.remove(info)
+    if not resources._dirs(info, 2):
+        pytest.skip("no cgroup v2 hierarchy here: fork_into is a plain fork")
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text()
+    with pytest.raises(LabError, match="cgroup .*labctl-forkinto-gone"):
+        pid = resources.fork_into(info)
+        if pid == 0:
+            os._exit(0)
+    assert Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text() == children
+
+
+def test_run_capture_leaves_no_descriptor_open():
+    """runtime.run_capture (steps and notebooks use it) closes every descriptor it opened: /proc/self/fd."""
+    from labctl.container import runtime
+    spec, image = runtime.build_spec("busybox", ["echo", "captured"], auto_remove=True)
+    runtime.run_capture(spec, image)   # the first run may import modules that keep a descriptor
+    before = sorted(os.listdir("/proc/self/fd"))
+    code, out = runtime.run_capture(*runtime.build_spec("busybox", ["echo", "captured"], auto_remove=True))
+    assert (code, out) == (0, "captured\n")
+    assert sorted(os.listdir("/proc/self/fd")) == before

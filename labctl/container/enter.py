@@ -1,14 +1,14 @@
 """`labctl exec`: run one more process inside a running container.
 
 The process must end up exactly where PID 1 is: in its cgroup and in each of its namespaces.
-  1. open /proc/<PID 1>/ns/<kind> for every kind PID 1 does not share with us (before moving anywhere)
-  2. into the container's cgroup: born in its v2 directory (clone3 with CLONE_INTO_CGROUP) and moved
-     into each v1 hierarchy by ourselves (container/resources.py), then setns(2) into its cgroup
-     namespace, so the namespace's view is rooted at the container's cgroup
-  3. setns(2) into ipc, uts, net, pid, time and, last, mnt (after it, /proc is the container's, and the
-     root and working directory are the container's root)
-  4. fork: PID and time namespaces take effect for children only, so the child is the one inside
-  5. in the child: the user (from the container's /etc/passwd), the working directory, the terminal, exec
+  1. into the container's cgroup: born in its v2 directory (clone3 with CLONE_INTO_CGROUP) and moved
+     into each v1 hierarchy by ourselves (container/resources.py)
+  2. setns(2) into every namespace PID 1 does not share with us (namespaces.join_namespaces_of, which
+     opens all of /proc/<PID 1>/ns/<kind> first): cgroup (its view is rooted at the container's
+     cgroup), ipc, uts, net, pid, time and, last, mnt (after it, /proc is the container's, and the root
+     and working directory are the container's root)
+  3. fork: PID and time namespaces take effect for children only, so the child is the one inside
+  4. in the child: the user (from the container's /etc/passwd), the working directory, the terminal, exec
 """
 from __future__ import annotations
 
@@ -18,10 +18,13 @@ import signal
 
 from labctl.container import inside, resources
 from labctl.container.runtime import CommandFailed, Stdio
-from labctl.namespaces import read_all
+from labctl.namespaces import join_namespaces_of, namespace_inodes, read_all
 from labctl.container.spec import resolve_user
 from labctl.container.store import Container
 from labctl.errors import LabError
+
+#: The namespaces an exec'd process joins, those PID 1 does not share with us (mount is joined last).
+KINDS = ("cgroup", "ipc", "uts", "net", "pid", "time", "mnt")
 
 
 def exec_in(container: Container, argv: list[str], stdio: Stdio | None = None, user: str | None = None,
@@ -33,8 +36,8 @@ def exec_in(container: Container, argv: list[str], stdio: Stdio | None = None, u
     stdio = stdio or Stdio()
     pid = container.pid
     cgroup = container.state.get("cgroup")
-    kinds = [k for k in ("cgroup", "ipc", "uts", "net", "pid", "time", "mnt")
-             if os.stat(f"/proc/{pid}/ns/{k}").st_ino != os.stat(f"/proc/self/ns/{k}").st_ino]
+    theirs, ours = namespace_inodes(pid, KINDS), namespace_inodes("self", KINDS)
+    kinds = [kind for kind in KINDS if theirs[kind] != ours[kind]]
     environment = dict(e.partition("=")[::2] for e in container.spec.env)
     environment.update(dict(e.partition("=")[::2] for e in env))
     status_r, status_w = os.pipe()
@@ -74,12 +77,8 @@ def exec_capture(container: Container, argv: list[str]) -> tuple[int, str]:
 
 
 def _exec_child(pid, kinds, cgroup, argv, environment, user, workdir, stdio, status_w) -> None:
-    from labctl.syscalls import NAMESPACE_FLAGS, setns
-    fds = {kind: os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY) for kind in kinds}
     resources.join_self(cgroup)
-    for kind in kinds:
-        setns(fds[kind], NAMESPACE_FLAGS[kind])
-        os.close(fds[kind])
+    join_namespaces_of(pid, kinds)
     inner = os.fork()
     if inner:
         os.close(status_w)

@@ -40,18 +40,24 @@ def fork_into(info: dict | None) -> int:
     _born_in_v2 = False
     if not v2:
         return os.fork()
+    from labctl.errors import LabError
     from labctl.syscalls import fork_into_cgroup
-    fd = os.open(v2[0], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = os.open(v2[0], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise LabError(f"the container's cgroup {v2[0]} cannot be opened ({exc.strerror})",
+                       "is the container still running? `labctl ps -a`") from None
     try:
         _born_in_v2 = True   # what the child sees (it is a copy of us at the clone)
         return fork_into_cgroup(fd)
     except OSError as exc:
-        # clone3 refused: a seccomp profile that blocks it (a container of containers) or a kernel
-        # before 5.7. Fall back to fork(); the child joins v2 in join_self(), the slow way.
-        if exc.errno not in (errno.ENOSYS, errno.EPERM):
-            raise
         _born_in_v2 = False
-        return os.fork()
+        if exc.errno in (errno.ENOSYS, errno.EPERM):
+            # clone3 refused: a seccomp profile that blocks it (a container of containers) or a kernel
+            # before 5.7. Fall back to fork(); the child joins v2 in join_self(), the slow way.
+            return os.fork()
+        raise LabError(f"could not start a process in the container's cgroup {v2[0]}: {exc.strerror}",
+                       "is the container still running? `labctl ps -a`; `labctl doctor` checks cgroups") from None
     finally:
         os.close(fd)
 

@@ -56,6 +56,11 @@ def build_spec(image_ref: str, command: list[str], *, name: str = "", env: list[
                pids_limit: int | None = None, volumes_: list[str] = (), tmpfs: list[str] = (),
                ports: list[str] = (), entrypoint: list[str] | None = None) -> tuple[ContainerSpec, images.RunnableImage]:
     """The command line plus the image's config -> a ContainerSpec (Docker's rules, see spec.py)."""
+    if name:
+        specs.check_name(name)
+    if workdir is not None and not workdir.startswith("/"):
+        raise LabError(f"the working directory {workdir!r} is not an absolute path",
+                       "give it as Docker wants it, from the container's root: e.g. -w /tmp")
     image = images.open_image(image_ref)
     networking.needs_namespace(network)
     if ports and network != "bridge":
@@ -538,10 +543,12 @@ def run_capture(spec: ContainerSpec, image: images.RunnableImage) -> tuple[int, 
     """Run in the foreground with stdout and stderr captured: (exit code, output)."""
     container, plan = create(spec, image)
     r, w = os.pipe()
+    devnull = os.open(os.devnull, os.O_RDONLY)
     try:
-        supervisor = start(container, plan, Stdio(os.open(os.devnull, os.O_RDONLY), w, w))
+        supervisor = start(container, plan, Stdio(devnull, w, w))
     finally:
         os.close(w)
+        os.close(devnull)   # (start() leaves the caller's descriptors to the caller, as run() closes them)
     out = read_all(r)
     os.close(r)
     return wait_foreground(container, supervisor), out

@@ -112,6 +112,17 @@ def merge_env(image_env: list[str], overrides: list[str], hostname: str, tty: bo
     return [f"{k}={v}" for k, v in env.items()]
 
 
+_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")   # Docker's rule for --name
+
+
+def check_name(name: str) -> str:
+    """A container name as Docker allows it: it names a file in the state directory, so no `/`, no `..`."""
+    if not _NAME.match(name):
+        raise LabError(f"bad container name {name!r}",
+                       "use letters, digits, _ . - (two characters at least, starting with a letter or digit)")
+    return name
+
+
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmgt]?)i?b?$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 

@@ -148,6 +148,8 @@ def names_dir() -> Path:
 
 def find(name_or_id: str) -> Container:
     """A container by name, full ID, or unique ID prefix (as Docker accepts them)."""
+    if "/" in name_or_id or name_or_id in ("", ".", ".."):   # names and IDs are file names here, never paths
+        raise NoSuchContainer(f"no such container: {name_or_id}", "`labctl ps -a` lists the containers")
     if (containers_dir() / name_or_id / "container.json").exists():
         return load(name_or_id)
     link = names_dir() / name_or_id
