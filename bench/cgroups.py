@@ -14,8 +14,8 @@ import time
 
 os.environ.setdefault("LABCTL_STATE_DIR", tempfile.mkdtemp(prefix="labctl-bench-cgroups-"))
 
-from labctl import namespaces  # noqa: E402
-from labctl.cgroups import Cgroup, detect, parse_limits  # noqa: E402
+from labctl.kernel import namespaces  # noqa: E402
+from labctl.kernel.cgroups import Cgroup, detect, parse_limits  # noqa: E402
 
 
 def medians_ms(funcs: dict, rounds: int) -> dict[str, float]:

@@ -3,7 +3,7 @@
     .venv/bin/python bench/network.py [--rounds 5]
 
 Prints medians over the rounds: TCP round-trip time and throughput over the host's loopback vs
-between two containers over the bridge (labctl.nettool, a Python client), and the time to attach and
+between two containers over the bridge (labctl.demos.nettool, a Python client), and the time to attach and
 detach a container's network in each mode (bridge: veth + address + route; none: lo up).
 """
 from __future__ import annotations
@@ -12,7 +12,8 @@ import argparse
 import statistics
 import time
 
-from labctl import namespaces, network
+from labctl.kernel import namespaces
+from labctl import network
 
 
 def attach_times(mode: str, rounds: int, net: network.Network) -> list[float]:

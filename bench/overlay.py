@@ -13,8 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from labctl import imageimport, ocilayout, overlay
-from labctl.imagestore import ImageStore
+from labctl.images import archive as imageimport, ocilayout
+from labctl.kernel import overlay
+from labctl.images.store import ImageStore
 
 RUNS = 7
 

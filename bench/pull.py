@@ -44,7 +44,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-pull-"))
     os.environ["LABCTL_STATE_DIR"] = str(work / "bench-state")
-    from labctl import imagestore, labregistry, registry
+    from labctl.images import store as imagestore, labregistry, distribution as registry
 
     server = labregistry.RegistryServer(work / "registry").start()
     try:

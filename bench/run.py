@@ -48,8 +48,8 @@ sys.path.insert(0, str(REPO))
 
 #: What `labctl run --rm busybox /bin/true` imports (python -X importtime shows the same set), on the
 #: path the launcher sets: the repository first, then the standard library.
-RUN_IMPORTS = (f"import sys; sys.path.insert(0, {str(REPO)!r}); import labctl.cli, labctl.container.runtime, "
-               "labctl.cgroups, labctl.overlay, labctl.imagestore, labctl.container.supervisor, threading")
+RUN_IMPORTS = (f"import sys; sys.path.insert(0, {str(REPO)!r}); import labctl.client.main, labctl.containers.runtime, "
+               "labctl.kernel.cgroups, labctl.kernel.overlay, labctl.images.store, labctl.containers.supervisor, threading")
 
 
 def make_bundle(rootfs: Path, where: Path) -> Path:
@@ -90,7 +90,7 @@ def pss_kib(pid: int) -> tuple[int, int]:
 
 def measure_memory(labctl: list[str], env: dict, count: int = 5) -> dict:
     """Start `count` detached idle containers; the supervisors' PSS and RSS, against the containers' own."""
-    from labctl.container import store
+    from labctl.containers import store
     os.environ["LABCTL_STATE_DIR"] = env["LABCTL_STATE_DIR"]
     ids = []
     try:
@@ -132,7 +132,7 @@ def main() -> int:
     launcher.install(work / "labctl", python=sys.executable, repo=str(REPO))
     labctl = [str(work / "labctl")]
     try:
-        from labctl.labimage import ensure_busybox_rootfs
+        from labctl.images.labimage import ensure_busybox_rootfs
         os.environ["LABCTL_STATE_DIR"] = env["LABCTL_STATE_DIR"]
         rootfs = ensure_busybox_rootfs()
         bundle = make_bundle(rootfs, work)

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from labctl.tracing import Scope, tracer_for  # noqa: E402
 from labctl.tracing.buildtrace import BuildTracer  # noqa: E402
-from labctl.tracing.workload import ShellContainer  # noqa: E402
-from labctl.syscalls import CLONE_NEWNS, CLONE_NEWPID, setns  # noqa: E402
+from labctl.demos.workload import ShellContainer  # noqa: E402
+from labctl.kernel.syscalls import CLONE_NEWNS, CLONE_NEWPID, setns  # noqa: E402
 
 
 def run_measured(argv: list[str], container_pid: int | None) -> tuple[float, float]:

@@ -1,3 +1,3 @@
-from labctl.cli import main
+from labctl.client.main import main
 
 raise SystemExit(main())

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
-from labctl.syscalls import NAMESPACE_FLAGS
+from labctl.kernel.syscalls import NAMESPACE_FLAGS
 
 PROVISION = "run vagrant/provision.sh as root"
 
@@ -53,8 +53,8 @@ def check_namespaces() -> list[Row]:
 
 def check_cgroups() -> list[Row]:
     """The cgroup mode and, per controller the lab uses, where it is and whether the lab may use it
-    (read by labctl.cgroups, the same code that creates the lab's cgroups)."""
-    from labctl import cgroups
+    (read by labctl.kernel.cgroups, the same code that creates the lab's cgroups)."""
+    from labctl.kernel import cgroups
     layout = cgroups.detect()
     mode = layout.mode
     if mode == "none":
@@ -201,7 +201,7 @@ def check_tools() -> list[Row]:
 
 
 def check_lab_image() -> Row:
-    from labctl import labimage
+    from labctl.images import labimage
     path = labimage.busybox_rootfs_path()
     if (path / "bin/busybox").exists():
         return Row("lab image", "pass", str(path))

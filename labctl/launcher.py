@@ -34,7 +34,7 @@ TEMPLATE = '''#!{python} -S
 import os, sys
 sys.path[:] = [p for p in os.environ.get("PYTHONPATH", "").split(":") if p] + {path!r}
 sys.prefix = sys.exec_prefix = {prefix!r}
-from labctl.cli import main
+from labctl.client.main import main
 sys.exit(main())
 '''
 

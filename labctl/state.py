@@ -240,7 +240,7 @@ def is_mountpoint(target: str) -> bool:
 
 def unmount(target: str, what: str = "") -> None:
     """umount2(target, MNT_DETACH) for as long as something is mounted there."""
-    from labctl.syscalls import MNT_DETACH, umount2
+    from labctl.kernel.syscalls import MNT_DETACH, umount2
     while is_mountpoint(target):
         umount2(target, MNT_DETACH)
 

@@ -10,10 +10,10 @@ cells = [
 A **control group** is a directory in a cgroup filesystem: `mkdir` makes one, writing a PID into its
 `cgroup.procs` moves a process in, writing a number into a control file sets a limit, and the kernel
 counts what the group uses in files we read back. This notebook runs the three experiments of
-`labctl step 3` with `labctl.cgroups`, the same code as the step, the check and `labctl run`, and plots
+`labctl step 3` with `labctl.kernel.cgroups`, the same code as the step, the check and `labctl run`, and plots
 what the kernel reported. Run it as root; it takes about ten seconds."""),
-    new_code_cell("""from labctl import cgroups
-from labctl.cgroups import experiments
+    new_code_cell("""from labctl.kernel import cgroups
+from labctl.demos import cgroups as experiments
 from labctl.plots import cgroups as plots
 
 layout = cgroups.detect()

@@ -11,12 +11,14 @@ An image is a stack of layers. The lab's image store unpacks each layer once (na
 and a container's root filesystem is an **overlay**: the image's layers as read-only `lowerdir`s
 (top first), plus a per-container `upperdir` that receives every change. This notebook mounts one,
 changes it, and reads back what the kernel did; then it measures what sharing layers saves and what
-copy-up costs. Everything here calls `labctl.overlay` and `labctl.imagestore`, the same code as
+copy-up costs. Everything here calls `labctl.kernel.overlay` and `labctl.images.store`, the same code as
 `labctl step 4` and `labctl check 4`. Run it as root."""),
     new_code_cell("""import os, stat, subprocess
 from pathlib import Path
-from labctl import imageimport, overlay, state
-from labctl.imagestore import ImageStore
+from labctl.images import archive as imageimport
+from labctl.kernel import overlay
+from labctl import state
+from labctl.images.store import ImageStore
 
 store = ImageStore()
 for imported in imageimport.import_lab_images(store):   # what `labctl prepare` does; quick when present

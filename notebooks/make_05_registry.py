@@ -11,10 +11,11 @@ A registry serves **content-addressed blobs**: the config and the layers of an i
 sha256 of its bytes, and **manifests** that list them (an **index** lists one manifest per platform).
 This notebook starts Debian's docker-registry on 127.0.0.1 with **bearer-token authentication** (as
 Docker Hub runs it: a token server issues RS256 JWTs, the registry checks their signature), pushes the
-lab's images into it with skopeo, and pulls with `labctl.registry`, the same code as `labctl pull`,
+lab's images into it with skopeo, and pulls with `labctl.images.distribution`, the same code as `labctl pull`,
 `labctl step 5` and `labctl check 5`. Every request is recorded with a timestamp. Run it as root."""),
     new_code_cell("""import hashlib, json
-from labctl import imagestore, labregistry, registry, state
+from labctl.images import store as imagestore, labregistry, distribution as registry
+from labctl import state
 
 store = imagestore.ImageStore(state.new_tmpdir("nb5-store-"))   # a private store, removed at the end
 results = {}

@@ -7,9 +7,9 @@ md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
 nb.cells = [
     md("# Step 7 — a whole container\n\n`labctl run` assembles steps 1–6: the image's config, an overlay root, "
        "namespaces (UTS, IPC, mount, PID, network, cgroup, time), a cgroup with limits, volumes, and a supervisor "
-       "that outlives `labctl`. This notebook drives the same library the CLI uses (`labctl.container`)."),
+       "that outlives `labctl`. This notebook drives the same library the CLI uses (`labctl.containers`)."),
     code("import os\nos.environ.setdefault('LABCTL_STATE_DIR', '/tmp/labctl-notebook-07')\n"
-         "from labctl import namespaces\nfrom labctl.container import enter, runtime, store, stats\n"
+         "from labctl.kernel import namespaces\nfrom labctl.containers import enter, runtime, store, stats\n"
          "from labctl.plots import container as plots"),
     md("## The image's config, applied as Docker applies it\nEntrypoint + Cmd, Env merged with `-e`, WorkingDir, User:"),
     code("spec, image = runtime.build_spec('busybox', ['sh', '-c', 'id; pwd; echo $GREETING; hostname'],\n"

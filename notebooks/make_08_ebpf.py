@@ -16,7 +16,7 @@ from labctl import tracing
 from labctl.tracing import Scope, buildtrace
 from labctl.tracing.execsnoop import ExecTracer
 from labctl.tracing.syscount import SyscallCounter
-from labctl.tracing.workload import ShellContainer
+from labctl.demos.workload import ShellContainer
 from labctl.plots import tracing as plots
 for name, status, detail, fix in tracing.diagnose():
     print(f"{name:15} {status:5} {detail}")"""),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import tarfile
 
-from labctl import ocilayout
+from labctl.images import ocilayout
 
 
 def entry(name: str, kind: str = "file", data: bytes = b"", mode: int | None = None, uid: int = 0,

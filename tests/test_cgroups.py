@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from helpers import run_labctl
-from labctl import cgroups
-from labctl.cgroups import Cgroup, experiments, hierarchy, parse_limits
+from labctl.kernel import cgroups
+from labctl.kernel.cgroups import Cgroup, hierarchy, parse_limits
+from labctl.demos import cgroups as experiments
 from labctl.errors import LabError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -310,7 +311,7 @@ def test_all_cgroups_removed_after_use():
 
 CYCLE = """
 import time
-from labctl.cgroups import Cgroup, parse_limits
+from labctl.kernel.cgroups import Cgroup, parse_limits
 with Cgroup.create({name!r}, parse_limits(memory="64m", cpus="0.5", pids_limit=32, cpu_shares=512)) as cg:
     proc = cg.popen(["sh", "-c", "sleep 0.2"])
     proc.wait()
@@ -350,7 +351,7 @@ def test_nothing_is_written_outside_the_lab_subtree(tmp_path):
 
 def test_sigkill_mid_way_then_cleanup_removes_the_cgroup(tmp_path):
     name = unique("labctl-t3-crash")
-    script = ("import sys, time\nfrom labctl.cgroups import Cgroup, parse_limits\n"
+    script = ("import sys, time\nfrom labctl.kernel.cgroups import Cgroup, parse_limits\n"
               f"cg = Cgroup.create({name!r}, parse_limits(memory='32m', pids_limit=8))\n"
               "cg.popen(['sleep', '600'])\nprint('ready', flush=True)\ntime.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from helpers import run_labctl
-from labctl import labimage, state
+from labctl.images import labimage
+from labctl import state
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,7 +32,7 @@ def test_help_is_fast_and_lists_examples():
 
 
 def test_help_imports_no_heavy_module():
-    code = "import sys; from labctl import cli; cli.build_parser(); print(sorted(m for m in sys.modules if m.split('.')[0] in ('rich', 'pyroute2', 'bcc', 'matplotlib', 'psutil')))"
+    code = "import sys; from labctl.client import main as cli; cli.build_parser(); print(sorted(m for m in sys.modules if m.split('.')[0] in ('rich', 'pyroute2', 'bcc', 'matplotlib', 'psutil')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
@@ -156,7 +157,7 @@ def test_cleanup_after_sigkill_mid_step(tmp_path):
 def test_cleanup_removes_what_a_crashed_pull_left_in_the_image_store_unless_a_writer_runs():
     """A pull killed mid-blob leaves incoming/blob-*, an import killed mid-unpack leaves tmp/layer-*/:
     `labctl cleanup` removes both; while a writer holds the store (shared lock) it leaves them alone."""
-    from labctl.imagestore import ImageStore
+    from labctl.images.store import ImageStore
     store = ImageStore()
     blob = store.root / "incoming" / "blob-crashed"
     blob.write_bytes(b"half a layer")

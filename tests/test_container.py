@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from helpers import run_labctl
-from labctl import namespaces, state
+from labctl.kernel import namespaces
+from labctl import state
 
 IMAGE_CONFIG = {"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "GREETING=from-image", "KEEP=image"],
                 "Entrypoint": ["/bin/busybox"], "Cmd": ["sleep", "1001"],
@@ -22,8 +23,8 @@ IMAGE_CONFIG = {"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "GREETING=from-ima
 @pytest.fixture(scope="module")
 def custom_image():
     """An image whose config sets Env, Entrypoint, Cmd, WorkingDir and User (on the busybox layer)."""
-    from labctl import imageimport, ocilayout
-    from labctl.imagestore import ImageStore, sha256_digest
+    from labctl.images import archive as imageimport, ocilayout
+    from labctl.images.store import ImageStore, sha256_digest
     image = ocilayout.Image(ocilayout.busybox_image().layers, config=IMAGE_CONFIG)
     blobs = image.blobs()
     manifest = image.manifest_blob()
@@ -39,7 +40,7 @@ def labctl_ok(*args, timeout=60):
 
 
 def record(name):
-    from labctl.container import store
+    from labctl.containers import store
     return store.find(name)
 
 
@@ -135,7 +136,7 @@ def test_sigterm_to_labctl_is_forwarded_to_the_container(names):
 
 
 def _running(name):
-    from labctl.container import store
+    from labctl.containers import store
     try:
         return store.find(name).status == "running"
     except Exception:

@@ -45,7 +45,7 @@ def test_launcher_starts_python_without_site_and_finds_every_dependency(labctl_l
     assert text.splitlines()[0] == f"#!{sys.executable} -S"
     # The launcher's own lines, up to the point it would start labctl, then imports in that interpreter:
     # every third-party module some command needs must be found on the baked sys.path.
-    prelude = text.split("from labctl.cli import main")[0]
+    prelude = text.split("from labctl.client.main import main")[0]
     probe = prelude + ("import json, site, sys\n"
                        "import labctl, rich, psutil, pyroute2, cryptography, bcc, matplotlib\n"
                        "print(json.dumps([sys.flags.no_site, labctl.__file__, sys.prefix]))\n")

@@ -18,9 +18,9 @@ import pytest
 
 import layerbuild
 from layerbuild import entry as e, tar_of
-from labctl import imageimport, ocilayout
-from labctl.imagestore import ImageStore, sha256_digest
-from labctl.layers import LayerRejected
+from labctl.images import archive as imageimport, ocilayout
+from labctl.images.store import ImageStore, sha256_digest
+from labctl.images.layers import LayerRejected
 
 
 def snapshot(root: Path, skip: Path | None = None) -> dict[str, tuple]:
@@ -230,8 +230,8 @@ def test_zstd_layer_is_unpacked_or_refused_clearly(arena, tmp_path):
 
 _IMPORT_SCRIPT = """
 import sys
-from labctl import imageimport
-from labctl.imagestore import ImageStore
+from labctl.images import archive as imageimport
+from labctl.images.store import ImageStore
 print(imageimport.import_path(ImageStore(sys.argv[1]), sys.argv[2])[0].manifest_digest)
 """
 

@@ -8,9 +8,9 @@ import socket
 import pytest
 
 from helpers import run_labctl
-from labctl import namespaces
+from labctl.kernel import namespaces
 from labctl.errors import LabError
-from labctl.syscalls import namespace_inode
+from labctl.kernel.syscalls import namespace_inode
 
 
 def test_spawn_creates_new_uts_pid_ipc_mnt_namespaces():

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from helpers import run_labctl
-from labctl import network, nettool, state
+from labctl import network, state
+from labctl.demos import nettool
 from labctl.errors import LabError
-from labctl.syscalls import namespace_inode
+from labctl.kernel.syscalls import namespace_inode
 
 NET = network.Network("labtest6", "10.203.66.0/24")
 UPSTREAM_SUBNET = "10.204.66.0/30"
@@ -120,7 +121,7 @@ def test_upstream_reaches_a_published_port_through_prerouting_dnat():
 
 
 def test_an_attachment_can_be_detached_from_its_saved_description():
-    from labctl import namespaces
+    from labctl.kernel import namespaces
     proc = namespaces.spawn(["sleep", "60"], namespaces=("net",), start=False)
     try:
         att = network.attach(proc.pid, "lab-t6-saved", network=NET, publish=["28767:80"])

@@ -15,9 +15,11 @@ import pytest
 
 from helpers import run_labctl
 from layerbuild import entry as e, layer, rich_image
-from labctl import imageimport, ocilayout, overlay, state
+from labctl.images import archive as imageimport, ocilayout
+from labctl.kernel import overlay
+from labctl import state
 from labctl.errors import LabError
-from labctl.imagestore import ImageStore
+from labctl.images.store import ImageStore
 
 
 def tree(root: Path) -> dict[str, tuple]:

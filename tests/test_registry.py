@@ -1,7 +1,7 @@
 """Step 5: pulling images, against the real docker-registry (Debian's distribution 2.8) on 127.0.0.1.
 
 Three registries run for the session: anonymous, htpasswd (HTTP Basic, bcrypt) and bearer-token auth
-(labctl.tokenauth issues RS256 JWTs; the registry verifies them against the certificate in its
+(labctl.images.tokenserver issues RS256 JWTs; the registry verifies them against the certificate in its
 rootcertbundle). Images are pushed into them by skopeo, in OCI and in Docker v2 schema 2 form.
 What the tests believe: the registry's own access log, its storage files, the image store's files,
 the token server's issued claims, the kernel's mount table and the unpacked trees; never our output.
@@ -22,8 +22,9 @@ import pytest
 from conftest import REPO, SESSION_PIDS
 from helpers import run_labctl
 from helpers import run_labctl as run_cli
-from labctl import imagestore, labregistry, ocilayout, reference, registry, state
-from labctl.tokenauth import TokenServer
+from labctl.images import store as imagestore, labregistry, ocilayout, reference, distribution as registry
+from labctl import state
+from labctl.images.tokenserver import TokenServer
 
 USER, PASSWORD = "student-reg5", "correct horse battery staple"
 
@@ -166,7 +167,7 @@ def test_oci_and_docker_v2s2_pull_to_the_same_root_filesystem(anonymous, tmp_pat
         for layer in manifest["layers"]:   # every blob in the store is what its digest says
             assert "sha256:" + hashlib.sha256(store.blob_path(layer["digest"]).read_bytes()).hexdigest() \
                 == layer["digest"]
-        from labctl.overlay import ContainerRoot
+        from labctl.kernel.overlay import ContainerRoot
         roots.append(ContainerRoot.create(store, result.reference, container))
     try:
         assert media == [imagestore.MEDIA_OCI_MANIFEST, imagestore.MEDIA_DOCKER_MANIFEST]

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from helpers import run_labctl
-from labctl import labimage, namespaces, rootfs, state
+from labctl.images import labimage
+from labctl.kernel import namespaces, rootfs
+from labctl import state
 from labctl.errors import LabError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -53,7 +53,7 @@ def test_cleanup_after_sigkill_of_a_running_rm_container_finds_every_record():
                                "busybox", "sleep", "600"], stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        from labctl.container import store
+        from labctl.containers import store
         deadline = time.monotonic() + 20
         container = None
         while time.monotonic() < deadline:
@@ -112,7 +112,7 @@ def test_pid1_and_exec_enter_the_cgroup_at_birth_not_by_a_write_into_cgroup_proc
     started = run_labctl("run", "-d", "--name", name, "busybox", "sleep", "600")
     assert started.returncode == 0, started.stderr
     try:
-        from labctl.container import store
+        from labctl.containers import store
         container = store.find(name)
         dirs = container.state["cgroup"]["dirs"]
         versions = {h["mountpoint"]: h["version"] for h in container.state["cgroup"]["hierarchies"]}
@@ -144,9 +144,9 @@ def test_fork_into_puts_the_child_in_every_hierarchy_of_the_cgroup(monkeypatch, 
     container of containers refuses it (ENOSYS): the child ends up in the cgroup in every hierarchy
     either way, judged by each hierarchy's cgroup.procs."""
     import errno
-    from labctl import syscalls
-    from labctl.container import resources
-    from labctl.container.spec import Limits
+    from labctl.kernel import syscalls
+    from labctl.containers import resources
+    from labctl.containers.spec import Limits
     if clone3 == "refused":
         def refuse(fd):
             raise OSError(errno.ENOSYS, "clone3: Function not implemented")
@@ -180,8 +180,8 @@ def test_fork_into_puts_the_child_in_every_hierarchy_of_the_cgroup(monkeypatch, 
 
 def test_fork_into_a_removed_cgroup_is_one_clear_error():
     """The container's cgroup is gone (it exited meanwhile): a LabError naming the cgroup, no child."""
-    from labctl.container import resources
-    from labctl.container.spec import Limits
+    from labctl.containers import resources
+    from labctl.containers.spec import Limits
     from labctl.errors import LabError
     info = resources.create("labctl-forkinto-gone", Limits())
     resources.remove(info)
@@ -197,7 +197,7 @@ def test_fork_into_a_removed_cgroup_is_one_clear_error():
 
 def test_run_capture_leaves_no_descriptor_open():
     """runtime.run_capture (steps and notebooks use it) closes every descriptor it opened: /proc/self/fd."""
-    from labctl.container import runtime
+    from labctl.containers import runtime
     spec, image = runtime.build_spec("busybox", ["echo", "captured"], auto_remove=True)
     runtime.run_capture(spec, image)   # the first run may import modules that keep a descriptor
     before = sorted(os.listdir("/proc/self/fd"))

@@ -20,7 +20,7 @@ from helpers import run_labctl
 from labctl import tracing
 from labctl.errors import LabError
 from labctl.tracing import Scope
-from labctl.tracing.workload import ShellContainer
+from labctl.demos.workload import ShellContainer
 
 BUSYBOX = "/bin/busybox"
 
@@ -281,7 +281,7 @@ def test_step_8_demo_runs():
 
 def test_oom_tracer_reports_the_victim_in_its_container_only(two_containers):
     from labctl.tracing.oomkill import OomTracer
-    from labctl.tracing.workload import in_cgroup
+    from labctl.demos.workload import in_cgroup
     a, b = two_containers
     limit = 32 << 20
     with in_cgroup(a.pid, f"trace-oom-a-{os.getpid()}", limit) as cg_a, \
@@ -303,7 +303,7 @@ def test_oom_tracer_reports_the_victim_in_its_container_only(two_containers):
 def test_cgroup_v2_id_scopes_a_tracer(two_containers):
     """On cgroup v2 (here the unified hierarchy of a hybrid host) the cgroup id alone can scope."""
     from labctl.tracing.execsnoop import ExecTracer
-    from labctl.tracing.workload import in_cgroup
+    from labctl.demos.workload import in_cgroup
     a, b = two_containers
     mount = tracing.cgroup2_mount()
     if mount is None:

@@ -15,7 +15,7 @@ for _folder in Path(__file__).resolve().parents:  # the labctl package (lab/ sit
     if (_folder / "labctl" / "__init__.py").exists():
         sys.path.insert(0, str(_folder))
         break
-from labctl.cgroups.hierarchy import lab_parents, release_lab_parents  # noqa: E402
+from labctl.kernel.cgroups.hierarchy import lab_parents, release_lab_parents  # noqa: E402
 
 # The file that holds each limit, by cgroup version (1 or 2) and controller.
 LIMIT_FILES = {

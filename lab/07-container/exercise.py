@@ -10,8 +10,8 @@ The image is the lab's busybox, imported into the store by `labctl prepare` (loc
 """
 import sys
 
-from labctl import cgroups, namespaces, overlay, rootfs
-from labctl.imagestore import ImageStore
+from labctl.kernel import cgroups, namespaces, overlay, rootfs
+from labctl.images.store import ImageStore
 
 IMAGE = "localhost/busybox:latest"
 

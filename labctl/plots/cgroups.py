@@ -1,10 +1,10 @@
-"""Step 3 figures: what the memory, CPU and pids limits did, from the samples of labctl.cgroups.experiments."""
+"""Step 3 figures: what the memory, CPU and pids limits did, from the samples of labctl.demos.cgroups."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
-    from labctl.cgroups.experiments import CpuRun, MemoryRun, PidsRun
+    from labctl.demos.cgroups import CpuRun, MemoryRun, PidsRun
 
 
 def _pyplot():

@@ -5,7 +5,9 @@ import os
 import socket
 import sys
 
-from labctl import checking, namespaces, ui
+from labctl.steps import checking
+from labctl.kernel import namespaces
+from labctl import ui
 from labctl.errors import CheckFailed
 
 TITLE = "namespaces: UTS, PID, IPC, mount"
@@ -78,7 +80,7 @@ def check(command: list[str]) -> list[str]:
                             verified, f"the command is PID 1 inside (NSpid {' '.join(map(str, nspid))})")
     finally:
         if socket.gethostname() != host_before:
-            from labctl.syscalls import sethostname
+            from labctl.kernel.syscalls import sethostname
             sethostname(host_before)
             raise CheckFailed("the exercise changed the host's hostname",
                               "call sethostname only after unshare(CLONE_NEWUTS), in the new namespace")

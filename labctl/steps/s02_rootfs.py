@@ -6,7 +6,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from labctl import checking, labimage, namespaces, rootfs, state, ui
+from labctl.steps import checking
+from labctl.images import labimage
+from labctl.kernel import namespaces, rootfs
+from labctl import state, ui
 from labctl.errors import CheckFailed
 
 TITLE = "root filesystem: chroot, pivot_root, /proc, /dev, /sys"

@@ -5,8 +5,11 @@ import contextlib
 import sys
 from pathlib import Path
 
-from labctl import cgroups, checking, namespaces, state, ui
-from labctl.cgroups import experiments, hierarchy
+from labctl.kernel import cgroups, namespaces
+from labctl.steps import checking
+from labctl import state, ui
+from labctl.kernel.cgroups import hierarchy
+from labctl.demos import cgroups as experiments
 from labctl.errors import CheckFailed
 
 TITLE = "cgroups: memory, CPU and pids limits on v1 and v2"

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from labctl import checking, imageimport, overlay, state, ui
-from labctl.imagestore import ImageStore
-from labctl.syscalls import mount
+from labctl.steps import checking
+from labctl.images import archive as imageimport
+from labctl.kernel import overlay
+from labctl import state, ui
+from labctl.images.store import ImageStore
+from labctl.kernel.syscalls import mount
 
 TITLE = "OverlayFS: layers, copy-up, whiteouts"
 
@@ -49,7 +52,7 @@ def _show_upper_entry(upper: Path, rel: str) -> str:
 
 
 def demo() -> None:
-    from labctl.namespaces import ensure_root
+    from labctl.kernel.namespaces import ensure_root
     ensure_root("the OverlayFS demo")
     store = ImageStore()
     imageimport.import_lab_images(store)

@@ -7,7 +7,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from labctl import checking, imagestore, labregistry, registry, state, ui
+from labctl.steps import checking
+from labctl.images import store as imagestore, labregistry, distribution as registry
+from labctl import state, ui
 from labctl.errors import LabError
 
 TITLE = "registry pull: the OCI distribution protocol"

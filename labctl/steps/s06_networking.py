@@ -8,7 +8,10 @@ import secrets
 import socket
 import sys
 
-from labctl import checking, namespaces, network, nettool, state, ui
+from labctl.steps import checking
+from labctl.kernel import namespaces
+from labctl import network, state, ui
+from labctl.demos import nettool
 from labctl.errors import CheckFailed
 
 TITLE = "networking: netns, veth, bridge, NAT, ports"
@@ -71,7 +74,7 @@ def demo() -> None:
     namespaces.ensure_root("the networking demo")
     net = network.default_network()
     port = _free_port()
-    ui.say(f"Starting container [bold]web[/bold] (a TCP server, `python -m labctl.nettool serve --port 80`) "
+    ui.say(f"Starting container [bold]web[/bold] (a TCP server, `python -m labctl.demos.nettool serve --port 80`) "
            f"in new net+UTS namespaces, attached to bridge {net.bridge} with -p {port}:80:")
     devnull = os.open(os.devnull, os.O_WRONLY)
     web = network.start_container(network.nettool_argv("serve", "--port", "80"), "web", publish=[f"{port}:80"],

@@ -7,7 +7,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from labctl import checking, namespaces, state, ui
+from labctl.steps import checking
+from labctl.kernel import namespaces
+from labctl import state, ui
 
 
 TITLE = "a whole container: labctl run"
@@ -37,7 +39,7 @@ DEMO_PORT = 18707
 
 
 def _exec(container, argv: list[str]) -> str:
-    from labctl.container import enter
+    from labctl.containers import enter
     return enter.exec_capture(container, argv)[1]
 
 
@@ -45,7 +47,7 @@ def pull_demo_image() -> str:
     """Step 5's way in: serve the lab's busybox from a registry of our own on 127.0.0.1 (started for
     the demo and stopped again), and pull it into the store. Returns the reference it is stored as."""
     import shutil
-    from labctl import labregistry, registry
+    from labctl.images import labregistry, distribution as registry
     work = state.new_tmpdir("step7-registry-")
     try:
         with labregistry.RegistryServer(work / "registry") as server:
@@ -61,7 +63,7 @@ def pull_demo_image() -> str:
 
 
 def demo() -> None:
-    from labctl.container import runtime, volumes
+    from labctl.containers import runtime, volumes
     namespaces.ensure_root("the step 7 demo")
     image = pull_demo_image()
     ui.say(f"`labctl run -d --init --name step7-web -m 32m --cpus 0.5 --pids-limit 16 --network bridge "
@@ -95,7 +97,7 @@ def demo() -> None:
     finally:
         runtime.remove(runtime.store.load(container.id), force=True)
         volumes.remove(DEMO_VOLUME, force=True)
-        from labctl import imageimport
+        from labctl.images import archive as imageimport
         imageimport.remove_image(runtime.image_store(), image)
     ui.ok("container removed; its cgroup, veth, DNAT rule and overlay are gone")
 
@@ -117,7 +119,7 @@ def _get(url: str) -> str:
 def check(command: list[str]) -> list[str]:
     """Judge `command NAME MEMORY sleep N`: an overlay root, new namespaces incl. net, the hostname,
     a memory-limited cgroup, PID 1, and the exit status passed on."""
-    from labctl.container import images
+    from labctl.containers import images
     images.open_image("busybox")       # the exercise mounts localhost/busybox:latest
     verified: list[str] = []
     name = checking.unique_name("lab-c7")
@@ -195,8 +197,8 @@ def _memory_limit(pid: int) -> int | None:
 
 def reference(argv: list[str]) -> int:
     """Reference solution: `NAME MEMORY COMMAND [ARGS...]`, same contract as the exercise."""
-    from labctl import cgroups, overlay, rootfs
-    from labctl.imagestore import ImageStore
+    from labctl.kernel import cgroups, overlay, rootfs
+    from labctl.images.store import ImageStore
     if len(argv) < 3:
         print("usage: python -m labctl.steps.s07_container NAME MEMORY COMMAND [ARGS...]", file=sys.stderr)
         return 2

@@ -8,7 +8,8 @@ import subprocess
 import sys
 import time
 
-from labctl import checking, ui
+from labctl.steps import checking
+from labctl import ui
 from labctl.errors import CheckFailed
 
 TITLE = "eBPF tracing with bcc: watch one container, and watch a container being built"
@@ -56,8 +57,8 @@ def demo() -> None:
     from labctl.tracing import Scope, buildtrace
     from labctl.tracing.execsnoop import ExecTracer
     from labctl.tracing.syscount import SyscallCounter
-    from labctl.tracing.workload import ShellContainer
-    from labctl.namespaces import ensure_root
+    from labctl.demos.workload import ShellContainer
+    from labctl.kernel.namespaces import ensure_root
     ensure_root("the eBPF demo")
     ui.table(("needs", "status", "detail"), [(n, s, d) for n, s, d, _ in tracing.diagnose()],
              title="What bcc needs on this machine")
@@ -105,7 +106,7 @@ def demo() -> None:
 
 def check(command: list[str]) -> list[str]:
     """Judge `command PID`: ready, then Ctrl-C -> `execs: N` equal to what the container executed."""
-    from labctl.tracing.workload import ShellContainer
+    from labctl.demos.workload import ShellContainer
     verified: list[str] = []
     with ShellContainer("lab-check8-a") as box, ShellContainer("lab-check8-b") as other:
         with checking.running(command + [str(box.pid)]) as run:

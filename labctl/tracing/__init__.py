@@ -158,10 +158,10 @@ def register_resolver(lookup: Callable[[str], int | None]) -> None:
 
 def _container_module_resolver(name: str) -> int | None:
     """Step 7's containers (`labctl run --name NAME`), when that package is there:
-    labctl.container.store.find(name).pid. None when it is absent or does not know the name."""
+    labctl.containers.store.find(name).pid. None when it is absent or does not know the name."""
     import importlib
     try:
-        store = importlib.import_module("labctl.container.store")
+        store = importlib.import_module("labctl.containers.store")
     except ImportError:
         return None
     try:

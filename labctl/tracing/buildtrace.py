@@ -1,6 +1,6 @@
 """Watch a container being built: the syscalls the lab itself makes, as an annotated timeline.
 
-The construction is steps 1-3's: a cgroup with a memory limit (when labctl.cgroups and the memory
+The construction is steps 1-3's: a cgroup with a memory limit (when labctl.kernel.cgroups and the memory
 controller are there), new namespaces, the busybox root filesystem and pivot_root.
 
     labctl trace --build
@@ -378,15 +378,16 @@ def run_construction(hostname: str = "lab-build", command: tuple[str, ...] = ("/
     """Step 1–3's container construction: a cgroup with a memory limit (step 3, when this machine
     has the memory controller), new namespaces (step 1), the busybox root filesystem with
     pivot_root (step 2), then exec `command` as PID 1. Returns when the container has exited."""
-    from labctl import labimage, namespaces, rootfs
+    from labctl.images import labimage
+    from labctl.kernel import namespaces, rootfs
     root = labimage.ensure_busybox_rootfs()
     options = dict(hostname=hostname, setup=lambda: rootfs.setup_container_root(root), what="traced construction")
     cgroup = None
     if memory_limit_bytes:
         try:
-            from labctl import cgroups
+            from labctl.kernel import cgroups
             cgroup = cgroups.Cgroup.create(f"trace-build-{os.getpid()}", cgroups.Limits(memory_bytes=memory_limit_bytes))
-        except Exception:   # no labctl.cgroups, or no memory controller here: build without a cgroup
+        except Exception:   # no labctl.kernel.cgroups, or no memory controller here: build without a cgroup
             cgroup = None
     try:
         proc = cgroup.spawn(["/bin/true"] if not command else list(command), **options) if cgroup \
@@ -404,9 +405,11 @@ def trace_construction(hostname: str = "lab-build", command: tuple[str, ...] = (
 
     The child is forked first and waits on a pipe, so the tracer is attached and following it
     before it makes its first syscall of the construction."""
-    from labctl import labimage, namespaces, rootfs, state  # noqa: F401  (imported before the trace:
+    from labctl.images import labimage  # noqa: F401  (imported before the trace:
+    from labctl.kernel import namespaces, rootfs
+    from labctl import state
     with contextlib.suppress(ImportError):
-        from labctl import cgroups  # noqa: F401
+        from labctl.kernel import cgroups  # noqa: F401
     labimage.ensure_busybox_rootfs()        # ctypes finds libc by running ldconfig; not the container's work)
     go_r, go_w = os.pipe()
     done_r, done_w = os.pipe()

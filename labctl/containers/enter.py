@@ -1,0 +1,105 @@
+"""`labctl exec`: run one more process inside a running container.
+
+The process must end up exactly where PID 1 is: in its cgroup and in each of its namespaces.
+  1. into the container's cgroup: born in its v2 directory (clone3 with CLONE_INTO_CGROUP) and moved
+     into each v1 hierarchy by ourselves (container/resources.py)
+  2. setns(2) into every namespace PID 1 does not share with us (namespaces.join_namespaces_of, which
+     opens all of /proc/<PID 1>/ns/<kind> first): cgroup (its view is rooted at the container's
+     cgroup), ipc, uts, net, pid, time and, last, mnt (after it, /proc is the container's, and the root
+     and working directory are the container's root)
+  3. fork: PID and time namespaces take effect for children only, so the child is the one inside
+  4. in the child: the user (from the container's /etc/passwd), the working directory, the terminal, exec
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+
+from labctl.containers import inside, resources
+from labctl.containers.runtime import CommandFailed, Stdio
+from labctl.kernel.namespaces import join_namespaces_of, namespace_inodes, read_all
+from labctl.containers.spec import resolve_user
+from labctl.containers.store import Container
+from labctl.errors import LabError
+
+#: The namespaces an exec'd process joins, those PID 1 does not share with us (mount is joined last).
+KINDS = ("cgroup", "ipc", "uts", "net", "pid", "time", "mnt")
+
+
+def exec_in(container: Container, argv: list[str], stdio: Stdio | None = None, user: str | None = None,
+            workdir: str | None = None, env: list[str] = ()) -> int:
+    """Run a command in a running container (the steps in the module docstring). Returns the PID of our
+    child, which exits with the command's exit code."""
+    if container.status != "running":
+        raise LabError(f"container {container.name} is not running", "start a new one with `labctl run`")
+    stdio = stdio or Stdio()
+    pid = container.pid
+    cgroup = container.state.get("cgroup")
+    theirs, ours = namespace_inodes(pid, KINDS), namespace_inodes("self", KINDS)
+    kinds = [kind for kind in KINDS if theirs[kind] != ours[kind]]
+    environment = dict(e.partition("=")[::2] for e in container.spec.env)
+    environment.update(dict(e.partition("=")[::2] for e in env))
+    status_r, status_w = os.pipe()
+    child = resources.fork_into(cgroup)   # os.fork(), the child born in the container's cgroup (v2)
+    if child == 0:
+        try:
+            os.close(status_r)
+            _exec_child(pid, kinds, cgroup, argv, environment, user or container.spec.user,
+                        workdir or container.spec.workdir, stdio, status_w)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.write(status_w, f"{exc}\n".encode())
+        os._exit(127)
+    os.close(status_w)
+    message = read_all(status_r)
+    os.close(status_r)
+    for fd in (stdio.console, stdio.stdin):
+        if fd is not None and fd > 2:
+            os.close(fd)
+    if message:
+        os.waitpid(child, 0)
+        raise CommandFailed(f"exec in {container.name} failed: {message.strip()}", 126)
+    return child
+
+
+def exec_capture(container: Container, argv: list[str]) -> tuple[int, str]:
+    """exec_in with stdout and stderr captured: (exit code, output)."""
+    from labctl.containers.supervisor import wait_for
+    r, w = os.pipe()
+    try:
+        child = exec_in(container, argv, Stdio(os.open(os.devnull, os.O_RDONLY), w, w))
+    finally:
+        os.close(w)
+    out = read_all(r)
+    os.close(r)
+    return wait_for(child), out
+
+
+def _exec_child(pid, kinds, cgroup, argv, environment, user, workdir, stdio, status_w) -> None:
+    resources.join_self(cgroup)
+    join_namespaces_of(pid, kinds)
+    inner = os.fork()
+    if inner:
+        os.close(status_w)
+        from labctl.containers.supervisor import wait_for
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(sig, lambda s, _f: os.kill(inner, s))
+        os._exit(wait_for(inner))
+    os.chdir("/")
+    who = resolve_user(user)
+    environment.setdefault("HOME", who.home)
+    inside.switch_user(who)
+    os.chdir(workdir)
+    if stdio.console is not None:
+        from labctl.containers import terminal
+        terminal.make_controlling_terminal(terminal.open_inside_and_send(stdio.console))
+    else:
+        for fd, target in ((stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)):
+            if fd is not None:
+                os.dup2(fd, target)
+    try:
+        os.execvpe(argv[0], argv, environment)
+    except OSError as exc:
+        os.write(status_w, f"{exc.strerror}: {argv[0]}\n".encode())
+        os._exit(127)

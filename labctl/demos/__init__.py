@@ -1,0 +1,10 @@
+"""Demonstrations and measurements: experiments that show a primitive at work and time it.
+
+The steps, the notebooks, the plots and bench/ use these; the library (client, daemon, images,
+containers, network, runtime, kernel) never imports them.
+  cgroups.py   step 3's experiments: an OOM kill, CPU throttling, a fork bomb held by pids.max
+  overlay.py   step 4's measurements: copy-up cost, disk shared by containers of one image
+  network.py   step 6's measurements: round trip and throughput over loopback and the bridge
+  nettool.py   the lab's TCP tool (`python -m labctl.demos.nettool`): serve, rtt, throughput, whoami
+  workload.py  step 8's workloads: a shell in namespaces to trace
+"""

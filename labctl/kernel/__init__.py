@@ -1,0 +1,10 @@
+"""The kernel primitives a container is made of (what runc's libcontainer wraps): steps 1 to 4.
+
+One module per primitive, each readable alone:
+  syscalls.py    ctypes wrappers: unshare, setns, mount, umount2, pivot_root, clone3, sethostname
+  namespaces.py  step 1: unshare, fork for PID 1, setns to join
+  rootfs.py      step 2: pivot_root, /proc, a minimal /dev, read-only /sys
+  cgroups/       step 3: one Cgroup over v1, v2 or both; limits in Docker's terms
+  overlay.py     step 4: OverlayFS roots over the image store's layers
+Step 9's security profile (capabilities, seccomp, no_new_privs) will sit beside them.
+"""

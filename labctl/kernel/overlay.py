@@ -1,0 +1,352 @@
+"""OverlayFS: a container's root filesystem as read-only image layers plus one writable layer.
+
+    mount -t overlay overlay -o lowerdir=TOP:...:BOTTOM,upperdir=UPPER,workdir=WORK MERGED
+
+mount(2) with fstype "overlay". The merged view shows, for each path, the topmost layer that has it.
+  copy-up   the first write to a file from a lower layer copies the whole file into upperdir first
+  whiteout  deleting a lower file leaves a character device 0/0 of that name in upperdir
+  opaque    a directory replaced (rm -r, then mkdir) gets xattr trusted.overlay.opaque=y in upperdir:
+            nothing of the lower layers' directory shows through any more
+The lower layers are the image store's unpacked layers (ImageStore.layer_path), shared by every
+container of every image that uses them; a container adds only its upperdir to the disk.
+
+The mount options are one page at most (4096 bytes, the data argument of mount(2)). With absolute
+paths under /var/lib/labctl that is about 40 layers; beyond that the lab mounts from inside the
+layers directory with relative lowerdirs (what Docker's overlay2 driver does with its short links).
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import resource
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from labctl import state
+from labctl.errors import LabError
+from labctl.kernel.syscalls import mount
+
+OVERLAY_DIR = "overlay"     # <state>/overlay/<container id>/{upper,work,merged,image.json}
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def page_size() -> int:
+    return resource.getpagesize()
+
+
+def overlay_options(lowerdirs: list[str], upperdir: str | None = None, workdir: str | None = None,
+                    volatile: bool = False) -> str:
+    """The data string for mount(2): lowerdirs are given top first, as OverlayFS wants them.
+    volatile (Linux 5.10+): the overlay never syncs its upper layer, not even when it is unmounted."""
+    opts = "lowerdir=" + ":".join(lowerdirs)
+    if upperdir:
+        opts += f",upperdir={upperdir},workdir={workdir}" + (",volatile" if volatile else "")
+    return opts
+
+
+def mount_overlay(lowerdirs: list[str | os.PathLike], target: str | os.PathLike,
+                  upperdir: str | os.PathLike | None = None, workdir: str | os.PathLike | None = None,
+                  volatile: bool = False) -> str:
+    """mount(2) "overlay" on `target`; `lowerdirs` top first. Without upperdir the mount is read-only.
+    Returns the options used. Falls back to relative lowerdirs when absolute ones pass one page.
+    volatile: see overlay_options (a kernel without it, before 5.10, gets a normal mount)."""
+    lowers = [str(p) for p in lowerdirs]
+    up = str(upperdir) if upperdir else None
+    work = str(workdir) if workdir else None
+    if volatile and up:
+        try:
+            return _mount_overlay(lowers, str(target), up, work, volatile=True)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:   # EINVAL: a kernel before 5.10, which has no "volatile"
+                raise
+    return _mount_overlay(lowers, str(target), up, work, volatile=False)
+
+
+def _mount_overlay(lowers: list[str], target: str, up: str | None, work: str | None, volatile: bool) -> str:
+    opts = overlay_options(lowers, up, work, volatile)
+    if len(opts) < page_size():
+        mount("overlay", target, "overlay", 0, opts)
+        return opts
+    base = os.path.commonpath(lowers)
+    rel = overlay_options([os.path.relpath(p, base) for p in lowers], up, work, volatile)
+    if len(rel) >= page_size():
+        raise LabError(f"{len(lowers)} layers do not fit in one page of overlay mount options",
+                       "flatten the image into fewer layers")
+    cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.chdir(base)  # the kernel resolves relative lowerdirs from the mounting process's cwd
+        mount("overlay", str(target), "overlay", 0, rel)
+    finally:
+        os.fchdir(cwd)
+        os.close(cwd)
+    return rel
+
+
+def overlays_dir() -> Path:
+    return state.subdir(OVERLAY_DIR)
+
+
+@dataclass
+class ContainerRoot:
+    """One container's root filesystem: an overlay of its image's layers, mounted at `merged`."""
+    container_id: str
+    path: Path                  # <state>/overlay/<id>
+    reference: str
+    manifest_digest: str
+    diff_ids: list[str]         # bottom first
+
+    @property
+    def merged(self) -> Path:
+        return self.path / "merged"
+
+    @property
+    def upper(self) -> Path:
+        return self.path / "upper"
+
+    @property
+    def work(self) -> Path:
+        return self.path / "work"
+
+    @classmethod
+    def create(cls, store, reference: str, container_id: str, volatile: bool = False) -> "ContainerRoot":
+        """Mount a new root filesystem for `container_id` from the image `reference` in `store` (an
+        ImageStore): unpack its layers if needed, make upper/work/merged, mount the overlay. The
+        directory and the mount are recorded in the journal first, so `labctl cleanup` removes them.
+
+        volatile=True for a root that is thrown away with its container (`run --rm`): unmounting a
+        normal overlay syncs the whole filesystem under its upper layer (syncfs of the disk holding the
+        state directory: 2 ms when it is quiet, tens of ms when other programs write), a volatile one
+        does not; its writes are not durable across a crash, which a throw-away root never needs."""
+        if not _ID_RE.match(container_id):
+            raise LabError(f"bad container id {container_id!r}",
+                           "use letters, digits, '.', '_' and '-' (at most 64)")
+        path = overlays_dir() / container_id
+        with state.locked("image-store", shared=True):  # garbage collection waits until we are recorded
+            digest = store.resolve(reference)
+            lowers = store.ensure_layers(digest)
+            diff_ids = [diff_id for _, diff_id in store.image_layers(digest)]
+            path_rec = state.record_path(str(path), f"container {container_id} root filesystem")
+            try:
+                path.mkdir()
+            except FileExistsError:
+                path_rec.forget()
+                raise LabError(f"a root filesystem for container {container_id!r} exists already",
+                               f"remove it first, or `labctl cleanup`") from None
+            root = cls(container_id, path, reference, digest, diff_ids)
+            try:
+                for d in (root.upper, root.work, root.merged):
+                    d.mkdir()
+                # not fsynced, like the container's upper layer beside it (and the journal record above)
+                state.atomic_write_json(path / "image.json", {"reference": reference, "manifest": digest,
+                                                              "diff_ids": diff_ids}, durable=False)
+                mount_rec = state.record_mount(str(root.merged), f"container {container_id} overlay")
+                try:
+                    mount_overlay(list(reversed(lowers)), root.merged, root.upper, root.work, volatile=volatile)
+                except OSError as exc:
+                    mount_rec.forget()
+                    raise LabError(f"mounting the overlay for {container_id} failed: {exc}",
+                                   "is the overlay module loaded (`modprobe overlay`)?") from None
+            except BaseException:
+                shutil.rmtree(path, ignore_errors=True)
+                path_rec.forget()
+                raise
+        return root
+
+    @classmethod
+    def open(cls, container_id: str) -> "ContainerRoot":
+        """An existing root filesystem (made by create, maybe by another labctl process)."""
+        path = overlays_dir() / container_id
+        try:
+            info = json.loads((path / "image.json").read_text())
+        except FileNotFoundError:
+            raise LabError(f"no root filesystem for container {container_id!r}",
+                           "`labctl ps` lists the containers") from None
+        return cls(container_id, path, info["reference"], info["manifest"], info["diff_ids"])
+
+    @property
+    def mounted(self) -> bool:
+        return state.is_mountpoint(str(self.merged))
+
+    def remove(self) -> None:
+        """Unmount the overlay and delete upper, work and merged; drop the journal records."""
+        state.unmount(str(self.merged))
+        state.remove_path(str(self.path))
+        for rec in state.records():
+            if rec.data.get("target") == str(self.merged) or rec.data.get("path") == str(self.path):
+                rec.forget()
+
+
+def container_roots() -> list[ContainerRoot]:
+    out = []
+    for path in sorted(overlays_dir().iterdir()):
+        with contextlib.suppress(LabError, ValueError, KeyError):
+            out.append(ContainerRoot.open(path.name))
+    return out
+
+
+def layers_in_use() -> set[str]:
+    """diff_ids of the layers some container root filesystem still uses (garbage collection keeps them)."""
+    return {diff_id for root in container_roots() for diff_id in root.diff_ids}
+
+
+def images_in_use() -> dict[str, list[str]]:
+    """{manifest digest: [container ids]} for the container root filesystems that exist."""
+    used: dict[str, list[str]] = {}
+    for root in container_roots():
+        used.setdefault(root.manifest_digest, []).append(root.container_id)
+    return used
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading what the kernel and the filesystem say (the demo, the check and the tests use these)
+
+
+def mount_options(target: str | os.PathLike) -> dict[str, str] | None:
+    """The super options of the overlay mounted at `target`, from /proc/self/mountinfo (None if none)."""
+    target = os.path.realpath(target)
+    found = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            if _unescape(fields[4]) == target and fields[sep + 1] == "overlay":
+                found = {}
+                for opt in fields[sep + 3].split(","):
+                    key, _, value = opt.partition("=")
+                    found[key] = _unescape(value)
+    return found
+
+
+def _unescape(s: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
+
+
+def is_whiteout(path: str | os.PathLike) -> bool:
+    """An OverlayFS whiteout: a character device with device number 0/0."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    import stat
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def is_opaque(path: str | os.PathLike) -> bool:
+    """getxattr(path, "trusted.overlay.opaque") == "y"."""
+    try:
+        return os.getxattr(path, "trusted.overlay.opaque", follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def disk_usage(path: str | os.PathLike) -> int:
+    """Bytes allocated on disk below `path` (st_blocks * 512), each inode counted once, mounts skipped."""
+    total, seen = 0, set()
+    dev = os.lstat(path).st_dev
+    for root, dirs, files in os.walk(path):
+        dirs[:] = [d for d in dirs if os.lstat(os.path.join(root, d)).st_dev == dev]
+        for name in dirs + files:
+            st = os.lstat(os.path.join(root, name))
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurements for the step 4 demo, notebook and plots
+
+
+@contextlib.contextmanager
+def scratch_overlay(lowerdirs: list[str | os.PathLike], what: str = "scratch overlay"):
+    """A throwaway overlay of `lowerdirs` (top first) with its own upper/work under <state>/tmp; yields
+    (merged, upper). Recorded in the journal, unmounted and removed on exit."""
+    base = state.new_tmpdir("ovl-")
+    path_rec = state.record_path(str(base), what)
+    merged, upper, work = base / "merged", base / "upper", base / "work"
+    for d in (merged, upper, work):
+        d.mkdir()
+    mount_rec = state.record_mount(str(merged), what)
+    try:
+        mount_overlay(lowerdirs, merged, upper, work)
+        yield merged, upper
+    finally:
+        state.unmount(str(merged))
+        mount_rec.forget()
+        state.remove_path(str(base))
+        path_rec.forget()
+
+
+@dataclass
+class CopyUpTiming:
+    size_bytes: int
+    first_write_s: float        # open(O_WRONLY) + 1-byte write: the whole file is copied up first
+    later_write_s: float        # median of the same write once the file is in upperdir
+
+
+def measure_copy_up(sizes_bytes: list[int], later_writes: int = 5) -> list[CopyUpTiming]:
+    """Time the first write to a lower-layer file of each size (copy-up) against later writes."""
+    import statistics
+    import time
+    out = []
+    for size in sizes_bytes:
+        lower = state.new_tmpdir("ovl-lower-")
+        rec = state.record_path(str(lower), "copy-up lower layer")
+        try:
+            with open(lower / "big", "wb") as f:
+                chunk = os.urandom(1 << 20)
+                for _ in range(size // len(chunk)):
+                    f.write(chunk)
+                f.write(chunk[: size % len(chunk)])
+                os.fsync(f.fileno())
+            with scratch_overlay([lower], "copy-up measurement") as (merged, _):
+                def one_write() -> float:
+                    t0 = time.perf_counter()
+                    fd = os.open(merged / "big", os.O_WRONLY)
+                    os.pwrite(fd, b"x", 0)
+                    os.close(fd)
+                    return time.perf_counter() - t0
+                first = one_write()
+                later = statistics.median(one_write() for _ in range(later_writes))
+            out.append(CopyUpTiming(size, first, later))
+        finally:
+            state.remove_path(str(lower))
+            rec.forget()
+    return out
+
+
+@dataclass
+class SharingPoint:
+    containers: int
+    shared_bytes: int           # the image's layers once + every container's upper and work dirs
+    copies_bytes: int           # the same root filesystems as N independent full copies
+
+
+def measure_sharing(store, reference: str, max_containers: int = 20, write_bytes: int = 4096,
+                    prefix: str = "lab-share") -> list[SharingPoint]:
+    """Start 1..N container roots of one image (each writes one small file), and measure on disk: layers
+    shared via OverlayFS vs the same trees copied N times (cp -a of each merged view)."""
+    layer_bytes = sum(disk_usage(p) for p in store.layer_dirs(reference))
+    roots: list[ContainerRoot] = []
+    copies = state.new_tmpdir("ovl-copies-")
+    rec = state.record_path(str(copies), "full-copy comparison")
+    points = []
+    try:
+        for n in range(1, max_containers + 1):
+            root = ContainerRoot.create(store, reference, f"{prefix}-{os.getpid()}-{n}")
+            roots.append(root)
+            (root.merged / "tmp").mkdir(exist_ok=True)
+            (root.merged / "tmp" / "hello").write_bytes(b"x" * write_bytes)
+            shutil.copytree(root.merged, copies / str(n), symlinks=True)
+            uppers = sum(disk_usage(r.upper) + disk_usage(r.work) for r in roots)
+            points.append(SharingPoint(n, layer_bytes + uppers, disk_usage(copies)))
+    finally:
+        for root in roots:
+            root.remove()
+        state.remove_path(str(copies))
+        rec.forget()
+    return points
