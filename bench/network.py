@@ -14,6 +14,7 @@ import time
 
 from labctl.kernel import namespaces
 from labctl import network
+from labctl.demos.network import measure_paths
 
 
 def attach_times(mode: str, rounds: int, net: network.Network) -> list[float]:
@@ -38,7 +39,7 @@ def main() -> None:
     rtt = {"loopback": [], "bridge": []}
     rate = {"loopback": [], "bridge": []}
     for _ in range(args.rounds):
-        results = network.measure_paths(count=1000, total_bytes=64 << 20, network=net)
+        results = measure_paths(count=1000, total_bytes=64 << 20, network=net)
         for key in rtt:
             rtt[key].append(statistics.median(results[key]["rtt_us"]))
             rate[key].append(results[key]["bytes_per_second"] / (1 << 20))

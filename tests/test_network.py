@@ -20,6 +20,7 @@ import pytest
 from helpers import run_labctl
 from labctl import network, state
 from labctl.demos import nettool
+from labctl.demos.network import NetContainer, nettool_argv, start_container
 from labctl.errors import LabError
 from labctl.kernel.syscalls import namespace_inode
 
@@ -34,14 +35,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def sleeper(name: str, mode: str = "bridge", **kw) -> network.NetContainer:
-    return network.start_container(["sleep", "60"], name, mode, network=NET, **kw)
+def sleeper(name: str, mode: str = "bridge", **kw) -> NetContainer:
+    return start_container(["sleep", "60"], name, mode, network=NET, **kw)
 
 
-def server(name: str, **kw) -> network.NetContainer:
+def server(name: str, **kw) -> NetContainer:
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        return network.start_container(network.nettool_argv("serve", "--port", "80"), name, network=NET,
+        return start_container(nettool_argv("serve", "--port", "80"), name, network=NET,
                                        stdout=devnull, **kw)
     finally:
         os.close(devnull)
@@ -51,7 +52,7 @@ def run_client(name: str, *args: str) -> tuple[dict, str]:
     """A container running the lab's TCP client; returns what it printed (JSON) and its address."""
     read_fd, write_fd = os.pipe()
     try:
-        with network.start_container(network.nettool_argv(*args), name, network=NET, stdout=write_fd) as client:
+        with start_container(nettool_argv(*args), name, network=NET, stdout=write_fd) as client:
             os.close(write_fd)
             write_fd = -1
             assert client.proc.wait(timeout=20) == 0
@@ -180,11 +181,33 @@ def test_modes_refuse_the_wrong_namespace_and_bad_ports():
     assert network.PortMapping.parse("53/udp") == network.PortMapping(53, 53, "udp")
 
 
+def test_one_parser_reads_every_form_of_a_published_port():
+    from labctl.containers import spec
+    PortMapping = network.PortMapping
+    assert PortMapping.parse("127.0.0.1:8080:80") == PortMapping(8080, 80, "tcp", "127.0.0.1")
+    assert PortMapping.parse("10.0.0.1:5353:53/udp") == PortMapping(5353, 53, "udp", "10.0.0.1")
+    for mapping in (PortMapping(8080, 80), PortMapping(5353, 53, "udp", "10.0.0.1")):
+        assert PortMapping.parse(str(mapping)) == mapping   # what an Attachment's to_dict() stores
+    for bad in ("80:http", "foo:8080:80", "1:2:3:4", "0:80", "8080:70000", "8080:80/sctp", ""):
+        with pytest.raises(LabError, match="bad published port"):
+            spec.parse_port(bad)   # the container spec's -p is the same parser
+    stored = spec.ContainerSpec("busybox", ["true"], [], "/", "", "h", ports=[spec.parse_port("8080:80")])
+    assert spec.ContainerSpec.from_json(json.loads(json.dumps(stored.to_json()))).ports == [PortMapping(8080, 80)]
+
+
+def test_the_cli_offers_the_modes_attach_accepts():
+    help_text = run_labctl("run", "--help").stdout
+    assert f"{', '.join(network.MODES)} (default: none)" in " ".join(help_text.split())
+    with pytest.raises(LabError, match="published ports need network mode bridge"):
+        network.check_mode("none", ["8080:80"])
+
+
 WORKER = """
 import json, sys
 from labctl import network
+from labctl.demos.network import start_container
 net = network.Network("labtest6", "10.203.66.0/24")
-box = network.start_container(["sleep", "60"], sys.argv[1], network=net)
+box = start_container(["sleep", "60"], sys.argv[1], network=net)
 print(json.dumps({"pid": box.pid, "address": box.address, "host_link": box.attachment.host_link}), flush=True)
 sys.stdin.read()
 box.stop()
@@ -218,11 +241,12 @@ def test_twenty_concurrent_containers_get_twenty_distinct_addresses():
 CHURN = """
 import sys
 from labctl import network
+from labctl.demos.network import start_container
 net = network.Network("labtest6", "10.203.66.0/24")
 print("started", flush=True)
 while True:
     up = network.create_upstream("lab-t6-churn", "10.204.66.4/30")
-    box = network.start_container(["sleep", "60"], "lab-t6-churn", publish=["28766:80"], network=net)
+    box = start_container(["sleep", "60"], "lab-t6-churn", publish=["28766:80"], network=net)
     box.stop()
     up.remove()
 """

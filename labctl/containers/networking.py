@@ -1,4 +1,4 @@
-"""The container's network (step 6), through labctl.network: the one integration point with that module.
+"""The container's network (step 6), through labctl.network: the one integration point with that package.
 
   none    a new network namespace with only `lo` (PID 1 brings it up itself: no netlink library needed)
   host    no network namespace: the host's interfaces, ports and /etc/hosts
@@ -8,42 +8,36 @@
 /etc/hosts, /etc/hostname and /etc/resolv.conf are files in the container's directory, bind-mounted by
 PID 1 before the network exists; in bridge mode they are rewritten in place (the bind mount pins the
 inode, so no rename) once the address is known, still before the command runs.
+
+`labctl run` imports this module in every mode, so it takes from labctl.network only the modes and
+the /etc files (standard library only); attach() and detach() load the rest (pyroute2) for bridge mode.
 """
 from __future__ import annotations
 
-
-from labctl.errors import LabError
-
-MODES = ("none", "host", "bridge")
+from labctl.network import check_mode
+from labctl.network.etcfiles import etc_contents
 
 
 def needs_namespace(mode: str) -> bool:
-    if mode not in MODES:
-        raise LabError(f"unknown network mode {mode!r}", "use --network none, host or bridge")
+    """Whether the mode gives the container a network namespace of its own (all but host)."""
+    check_mode(mode)
     return mode != "host"
 
 
 def etc_files(mode: str, hostname: str) -> dict[str, str]:
-    """The first content of /etc/hosts, /etc/hostname and /etc/resolv.conf. Bridge and host mode take
-    it from network.etc_contents; mode none writes the same three lines itself, because importing
-    labctl.network (ipaddress, subprocess, threading) would cost `labctl run` ~25 ms for nothing."""
-    if mode != "none":
-        from labctl.network import etc_contents
-        return etc_contents(hostname, None, "none" if mode == "bridge" else mode, hostname)
-    return {"/etc/hosts": f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n",
-            "/etc/resolv.conf": "# network mode none: no nameserver\n", "/etc/hostname": hostname + "\n"}
+    """The first content of /etc/hosts, /etc/hostname and /etc/resolv.conf. In bridge mode the address
+    is not known yet: the files start as mode none's and attach() rewrites them."""
+    return etc_contents(hostname, None, "none" if mode == "bridge" else mode, hostname)
 
 
 def attach(mode: str, container_name: str, hostname: str, pid: int, ports: list, files: dict[str, str]) -> dict | None:
     """Bridge mode: connect PID 1's network namespace, rewrite the /etc files with its address.
     Returns what detach() needs (stored in the container's record), None for the other modes."""
     if mode != "bridge":
-        if ports:
-            raise LabError("published ports need --network bridge", "add --network bridge, or drop -p")
+        check_mode(mode, ports)
         return None
     from labctl import network
-    att = network.attach(pid, container_name, mode, publish=[f"{p.host_port}:{p.container_port}/{p.protocol}"
-                                                             for p in ports], hostname=hostname)
+    att = network.attach(pid, container_name, mode, publish=ports, hostname=hostname)
     for target, text in att.etc_text().items():
         if target in files:
             with open(files[target], "w") as f:   # in place: PID 1 has this inode bind-mounted

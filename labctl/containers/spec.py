@@ -17,6 +17,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from labctl.errors import LabError
+from labctl.network.ports import PortMapping
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -28,14 +29,6 @@ class Mount:
     source: str          # host path, volume name, or "" for tmpfs
     target: str
     readonly: bool = False
-
-
-@dataclass
-class Port:
-    host_port: int
-    container_port: int
-    protocol: str = "tcp"
-    host_ip: str = "127.0.0.1"
 
 
 @dataclass
@@ -66,7 +59,7 @@ class ContainerSpec:
     network: str = "none"
     limits: Limits = field(default_factory=Limits)
     mounts: list[Mount] = field(default_factory=list)
-    ports: list[Port] = field(default_factory=list)
+    ports: list[PortMapping] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -76,7 +69,7 @@ class ContainerSpec:
         data = dict(data)
         data["limits"] = Limits(**data.get("limits", {}))
         data["mounts"] = [Mount(**m) for m in data.get("mounts", [])]
-        data["ports"] = [Port(**p) for p in data.get("ports", [])]
+        data["ports"] = [PortMapping(**p) for p in data.get("ports", [])]
         return cls(**data)
 
 
@@ -163,20 +156,7 @@ def parse_tmpfs(text: str) -> Mount:
     return Mount("tmpfs", "", os.path.normpath(target))
 
 
-def parse_port(text: str) -> Port:
-    """-p [IP:]HOST:CONTAINER[/tcp|udp]. The lab publishes on loopback only, so IP defaults to 127.0.0.1."""
-    proto = "tcp"
-    if "/" in text:
-        text, proto = text.rsplit("/", 1)
-    parts = text.split(":")
-    try:
-        if len(parts) == 2:
-            return Port(int(parts[0]), int(parts[1]), proto)
-        if len(parts) == 3:
-            return Port(int(parts[1]), int(parts[2]), proto, parts[0])
-    except ValueError:
-        pass
-    raise LabError(f"bad -p {text!r}", "write -p HOSTPORT:CONTAINERPORT, e.g. -p 8080:80")
+parse_port = PortMapping.parse   # -p [IP:]HOST:CONTAINER[/tcp|udp]: the one parser is labctl.network.ports
 
 
 # ---------------------------------------------------------------------------------------------

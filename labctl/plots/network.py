@@ -1,6 +1,6 @@
 """Figures for step 6: latency and throughput over the bridge vs loopback; packets counted on each veth.
 
-Each function takes the dict network.measure_paths() returns and gives a matplotlib Figure.
+Each function takes the dict labctl.demos.network.measure_paths() returns and gives a matplotlib Figure.
 """
 from __future__ import annotations
 

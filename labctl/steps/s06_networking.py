@@ -12,6 +12,7 @@ from labctl.steps import checking
 from labctl.kernel import namespaces
 from labctl import network, state, ui
 from labctl.demos import nettool
+from labctl.demos.network import nettool_argv, start_container
 from labctl.errors import CheckFailed
 
 TITLE = "networking: netns, veth, bridge, NAT, ports"
@@ -57,7 +58,7 @@ def _client_output(name: str, net: network.Network, *args: str) -> str:
     """Start a container running the lab's TCP client; return its output line."""
     read_fd, write_fd = os.pipe()
     try:
-        with network.start_container(network.nettool_argv(*args), name, network=net, stdout=write_fd) as box:
+        with start_container(nettool_argv(*args), name, network=net, stdout=write_fd) as box:
             ui.kernel(f"container {name}: host PID {box.pid}, eth0 {box.address}/{net.prefixlen} "
                       f"(veth {box.attachment.host_link} on {net.bridge})")
             os.close(write_fd)
@@ -77,8 +78,8 @@ def demo() -> None:
     ui.say(f"Starting container [bold]web[/bold] (a TCP server, `python -m labctl.demos.nettool serve --port 80`) "
            f"in new net+UTS namespaces, attached to bridge {net.bridge} with -p {port}:80:")
     devnull = os.open(os.devnull, os.O_WRONLY)
-    web = network.start_container(network.nettool_argv("serve", "--port", "80"), "web", publish=[f"{port}:80"],
-                                  network=net, stdout=devnull)
+    web = start_container(nettool_argv("serve", "--port", "80"), "web", publish=[f"{port}:80"], network=net,
+                          stdout=devnull)
     os.close(devnull)
     upstream = None
     server = None
@@ -163,7 +164,7 @@ def check(command: list[str]) -> list[str]:
         for rec in reversed(records):
             state.undo_record(rec)
         network.remove_network(net)
-        network._forget_records("veth", ifname=host_ifname)  # also those the reference's plug() wrote
+        network.forget_records("veth", ifname=host_ifname)  # also those the reference's plug() wrote
     return verified
 
 
