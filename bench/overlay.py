@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from labctl.images import archive as imageimport, ocilayout
+from labctl.demos import overlay as measurements
 from labctl.kernel import overlay
 from labctl.images.store import ImageStore
 
@@ -62,14 +63,14 @@ def main() -> None:
               f"{median_time(create_remove) * 1e3:.1f} ms")
 
         sizes = [1 << 20, 16 << 20, 64 << 20, 256 << 20]
-        runs = [overlay.measure_copy_up(sizes) for _ in range(3)]
+        runs = [measurements.measure_copy_up(sizes) for _ in range(3)]
         for i, size in enumerate(sizes):
             first = statistics.median(r[i].first_write_s for r in runs)
             later = statistics.median(r[i].later_write_s for r in runs)
             print(f"copy-up {size >> 20:4d} MiB: first write {first * 1e3:7.2f} ms, later {later * 1e3:.3f} ms, "
                   f"ratio {first / later:,.0f}x")
 
-        points = overlay.measure_sharing(store, "localhost/busybox:latest", 20, prefix=f"lab-bench-s{os.getpid()}")
+        points = measurements.measure_sharing(store, "localhost/busybox:latest", 20, prefix=f"lab-bench-s{os.getpid()}")
         last = points[-1]
         print(f"20 busybox containers on disk: {last.shared_bytes / 1e6:.2f} MB with shared layers, "
               f"{last.copies_bytes / 1e6:.2f} MB as full copies (ratio {last.copies_bytes / last.shared_bytes:.1f}x)")

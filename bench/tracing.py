@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from labctl.tracing import Scope, tracer_for  # noqa: E402
+from labctl.tracing import KINDS, Scope, tracer_for  # noqa: E402
 from labctl.tracing.buildtrace import BuildTracer  # noqa: E402
 from labctl.demos.workload import ShellContainer  # noqa: E402
 from labctl.kernel.syscalls import CLONE_NEWNS, CLONE_NEWPID, setns  # noqa: E402
@@ -64,7 +64,6 @@ def run_measured(argv: list[str], container_pid: int | None) -> tuple[float, flo
         raise RuntimeError(f"{argv} failed with status {status}")
     return time.perf_counter() - start, usage.ru_utime + usage.ru_stime
 
-KINDS = ("exec", "open", "syscalls", "net", "oom")
 SYSCALL_LOOP = ["dd", "if=/dev/zero", "of=/dev/null", "bs=1", "count=200000"]   # 400 000 syscalls
 EXEC_LOOP = ["sh", "-c", "i=0; while [ $i -lt 300 ]; do /bin/true; i=$((i+1)); done"]   # 300 fork+exec
 

@@ -10,13 +10,9 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 from dataclasses import asdict, dataclass
 
 from labctl.kernel.syscalls import NAMESPACE_FLAGS
-
-PROVISION = "run vagrant/provision.sh as root"
-
 
 @dataclass
 class Row:
@@ -120,58 +116,11 @@ def delete_links(names: list[str]) -> None:
             subprocess.run(["ip", "link", "del", name], capture_output=True)
 
 
-def check_tracefs() -> Row:
-    if os.path.isdir("/sys/kernel/tracing/events"):
-        return Row("tracefs", "pass", "mounted at /sys/kernel/tracing")
-    return Row("tracefs", "fail", "/sys/kernel/tracing is not mounted (bcc needs it for tracepoints)",
-               "mount -t tracefs tracefs /sys/kernel/tracing")
-
-
-def kernel_headers() -> tuple[str, str]:
-    """("exact" | "fallback" | "missing", detail) for /lib/modules/$(uname -r)/build."""
-    release = platform.release()
-    build = f"/lib/modules/{release}/build"
-    uts = os.path.join(build, "include/generated/utsrelease.h")
-    if not os.path.exists(uts):
-        return "missing", f"{build} has no headers"
-    with open(uts) as f:
-        text = f.read()
-    version = text.split('"')[1] if '"' in text else "?"
-    if version == release:
-        return "exact", f"headers for {release}"
-    return "fallback", f"headers of {version} linked in for kernel {release}"
-
-
-def check_headers() -> Row:
-    kind, detail = kernel_headers()
-    if kind == "exact":
-        return Row("kernel headers", "pass", detail)
-    if kind == "fallback":
-        return Row("kernel headers", "warn", detail + " (fine for tracepoints)",
-                   f"install linux-headers-{platform.release()} where the distribution has it")
-    return Row("kernel headers", "fail", detail, PROVISION + " (it installs or links headers)")
-
-
-BCC_PROBE = r"""
-from bcc import BPF
-b = BPF(text='TRACEPOINT_PROBE(sched, sched_process_exec) { return 0; }')
-b.cleanup()
-print("compiled")
-"""
-
-
-def check_bcc() -> Row:
-    try:
-        out = subprocess.run([sys.executable, "-c", BCC_PROBE], capture_output=True, text=True, timeout=60)
-    except subprocess.TimeoutExpired:
-        return Row("bcc", "fail", "compiling a test program took over 60 s", PROVISION)
-    if out.returncode == 0 and "compiled" in out.stdout:
-        return Row("bcc", "pass", "imported, compiled and loaded a tracepoint program")
-    if "No module named 'bcc'" in out.stderr:
-        return Row("bcc", "fail", "python module bcc not importable",
-                   "apt-get install python3-bpfcc; the venv needs --system-site-packages")
-    last = (out.stderr.strip().splitlines() or ["unknown error"])[-1]
-    return Row("bcc", "fail", f"could not compile a program: {last[:120]}", PROVISION)
+def check_tracing() -> list[Row]:
+    """tracefs, kernel headers and bcc, probed by labctl.tracing itself (the same probes every tracer
+    runs before loading a program); bcc is asked to compile and load one program."""
+    from labctl.tracing import requirements
+    return [Row(*finding) for finding in requirements.diagnose(compile_program=True)]
 
 
 def check_btf() -> Row:
@@ -211,8 +160,7 @@ def check_lab_image() -> Row:
 def run_all() -> list[Row]:
     rows = [check_root(), check_kernel(), *check_namespaces(), *check_cgroups(), check_overlayfs()]
     rows.append(check_veth_bridge())
-    rows += [check_tracefs(), check_headers(), check_bcc(), check_btf(), check_kprobes(), *check_tools(),
-             check_lab_image()]
+    rows += [*check_tracing(), check_btf(), check_kprobes(), *check_tools(), check_lab_image()]
     return rows
 
 

@@ -17,6 +17,7 @@ copy-up costs. Everything here calls `labctl.kernel.overlay` and `labctl.images.
 from pathlib import Path
 from labctl.images import archive as imageimport
 from labctl.kernel import overlay
+from labctl.demos import overlay as measurements
 from labctl import state
 from labctl.images.store import ImageStore
 
@@ -62,14 +63,14 @@ print("mounted after remove:", state.is_mountpoint(str(root.merged)))"""),
 Start 1..20 container roots of busybox (each writes a 4 KiB file), and measure the disk actually used
 (`st_blocks`, each inode once), against copying each root filesystem in full."""),
     new_code_cell("""from labctl.plots import overlay as overlay_plots
-points = overlay.measure_sharing(store, "localhost/busybox:latest", 20, prefix=f"lab-nb4s-{os.getpid()}")
-image_bytes = sum(overlay.disk_usage(d) for d in store.layer_dirs("localhost/busybox:latest"))
+points = measurements.measure_sharing(store, "localhost/busybox:latest", 20, prefix=f"lab-nb4s-{os.getpid()}")
+image_bytes = sum(measurements.disk_usage(d) for d in store.layer_dirs("localhost/busybox:latest"))
 print(f"20 containers: {points[-1].shared_bytes/1e6:.2f} MB shared vs {points[-1].copies_bytes/1e6:.2f} MB as copies")
 overlay_plots.sharing_figure(points, image_bytes);"""),
     new_markdown_cell("""## The cost of copy-up
 The first write to a lower-layer file copies the **whole** file into the upper layer, whatever the
 write's size; later writes go straight to the copy."""),
-    new_code_cell("""timings = overlay.measure_copy_up([1 << 20, 4 << 20, 16 << 20, 64 << 20, 128 << 20])
+    new_code_cell("""timings = measurements.measure_copy_up([1 << 20, 4 << 20, 16 << 20, 64 << 20, 128 << 20])
 for t in timings:
     print(f"{t.size_bytes >> 20:4d} MiB: first write {t.first_write_s*1e3:7.2f} ms, later {t.later_write_s*1e3:.3f} ms")
 overlay_plots.copy_up_figure(timings);"""),

@@ -16,10 +16,11 @@ import pytest
 from helpers import run_labctl
 from layerbuild import entry as e, layer, rich_image
 from labctl.images import archive as imageimport, ocilayout
+from labctl.demos import overlay as measurements
 from labctl.kernel import overlay
 from labctl import state
 from labctl.errors import LabError
-from labctl.images.store import ImageStore
+from labctl.images.store import ImageStore, remove_image
 
 
 def tree(root: Path) -> dict[str, tuple]:
@@ -110,13 +111,13 @@ def test_containers_share_lower_layers_and_add_only_their_upper(store, tmp_path,
         roots.append(overlay.ContainerRoot.create(store, "localhost/busybox:latest", f"lab-t4-share-{i}"))
     lowerdirs = {overlay.mount_options(r.merged)["lowerdir"] for r in roots}
     assert len(lowerdirs) == 1  # one set of lower directories for all four
-    layer_bytes = overlay.disk_usage(store.root / "layers")
+    layer_bytes = measurements.disk_usage(store.root / "layers")
     for r in roots:
         (r.merged / "tmp/note").write_bytes(b"x" * 10000)
-    uppers = [overlay.disk_usage(r.upper) for r in roots]
+    uppers = [measurements.disk_usage(r.upper) for r in roots]
     assert all(u < 64 * 1024 for u in uppers), uppers
     assert layer_bytes > 1_000_000  # busybox itself, on disk once
-    assert overlay.disk_usage(store.root / "layers") == layer_bytes
+    assert measurements.disk_usage(store.root / "layers") == layer_bytes
 
 
 def test_remove_unmounts_and_deletes_and_cleanup_does_too(store, tmp_path):
@@ -139,8 +140,8 @@ def test_rmi_refuses_while_a_container_uses_the_image_and_gc_keeps_its_layers(st
     root = overlay.ContainerRoot.create(store, "localhost/layered:latest", "lab-t4-rmi")
     roots.append(root)
     with pytest.raises(LabError, match="used by container"):
-        imageimport.remove_image(store, "localhost/layered:latest")
-    imageimport.remove_image(store, "localhost/layered:latest", force=True)
+        remove_image(store, "localhost/layered:latest")
+    remove_image(store, "localhost/layered:latest", force=True)
     assert store.refs() == {}
     assert all(store.has_layer(d) for d in root.diff_ids)   # still mounted, still there
     assert (root.merged / "srv/data/new.txt").exists()
@@ -221,10 +222,10 @@ def test_check_catches_layers_in_image_order(tmp_path):
 def test_measurements_and_plots(store, tmp_path):
     from labctl.plots import overlay as plots
     _import(store, tmp_path, {"busybox": ocilayout.busybox_image()})
-    points = overlay.measure_sharing(store, "localhost/busybox:latest", 3, prefix="lab-t4-plot")
+    points = measurements.measure_sharing(store, "localhost/busybox:latest", 3, prefix="lab-t4-plot")
     assert [p.containers for p in points] == [1, 2, 3]
     assert points[-1].copies_bytes > 2.5 * points[-1].shared_bytes   # three copies vs one + three uppers
-    timings = overlay.measure_copy_up([1 << 20, 8 << 20], later_writes=3)
+    timings = measurements.measure_copy_up([1 << 20, 8 << 20], later_writes=3)
     assert all(t.first_write_s > t.later_write_s for t in timings)
     for fig in (plots.sharing_figure(points, 2_000_000), plots.copy_up_figure(timings)):
         ax = fig.axes[0]

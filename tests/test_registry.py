@@ -22,7 +22,7 @@ import pytest
 from conftest import REPO, SESSION_PIDS
 from helpers import run_labctl
 from helpers import run_labctl as run_cli
-from labctl.images import store as imagestore, labregistry, ocilayout, reference, distribution as registry
+from labctl.images import store as imagestore, labregistry, mediatypes, ocilayout, reference, distribution as registry
 from labctl import state
 from labctl.images.tokenserver import TokenServer
 
@@ -152,6 +152,50 @@ def test_invalid_reference_is_one_clear_line(text):
 
 
 # ---------------------------------------------------------------------------------------------
+# Media types, platforms and challenges, read without a registry
+
+
+def _index(*platforms: dict) -> dict:
+    manifests = [{"mediaType": mediatypes.MEDIA_OCI_MANIFEST, "digest": f"sha256:{i:064x}", "size": 1,
+                  "platform": p} for i, p in enumerate(platforms)]
+    # an attestation beside the images (as BuildKit writes them): not an image manifest, never chosen
+    manifests.append({"mediaType": "application/vnd.in-toto+json", "digest": "sha256:" + "f" * 64, "size": 1,
+                      "platform": {"os": "unknown", "architecture": "unknown"}})
+    return {"schemaVersion": 2, "mediaType": mediatypes.MEDIA_OCI_INDEX, "manifests": manifests}
+
+
+def test_index_entry_is_chosen_by_platform_exact_variant_first():
+    index = _index({"os": "linux", "architecture": "amd64"}, {"os": "linux", "architecture": "arm64"},
+                   {"os": "linux", "architecture": "arm64", "variant": "v8"},
+                   {"os": "linux", "architecture": "arm", "variant": "v7"})
+    choose = mediatypes.choose_manifest
+    assert choose(index, mediatypes.parse_platform("linux/arm64/v8"))["digest"] == f"sha256:{2:064x}"
+    assert choose(index, mediatypes.parse_platform("linux/arm64"))["digest"] == f"sha256:{1:064x}"
+    assert choose(index, mediatypes.Platform("linux", "amd64"))["digest"] == f"sha256:{0:064x}"
+    with pytest.raises(mediatypes.NoMatchingPlatform) as err:
+        choose(index, mediatypes.parse_platform("linux/arm/v6"), fix="pick another")
+    assert "it offers: linux/amd64, linux/arm64, linux/arm64/v8, linux/arm/v7)" in str(err.value)
+    assert err.value.fix == "pick another"
+
+
+@pytest.mark.parametrize("text", ["linux", "linux/", "/amd64", "linux/arm64/v8/extra"])
+def test_invalid_platform_is_refused_with_the_form_to_use(text):
+    from labctl.errors import LabError
+    with pytest.raises(LabError, match="OS/ARCH"):
+        mediatypes.parse_platform(text)
+
+
+def test_challenge_parameters_are_parsed_with_quotes_and_commas():
+    from labctl.images import auth
+    scheme, params = auth.parse_challenge('Bearer realm="https://auth.example/token",service="reg",'
+                                          'scope="repository:lab/a:pull,push", error=insufficient_scope')
+    assert scheme == "bearer"
+    assert params == {"realm": "https://auth.example/token", "service": "reg",
+                      "scope": "repository:lab/a:pull,push", "error": "insufficient_scope"}
+    assert auth.parse_challenge('Basic realm="Registry \\"lab\\""') == ("basic", {"realm": 'Registry "lab"'})
+
+
+# ---------------------------------------------------------------------------------------------
 # Anonymous pulls, formats, platforms
 
 
@@ -170,7 +214,7 @@ def test_oci_and_docker_v2s2_pull_to_the_same_root_filesystem(anonymous, tmp_pat
         from labctl.kernel.overlay import ContainerRoot
         roots.append(ContainerRoot.create(store, result.reference, container))
     try:
-        assert media == [imagestore.MEDIA_OCI_MANIFEST, imagestore.MEDIA_DOCKER_MANIFEST]
+        assert media == [mediatypes.MEDIA_OCI_MANIFEST, mediatypes.MEDIA_DOCKER_MANIFEST]
         for root in roots:
             assert state.is_mountpoint(str(root.merged))
         a, b = (tree(r.merged) for r in roots)
@@ -182,15 +226,15 @@ def test_oci_and_docker_v2s2_pull_to_the_same_root_filesystem(anonymous, tmp_pat
             root.remove()
 
 
-@pytest.mark.parametrize("name, index_type", [("multiarch", imagestore.MEDIA_OCI_INDEX),
-                                              ("multiarch-v2s2", imagestore.MEDIA_DOCKER_LIST)])
+@pytest.mark.parametrize("name, index_type", [("multiarch", mediatypes.MEDIA_OCI_INDEX),
+                                              ("multiarch-v2s2", mediatypes.MEDIA_DOCKER_LIST)])
 def test_index_resolves_to_the_host_platform_and_platform_flag_picks_another(anonymous, store, name, index_type):
     import http.client
     conn = http.client.HTTPConnection(anonymous.host)
-    conn.request("HEAD", f"/v2/lab/{name}/manifests/latest", headers={"Accept": registry.ACCEPT})
+    conn.request("HEAD", f"/v2/lab/{name}/manifests/latest", headers={"Accept": mediatypes.ACCEPT})
     assert conn.getresponse().getheader("Content-Type") == index_type     # what the registry serves
     conn.close()
-    host = registry.host()
+    host = mediatypes.host()
     result = registry.pull(f"{anonymous.host}/lab/{name}", store=store, progress=False)
     assert result.platform == str(host)
     assert store.config(result.reference)["architecture"] == host.architecture
@@ -198,7 +242,7 @@ def test_index_resolves_to_the_host_platform_and_platform_flag_picks_another(ano
     assert arm.digest != result.digest
     cfg = store.read_json(store.read_json(arm.digest)["config"]["digest"])
     assert (cfg["architecture"], cfg.get("variant")) == ("arm64", "v8")
-    with pytest.raises(registry.RegistryError, match="no manifest for linux/s390x"):
+    with pytest.raises(mediatypes.NoMatchingPlatform, match="no manifest for linux/s390x"):
         registry.pull(f"{anonymous.host}/lab/{name}", store=store, platform="linux/s390x", progress=False)
 
 
@@ -306,7 +350,7 @@ def test_bearer_token_pull_verified_by_the_registry(bearer, store):
     claims = bearer.tokens.issued[issued]
     assert claims["sub"] == USER and claims["aud"] == bearer.tokens.service
     assert claims["access"] == [{"type": "repository", "name": "lab/multiarch", "actions": ["pull"]}]
-    assert store.config(result.reference)["architecture"] == registry.host().architecture
+    assert store.config(result.reference)["architecture"] == mediatypes.host().architecture
     cli = run_labctl("pull", f"{bearer.host}/lab/busybox", "--username", USER, input=PASSWORD + "\n")
     assert cli.returncode == 0, cli.stderr
     assert f"{bearer.host}/lab/busybox:latest" in imagestore.ImageStore().refs()

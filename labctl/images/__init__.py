@@ -2,14 +2,18 @@
 
 One concern per module:
   reference.py     `registry/repo:tag@digest` parsed and normalised, as Docker does
-  mediatypes.py    the media types of manifests, indexes, configs and layers; platform matching
-  distribution.py  the OCI distribution client: auth challenge, manifests, digest-verified blobs (pull)
-  auth.py          credentials (`labctl login`) and the bearer-token dance
+  mediatypes.py    the media types of indexes, manifests, configs and layers (OCI and Docker names);
+                   platforms, and choosing this machine's manifest from an index
+  distribution.py  the OCI distribution client (`labctl pull`): manifests, digest-verified blobs, retries
+  auth.py          credentials (`labctl login`), the WWW-Authenticate challenge, the bearer-token exchange
   labregistry.py   the lab's own registry: Debian's docker-registry, started and seeded locally
   tokenserver.py   a token server for that registry (RS256 JWTs), as Docker Hub's auth service
-  ocilayout.py     OCI image layouts written from directories (the lab's images are built here)
-  archive.py       OCI layouts, oci-archive and docker-archive read into the store (`labctl import`)
-  store.py         the content-addressed store: blobs by digest, refs, unpacked layers, garbage collection
+  ocilayout.py     OCI images built locally (layers, config, manifest, index) and written as OCI layouts:
+                   the lab's own images are made here
+  archive.py       OCI layouts, oci-archive and docker-archive read into the store (`labctl import`,
+                   `labctl prepare`)
+  store.py         the content-addressed store: blobs by digest, refs, unpacked layers, garbage
+                   collection (`labctl rmi`)
   layers.py        safe layer unpacking: no traversal, no links out, OCI whiteouts to overlay whiteouts
-  labimage.py      the embedded busybox root filesystem every step can use without a network
+  labimage.py      the busybox root filesystem built locally, which every step can use without a network
 """

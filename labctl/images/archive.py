@@ -17,7 +17,6 @@ import hashlib
 import io
 import json
 import os
-import platform
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +24,10 @@ from typing import BinaryIO, Callable
 
 from labctl import state
 from labctl.errors import LabError
-from labctl.images.store import (MEDIA_DOCKER_CONFIG, MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX,
-                               ImageStore, sha256_digest)
-
-REF_NAME = "org.opencontainers.image.ref.name"
-MEDIA_DOCKER_LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
+from labctl.images import mediatypes, ocilayout
+from labctl.images.mediatypes import MEDIA_DOCKER_CONFIG, MEDIA_DOCKER_LAYER_TAR, MEDIA_DOCKER_MANIFEST
+from labctl.images.store import ImageStore, sha256_digest
+from labctl.images.store import remove_image  # noqa: F401  (labctl/client and steps/s07 import it from here)
 
 
 @dataclass
@@ -38,12 +36,6 @@ class Imported:
     manifest_digest: str
     layers: int
     skipped: bool = False   # already in the store: nothing was written
-
-
-def host_platform() -> dict:
-    machine = platform.machine()
-    arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(machine, machine)
-    return {"os": "linux", "architecture": arch}
 
 
 def default_reference(name: str) -> str:
@@ -104,18 +96,10 @@ def _read_verified(opener: BlobOpener, descriptor: dict) -> bytes:
 
 def _select_manifest(opener: BlobOpener, descriptor: dict) -> dict:
     """Follow an index to the manifest for this machine's platform."""
-    if descriptor.get("mediaType") not in (MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST):
+    if descriptor.get("mediaType") not in mediatypes.INDEX_TYPES:
         return descriptor
     index = json.loads(_read_verified(opener, descriptor))
-    want = host_platform()
-    for entry in index.get("manifests", []):
-        p = entry.get("platform", {})
-        if p.get("os") == want["os"] and p.get("architecture") == want["architecture"]:
-            return _select_manifest(opener, entry)
-    have = ", ".join(f"{m.get('platform', {}).get('os')}/{m.get('platform', {}).get('architecture')}"
-                     for m in index.get("manifests", []))
-    raise LabError(f"the image has no {want['os']}/{want['architecture']} manifest (it has: {have})",
-                   "import an image built for this machine")
+    return mediatypes.choose_manifest(index, mediatypes.host(), fix="import an image built for this machine")
 
 
 def import_manifest(store: ImageStore, opener: BlobOpener, descriptor: dict, reference: str) -> Imported:
@@ -150,7 +134,7 @@ def import_layout(store: ImageStore, layout: str | os.PathLike, name: str | None
             raise LabError(f"{layout} is not an OCI image layout (no index.json)",
                            "give a directory made by `skopeo copy ... oci:DIR:NAME` or umoci") from None
     opener = opener or _layout_opener(layout)
-    entries = {m.get("annotations", {}).get(REF_NAME, m["digest"]): m for m in index.get("manifests", [])}
+    entries = ocilayout.tagged_entries(index)
     if name is not None:
         if name not in entries:
             raise LabError(f"no image named {name!r} in {layout} (it has: {', '.join(entries) or 'none'})",
@@ -224,35 +208,9 @@ def import_path(store: ImageStore, spec: str, reference: str | None = None) -> l
 
 def import_lab_images(store: ImageStore | None = None) -> list[Imported]:
     """The lab's own images (labctl/images/ocilayout.py) as localhost/NAME:latest; quick when already there."""
-    from labctl.images import ocilayout
     store = store or ImageStore()
     out = []
     for name, what in ocilayout.lab_images().items():
-        images = what if isinstance(what, list) else [what]
-        blobs: dict[str, bytes] = {}
-        for image in images:
-            blobs.update(image.blobs())
-        if isinstance(what, list):
-            top = ocilayout.index_blob(images)
-            media = MEDIA_OCI_INDEX
-        else:
-            top = what.manifest_blob()
-            media = ocilayout.MEDIA_OCI_MANIFEST
-        blobs[sha256_digest(top)] = top
-        desc = {"mediaType": media, "digest": sha256_digest(top), "size": len(top)}
+        blobs, desc = ocilayout.tag_blobs(what)
         out.append(import_manifest(store, lambda d: io.BytesIO(blobs[d]), desc, default_reference(name)))
     return out
-
-
-def remove_image(store: ImageStore, reference: str, force: bool = False) -> list[str]:
-    """`labctl rmi`: drop the reference (refusing while a container root filesystem uses that image,
-    unless force), then collect blobs and layers nothing references. Returns what was removed."""
-    from labctl.kernel import overlay
-    digest = store.resolve(reference)
-    users = overlay.images_in_use().get(digest, [])
-    still_named = [r for r, d in store.refs().items() if d == digest and r != reference]
-    if users and not force and not still_named:
-        raise LabError(f"image {reference} is used by container(s) {', '.join(users)}",
-                       "remove those containers first (their layers stay while they exist)")
-    store.remove_ref(reference)
-    return store.garbage_collect()

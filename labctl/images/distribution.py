@@ -1,6 +1,7 @@
 """Pulling images: a client of the OCI distribution protocol, as registries really serve it.
 
-One pull, request by request:
+One pull, request by request (answering the challenge is auth.py's part; the media types and the
+choice of a platform are mediatypes.py's):
   GET /v2/                              is this a registry? 200, or 401 with a WWW-Authenticate challenge
   (Bearer) GET <realm>?service=S&scope=repository:NAME:pull     -> {"token": JWT}, sent as
                                         `Authorization: Bearer JWT` from then on
@@ -17,13 +18,9 @@ stdlib only (http.client): every request is visible here, nothing is hidden in a
 """
 from __future__ import annotations
 
-import base64
-import contextlib
 import http.client
 import json
-import platform as host_platform
 import random
-import re
 import socket
 import sys
 import threading
@@ -33,119 +30,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
-from labctl.images import store as imagestore, reference as references
+import labctl
 from labctl import state
-from labctl.errors import LabError
-from labctl.images.store import (MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST,
-                               ImageStore)
+from labctl.images import auth, store as imagestore, reference as references
+from labctl.images.auth import AuthError, RegistryError
+from labctl.images.auth import save_credentials  # noqa: F401  (labctl/client's `login` imports it from here)
+from labctl.images.mediatypes import (ACCEPT, INDEX_TYPES, MANIFEST_TYPES, MEDIA_DOCKER_SCHEMA1, Platform,
+                                      choose_manifest, host, parse_platform)
+from labctl.images.store import ImageStore
 
-MEDIA_DOCKER_SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json",
-                        "application/vnd.docker.distribution.manifest.v1+prettyjws")
-ACCEPT = ", ".join((MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST, MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST))
-INDEX_TYPES = (MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST)
-MANIFEST_TYPES = (MEDIA_OCI_MANIFEST, MEDIA_DOCKER_MANIFEST)
 MAX_MANIFEST_BYTES = 4 << 20        # what registries accept; larger is not a manifest
 CHUNK = 64 << 10
-USER_AGENT = "labctl/0.1 (kernel-primitives-lab)"
-RETRY_STATUSES = (429, 500, 502, 503, 504)
+USER_AGENT = f"labctl/{labctl.__version__} (kernel-primitives-lab)"
 DROPPED = (ConnectionError, http.client.IncompleteRead, http.client.RemoteDisconnected,
            http.client.BadStatusLine, socket.timeout, TimeoutError)
-
-
-class RegistryError(LabError):
-    pass
-
-
-class AuthError(RegistryError):
-    pass
-
-
-# ---------------------------------------------------------------------------------------------
-# Platforms
-
-
-@dataclass(frozen=True)
-class Platform:
-    os: str
-    architecture: str
-    variant: str | None = None
-
-    def __str__(self) -> str:
-        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
-
-    def matches(self, entry: dict) -> bool:
-        """Does an index entry's `platform` serve this platform? arm64 without a variant means v8."""
-        if entry.get("os") != self.os or entry.get("architecture") != self.architecture:
-            return False
-        theirs = entry.get("variant") or ("v8" if self.architecture == "arm64" else None)
-        mine = self.variant or ("v8" if self.architecture == "arm64" else None)
-        return mine is None or theirs == mine
-
-
-_MACHINES = {"x86_64": ("amd64", None), "amd64": ("amd64", None), "aarch64": ("arm64", "v8"),
-             "arm64": ("arm64", "v8"), "armv7l": ("arm", "v7"), "armv6l": ("arm", "v6"),
-             "i686": ("386", None), "i386": ("386", None), "ppc64le": ("ppc64le", None),
-             "s390x": ("s390x", None), "riscv64": ("riscv64", None)}
-
-
-def host() -> Platform:
-    """This machine's platform, named as OCI names them (uname -m x86_64 is amd64)."""
-    machine = host_platform.machine()
-    arch, variant = _MACHINES.get(machine, (machine, None))
-    return Platform("linux", arch, variant)
-
-
-def parse_platform(text: str) -> Platform:
-    parts = text.split("/")
-    if not 2 <= len(parts) <= 3 or not all(parts):
-        raise LabError(f"invalid platform {text!r}", "write it as OS/ARCH[/VARIANT], e.g. linux/arm64/v8")
-    return Platform(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
-
-
-def choose_manifest(index: dict, wanted: Platform) -> dict:
-    """The index entry for `wanted` (an exact variant match first); a clear error if there is none."""
-    entries = [m for m in index.get("manifests", []) if m.get("mediaType", MEDIA_OCI_MANIFEST) in MANIFEST_TYPES
-               and "platform" in m]
-    exact = [m for m in entries if m["platform"].get("os") == wanted.os
-             and m["platform"].get("architecture") == wanted.architecture
-             and m["platform"].get("variant") == wanted.variant]
-    found = exact or [m for m in entries if wanted.matches(m["platform"])]
-    if not found:
-        offered = ", ".join(str(Platform(m["platform"].get("os", "?"), m["platform"].get("architecture", "?"),
-                                         m["platform"].get("variant"))) for m in entries) or "none"
-        raise RegistryError(f"the image has no manifest for {wanted} (it offers: {offered})",
-                            "choose one of those with --platform OS/ARCH[/VARIANT]")
-    return found[0]
-
-
-# ---------------------------------------------------------------------------------------------
-# Credentials: <state>/auth.json, mode 0600 (they are passwords)
-
-
-def _auth_path():
-    return state.state_dir() / "auth.json"
-
-
-def save_credentials(registry: str, username: str, password: str) -> None:
-    with state.locked("auth"):
-        entries = load_all_credentials()
-        entries[registry] = {"auth": base64.b64encode(f"{username}:{password}".encode()).decode()}
-        state.atomic_write_json(_auth_path(), {"auths": entries}, mode=0o600)
-
-
-def load_all_credentials() -> dict:
-    try:
-        return json.loads(_auth_path().read_text()).get("auths", {})
-    except FileNotFoundError:
-        return {}
-
-
-def load_credentials(registry: str) -> tuple[str, str] | None:
-    entry = load_all_credentials().get(registry)
-    if not entry:
-        return None
-    user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-    return user, password
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,22 +78,6 @@ class PullLog:
 
 
 # ---------------------------------------------------------------------------------------------
-# WWW-Authenticate
-
-
-_PARAM = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*,?')
-
-
-def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
-    """`Bearer realm="https://auth",service="reg",scope="repository:x:pull"` -> ("bearer", {...})."""
-    scheme, _, rest = header.strip().partition(" ")
-    params = {}
-    for m in _PARAM.finditer(rest):
-        params[m.group(1).lower()] = m.group(2).replace('\\"', '"') if m.group(2) is not None else m.group(3)
-    return scheme.lower(), params
-
-
-# ---------------------------------------------------------------------------------------------
 # The client
 
 
@@ -213,17 +95,18 @@ class Response:
 
 
 class Client:
-    """One registry, one repository: GET /v2/, authentication, manifests, blobs."""
+    """One registry, one repository: GET /v2/, authentication (auth.login), manifests, blobs."""
+    RETRY_STATUSES = (429, 500, 502, 503, 504)
 
     def __init__(self, ref: references.Reference, credentials: tuple[str, str] | None = None,
                  log: PullLog | None = None, retries: int = 4, backoff: float = 0.1, timeout: float = 30.0):
         self.ref = ref
         self.base = f"{'http' if ref.insecure else 'https'}://{ref.api_host}"
-        self.credentials = credentials if credentials is not None else load_credentials(ref.registry)
+        self.credentials = credentials if credentials is not None else auth.load_credentials(ref.registry)
         self.log = log or PullLog()
         self.retries, self.backoff, self.timeout = retries, backoff, timeout
-        self.authorization: str | None = None     # the header value for the registry's own host
-        self.scheme: str | None = None
+        self.authorization: str | None = None     # the header value for the registry's own host (auth.login)
+        self.scheme: str | None = None            # the challenge's scheme: basic, bearer, or None
         self._logged_in = False
         self._conns = threading.local()
 
@@ -242,28 +125,34 @@ class Client:
         if conn:
             conn.close()
 
+    def _send(self, method: str, url: str, headers: dict) -> http.client.HTTPResponse:
+        """One request on this thread's connection to the URL's host, with both ends in the log.
+        A connection that failed is dropped, so the next request opens a fresh one."""
+        parts = urllib.parse.urlsplit(url)
+        conn = self._connection(parts.scheme, parts.netloc)
+        started = self.log.add("request", f"{method} {url}", method=method, url=url,
+                               auth=headers.get("Authorization", "").split(" ")[0] or None)
+        try:
+            conn.request(method, parts.path + (f"?{parts.query}" if parts.query else ""),
+                         headers=dict(headers, **{"User-Agent": USER_AGENT}))
+            raw = conn.getresponse()
+        except BaseException:
+            self._drop_connection(parts.scheme, parts.netloc)
+            raise
+        self.log.add("response", f"{raw.status} {raw.reason} ← {method} {url}", method=method, url=url,
+                     status=raw.status, started=started.t, length=int(raw.headers.get("Content-Length") or 0))
+        return raw
+
     def _once(self, method: str, url: str, headers: dict, authorization: str | None) -> Response:
         """One request, following redirects. The registry's Authorization header goes only to the
         registry's own scheme://host:port: a redirect to blob storage elsewhere must not receive it."""
         registry = urllib.parse.urlsplit(self.base)
         for _ in range(6):
             parts = urllib.parse.urlsplit(url)
-            send = dict(headers, **{"User-Agent": USER_AGENT})
+            send = dict(headers)
             if authorization and (parts.scheme, parts.netloc) == (registry.scheme, registry.netloc):
                 send["Authorization"] = authorization
-            conn = self._connection(parts.scheme, parts.netloc)
-            path = parts.path + (f"?{parts.query}" if parts.query else "")
-            started = self.log.add("request", f"{method} {url}", method=method, url=url,
-                                   auth=send.get("Authorization", "").split(" ")[0] or None)
-            try:
-                conn.request(method, path, headers=send)
-                raw = conn.getresponse()
-            except BaseException:
-                self._drop_connection(parts.scheme, parts.netloc)
-                raise
-            self.log.add("response", f"{raw.status} {raw.reason} ← {method} {url}", method=method, url=url,
-                         status=raw.status, started=started.t,
-                         length=int(raw.headers.get("Content-Length") or 0))
+            raw = self._send(method, url, send)
             if raw.status in (301, 302, 303, 307, 308) and raw.headers.get("Location"):
                 raw.read()
                 url = urllib.parse.urljoin(url, raw.headers["Location"])
@@ -286,7 +175,7 @@ class Client:
                                         "is the registry running? `labctl registry status`") from None
                 self._pause(attempt, None, f"connection failed ({exc.__class__.__name__})")
                 continue
-            if resp.status in RETRY_STATUSES and attempt < self.retries:
+            if resp.status in self.RETRY_STATUSES and attempt < self.retries:
                 resp.read()
                 self._pause(attempt, resp.headers.get("Retry-After"), f"HTTP {resp.status}")
                 continue
@@ -301,103 +190,17 @@ class Client:
                      delay=delay)
         time.sleep(delay)
 
-    # -- authentication --------------------------------------------------------------------------
-    def _basic(self) -> str:
-        user, password = self.credentials
-        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-    def login(self, scope: str | None = None) -> None:
-        """GET /v2/ and answer its challenge: Basic credentials, or a Bearer token for `scope`."""
-        resp = self.request("GET", f"{self.base}/v2/")
-        resp.read()
-        if resp.status == 200:
-            self.scheme = None
-            self.log.add("challenge", "GET /v2/ answered 200: this registry needs no authentication")
-            return
-        if resp.status in RETRY_STATUSES:
-            raise RegistryError(f"{self.base}/v2/ answered {resp.status} {self.retries + 1} times: the registry "
-                                "is failing or overloaded", "try again later, and look at the registry's log")
-        if resp.status != 401:
-            raise RegistryError(f"{self.base}/v2/ answered {resp.status}: not an OCI registry",
-                                "check the registry address and port")
-        header = resp.headers.get("WWW-Authenticate", "")
-        self.scheme, params = parse_challenge(header)
-        self.log.add("challenge", f"401 with WWW-Authenticate: {header}", scheme=self.scheme, **params)
-        if self.scheme == "basic":
-            if not self.credentials:
-                raise AuthError(f"{self.ref.registry} needs a username and password (HTTP Basic)",
-                                f"`labctl login {self.ref.registry} --username USER --password-stdin`, "
-                                "or pass --username to pull")
-            self.authorization = self._basic()
-            resp = self.request("GET", f"{self.base}/v2/", authorization=self.authorization)
-            resp.read()
-            if resp.status == 401:
-                raise self._wrong_password()
-            self.log.add("auth", f"Basic credentials for {self.credentials[0]!r} accepted")
-        elif self.scheme == "bearer":
-            self.authorization = "Bearer " + self._token(params, scope)
-        else:
-            raise AuthError(f"{self.ref.registry} asks for {self.scheme!r} authentication, which labctl does "
-                            "not speak", "use a registry with Basic or Bearer (token) authentication")
-
-    def _wrong_password(self) -> AuthError:
-        return AuthError(f"{self.ref.registry} refused the username {self.credentials[0]!r} and its password",
-                         f"check them, then `labctl login {self.ref.registry} --username USER --password-stdin`")
-
-    def _token(self, challenge: dict, scope: str | None) -> str:
-        """The token dance: GET realm?service=...&scope=..., with Basic credentials if we have some."""
-        realm = challenge.get("realm")
-        if not realm:
-            raise AuthError("the Bearer challenge has no realm", "the registry's auth is misconfigured")
-        query = {"service": challenge.get("service", "")} if challenge.get("service") else {}
-        if scope:
-            query["scope"] = scope
-        url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
-        realm_parts = urllib.parse.urlsplit(realm)
-        auth = self._basic() if self.credentials else None
-        if realm_parts.scheme != "https" and realm_parts.hostname not in ("127.0.0.1", "localhost", "::1") \
-                and auth:
-            raise AuthError(f"the token realm {realm} is plain HTTP on another host: credentials not sent",
-                            "use a registry whose token server speaks HTTPS")
-        headers = {}
-        if auth:
-            headers["Authorization"] = auth
-        resp = self._token_request(url, headers)
-        body = resp.read(1 << 20)
-        if resp.status == 401:
-            if self.credentials:
-                raise self._wrong_password()
-            raise AuthError(f"the token server of {self.ref.registry} wants credentials",
-                            f"`labctl login {self.ref.registry} --username USER --password-stdin`")
-        if resp.status != 200:
-            raise AuthError(f"the token server {realm} answered {resp.status}", "is the token server running?")
-        answer = json.loads(body)
-        token = answer.get("token") or answer.get("access_token")
-        if not token:
-            raise AuthError(f"the token server {realm} sent no token", "the registry's auth is misconfigured")
-        self.log.add("token", f"token for scope {scope or '(none)'} from {realm}"
-                     + (f" as {self.credentials[0]!r}" if self.credentials else " (anonymous)"),
-                     claims=_jwt_claims(token), expires_in=answer.get("expires_in"))
-        return token
-
-    def _token_request(self, url: str, headers: dict) -> Response:
-        # The realm is another host: send its request as-is (its Authorization is the user's, on purpose).
-        parts = urllib.parse.urlsplit(url)
+    def token_request(self, url: str, headers: dict) -> Response:
+        """GET from the token server (auth.login's Bearer exchange). The realm is another host: its
+        request is sent as given (its Authorization is the user's own, on purpose), without following
+        redirects; a dropped connection is retried."""
         for attempt in range(self.retries + 1):
             try:
-                conn = self._connection(parts.scheme, parts.netloc)
-                t = self.log.add("request", f"GET {url}", method="GET", url=url,
-                                 auth=headers.get("Authorization", "").split(" ")[0] or None).t
-                conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""),
-                             headers=dict(headers, **{"User-Agent": USER_AGENT}))
-                raw = conn.getresponse()
-                self.log.add("response", f"{raw.status} {raw.reason} ← GET {url}", method="GET", url=url,
-                             status=raw.status, started=t, length=int(raw.headers.get("Content-Length") or 0))
+                raw = self._send("GET", url, headers)
                 return Response(raw.status, raw.headers, raw, url)
             except DROPPED:
-                self._drop_connection(parts.scheme, parts.netloc)
                 if attempt == self.retries:
-                    raise AuthError(f"the token server {parts.netloc} is unreachable",
+                    raise AuthError(f"the token server {urllib.parse.urlsplit(url).netloc} is unreachable",
                                     "is it running?") from None
                 self._pause(attempt, None, "token server connection failed")
         raise AssertionError("unreachable")
@@ -405,12 +208,12 @@ class Client:
     def _authorized(self, method: str, path: str, headers: dict | None = None) -> Response:
         if not self._logged_in:
             self._logged_in = True
-            self.login(scope=f"repository:{self.ref.repository}:pull")
+            auth.login(self, scope=f"repository:{self.ref.repository}:pull")
         resp = self.request(method, f"{self.base}{path}", headers, self.authorization)
         if resp.status == 401 and self.scheme == "bearer":
             # Tokens expire (Docker Hub's after 300 s): fetch a new one once.
             resp.read()
-            self.login(scope=f"repository:{self.ref.repository}:pull")
+            auth.login(self, scope=f"repository:{self.ref.repository}:pull")
             resp = self.request(method, f"{self.base}{path}", headers, self.authorization)
         return resp
 
@@ -480,9 +283,12 @@ class Client:
                 self.log.add("blob-done", f"{what} {digest[:19]}: sha256 and size ({size} bytes) verified",
                              digest=digest, size=size, what=what)
                 return digest
-            except DROPPED as exc:
-                u = urllib.parse.urlsplit(self.base)
-                self._drop_connection(u.scheme, u.netloc)
+            except BaseException as exc:
+                # a cut, a mismatch or an error status may leave unread bytes on the connection: never reuse it
+                registry = urllib.parse.urlsplit(self.base)
+                self._drop_connection(registry.scheme, registry.netloc)
+                if not isinstance(exc, DROPPED):
+                    raise
                 if attempt == self.retries:
                     raise RegistryError(
                         f"the download of {what} {digest} was cut off {attempt + 1} times "
@@ -490,24 +296,11 @@ class Client:
                         "the connection to the registry keeps dropping: check the network, then pull again") \
                         from None
                 self._pause(attempt, None, f"{what} {digest[:19]} cut off ({exc.__class__.__name__})")
-            except BaseException:
-                # a mismatch or an error status may leave unread bytes on the connection: never reuse it
-                u = urllib.parse.urlsplit(self.base)
-                self._drop_connection(u.scheme, u.netloc)
-                raise
         raise AssertionError("unreachable")
 
     def close(self) -> None:
         for conn in self._conns.__dict__.get("pool", {}).values():
             conn.close()
-
-
-def _jwt_claims(token: str) -> dict:
-    """The claims of a JWT, decoded for display (not verified: the registry verifies it)."""
-    with contextlib.suppress(Exception):
-        payload = token.split(".")[1]
-        return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    return {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -539,8 +332,7 @@ def pull(image: str, *, store: ImageStore | None = None, platform: str | Platfor
         if media_type in INDEX_TYPES:
             index = json.loads(body)
             entry = choose_manifest(index, wanted)
-            chosen = str(Platform(entry["platform"]["os"], entry["platform"]["architecture"],
-                                  entry["platform"].get("variant")))
+            chosen = str(Platform.of_entry(entry))
             log.add("platform", f"index lists {len(index.get('manifests', []))} manifests; "
                     f"{chosen} matches {wanted}: {entry['digest']}", chosen=chosen, wanted=str(wanted),
                     digest=entry["digest"])
@@ -595,16 +387,8 @@ def _fetch_parallel(client: Client, store: ImageStore, layers: list[tuple[str, d
             return d["size"]
         with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(layers)))) as pool:
             futures = [pool.submit(one, item) for item in layers]
-            errors = []
-            total = 0
-            for f in futures:
-                try:
-                    total += f.result()
-                except Exception as exc:
-                    errors.append(exc)
-            if errors:
-                raise errors[0]
-            return total
+        # Leaving the pool waited for every download: the first failure, if any, is raised here.
+        return sum(f.result() for f in futures)
     finally:
         if bars:
             bars.stop()
@@ -615,7 +399,7 @@ def check_login(registry: str, username: str, password: str) -> str:
     ref = references.parse(f"{registry}/login-check")
     client = Client(ref, (username, password))
     try:
-        client.login(scope=None)
+        auth.login(client, scope=None)
         return client.scheme or "none"
     finally:
         client.close()

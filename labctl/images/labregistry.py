@@ -23,7 +23,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from labctl.images import ocilayout
+from labctl.images import mediatypes, ocilayout
 from labctl import state
 from labctl.errors import LabError, MissingRequirementError
 
@@ -181,11 +181,11 @@ def seed(server_host: str, layout: str | os.PathLike, names: list[str] | None = 
          creds: tuple[str, str] | None = None, docker_v2s2: bool = False, namespace: str = LAB_NAMESPACE,
          suffix: str = "") -> list[str]:
     """Push images from an OCI layout into a registry as NAMESPACE/NAME{suffix}:latest."""
-    names = names or list(ocilayout.read_layout_index(layout))
+    tags = ocilayout.read_layout_index(layout)
     pushed = []
-    for name in names:
+    for name in names or list(tags):
         target = f"{server_host}/{namespace}/{name}{suffix}:latest"
-        is_index = ocilayout.read_layout_index(layout)[name]["mediaType"] == ocilayout.MEDIA_OCI_INDEX
+        is_index = tags[name]["mediaType"] in mediatypes.INDEX_TYPES
         skopeo_copy(f"oci:{layout}:{name}", f"docker://{target}", creds=creds, all_images=is_index,
                     docker_v2s2=docker_v2s2)   # an index becomes a Docker manifest list
         pushed.append(target)

@@ -258,24 +258,9 @@ def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, tree: _Tree, r
         dir_times.append((parts, member))
         return
     *dirs, name = parts
-
-    # Whiteouts: OCI's `.wh.` files become OverlayFS's character devices and opaque xattrs.
-    if name == OPAQUE_MARKER:
-        with tree.parent(member.name, dirs) as fd:
-            os.setxattr(fd, OPAQUE_XATTR, b"y")
-        result.opaque_dirs.append("/".join(dirs) or "/")
+    if name == OPAQUE_MARKER or name.startswith(WHITEOUT_PREFIX):
+        _unpack_whiteout(member, tree, dirs, name, result)
         return
-    if name.startswith(WHITEOUT_PREFIX):
-        hidden = name[len(WHITEOUT_PREFIX):]
-        if hidden in ("", ".", "..") or hidden.startswith(WHITEOUT_PREFIX):
-            raise LayerRejected(member.name, f"is a whiteout for {hidden!r}, which points outside its directory")
-        with tree.parent(member.name, dirs) as fd:
-            _remove_existing(fd, hidden, keep_dir=False)
-            os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=fd)
-            os.utime(hidden, ns=(int(member.mtime * 1e9),) * 2, dir_fd=fd, follow_symlinks=False)
-        result.whiteouts.append("/".join(dirs + [hidden]))
-        return
-
     with tree.parent(member.name, dirs) as fd:
         if member.isdir():
             _remove_existing(fd, name, keep_dir=True)
@@ -299,21 +284,7 @@ def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, tree: _Tree, r
             os.symlink(member.linkname, name, dir_fd=fd)
             _set_metadata(member, fd, name)
         elif member.islnk():
-            target = split_member_name(member.linkname)
-            if not target:
-                raise LayerRejected(member.name, "is a hardlink to the layer root")
-            with tree.parent(member.name, target[:-1], create=False) as tfd:
-                try:
-                    st = os.stat(target[-1], dir_fd=tfd, follow_symlinks=False)
-                except FileNotFoundError:
-                    raise LayerRejected(member.name, f"is a hardlink to {member.linkname!r}, which is not "
-                                                     "in this layer") from None
-                if stat.S_ISDIR(st.st_mode):
-                    raise LayerRejected(member.name, "is a hardlink to a directory")
-                if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-                    raise LayerRejected(member.name, "is a hardlink to a device node or whiteout")
-                _remove_existing(fd, name, keep_dir=False)
-                os.link(target[-1], name, src_dir_fd=tfd, dst_dir_fd=fd, follow_symlinks=False)
+            _hardlink(member, tree, fd, name)
         elif member.isfifo():
             _remove_existing(fd, name, keep_dir=False)
             os.mkfifo(name, 0o600, dir_fd=fd)
@@ -321,8 +292,7 @@ def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, tree: _Tree, r
         elif member.ischr() and (member.devmajor, member.devminor) == (0, 0):
             # OverlayFS's own whiteout form, as some tools export it: the same as `.wh.NAME`
             _remove_existing(fd, name, keep_dir=False)
-            os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=fd)
-            os.utime(name, ns=(int(member.mtime * 1e9),) * 2, dir_fd=fd, follow_symlinks=False)
+            _make_whiteout(fd, name, member.mtime)
             result.whiteouts.append("/".join(parts))
         elif member.ischr() or member.isblk():
             kind = "character" if member.ischr() else "block"
@@ -330,3 +300,45 @@ def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, tree: _Tree, r
                                              "images may not carry device nodes")
         else:
             raise LayerRejected(member.name, f"has tar type {member.type!r}, which the lab does not unpack")
+
+
+def _unpack_whiteout(member: tarfile.TarInfo, tree: _Tree, dirs: list[str], name: str,
+                     result: UnpackResult) -> None:
+    """OCI's `.wh.` entries become OverlayFS's whiteouts: an opaque xattr, or a character device 0/0."""
+    if name == OPAQUE_MARKER:
+        with tree.parent(member.name, dirs) as fd:
+            os.setxattr(fd, OPAQUE_XATTR, b"y")
+        result.opaque_dirs.append("/".join(dirs) or "/")
+        return
+    hidden = name[len(WHITEOUT_PREFIX):]
+    if hidden in ("", ".", "..") or hidden.startswith(WHITEOUT_PREFIX):
+        raise LayerRejected(member.name, f"is a whiteout for {hidden!r}, which points outside its directory")
+    with tree.parent(member.name, dirs) as fd:
+        _remove_existing(fd, hidden, keep_dir=False)
+        _make_whiteout(fd, hidden, member.mtime)
+    result.whiteouts.append("/".join(dirs + [hidden]))
+
+
+def _make_whiteout(dir_fd: int, name: str, mtime: float) -> None:
+    """mknod(2) S_IFCHR 0/0: the file OverlayFS reads as "deleted from the layers below"."""
+    os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=dir_fd)
+    os.utime(name, ns=(int(mtime * 1e9),) * 2, dir_fd=dir_fd, follow_symlinks=False)
+
+
+def _hardlink(member: tarfile.TarInfo, tree: _Tree, fd: int, name: str) -> None:
+    """link(2) to a file this layer already unpacked: never to a directory, a device or a whiteout."""
+    target = split_member_name(member.linkname)
+    if not target:
+        raise LayerRejected(member.name, "is a hardlink to the layer root")
+    with tree.parent(member.name, target[:-1], create=False) as tfd:
+        try:
+            st = os.stat(target[-1], dir_fd=tfd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise LayerRejected(member.name, f"is a hardlink to {member.linkname!r}, which is not "
+                                             "in this layer") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise LayerRejected(member.name, "is a hardlink to a directory")
+        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            raise LayerRejected(member.name, "is a hardlink to a device node or whiteout")
+        _remove_existing(fd, name, keep_dir=False)
+        os.link(target[-1], name, src_dir_fd=tfd, dst_dir_fd=fd, follow_symlinks=False)

@@ -26,12 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labctl.images import store as imagestore
-from labctl.images.store import MEDIA_OCI_CONFIG, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST, sha256_digest
+from labctl.images.mediatypes import (MEDIA_OCI_CONFIG, MEDIA_OCI_INDEX, MEDIA_OCI_LAYER, MEDIA_OCI_LAYER_GZIP,
+                                      MEDIA_OCI_LAYER_ZSTD, MEDIA_OCI_MANIFEST)
+from labctl.images.store import sha256_digest
 
-MEDIA_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-MEDIA_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
-MEDIA_OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
-REF_NAME = "org.opencontainers.image.ref.name"
+REF_NAME = "org.opencontainers.image.ref.name"   # the annotation that names a tag in index.json
 EPOCH = 0  # fixed timestamps make every build of the same content the same digest
 
 
@@ -166,6 +165,21 @@ def index_blob(images: list[Image]) -> bytes:
     return _canonical({"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX, "manifests": manifests})
 
 
+def tag_blobs(what: Image | list[Image]) -> tuple[dict[str, bytes], dict]:
+    """Every blob of one tag, an Image (one manifest) or a list (an index of them), by digest; and the
+    descriptor of its top document (the manifest or the index), which is where a reader starts."""
+    images = what if isinstance(what, list) else [what]
+    blobs: dict[str, bytes] = {}
+    for image in images:
+        blobs.update(image.blobs())
+    if isinstance(what, list):
+        top, media = index_blob(images), MEDIA_OCI_INDEX
+    else:
+        top, media = what.manifest_blob(), MEDIA_OCI_MANIFEST
+    blobs[sha256_digest(top)] = top
+    return blobs, {"mediaType": media, "digest": sha256_digest(top), "size": len(top)}
+
+
 def write_layout(dest: str | os.PathLike, tagged: dict[str, Image | list[Image]]) -> Path:
     """Write an OCI layout directory holding each tag: an Image (one manifest) or a list (an index)."""
     dest = Path(dest)
@@ -173,21 +187,12 @@ def write_layout(dest: str | os.PathLike, tagged: dict[str, Image | list[Image]]
     (dest / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
     entries = []
     for tag, what in tagged.items():
-        images = what if isinstance(what, list) else [what]
-        blobs: dict[str, bytes] = {}
-        for image in images:
-            blobs.update(image.blobs())
-        if isinstance(what, list):
-            top, media = index_blob(images), MEDIA_OCI_INDEX
-        else:
-            top, media = what.manifest_blob(), MEDIA_OCI_MANIFEST
-        blobs[sha256_digest(top)] = top
+        blobs, top = tag_blobs(what)
         for digest, data in blobs.items():
             path = dest / "blobs" / "sha256" / digest.split(":")[1]
             if not path.exists():
                 path.write_bytes(data)
-        entries.append({"mediaType": media, "digest": sha256_digest(top), "size": len(top),
-                        "annotations": {REF_NAME: tag}})
+        entries.append(dict(top, annotations={REF_NAME: tag}))
     (dest / "index.json").write_text(json.dumps({"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX,
                                                  "manifests": entries}, indent=2))
     return dest
@@ -242,10 +247,14 @@ def lab_images() -> dict[str, Image | list[Image]]:
     return {"busybox": busybox_image(), "layered": whiteout_image(), "multiarch": multiplatform_images()}
 
 
-def read_layout_index(layout: str | os.PathLike) -> dict[str, dict]:
-    """{tag: descriptor} from an OCI layout's index.json (entries without a ref name are keyed by digest)."""
-    index = json.loads((Path(layout) / "index.json").read_text())
+def tagged_entries(index: dict) -> dict[str, dict]:
+    """{tag: descriptor} from a layout's index.json document (entries without a ref name are keyed by digest)."""
     return {m.get("annotations", {}).get(REF_NAME, m["digest"]): m for m in index.get("manifests", [])}
+
+
+def read_layout_index(layout: str | os.PathLike) -> dict[str, dict]:
+    """{tag: descriptor} from an OCI layout directory's index.json."""
+    return tagged_entries(json.loads((Path(layout) / "index.json").read_text()))
 
 
 def layout_blob(layout: str | os.PathLike, digest: str) -> bytes:

@@ -33,14 +33,6 @@ from pathlib import Path
 from labctl import state
 from labctl.errors import LabError
 
-MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MEDIA_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-MEDIA_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-
-
 class DigestMismatch(LabError):
     def __init__(self, expected: str, actual: str, what: str = "blob"):
         super().__init__(f"{what} digest mismatch: expected {expected}, got {actual}; nothing was stored",
@@ -336,3 +328,17 @@ class ImageStore:
             for leftover in (self.root / "tmp").iterdir():  # from a crashed unpack: no writer is running
                 shutil.rmtree(leftover, ignore_errors=True)
         return removed
+
+
+def remove_image(store: ImageStore, reference: str, force: bool = False) -> list[str]:
+    """`labctl rmi`: drop the reference (refusing while a container root filesystem uses that image,
+    unless force), then collect blobs and layers nothing references. Returns what was removed."""
+    from labctl.kernel import overlay
+    digest = store.resolve(reference)
+    users = overlay.images_in_use().get(digest, [])
+    still_named = [r for r, d in store.refs().items() if d == digest and r != reference]
+    if users and not force and not still_named:
+        raise LabError(f"image {reference} is used by container(s) {', '.join(users)}",
+                       "remove those containers first (their layers stay while they exist)")
+    store.remove_ref(reference)
+    return store.garbage_collect()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import matplotlib
 import matplotlib.ticker
 
-from labctl.kernel.overlay import CopyUpTiming, SharingPoint
+from labctl.demos.overlay import CopyUpTiming, SharingPoint
 
 
 def _pyplot():

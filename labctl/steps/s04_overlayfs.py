@@ -9,6 +9,7 @@ from pathlib import Path
 
 from labctl.steps import checking
 from labctl.images import archive as imageimport
+from labctl.demos import overlay as measurements
 from labctl.kernel import overlay
 from labctl import state, ui
 from labctl.images.store import ImageStore
@@ -85,7 +86,7 @@ def demo() -> None:
         root.remove()
 
     ui.say("4. Five containers of one image share its layers; each adds only its upper layer:")
-    points = overlay.measure_sharing(store, "localhost/busybox:latest", 5, prefix=f"lab-demo4s-{os.getpid()}")
+    points = measurements.measure_sharing(store, "localhost/busybox:latest", 5, prefix=f"lab-demo4s-{os.getpid()}")
     rows = [(p.containers, f"{p.shared_bytes / 1e6:.2f} MB", f"{p.copies_bytes / 1e6:.2f} MB") for p in points]
     ui.table(("containers", "layers shared (overlay)", "full copies"), rows,
              title="Disk used (st_blocks of every file, each inode once)")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from labctl.steps import checking
-from labctl.images import store as imagestore, labregistry, distribution as registry
+from labctl.images import store as imagestore, labregistry, mediatypes, distribution as registry
 from labctl import state, ui
 from labctl.errors import LabError
 
@@ -170,8 +170,8 @@ def reference(argv: list[str]) -> int:
     client = registry.Client(registry.references.parse(f"{host}/{repository}:{tag}"))
     try:
         body, media_type, digest = client.manifest(tag)
-        if media_type in registry.INDEX_TYPES:
-            entry = registry.choose_manifest(json.loads(body), registry.host())
+        if media_type in mediatypes.INDEX_TYPES:
+            entry = mediatypes.choose_manifest(json.loads(body), mediatypes.host())
             body, media_type, digest = client.manifest(entry["digest"])
         out.mkdir(parents=True, exist_ok=True)
         (out / "manifest.json").write_bytes(body)

@@ -20,6 +20,7 @@ that process and every descendant (sched:sched_process_fork adds each child to a
 the syscalls on a list (raw_syscalls:sys_enter, with the string arguments copied from user memory)
 together with their return value (raw_syscalls:sys_exit). Which syscalls, and which of their
 arguments are strings, is a map Python fills: the C does not need to know syscall numbers.
+What each recorded call meant for the container is buildcalls.py's part.
 """
 from __future__ import annotations
 
@@ -27,10 +28,10 @@ import contextlib
 import ctypes
 import os
 import time
-from dataclasses import dataclass, field
 
-from labctl.tracing import Tracer
+from labctl.tracing.buildcalls import Call, annotate
 from labctl.tracing.syscount import syscall_name, syscall_number
+from labctl.tracing.tracer import Tracer
 
 PROGRAM = r"""
 #define NARGS 5          /* arguments kept (mount has five) */
@@ -124,62 +125,6 @@ RECORDED = {
     "mkdir": (0,), "mkdirat": (1,), "rmdir": (0,), "close": (), "execve": (0,),
 }
 
-# Flag names, from <linux/sched.h>, <linux/mount.h> and <linux/fs.h>.
-CLONE_FLAGS = [(0x00000100, "CLONE_VM"), (0x00000200, "CLONE_FS"), (0x00000400, "CLONE_FILES"),
-               (0x00000800, "CLONE_SIGHAND"), (0x00004000, "CLONE_VFORK"), (0x00010000, "CLONE_THREAD"),
-               (0x00020000, "CLONE_NEWNS"), (0x00200000, "CLONE_CHILD_CLEARTID"),
-               (0x01000000, "CLONE_CHILD_SETTID"), (0x02000000, "CLONE_NEWCGROUP"),
-               (0x04000000, "CLONE_NEWUTS"), (0x08000000, "CLONE_NEWIPC"), (0x10000000, "CLONE_NEWUSER"),
-               (0x20000000, "CLONE_NEWPID"), (0x40000000, "CLONE_NEWNET"), (0x00000080, "CLONE_NEWTIME")]
-NAMESPACE_FLAGS = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | \
-    0x40000000 | 0x00000080
-MOUNT_FLAGS = [(0x1, "MS_RDONLY"), (0x2, "MS_NOSUID"), (0x4, "MS_NODEV"), (0x8, "MS_NOEXEC"),
-               (0x20, "MS_REMOUNT"), (0x1000, "MS_BIND"), (0x2000, "MS_MOVE"), (0x4000, "MS_REC"),
-               (1 << 17, "MS_UNBINDABLE"), (1 << 18, "MS_PRIVATE"), (1 << 19, "MS_SLAVE"), (1 << 20, "MS_SHARED")]
-UMOUNT_FLAGS = [(0x1, "MNT_FORCE"), (0x2, "MNT_DETACH"), (0x4, "MNT_EXPIRE"), (0x8, "UMOUNT_NOFOLLOW")]
-SOCKET_FAMILIES = {1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6", 16: "AF_NETLINK", 17: "AF_PACKET"}
-NETLINK_PROTOCOLS = {0: "NETLINK_ROUTE", 12: "NETLINK_NETFILTER", 16: "NETLINK_GENERIC"}
-CGROUP_ROOT = "/sys/fs/cgroup"
-
-
-def decode_flags(value: int, table: list[tuple[int, str]], rest_as_signal: bool = False) -> str:
-    names = [name for bit, name in table if value & bit]
-    rest = value & ~sum(bit for bit, _ in table)
-    if rest:
-        if rest_as_signal and rest < 65:
-            import signal
-            with contextlib.suppress(ValueError):
-                names.append(signal.Signals(rest).name)
-                rest = 0
-        if rest:
-            names.append(hex(rest))
-    return "|".join(names) or "0"
-
-
-@dataclass
-class Call:
-    """One recorded syscall of the lab's process tree."""
-    ts: int
-    pid: int
-    comm: str
-    name: str
-    ret: int
-    args: list[int]
-    strings: list[str]
-    deref: int = 0
-    duration: int = 0       # ns from entry to return
-    role: str = ""
-    text: str = ""          # the call as it would be written in C
-    step: int = 0           # the curriculum step that explains it
-    why: str = ""           # one line: what this call did for the container
-    extra: dict = field(default_factory=dict)
-
-    def as_dict(self, start_ns: int) -> dict:
-        return {"ms": round((self.ts - start_ns) / 1e6, 3), "took_ms": round(self.duration / 1e6, 3),
-                "pid": self.pid, "role": self.role,
-                "comm": self.comm, "syscall": self.name, "call": self.text, "ret": self.ret,
-                "step": self.step, "why": self.why}
-
 
 class BuildTracer(Tracer):
     """Records the RECORDED syscalls of one process and all its descendants."""
@@ -218,159 +163,6 @@ class BuildTracer(Tracer):
                    for i in range(NARGS)]
         return Call(raw["ts"], raw["pid"], raw["comm"], self.names.get(raw["nr"], syscall_name(raw["nr"])),
                     raw["ret"], list(raw["args"]), strings, raw["deref"], raw["duration"])
-
-
-def _ret(call: Call) -> str:
-    if call.ret < 0:
-        return f"-1 {os.strerror(-call.ret)}"
-    return str(call.ret)
-
-
-def _s(text: str) -> str:
-    return f'"{text}"'
-
-
-def annotate(calls: list[Call], root_pid: int) -> list[Call]:
-    """Keep the calls that build the container, and write each as C with its meaning and its step.
-
-    Roles: `labctl` is the builder process; a process it forks is the `helper` that unshares; a
-    child the helper forks after unshare(CLONE_NEWPID) is `PID 1` of the container.
-    """
-    roles = {root_pid: "labctl"}
-    new_pid_ns: set[int] = set()
-    cgroup_fds: dict[tuple[int, int], str] = {}
-    kept: list[Call] = []
-    for c in sorted(calls, key=lambda c: c.ts):
-        c.role = roles.get(c.pid, f"pid {c.pid}")
-        a, s = c.args, c.strings
-        if c.name in ("clone", "clone3", "fork", "vfork"):
-            flags = c.deref if c.name == "clone3" else (a[0] if c.name == "clone" else 0)
-            if c.ret > 0:
-                if c.pid in new_pid_ns:
-                    roles[c.ret] = "PID 1"
-                    c.why = "this child is PID 1 of the new PID namespace (unshare made it the next child's)"
-                elif c.role == "labctl":
-                    roles[c.ret] = "helper"
-                    c.why = "a helper process that will unshare and wait for the container"
-                else:
-                    roles[c.ret] = f"child of {c.role}"
-                    c.why = "a new process"
-            c.text = f"{c.name}({decode_flags(flags, CLONE_FLAGS, rest_as_signal=True)})"
-            if flags & NAMESPACE_FLAGS:
-                c.why = "a new process in new namespaces"
-            c.step = 1
-        elif c.name == "unshare":
-            c.text = f"unshare({decode_flags(a[0], CLONE_FLAGS)})"
-            c.why = "new namespaces for this process" + (" (PID: for its next child)" if a[0] & 0x20000000 else "")
-            if a[0] & 0x20000000 and c.ret == 0:
-                new_pid_ns.add(c.pid)
-            c.step = 1
-        elif c.name == "setns":
-            c.text = f"setns({a[0]}, {decode_flags(a[1], CLONE_FLAGS)})"
-            c.why, c.step = "join an existing namespace through its /proc/<pid>/ns file", 1
-        elif c.name == "sethostname":
-            c.text = f"sethostname({_s(s[0])}, {a[1]})"
-            c.why, c.step = "the container's own hostname, in its new UTS namespace", 1
-        elif c.name == "mount":
-            src = _s(s[0]) if a[0] else "NULL"
-            fstype = _s(s[2]) if a[2] else "NULL"
-            data = f", {_s(s[4])}" if a[4] and s[4] else ""
-            c.text = f"mount({src}, {_s(s[1])}, {fstype}, {decode_flags(a[3], MOUNT_FLAGS)}{data})"
-            c.why, c.step = _why_mount(s[0] if a[0] else "", s[1], s[2] if a[2] else "", a[3])
-        elif c.name == "umount2":
-            c.text = f"umount2({_s(s[0])}, {decode_flags(a[1], UMOUNT_FLAGS)})"
-            c.why, c.step = "detach the old root, stacked under the new one: no path leads to the host", 2
-            if c.duration > 2_000_000:
-                c.why += " (the kernel waits for an RCU grace period before it returns)"
-        elif c.name == "pivot_root":
-            c.text = f"pivot_root({_s(s[0])}, {_s(s[1])})"
-            c.why, c.step = "the container's root filesystem becomes / (the old root goes beneath it)", 2
-        elif c.name == "chroot":
-            c.text = f"chroot({_s(s[0])})"
-            c.why, c.step = "change the root directory only (escapable: step 2 shows how)", 2
-        elif c.name == "chdir":
-            c.text = f"chdir({_s(s[0])})"
-            c.why, c.step = ("step into the new root", 2) if s[0] == "/" else \
-                ("pivot_root works on the current directory", 2)
-            if not (s[0] == "/" or (kept and kept[-1].name == "mount")):
-                continue
-        elif c.name in ("mknodat", "mknod"):
-            path = s[1] if c.name == "mknodat" else s[0]
-            mode, dev = (a[2], a[3]) if c.name == "mknodat" else (a[1], a[2])
-            c.text = f"{c.name}({_s(path)}, S_IFCHR|{mode & 0o777:o}, makedev({os.major(dev)}, {os.minor(dev)}))"
-            c.why, c.step = f"device node {os.path.basename(path)} in the container's own /dev", 2
-        elif c.name == "socket":
-            family = SOCKET_FAMILIES.get(a[0], str(a[0]))
-            if family != "AF_NETLINK":
-                continue
-            c.text = f"socket(AF_NETLINK, {a[1]}, {NETLINK_PROTOCOLS.get(a[2], a[2])})"
-            c.why, c.step = "talk to the kernel's network stack (links, addresses, routes)", 6
-        elif c.name == "close":
-            cgroup_fds.pop((c.pid, a[0]), None)   # so a later file on the same number is not taken for it
-            continue
-        elif c.name == "openat":
-            if c.ret >= 0:
-                cgroup_fds.pop((c.pid, c.ret), None)
-            if not s[1].startswith(CGROUP_ROOT) or c.ret < 0:
-                continue
-            cgroup_fds[(c.pid, c.ret)] = s[1]
-            if not (a[2] & (os.O_WRONLY | os.O_RDWR)):
-                continue
-            c.text = f"openat(AT_FDCWD, {_s(s[1])}, O_WRONLY)"
-            c.why, c.step = "a cgroup control file, opened to write one value", 3
-            continue   # the write that follows says what was written, and where
-            c.why, c.step = "a cgroup file: the container's limits and membership", 3
-        elif c.name == "write":
-            path = cgroup_fds.get((c.pid, a[0]))
-            if path is None:
-                continue
-            value = s[1][:a[2]]
-            c.text = f"write({a[0]} /* {_cgroup_relative(path)} */, {_s(value)}, {a[2]})"
-            name = os.path.basename(path)
-            c.why = f"move process {value} into the cgroup" if name in ("cgroup.procs", "tasks") \
-                else f"set {name} of the container's cgroup"
-            c.step = 3
-        elif c.name in ("mkdir", "mkdirat", "rmdir"):
-            path = s[1] if c.name == "mkdirat" else s[0]
-            if not path.startswith(CGROUP_ROOT):
-                continue
-            c.text = f"{c.name}({_s(path)})"
-            c.why = ("a new cgroup is a new directory in the hierarchy" if c.name != "rmdir"
-                     else "an empty cgroup is removed with rmdir")
-            c.step = 3
-        elif c.name == "execve":
-            if c.ret == -2:
-                continue          # execvp trying each directory of $PATH
-            c.text = f"execve({_s(s[0])}, ...)"
-            c.why, c.step = f"{c.role} becomes the container's program" if c.role == "PID 1" \
-                else "run a program", 1
-        else:
-            continue
-        c.text = f"{c.text} = {_ret(c)}"
-        kept.append(c)
-    return kept
-
-
-def _cgroup_relative(path: str) -> str:
-    """/sys/fs/cgroup/memory/x/labctl/y/memory.max -> memory/.../y/memory.max (short enough to read)."""
-    parts = path[len(CGROUP_ROOT):].strip("/").split("/")
-    return "/".join(parts[:1] + (["..."] if len(parts) > 3 else []) + parts[-2:]) if len(parts) > 1 else path
-
-
-def _why_mount(source: str, target: str, fstype: str, flags: int) -> tuple[str, int]:
-    if flags & (1 << 18) and target == "/":
-        return "stop mount events propagating to and from the host (MS_PRIVATE)", 2
-    if flags & 0x20 and flags & 0x1:
-        return "remount read-only: the shared lab image stays unchanged", 2
-    if flags & 0x1000:
-        return "bind the root filesystem onto itself: pivot_root needs a mount point", 2
-    explain = {"proc": "a /proc for the new PID namespace: ps inside shows only the container",
-               "tmpfs": "an empty in-memory file system (a minimal /dev, /dev/shm or /tmp)",
-               "devpts": "the container's own pseudo-terminals (newinstance)",
-               "sysfs": "/sys, read-only", "overlay": "the image's layers stacked into one root (OverlayFS)",
-               "cgroup2": "the cgroup file system", "cgroup": "a cgroup v1 hierarchy"}
-    step = 4 if fstype == "overlay" else 3 if fstype.startswith("cgroup") else 2
-    return explain.get(fstype, f"a {fstype or 'bind'} mount"), step
 
 
 def run_construction(hostname: str = "lab-build", command: tuple[str, ...] = ("/bin/true",),
@@ -458,6 +250,8 @@ def trace_construction(hostname: str = "lab-build", command: tuple[str, ...] = (
 
 
 def format_timeline(calls: list[Call], start_ns: int) -> list[str]:
+    """Two lines a call: when, who, the call as C (and how long the kernel took, when that is long);
+    then what it did, and the step of the course that explains it."""
     from labctl.steps import CURRICULUM
     lines = []
     for c in calls:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from labctl.tracing import Tracer
+from labctl.tracing.tracer import Tracer
 
 PROGRAM = r"""
 #define ARGC 8          /* arguments kept per exec */

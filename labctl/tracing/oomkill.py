@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ctypes
 
-from labctl.tracing import Tracer
+from labctl.tracing.tracer import Tracer
 
 PROGRAM = r"""
 struct member_t {

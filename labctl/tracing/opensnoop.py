@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from labctl.tracing import Tracer
+from labctl.tracing.tracer import Tracer
 
 PROGRAM = r"""
 struct event_t {

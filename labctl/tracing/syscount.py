@@ -14,7 +14,7 @@ what makes counting cheap enough to leave on.
 from __future__ import annotations
 
 
-from labctl.tracing import Tracer
+from labctl.tracing.tracer import Tracer
 
 PROGRAM = r"""
 struct key_t {

@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-from labctl.tracing import Tracer
+from labctl.tracing.tracer import Tracer
 
 PROGRAM = r"""
 #define IPPROTO_TCP_ 6
