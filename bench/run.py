@@ -48,7 +48,7 @@ sys.path.insert(0, str(REPO))
 
 #: What `labctl run --rm busybox /bin/true` imports (python -X importtime shows the same set), on the
 #: path the launcher sets: the repository first, then the standard library.
-RUN_IMPORTS = (f"import sys; sys.path.insert(0, {str(REPO)!r}); import labctl.client.main, labctl.containers.runtime, "
+RUN_IMPORTS = (f"import sys; sys.path.insert(0, {str(REPO)!r}); import labctl.client.main, labctl.containers.lifecycle, "
                "labctl.kernel.cgroups, labctl.kernel.overlay, labctl.images.store, labctl.containers.supervisor, threading")
 
 

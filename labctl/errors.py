@@ -1,4 +1,34 @@
-"""Errors a student can hit. Each carries the cause and the fix, printed as one line by the CLI."""
+"""Errors a student can hit. Each carries the cause and the fix; the CLI prints them as one line,
+`labctl: error: CAUSE (fix: FIX)`, with no traceback unless `--debug` is given (then the traceback).
+
+The tree, and what `labctl` (client/main.py's main()) exits with for each:
+
+    LabError                      something the user can fix: the cause and the fix          exit 2
+    ├── NotRootError              the command needs root (namespaces, mounts, cgroups)       exit 2
+    ├── UnknownStepError          `labctl step|check N` for a step that is not in the lab    exit 2
+    ├── MissingRequirementError   a program or kernel feature is missing (bcc, tracefs,      exit 2
+    │                             skopeo, busybox-static, the registry binary, ...)
+    ├── CheckFailed               `labctl check N` judged the kernel state and it is wrong   exit 1
+    │                             (printed as FAIL and a hint; elsewhere exit 2)
+    ├── CommandFailed             the container's command could not be executed: exit 126    126/127
+    │                             (found, not executable) or 127 (not found), as Docker's
+    ├── NoSuchContainer           no container has that name or ID prefix                    exit 2
+    │   (the images layer's own, beside the code that raises them:)
+    ├── InvalidReference          images/reference.py: an image reference that does not parse  exit 2
+    ├── ImageNotFound             images/store.py: no such image in the store                 exit 2
+    ├── DigestMismatch            images/store.py: a blob is not what its digest says          exit 2
+    ├── LayerRejected             images/layers.py: a layer entry breaks a safety rule         exit 2
+    └── RegistryError             images/distribution.py: the registry refused or failed       exit 2
+        └── AuthError             images/distribution.py: no credentials, or wrong ones        exit 2
+
+Not LabErrors: Ctrl-C (KeyboardInterrupt) exits 130 once what the command made is removed; SIGTERM
+is turned into the same; a closed stdout (BrokenPipeError) exits 0. A command that ran exits with its
+own status (`labctl run` with the container's: 128+N when it died of signal N).
+
+An error raised in a forked child (in the new namespaces, before exec) crosses the fork pipe as data
+(labctl.kernel.handshake) and is raised again in the parent as a LabError with the child's cause and
+fix; an unexpected exception's traceback comes along as a ChildError chained to it.
+"""
 
 
 class LabError(Exception):
@@ -14,18 +44,46 @@ class LabError(Exception):
 
 
 class NotRootError(LabError):
+    """The command needs root: namespaces, mounts and cgroups are privileged."""
+
     def __init__(self, what: str = "this command"):
         super().__init__(f"{what} needs root: namespaces, mounts and cgroups are privileged",
                          "run it as root, e.g. `sudo labctl ...`")
 
 
 class UnknownStepError(LabError):
-    pass
+    """A step number (or name) that is not in the curriculum, or not in the lab yet."""
 
 
 class MissingRequirementError(LabError):
-    pass
+    """A program, package or kernel feature the command needs is not there; the fix says how to get it."""
+
+
+class CommandFailed(LabError):
+    """The command could not be started inside the container: `exit_code` is Docker's 126 (it is there
+    but cannot be executed) or 127 (it is not there)."""
+
+    def __init__(self, message: str, exit_code: int, fix: str = ""):
+        super().__init__(message, fix or "check the command and that the image contains it")
+        self.exit_code = exit_code
+
+
+class NoSuchContainer(LabError):
+    """No container record has that name or ID (prefix)."""
+
+
+class ChildError(Exception):
+    """Never raised alone: the traceback of an unexpected exception in a forked child (sent over the
+    handshake pipe as text), chained as the __cause__ of the LabError the parent raises, so that
+    `--debug`, a test or a notebook shows where the child failed."""
 
 
 class CheckFailed(LabError):
     """A `labctl check` judgement that failed: the cause says what the kernel showed, the fix what to do."""
+
+
+def require_root(what: str = "this command") -> None:
+    """Raise NotRootError unless this process runs as root (namespaces, mounts and cgroups need it)."""
+    import os
+    if os.geteuid() != 0:
+        raise NotRootError(what)

@@ -9,21 +9,21 @@ nb.cells = [
        "namespaces (UTS, IPC, mount, PID, network, cgroup, time), a cgroup with limits, volumes, and a supervisor "
        "that outlives `labctl`. This notebook drives the same library the CLI uses (`labctl.containers`)."),
     code("import os\nos.environ.setdefault('LABCTL_STATE_DIR', '/tmp/labctl-notebook-07')\n"
-         "from labctl.kernel import namespaces\nfrom labctl.containers import enter, runtime, store, stats\n"
+         "from labctl.kernel import namespaces\nfrom labctl.containers import enter, lifecycle, store, stats\n"
          "from labctl.plots import container as plots"),
     md("## The image's config, applied as Docker applies it\nEntrypoint + Cmd, Env merged with `-e`, WorkingDir, User:"),
-    code("spec, image = runtime.build_spec('busybox', ['sh', '-c', 'id; pwd; echo $GREETING; hostname'],\n"
-         "                                 env=['GREETING=hello'], workdir='/tmp', user='student', auto_remove=True)\n"
+    code("spec, image = lifecycle.build_spec('busybox', ['sh', '-c', 'id; pwd; echo $GREETING; hostname'],\n"
+         "                                   env=['GREETING=hello'], workdir='/tmp', user='student', auto_remove=True)\n"
          "print(image.reference, image.config)\nprint(spec.argv, spec.user, spec.workdir)\n"
-         "code, out = runtime.run_capture(spec, image)\nprint(out, 'exit code', code)"),
+         "code, out = lifecycle.run_capture(spec, image)\nprint(out, 'exit code', code)"),
     md("## A detached container, seen from the host\nIts PID 1, its namespaces (which ones are new), and `exec` joining them:"),
-    code("spec, image = runtime.build_spec('busybox', ['sleep', '60'], detach=True, memory='32m', pids_limit=16)\n"
-         "c, _ = runtime.run(spec, image)\n"
+    code("spec, image = lifecycle.build_spec('busybox', ['sleep', '60'], detach=True, memory='32m', pids_limit=16)\n"
+         "c, _ = lifecycle.run(spec, image)\n"
          "print('host PID', c.pid, 'NSpid', namespaces.pid_inside(c.pid), 'hostname', namespaces.hostname_of(c.pid))\n"
          "for kind, host, mine, shared in namespaces.describe_namespaces(c.pid):\n"
          "    print(f'{kind:7} {\"shared\" if shared else \"new\"}')\n"
          "print(enter.exec_capture(c, ['sh', '-c', 'ps -o pid,comm; cat /proc/self/cgroup | head -3'])[1])\n"
-         "runtime.remove(store.load(c.id), force=True)"),
+         "lifecycle.remove(store.load(c.id), force=True)"),
     md("## `labctl stats` over time\nFour containers with different workloads and limits, sampled from their cgroups. "
        "The CPU quota caps a spinning shell at `--cpus`; a tmpfs filling up is charged to the memory cgroup and "
        "climbs towards `-m`."),

@@ -93,6 +93,27 @@ def test_docker_terms_parse_like_docker():
             parse_limits(**bad)
 
 
+def test_one_size_parser_reads_every_form_docker_accepts():
+    """`labctl run -m` and `labctl cgroup run -m` share parse_bytes; go-units' RAMInBytes is the model."""
+    for text in ("64m", "64M", "64mb", "64MiB", "64mi", " 64 m ", str(64 << 20)):
+        assert cgroups.parse_bytes(text) == 64 << 20, text
+    assert (cgroups.parse_bytes("1.5g"), cgroups.parse_bytes("512k"), cgroups.parse_bytes("10b")) == (3 << 29, 512 << 10, 10)
+    for bad in ("lots", "64x", "-1", "64mm", ""):
+        with pytest.raises(LabError, match="not understood"):
+            cgroups.parse_bytes(bad)
+
+
+def test_a_container_record_keeps_its_limits_in_the_cgroup_terms():
+    """A container's spec holds the same Limits `labctl cgroup run` makes; a record written before there was
+    one Limits class (with "pids") still loads."""
+    from labctl.containers.spec import ContainerSpec
+    spec = ContainerSpec("busybox", ["true"], [], "/", "root", "h", limits=parse_limits(memory="32m", pids_limit=16))
+    again = ContainerSpec.from_json(spec.to_json())
+    assert again.limits == spec.limits and again.limits.pids_max == 16
+    old = dict(spec.to_json(), limits={"memory_bytes": 32 << 20, "cpus": None, "pids": 16})
+    assert ContainerSpec.from_json(old).limits == spec.limits
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_docker_limits_land_in_the_right_files(version):
     for controller in ("memory", "cpu", "pids"):

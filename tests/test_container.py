@@ -161,11 +161,8 @@ def test_exec_joins_every_namespace_the_cgroup_and_the_root(names):
     c = record(name)
     proc = subprocess.Popen([sys.executable, "-m", "labctl", "exec", name, "sleep", "1003"])
     try:
-        cgroup_dirs = list(c.state["cgroup"]["dirs"].values())
-        assert wait_for(lambda: any(_cmdline(p) == "sleep\x001003\x00" for d in cgroup_dirs
-                                    for p in Path(d, "cgroup.procs").read_text().split()))
-        joined = next(int(p) for p in Path(cgroup_dirs[0], "cgroup.procs").read_text().split()
-                      if _cmdline(p) == "sleep\x001003\x00")
+        assert wait_for(lambda: _in_cgroup(c, "sleep\x001003\x00"))
+        joined = _in_cgroup(c, "sleep\x001003\x00")
         for kind in ("cgroup", "ipc", "mnt", "net", "pid", "time", "uts"):
             assert os.readlink(f"/proc/{joined}/ns/{kind}") == os.readlink(f"/proc/{c.pid}/ns/{kind}"), kind
             assert os.readlink(f"/proc/{joined}/ns/{kind}") != os.readlink(f"/proc/self/ns/{kind}"), kind
@@ -184,6 +181,39 @@ def _cmdline(pid):
         return Path(f"/proc/{pid}/cmdline").read_text()
     except OSError:
         return ""
+
+
+def _in_cgroup(container, cmdline):
+    """The host PID of the process in the container's cgroup whose /proc/PID/cmdline is `cmdline`, or None."""
+    return next((int(p) for d in container.state["cgroup"]["dirs"].values()
+                 for p in Path(d, "cgroup.procs").read_text().split() if _cmdline(p) == cmdline), None)
+
+
+def _catches(pid, signum):
+    """Has the process a handler for `signum`? The SigCgt mask of /proc/PID/status."""
+    mask = next(line.split()[1] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if line.startswith("SigCgt:"))
+    return bool(int(mask, 16) & (1 << (signum - 1)))
+
+
+def test_sighup_to_a_foreground_exec_reaches_the_process_inside(names):
+    """`labctl exec` passes on the signals `labctl run` passes on: SIGHUP (a closed terminal) kills the
+    exec'd `sleep` (not a PID 1, so the default action applies), and its wait status, killed by signal 1,
+    comes back out as 128+1. (Without the forwarding, SIGHUP kills labctl itself and the sleep runs on.)"""
+    name = names("hup")
+    labctl_ok("run", "-d", "--name", name, "busybox", "sleep", "60")
+    c = record(name)
+    proc = subprocess.Popen([sys.executable, "-m", "labctl", "exec", name, "sleep", "1004"])
+    try:
+        assert wait_for(lambda: _in_cgroup(c, "sleep\x001004\x00") and _catches(proc.pid, signal.SIGHUP))
+        inside = _in_cgroup(c, "sleep\x001004\x00")
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(timeout=20) == 128 + signal.SIGHUP
+        assert not Path(f"/proc/{inside}").exists()   # reaped: it died, and its parent saw how
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_limits_are_written_to_the_container_cgroup(names):

@@ -9,7 +9,7 @@ import pytest
 
 from helpers import run_labctl
 from labctl.kernel import namespaces
-from labctl.errors import LabError
+from labctl.errors import ChildError, LabError
 from labctl.kernel.syscalls import namespace_inode
 
 
@@ -51,6 +51,52 @@ def test_setns_joins_the_pid_namespace():
 def test_missing_command_is_one_clear_error():
     with pytest.raises(LabError, match="no-such-command"):
         namespaces.spawn(["no-such-command-xyz"])
+
+
+def test_a_lab_error_in_the_child_crosses_the_fork_with_its_cause_and_fix():
+    def setup():
+        raise LabError("the exercise's mount failed", "mount /proc before pivot_root")
+    with pytest.raises(LabError) as caught:
+        namespaces.spawn(["true"], setup=setup)
+    assert caught.value.cause == "setting up the container failed: the exercise's mount failed"
+    assert caught.value.fix == "mount /proc before pivot_root"
+
+
+def test_an_unexpected_error_in_the_child_comes_back_with_its_traceback():
+    def broken_setup():
+        return {}["no such key"]
+    with pytest.raises(LabError, match="KeyError") as caught:
+        namespaces.spawn(["true"], setup=broken_setup)
+    assert isinstance(caught.value.__cause__, ChildError)
+    assert "broken_setup" in str(caught.value.__cause__)   # the child's traceback names the function
+
+
+def test_handshake_sends_pid_first_even_when_pid_1_is_quicker():
+    """PID 1 is held back until its parent has sent PID (no namespaces needed to see it: plain forks)."""
+    import time
+    from labctl.kernel import handshake
+    pipes = handshake.Pipes()
+    helper = os.fork()
+    if helper == 0:
+        end = pipes.child()
+        pid1 = end.fork()
+        if pid1 == 0:
+            end.send_ready()   # at once; the helper below takes its time
+            os._exit(0 if end.wait_for_go() else 125)
+        time.sleep(0.2)
+        end.send_pid(pid1)
+        end.close()
+        os._exit(os.waitstatus_to_exitcode(os.waitpid(pid1, 0)[1]))
+    end = pipes.parent()
+    try:
+        first = end.expect(handshake.PID, "no PID first", "")
+        end.expect(handshake.READY, "no READY second", "")
+        end.send_go()
+        assert end.receive() is None   # EOF: PID 1 has exited
+    finally:
+        end.close()
+        status = os.waitpid(helper, 0)[1]
+    assert first.pid > 0 and os.waitstatus_to_exitcode(status) == 0
 
 
 def test_unknown_namespace_kind_is_rejected():

@@ -140,13 +140,14 @@ def test_pid1_and_exec_enter_the_cgroup_at_birth_not_by_a_write_into_cgroup_proc
 
 @pytest.mark.parametrize("clone3", ["works", "refused"])
 def test_fork_into_puts_the_child_in_every_hierarchy_of_the_cgroup(monkeypatch, clone3):
-    """resources.fork_into + join_self, with clone3 working, and refused as a seccomp profile in a
+    """runtime/cgroup.py's fork_into + join_self, with clone3 working, and refused as a seccomp profile in a
     container of containers refuses it (ENOSYS): the child ends up in the cgroup in every hierarchy
     either way, judged by each hierarchy's cgroup.procs."""
     import errno
     from labctl.kernel import syscalls
+    from labctl.kernel.cgroups.limits import Limits
     from labctl.containers import resources
-    from labctl.containers.spec import Limits
+    from labctl.runtime import cgroup
     if clone3 == "refused":
         def refuse(fd):
             raise OSError(errno.ENOSYS, "clone3: Function not implemented")
@@ -155,11 +156,11 @@ def test_fork_into_puts_the_child_in_every_hierarchy_of_the_cgroup(monkeypatch, 
     try:
         report_r, report_w = os.pipe()
         hold_r, hold_w = os.pipe()
-        pid = resources.fork_into(info)
+        pid = cgroup.fork_into(info)
         if pid == 0:   # the child: join, report, wait until the parent has looked, exit
             try:
                 os.close(hold_w)
-                resources.join_self(info)
+                cgroup.join_self(info)
                 os.write(report_w, b"joined")
                 os.read(hold_r, 1)   # EOF once the parent closes its end
             finally:
@@ -181,26 +182,27 @@ def test_fork_into_puts_the_child_in_every_hierarchy_of_the_cgroup(monkeypatch, 
 def test_fork_into_a_removed_cgroup_is_one_clear_error():
     """The container's cgroup is gone (it exited meanwhile): a LabError naming the cgroup, no child."""
     from labctl.containers import resources
-    from labctl.containers.spec import Limits
     from labctl.errors import LabError
+    from labctl.kernel.cgroups.limits import Limits
+    from labctl.runtime import cgroup
     info = resources.create("labctl-forkinto-gone", Limits())
     resources.remove(info)
-    if not resources._dirs(info, 2):
+    if not cgroup._dirs(info, 2):
         pytest.skip("no cgroup v2 hierarchy here: fork_into is a plain fork")
     children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text()
     with pytest.raises(LabError, match="cgroup .*labctl-forkinto-gone"):
-        pid = resources.fork_into(info)
+        pid = cgroup.fork_into(info)
         if pid == 0:
             os._exit(0)
     assert Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text() == children
 
 
 def test_run_capture_leaves_no_descriptor_open():
-    """runtime.run_capture (steps and notebooks use it) closes every descriptor it opened: /proc/self/fd."""
-    from labctl.containers import runtime
-    spec, image = runtime.build_spec("busybox", ["echo", "captured"], auto_remove=True)
-    runtime.run_capture(spec, image)   # the first run may import modules that keep a descriptor
+    """lifecycle.run_capture (steps and notebooks use it) closes every descriptor it opened: /proc/self/fd."""
+    from labctl.containers import lifecycle
+    spec, image = lifecycle.build_spec("busybox", ["echo", "captured"], auto_remove=True)
+    lifecycle.run_capture(spec, image)   # the first run may import modules that keep a descriptor
     before = sorted(os.listdir("/proc/self/fd"))
-    code, out = runtime.run_capture(*runtime.build_spec("busybox", ["echo", "captured"], auto_remove=True))
+    code, out = lifecycle.run_capture(*lifecycle.build_spec("busybox", ["echo", "captured"], auto_remove=True))
     assert (code, out) == (0, "captured\n")
     assert sorted(os.listdir("/proc/self/fd")) == before

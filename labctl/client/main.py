@@ -297,7 +297,6 @@ def cmd_logs(args) -> int:
 
 def cmd_exec(args) -> int:
     from labctl.containers import enter, runtime, store
-    from labctl.containers.supervisor import wait_for
     _require_root("`labctl exec`")
     container = store.find(args.container)
     stdio, master = runtime.Stdio(), None
@@ -317,12 +316,7 @@ def cmd_exec(args) -> int:
         from labctl.containers.terminal import receive_master, relay
         master = receive_master(master)   # (closes the socket)
         relay(master, done=lambda: False)
-    previous = {s: signal.signal(s, lambda n, _f: os.kill(child, n)) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return wait_for(child)
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+    return enter.wait(child)   # passing on SIGINT, SIGTERM, SIGHUP and SIGQUIT, as `labctl run` does
 
 
 def cmd_stop(args) -> int:

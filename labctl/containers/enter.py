@@ -2,26 +2,29 @@
 
 The process must end up exactly where PID 1 is: in its cgroup and in each of its namespaces.
   1. into the container's cgroup: born in its v2 directory (clone3 with CLONE_INTO_CGROUP) and moved
-     into each v1 hierarchy by ourselves (container/resources.py)
+     into each v1 hierarchy by ourselves (labctl/runtime/cgroup.py)
   2. setns(2) into every namespace PID 1 does not share with us (namespaces.join_namespaces_of, which
      opens all of /proc/<PID 1>/ns/<kind> first): cgroup (its view is rooted at the container's
      cgroup), ipc, uts, net, pid, time and, last, mnt (after it, /proc is the container's, and the root
      and working directory are the container's root)
-  3. fork: PID and time namespaces take effect for children only, so the child is the one inside
+  3. fork: PID and time namespaces take effect for children only, so the child is the one inside; its
+     parent stays outside, waits for it and passes signals on (kernel/signals.py), as labctl does
   4. in the child: the user (from the container's /etc/passwd), the working directory, the terminal, exec
+A failure in the child crosses back as an ERROR message (kernel/handshake.py); EOF means it exec'd.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 
-from labctl.containers import inside, resources
-from labctl.containers.runtime import CommandFailed, Stdio
-from labctl.kernel.namespaces import join_namespaces_of, namespace_inodes, read_all
-from labctl.containers.spec import resolve_user
 from labctl.containers.store import Container
-from labctl.errors import LabError
+from labctl.containers.supervisor import wait_for
+from labctl.errors import CommandFailed, LabError
+from labctl.kernel import handshake
+from labctl.kernel.namespaces import join_namespaces_of, namespace_inodes, read_all
+from labctl.kernel.signals import forwarding_to
+from labctl.runtime import cgroup as cgroups
+from labctl.runtime.stdio import Stdio
+from labctl.runtime.user import resolve_user, switch_user
 
 #: The namespaces an exec'd process joins, those PID 1 does not share with us (mount is joined last).
 KINDS = ("cgroup", "ipc", "uts", "net", "pid", "time", "mnt")
@@ -30,7 +33,7 @@ KINDS = ("cgroup", "ipc", "uts", "net", "pid", "time", "mnt")
 def exec_in(container: Container, argv: list[str], stdio: Stdio | None = None, user: str | None = None,
             workdir: str | None = None, env: list[str] = ()) -> int:
     """Run a command in a running container (the steps in the module docstring). Returns the PID of our
-    child, which exits with the command's exit code."""
+    child, which exits with the command's exit code: wait for it with wait()."""
     if container.status != "running":
         raise LabError(f"container {container.name} is not running", "start a new one with `labctl run`")
     stdio = stdio or Stdio()
@@ -40,32 +43,36 @@ def exec_in(container: Container, argv: list[str], stdio: Stdio | None = None, u
     kinds = [kind for kind in KINDS if theirs[kind] != ours[kind]]
     environment = dict(e.partition("=")[::2] for e in container.spec.env)
     environment.update(dict(e.partition("=")[::2] for e in env))
-    status_r, status_w = os.pipe()
-    child = resources.fork_into(cgroup)   # os.fork(), the child born in the container's cgroup (v2)
+    pipes = handshake.Pipes(with_go=False)
+    child = cgroups.fork_into(cgroup)   # os.fork(), the child born in the container's cgroup (v2)
     if child == 0:
+        end = pipes.child()
         try:
-            os.close(status_r)
             _exec_child(pid, kinds, cgroup, argv, environment, user or container.spec.user,
-                        workdir or container.spec.workdir, stdio, status_w)
+                        workdir or container.spec.workdir, stdio, end)
         except BaseException as exc:
-            with contextlib.suppress(OSError):
-                os.write(status_w, f"{exc}\n".encode())
+            end.send_error(exc)
         os._exit(127)
-    os.close(status_w)
-    message = read_all(status_r)
-    os.close(status_r)
+    end = pipes.parent()
+    message = end.receive()   # None: EOF, the command was exec'd
+    end.close()
     for fd in (stdio.console, stdio.stdin):
         if fd is not None and fd > 2:
             os.close(fd)
-    if message:
+    if message is not None:
         os.waitpid(child, 0)
-        raise CommandFailed(f"exec in {container.name} failed: {message.strip()}", 126)
+        raise CommandFailed(f"exec in {container.name} failed: {message.cause}", 126, message.fix)
     return child
+
+
+def wait(child: int) -> int:
+    """Wait for exec_in's child, passing on the signals we get as `labctl run` does; its exit code."""
+    with forwarding_to(child):
+        return wait_for(child)
 
 
 def exec_capture(container: Container, argv: list[str]) -> tuple[int, str]:
     """exec_in with stdout and stderr captured: (exit code, output)."""
-    from labctl.containers.supervisor import wait_for
     r, w = os.pipe()
     try:
         child = exec_in(container, argv, Stdio(os.open(os.devnull, os.O_RDONLY), w, w))
@@ -76,30 +83,21 @@ def exec_capture(container: Container, argv: list[str]) -> tuple[int, str]:
     return wait_for(child), out
 
 
-def _exec_child(pid, kinds, cgroup, argv, environment, user, workdir, stdio, status_w) -> None:
-    resources.join_self(cgroup)
+def _exec_child(pid, kinds, cgroup, argv, environment, user, workdir, stdio: Stdio, end: handshake.ChildEnd) -> None:
+    cgroups.join_self(cgroup)
     join_namespaces_of(pid, kinds)
     inner = os.fork()
     if inner:
-        os.close(status_w)
-        from labctl.containers.supervisor import wait_for
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-            signal.signal(sig, lambda s, _f: os.kill(inner, s))
-        os._exit(wait_for(inner))
+        end.close()
+        os._exit(wait(inner))
     os.chdir("/")
     who = resolve_user(user)
     environment.setdefault("HOME", who.home)
-    inside.switch_user(who)
+    switch_user(who)
     os.chdir(workdir)
-    if stdio.console is not None:
-        from labctl.containers import terminal
-        terminal.make_controlling_terminal(terminal.open_inside_and_send(stdio.console))
-    else:
-        for fd, target in ((stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)):
-            if fd is not None:
-                os.dup2(fd, target)
+    stdio.install()
     try:
         os.execvpe(argv[0], argv, environment)
     except OSError as exc:
-        os.write(status_w, f"{exc.strerror}: {argv[0]}\n".encode())
+        end.send_error(exc, f"{exc.strerror}: {argv[0]}")
         os._exit(127)

@@ -8,7 +8,8 @@ The rules (docker run reference, "Defaults set by the image"):
               HOME from the user's passwd entry, TERM=xterm with -t
   WorkingDir= -w, else the image's WorkingDir, else "/" (created if missing)
   User      = -u, else the image's User, else root; "name", "uid", "name:group" or "uid:gid", names
-              looked up in the *image's* /etc/passwd and /etc/group (inside.py does that after pivot_root)
+              looked up in the *image's* /etc/passwd and /etc/group (labctl/runtime/user.py, after pivot_root)
+  Limits    = -m, --cpus, --pids-limit, parsed as `labctl cgroup run` parses them (kernel/cgroups/limits.py)
 """
 from __future__ import annotations
 
@@ -17,28 +18,11 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from labctl.errors import LabError
+from labctl.kernel.cgroups.limits import Limits
 from labctl.network.ports import PortMapping
+from labctl.runtime.config import Mount
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-@dataclass
-class Mount:
-    """A volume (named or bind) or a tmpfs at `target` inside the container."""
-    kind: str            # bind | volume | tmpfs
-    source: str          # host path, volume name, or "" for tmpfs
-    target: str
-    readonly: bool = False
-
-
-@dataclass
-class Limits:
-    memory_bytes: int | None = None
-    cpus: float | None = None
-    pids: int | None = None
-
-    def any(self) -> bool:
-        return any(v is not None for v in (self.memory_bytes, self.cpus, self.pids))
 
 
 @dataclass
@@ -67,7 +51,10 @@ class ContainerSpec:
     @classmethod
     def from_json(cls, data: dict) -> "ContainerSpec":
         data = dict(data)
-        data["limits"] = Limits(**data.get("limits", {}))
+        limits = dict(data.get("limits", {}))
+        if "pids" in limits:   # a record written before the one Limits class (kernel/cgroups/limits.py)
+            limits["pids_max"] = limits.pop("pids")
+        data["limits"] = Limits(**limits)
         data["mounts"] = [Mount(**m) for m in data.get("mounts", [])]
         data["ports"] = [PortMapping(**p) for p in data.get("ports", [])]
         return cls(**data)
@@ -116,18 +103,6 @@ def check_name(name: str) -> str:
     return name
 
 
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmgt]?)i?b?$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """Docker's memory sizes: "64m", "1g", "512k", "1048576" (binary units, like Docker)."""
-    m = _SIZE.match(text.strip())
-    if not m:
-        raise LabError(f"bad size {text!r}", "write a number with an optional unit: 64m, 1g, 512k")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-
-
 def parse_volume(text: str) -> Mount:
     """-v SRC:DST[:ro|rw]. SRC starting with / or . is a host path (bind), else a named volume."""
     parts = text.split(":")
@@ -157,47 +132,3 @@ def parse_tmpfs(text: str) -> Mount:
 
 
 parse_port = PortMapping.parse   # -p [IP:]HOST:CONTAINER[/tcp|udp]: the one parser is labctl.network.ports
-
-
-# ---------------------------------------------------------------------------------------------
-# Users: resolved inside the container, from the image's own /etc/passwd and /etc/group.
-
-
-@dataclass
-class ResolvedUser:
-    uid: int
-    gid: int
-    groups: list[int]
-    home: str
-
-
-def _read_db(path: str) -> list[list[str]]:
-    try:
-        with open(path) as f:
-            return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
-    except FileNotFoundError:
-        return []
-
-
-def resolve_user(user: str, passwd: str = "/etc/passwd", group: str = "/etc/group") -> ResolvedUser:
-    """"name" | "uid" | "name:group" | "uid:gid" -> uid, gid, supplementary groups, home (as runc does)."""
-    who, _, grp = (user or "root").partition(":")
-    users = _read_db(passwd)
-    groups = _read_db(group)
-    entry = next((u for u in users if len(u) >= 7 and (u[0] == who or u[2] == who)), None)
-    if entry is None:
-        if not who.isdigit():
-            raise LabError(f"unable to find user {who}: no matching entries in the image's passwd file",
-                           "use a user the image defines, or a numeric uid like -u 1000")
-        uid, gid, home, name = int(who), 0, "/", None
-    else:
-        uid, gid, home, name = int(entry[2]), int(entry[3]), entry[5] or "/", entry[0]
-    if grp:
-        g = next((g for g in groups if len(g) >= 3 and (g[0] == grp or g[2] == grp)), None)
-        if g is None and not grp.isdigit():
-            raise LabError(f"unable to find group {grp}: no matching entries in the image's group file",
-                           "use a group the image defines, or a numeric gid")
-        gid = int(g[2]) if g else int(grp)
-    supplementary = sorted({int(g[2]) for g in groups
-                            if len(g) >= 4 and name and name in g[3].split(",")} | {gid})
-    return ResolvedUser(uid, gid, supplementary, home)

@@ -104,15 +104,15 @@ def measure_workloads(seconds: float = 4.0, interval: float = 0.2, image: str = 
                       workloads: dict | None = None) -> dict:
     """Run each workload in a detached container under its limits, sample every container's cgroup every
     `interval` seconds, then remove them. Returns {name: {"limits", "t", "cpu_percent", "memory_bytes"}}."""
-    from labctl.containers import runtime
+    from labctl.containers import lifecycle
     workloads = workloads or WORKLOADS
     started = []
     try:
         for name, (argv, limits) in workloads.items():
-            spec, img = runtime.build_spec(image, argv, name=f"stats-{name}-{time.monotonic_ns() % 100000}",
-                                           detach=True, memory=limits.get("memory"), cpus=limits.get("cpus"),
-                                           tmpfs=limits.get("tmpfs", []))
-            container, _ = runtime.run(spec, img)
+            spec, img = lifecycle.build_spec(image, argv, name=f"stats-{name}-{time.monotonic_ns() % 100000}",
+                                             detach=True, memory=limits.get("memory"), cpus=limits.get("cpus"),
+                                             tmpfs=limits.get("tmpfs", []))
+            container, _ = lifecycle.run(spec, img)
             started.append((name, container, limits))
         series = {name: {"limits": limits, "t": [], "cpu_percent": [], "memory_bytes": []}
                   for name, _, limits in started}
@@ -132,4 +132,4 @@ def measure_workloads(seconds: float = 4.0, interval: float = 0.2, image: str = 
         return series
     finally:
         for _, c, _ in started:
-            runtime.remove(store.load(c.id), force=True)
+            lifecycle.remove(store.load(c.id), force=True)

@@ -21,16 +21,12 @@ from pathlib import Path
 
 from labctl import state
 from labctl.containers.spec import ContainerSpec
-from labctl.errors import LabError
+from labctl.errors import LabError, NoSuchContainer
 
 _ADJECTIVES = ("brave", "calm", "eager", "fond", "keen", "lucid", "merry", "nimble", "quiet", "stoic",
                "swift", "tidy", "vivid", "witty", "zen", "bold")
 _NAMES = ("curie", "dijkstra", "hopper", "knuth", "lamport", "liskov", "lovelace", "noether", "pike",
           "ritchie", "shannon", "thompson", "torvalds", "turing", "wirth", "yonath")
-
-
-class NoSuchContainer(LabError):
-    pass
 
 
 def containers_dir() -> Path:

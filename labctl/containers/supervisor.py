@@ -1,17 +1,22 @@
-"""The supervisor: the small process that outlives labctl, waits for the container's PID 1 and cleans up.
+"""The supervisor: the small process that outlives labctl, waits for the container's PID 1 and cleans up
+(containerd-shim's part in Docker).
 
-It is the parent of PID 1 (it made the namespaces and forked it), so it alone can waitpid() for it and
-learn the exit status. For a detached container it replaces itself (execve keeps children) with a fresh,
-minimal Python running this file: `python -I -S supervisor.py PKGROOT ID PID`, which imports nothing
-but `os` while it waits. That keeps an idle container's overhead to one small process (see bench/run.py).
-When PID 1 has exited it records the status (128+N for signal N, as Docker reports it) and only then
-imports the lab's modules to tear down the cgroup and the network, and the record itself for --rm.
+It is the parent of PID 1 (the runtime forked it there, labctl/runtime/create.py), so it alone can
+waitpid() for it and learn the exit status. For a detached container it replaces itself (execve keeps
+children) with a fresh, minimal Python running this file: `python -I -S supervisor.py ID PID`, which
+imports nothing but `os` and `sys` while it waits. That keeps an idle container's overhead to one small
+process (see bench/run.py). When PID 1 has exited it records the status (128+N for signal N, as Docker
+reports it) and only then imports the lab's modules to tear down the cgroup and the network, and the
+record itself for --rm (containers/teardown.py).
 
     labctl run -d ──fork──▶ A ──setsid, fork──▶ S ──unshare──fork──▶ PID 1 (the command)
                   (exits)      (exits at once)      └──execve(python -I -S supervisor.py)──waitpid(PID 1)
 """
 import os
 import sys
+
+#: The directory that holds the labctl package: what the minimal Python puts on its sys.path.
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
 
 def wait_for(pid: int) -> int:
@@ -27,14 +32,35 @@ def wait_for(pid: int) -> int:
     return os.WEXITSTATUS(status)
 
 
+def supervise(container, pid1: int) -> None:
+    """What S does once PID 1 runs (the runtime calls it in S): wait for PID 1, then end the container.
+    Never returns. Detached, S first becomes the minimal Python of the module docstring."""
+    if container.spec.detach:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        here = os.path.join(PACKAGE_ROOT, "labctl", "containers", "supervisor.py")
+        os.execv(sys.executable, [sys.executable, "-I", "-S", here, container.id, str(pid1)])
+    code = wait_for(pid1)
+    try:
+        _finish(container.id, code)
+    except BaseException as exc:   # the exit code still goes out; `labctl rm` or `cleanup` finish the job
+        print(f"labctl: tearing down container {container.name} failed: {exc}", file=sys.stderr)
+    os._exit(code)
+
+
+def _finish(container_id: str, code: int) -> None:
+    from labctl.containers import teardown
+    teardown.finish(container_id, code)
+
+
 def main(argv: list[str]) -> int:
-    package_root, container_id, pid = argv[0], argv[1], int(argv[2])
+    container_id, pid = argv[0], int(argv[1])
     code = wait_for(pid)
-    sys.path.insert(0, package_root)
+    sys.path.insert(0, PACKAGE_ROOT)
     import site   # now that the container has ended, load site-packages like a normal interpreter
     site.main()
-    from labctl.containers import runtime
-    runtime.finish(container_id, code)
+    _finish(container_id, code)
     return code
 
 

@@ -1,10 +1,8 @@
-"""`-it`: give the container a terminal of its own, as `docker run -it` does.
+"""`-it`: give the container a terminal of its own, as `docker run -it` does. labctl's half:
 
-  1. openpty() *inside* the container, after pivot_root: /dev/ptmx there belongs to the container's own
-     devpts instance (step 2 mounts it with `newinstance`), so the terminal is /dev/pts/0 in the
-     container, as with Docker. The container keeps the slave as stdin/stdout/stderr and, after
-     setsid(), as its controlling terminal (ioctl TIOCSCTTY), so Ctrl-C and job control work inside;
-     the master goes to labctl over a Unix socket pair (SCM_RIGHTS), like runc's --console-socket.
+  1. a Unix socket pair: the container's end goes to the runtime, which opens the pty inside the
+     container and sends its master back over it (labctl/runtime/stdio.py: runc's --console-socket);
+     receive_master takes it (SCM_RIGHTS)
   2. labctl puts its own terminal in raw mode (keys go through untouched: the container's line
      discipline does the echo and the signals), copies bytes both ways, and copies the window size
      (TIOCGWINSZ/TIOCSWINSZ) now and on every SIGWINCH.
@@ -30,17 +28,6 @@ def console_socket() -> tuple[int, int]:
     return ours.detach(), theirs.detach()
 
 
-def open_inside_and_send(sock_fd: int) -> int:
-    """In the container: openpty(3) on its own /dev/ptmx, send the master with sendmsg(SCM_RIGHTS),
-    return the slave."""
-    import socket
-    master, slave = os.openpty()
-    with socket.socket(fileno=sock_fd) as sock:
-        socket.send_fds(sock, [b"pty"], [master])
-    os.close(master)
-    return slave
-
-
 def receive_master(sock_fd: int) -> int:
     """In labctl: recvmsg(SCM_RIGHTS) the container's pty master. Closes the socket."""
     import socket
@@ -50,16 +37,6 @@ def receive_master(sock_fd: int) -> int:
         from labctl.errors import LabError
         raise LabError("the container sent no terminal", "run without -t to see its output")
     return fds[0]
-
-
-def make_controlling_terminal(slave: int) -> None:
-    """In the container's PID 1: setsid(), then ioctl(slave, TIOCSCTTY), then the slave as fds 0, 1, 2."""
-    os.setsid()
-    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-    for fd in (0, 1, 2):
-        os.dup2(slave, fd)
-    if slave > 2:
-        os.close(slave)
 
 
 def copy_window_size(from_fd: int, to_fd: int) -> None:

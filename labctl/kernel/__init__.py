@@ -3,6 +3,9 @@
 One module per primitive, each readable alone:
   syscalls.py    ctypes wrappers: unshare, setns, mount, umount2, pivot_root, clone3, sethostname
   namespaces.py  step 1: unshare, fork for PID 1, setns to join
+  handshake.py   the messages between the parent and the child it forks into new namespaces
+                 (PID, READY, GO, ERROR): namespaces.py and the runtime speak it
+  signals.py     passing on SIGINT, SIGTERM, SIGHUP and SIGQUIT to a process in a PID namespace
   rootfs.py      step 2: pivot_root, /proc, a minimal /dev, read-only /sys
   cgroups/       step 3: one Cgroup over v1, v2 or both; limits in Docker's terms
   overlay.py     step 4: OverlayFS roots over the image store's layers

@@ -10,9 +10,10 @@ unshare(CLONE_NEWPID) does not move the caller into the new PID namespace: it de
 caller's *next child* lives. That child is PID 1 inside. Everything else (UTS, IPC, mount, network)
 applies to the caller at once.
 
-The parent and the child talk over two pipes: the child reports its host PID and "ready" (or an error),
-then waits for "go" before it execs, so the caller can set things up from outside first (cgroups,
-network links) and a failure inside shows up as one clear error rather than a silent exit.
+The parent and the child talk over two pipes (labctl.kernel.handshake): the child reports PID 1's host
+PID and READY (or an ERROR with its cause and fix), then waits for GO before it execs, so the caller
+can set things up from outside first (cgroups, network links) and a failure inside shows up as one
+clear error rather than a silent exit.
 """
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ from collections.abc import Callable, Iterable, Sequence   # not typing: ~2 ms o
 
 from labctl import state
 from labctl.errors import LabError
+from labctl.errors import require_root as ensure_root   # noqa: F401  the old name: steps s02, s04, s06, s08 use it
+from labctl.kernel import handshake
+from labctl.kernel.signals import forwarding_to
 from labctl.kernel.syscalls import NAMESPACE_FLAGS, namespace_inode, setns, sethostname, unshare
 
 #: The namespaces step 1 teaches; step 7 adds net, cgroup and time.
@@ -34,6 +38,8 @@ ALL_KINDS = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
 
 
 def namespace_flags(kinds: Iterable[str]) -> int:
+    """The CLONE_NEW* flags for these namespace kinds, OR-ed (syscalls.NAMESPACE_FLAGS); a LabError
+    for a kind the kernel has no flag for."""
     flags = 0
     for kind in kinds:
         if kind not in NAMESPACE_FLAGS:
@@ -67,24 +73,23 @@ class NamespacedProcess:
     namespaces: tuple[str, ...]
     argv: list[str]
     record: state.Record | None = None
-    _status_fd: int | None = field(default=None, repr=False)
-    _go_fd: int | None = field(default=None, repr=False)
+    _handshake: handshake.ParentEnd | None = field(default=None, repr=False)
     returncode: int | None = None
 
     def start(self) -> None:
-        """Let the child exec its command (it waits after setup so the caller can act first)."""
-        if self._go_fd is None:
+        """GO: let the child exec its command (it waits after setup so the caller can act first)."""
+        if self._handshake is None:
             return
-        os.write(self._go_fd, b"go\n")
-        os.close(self._go_fd)
-        self._go_fd = None
-        message = read_all(self._status_fd)
-        os.close(self._status_fd)
-        self._status_fd = None
-        if message:
+        end, self._handshake = self._handshake, None
+        try:
+            end.send_go()
+            message = end.receive()   # None: EOF, the exec closed the pipe (O_CLOEXEC)
+        finally:
+            end.close()
+        if message is not None:
             self.wait()
-            raise LabError(f"the container could not start: {message.strip()}",
-                           "see the message above; `labctl doctor` checks the kernel features")
+            raise handshake.failure(message, "the container could not start",
+                                    "see the message above; `labctl doctor` checks the kernel features")
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the process; returns its exit status like subprocess does (-N for signal N)."""
@@ -115,16 +120,18 @@ class NamespacedProcess:
             if sig == signal.SIGKILL:
                 self.wait()
 
+    def destroy(self) -> None:
+        """Close the handshake (a child still waiting for GO exits without exec), then SIGKILL and reap."""
+        if self._handshake is not None:
+            self._handshake.close()
+            self._handshake = None
+        self.kill()
+
     def __enter__(self) -> "NamespacedProcess":
         return self
 
     def __exit__(self, *exc) -> None:
-        for fd in (self._go_fd, self._status_fd):
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._go_fd = self._status_fd = None
-        self.kill()
+        self.destroy()
 
 
 def _decode_status(status: int) -> int:
@@ -143,17 +150,6 @@ def read_all(fd: int) -> str:
         chunks.append(chunk)
 
 
-def read_line(fd: int) -> str:
-    """Read one line from a pipe, byte by byte so nothing after the newline is consumed."""
-    out = b""
-    while not out.endswith(b"\n"):
-        chunk = os.read(fd, 1)
-        if not chunk:
-            break
-        out += chunk
-    return out.decode(errors="replace").strip()
-
-
 def spawn(argv: Sequence[str], namespaces: Iterable[str] = STEP1_NAMESPACES, hostname: str | None = None,
           setup: Callable[[], None] | None = None, start: bool = True, stdin: int | None = None,
           stdout: int | None = None, stderr: int | None = None, what: str = "") -> NamespacedProcess:
@@ -167,86 +163,56 @@ def spawn(argv: Sequence[str], namespaces: Iterable[str] = STEP1_NAMESPACES, hos
     flags = namespace_flags(kinds)
     if hostname is not None and "uts" not in kinds:
         raise LabError("a hostname needs its own UTS namespace", "add 'uts' to the namespaces")
-    status_r, status_w = os.pipe()   # child -> parent: "pid N", "ready", or an error
-    go_r, go_w = os.pipe()           # parent -> child: "go"
+    pipes = handshake.Pipes()
     waiter = os.fork()
     if waiter == 0:  # the helper
         try:
-            os.close(status_r)
-            os.close(go_w)
-            _child_main(list(argv), kinds, flags, hostname, setup, status_w, go_r, stdin, stdout, stderr)
+            _child_main(list(argv), kinds, flags, hostname, setup, pipes.child(), stdin, stdout, stderr)
         finally:
             os._exit(127)
-    os.close(status_w)
-    os.close(go_r)
+    end = pipes.parent()
     try:
-        line = read_line(status_r)
-        if not line.startswith("pid "):
-            rest = read_all(status_r)  # the helper failed before forking: it has exited, EOF follows
-            raise LabError(f"could not create the namespaces: {(line + ' ' + rest).strip() or 'no reason given'}",
-                           "run as root; `labctl doctor` lists which namespace kinds this kernel has")
-        pid = int(line.split()[1])
-        proc = NamespacedProcess(pid, waiter, kinds, list(argv), _status_fd=status_r, _go_fd=go_w)
-        proc.record = state.record_process(pid, what or " ".join(argv))
-        line = read_line(status_r)
-        if line != "ready":
-            rest = read_all(status_r)
-            proc._go_fd = None
-            os.close(go_w)
-            proc.wait()
-            raise LabError(f"setting up the container failed: {(line + ' ' + rest).strip()}",
-                           "see the message above; `labctl doctor` checks the kernel features")
+        pid = end.expect(handshake.PID, "could not create the namespaces",
+                         "run as root; `labctl doctor` lists which namespace kinds this kernel has").pid
     except BaseException:
-        for fd in (status_r, go_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        end.close()
         with contextlib.suppress(ChildProcessError, ProcessLookupError):
             os.kill(waiter, signal.SIGKILL)
             os.waitpid(waiter, 0)
+        raise
+    proc = NamespacedProcess(pid, waiter, kinds, list(argv), _handshake=end)
+    proc.record = state.record_process(pid, what or " ".join(argv))
+    try:
+        end.expect(handshake.READY, "setting up the container failed",
+                   "see the message above; `labctl doctor` checks the kernel features")
+    except LabError:   # the child said why (or died): it exits by itself, reap it
+        end.close()
+        proc._handshake = None
+        proc.wait()
+        raise
+    except BaseException:
+        proc.destroy()
         raise
     if start:
         proc.start()
     return proc
 
 
-def _child_main(argv, kinds, flags, hostname, setup, status_w, go_r, stdin, stdout, stderr) -> None:
+def _child_main(argv, kinds, flags, hostname, setup, end: handshake.ChildEnd, stdin, stdout, stderr) -> None:
     """Runs in the helper process: unshare, fork PID 1 if needed, and relay its exit status."""
     try:
         unshare(flags)
     except OSError as exc:
-        os.write(status_w, f"unshare({'|'.join(k for k in kinds)}): {exc.strerror}\n".encode())
+        end.send_error(exc, f"unshare({'|'.join(kinds)}): {exc.strerror}")
         os._exit(126)
     if "pid" in kinds:
-        # PID 1 waits on `sync` until we have reported its PID, so "pid N" is always the first line.
-        sync_r, sync_w = os.pipe()
-        pid1 = os.fork()  # this child is PID 1 in the new PID namespace
+        pid1 = end.fork()  # this child is PID 1 in the new PID namespace
         if pid1:
-            os.write(status_w, f"pid {pid1}\n".encode())
-            os.close(sync_r)
-            os.close(sync_w)
-            os.close(status_w)
-            os.close(go_r)
-            # Forward the signals a terminal or a supervisor sends to the helper on to PID 1.
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
-                signal.signal(sig, lambda s, _f: os.kill(pid1, s))
-            while True:
-                try:
-                    _, status = os.waitpid(pid1, 0)
-                    break
-                except InterruptedError:
-                    continue
-            if os.WIFSIGNALED(status):  # die of the same signal, so our parent sees what PID 1 saw
-                sig = os.WTERMSIG(status)
-                if sig not in (signal.SIGKILL, signal.SIGSTOP):
-                    signal.signal(sig, signal.SIG_DFL)
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
-                os.kill(os.getpid(), sig)
-            os._exit(os.WEXITSTATUS(status))
-        os.close(sync_w)
-        os.read(sync_r, 1)   # returns at EOF, once the helper has written "pid N" and closed its end
-        os.close(sync_r)
+            end.send_pid(pid1)
+            end.close()
+            _wait_as_helper(pid1)
     else:
-        os.write(status_w, f"pid {os.getpid()}\n".encode())
+        end.send_pid(os.getpid())
     # From here on we are the process that will exec argv.
     try:
         if hostname is not None:
@@ -256,18 +222,29 @@ def _child_main(argv, kinds, flags, hostname, setup, status_w, go_r, stdin, stdo
         for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
             if fd is not None:
                 os.dup2(fd, target)
-        os.write(status_w, b"ready\n")
-        if read_line(go_r) != "go":
+        end.send_ready()
+        if not end.wait_for_go():
             os._exit(125)  # the parent went away before saying go
         os.execvp(argv[0], argv)  # on success the status pipe closes (O_CLOEXEC): the parent sees EOF
-    except LabError as exc:
-        os.write(status_w, f"{exc}\n".encode())
     except OSError as exc:
-        os.write(status_w, f"{exc.strerror or exc}: {exc.filename or argv[0]}\n".encode())
-    except BaseException:
-        import traceback
-        os.write(status_w, traceback.format_exc().encode())
+        end.send_error(exc, f"{exc.strerror or exc}: {exc.filename or argv[0]}")
+    except BaseException as exc:
+        end.send_error(exc)
     os._exit(127)
+
+
+def _wait_as_helper(pid1: int) -> None:
+    """The helper, outside the new PID namespace: wait for PID 1, passing on the signals we get, then
+    exit as it did (of the same signal, so our parent sees what PID 1 saw)."""
+    with forwarding_to(pid1):
+        _, status = os.waitpid(pid1, 0)   # (a forwarded signal does not end the wait: PEP 475)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(sig, signal.SIG_DFL)   # not the handler inherited from labctl
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+        os.kill(os.getpid(), sig)
+    os._exit(os.WEXITSTATUS(status))
 
 
 def join_namespaces_of(pid: int | str, kinds: Iterable[str]) -> None:
@@ -322,12 +299,6 @@ def hostname_of(pid: int) -> str:
     """The hostname the process sees: gethostname() run inside its UTS namespace."""
     import socket
     return run_in_namespaces_of(pid, socket.gethostname, kinds=("uts",))
-
-
-def ensure_root(what: str = "this command") -> None:
-    from labctl.errors import NotRootError
-    if os.geteuid() != 0:
-        raise NotRootError(what)
 
 
 def describe_namespaces(pid: int, kinds: Iterable[str] = ALL_KINDS) -> list[tuple[str, int, int, bool]]:

@@ -30,8 +30,8 @@ def stats_over_time(series: dict):
         if "cpus" in s["limits"]:
             cpu_ax.axhline(100 * s["limits"]["cpus"], color=color, linestyle="--", linewidth=1)
         if "memory" in s["limits"]:
-            from labctl.containers.spec import parse_size
-            mem_ax.axhline(parse_size(s["limits"]["memory"]) / 2**20, color=color, linestyle="--", linewidth=1)
+            from labctl.kernel.cgroups.limits import parse_bytes
+            mem_ax.axhline(parse_bytes(s["limits"]["memory"]) / 2**20, color=color, linestyle="--", linewidth=1)
     cpu_ax.set_title("labctl stats over time: containers under different limits (dashed: the limit)")
     cpu_ax.set_ylabel("CPU (% of one CPU)")
     mem_ax.set_ylabel("memory charged to the cgroup (MiB)")

@@ -8,7 +8,7 @@ import sys
 from labctl.steps import checking
 from labctl.kernel import namespaces
 from labctl import ui
-from labctl.errors import CheckFailed
+from labctl.errors import CheckFailed, require_root
 
 TITLE = "namespaces: UTS, PID, IPC, mount"
 
@@ -31,7 +31,7 @@ namespace exactly when the inode numbers of those files are equal: that is what 
 
 
 def demo() -> None:
-    namespaces.ensure_root("the namespaces demo")
+    require_root("the namespaces demo")
     host_name = socket.gethostname()
     ui.say("Starting `sleep 30` with unshare(CLONE_NEWUTS|CLONE_NEWPID|CLONE_NEWIPC|CLONE_NEWNS), "
            "then fork, then sethostname(\"lab-container\"):")

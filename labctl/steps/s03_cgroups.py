@@ -5,12 +5,12 @@ import contextlib
 import sys
 from pathlib import Path
 
-from labctl.kernel import cgroups, namespaces
+from labctl.kernel import cgroups
 from labctl.steps import checking
 from labctl import state, ui
 from labctl.kernel.cgroups import hierarchy
 from labctl.demos import cgroups as experiments
-from labctl.errors import CheckFailed
+from labctl.errors import CheckFailed, require_root
 
 TITLE = "cgroups: memory, CPU and pids limits on v1 and v2"
 
@@ -34,7 +34,7 @@ finds where each controller is (`/proc/self/mountinfo`, `/proc/self/cgroup`) and
 
 
 def demo() -> None:
-    namespaces.ensure_root("the cgroups demo")
+    require_root("the cgroups demo")
     layout = cgroups.detect()
     rows = [(c, f"v{h.version}", str(h.lab_dir)) for c, h in sorted(layout.by_controller.items())]
     ui.table(("controller", "version", "the lab's cgroups go in"), rows,
@@ -101,7 +101,7 @@ def _cgroup_line(pid: int, h: hierarchy.Hierarchy, controller: str) -> str | Non
 
 def check(command: list[str]) -> list[str]:
     """Judge `command NAME MEMORY_BYTES PIDS_MAX COMMAND...` from /proc/<pid>/cgroup and the cgroup's files."""
-    namespaces.ensure_root("the step 3 check")
+    require_root("the step 3 check")
     verified: list[str] = []
     name = checking.unique_name("lab-check3")
     expected = _expected(name)

@@ -10,6 +10,7 @@ from pathlib import Path
 from labctl.steps import checking
 from labctl.kernel import namespaces
 from labctl import state, ui
+from labctl.errors import require_root
 
 
 TITLE = "a whole container: labctl run"
@@ -63,16 +64,16 @@ def pull_demo_image() -> str:
 
 
 def demo() -> None:
-    from labctl.containers import runtime, volumes
-    namespaces.ensure_root("the step 7 demo")
+    from labctl.containers import lifecycle, store, volumes
+    require_root("the step 7 demo")
     image = pull_demo_image()
     ui.say(f"`labctl run -d --init --name step7-web -m 32m --cpus 0.5 --pids-limit 16 --network bridge "
            f"-p {DEMO_PORT}:80 -v {DEMO_VOLUME}:/www {image} httpd -f -p 80 -h /www`")
-    spec, img = runtime.build_spec(
+    spec, img = lifecycle.build_spec(
         image, ["sh", "-c", "echo 'hello from a volume' > /www/index.html; exec httpd -f -p 80 -h /www"],
         name=f"step7-web-{os.getpid()}", detach=True, init=True, memory="32m", cpus=0.5, pids_limit=16,
         network="bridge", ports=[f"{DEMO_PORT}:80"], volumes_=[f"{DEMO_VOLUME}:/www"])
-    container, _ = runtime.run(spec, img)
+    container, _ = lifecycle.run(spec, img)
     try:
         pid = container.pid
         ui.kernel(f"PID 1 is host PID {pid}; NSpid {' '.join(map(str, namespaces.pid_inside(pid)))}; "
@@ -88,17 +89,17 @@ def demo() -> None:
         ui.say("`labctl exec` into it: the same PID namespace (tini is PID 1, httpd its child), the cgroup namespace rooted at its cgroup:")
         for line in _exec(container, ["sh", "-c", "ps -o pid,comm; head -3 /proc/self/cgroup"]).splitlines():
             ui.kernel(line)
-        runtime.stop(container, timeout=2)
-        ui.ok(f"`labctl stop`: SIGTERM to PID 1 (tini passes it to httpd), exit code {runtime.store.load(container.id).state.get('exit_code')}")
-        spec2, img2 = runtime.build_spec(image, ["cat", "/www/index.html"], auto_remove=True,
-                                         volumes_=[f"{DEMO_VOLUME}:/www:ro"])
-        _, out = runtime.run_capture(spec2, img2)
+        lifecycle.stop(container, timeout=2)
+        ui.ok(f"`labctl stop`: SIGTERM to PID 1 (tini passes it to httpd), exit code {store.load(container.id).state.get('exit_code')}")
+        spec2, img2 = lifecycle.build_spec(image, ["cat", "/www/index.html"], auto_remove=True,
+                                           volumes_=[f"{DEMO_VOLUME}:/www:ro"])
+        _, out = lifecycle.run_capture(spec2, img2)
         ui.kernel(f"a new container reading the volume {DEMO_VOLUME}: {out.strip()!r}: the data outlived its container")
     finally:
-        runtime.remove(runtime.store.load(container.id), force=True)
+        lifecycle.remove(store.load(container.id), force=True)
         volumes.remove(DEMO_VOLUME, force=True)
         from labctl.images import archive as imageimport
-        imageimport.remove_image(runtime.image_store(), image)
+        imageimport.remove_image(lifecycle.image_store(), image)
     ui.ok("container removed; its cgroup, veth, DNAT rule and overlay are gone")
 
 

@@ -18,7 +18,6 @@ killer acts, the same on every machine.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import re
@@ -27,8 +26,12 @@ from dataclasses import dataclass, field
 
 from labctl.errors import LabError
 
+TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing (or argparse) for `labctl ps`
+if TYPE_CHECKING:
+    import argparse
+
 CPU_PERIOD_US = 100_000   # Docker's and the kernel's default CFS period: 100 ms
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 IO_KEYS = ("rbps", "wbps", "riops", "wiops")
 
 
@@ -76,10 +79,12 @@ class Limits:
 
 
 def parse_bytes(text: str | int, what: str = "memory") -> int:
-    """Docker's byte sizes: 64m, 1g, 512k, 1048576 (binary units, b/k/m/g, case-insensitive)."""
+    """Docker's byte sizes: 64m, 1g, 512k, 64mb, 64mib, 64mi, 1048576 (binary units, case-insensitive;
+    go-units' RAMInBytes, which `docker run -m` uses). The one size parser: `labctl run` and
+    `labctl cgroup run` both come here."""
     if isinstance(text, int):
         return text
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?\s*", str(text).lower())
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", str(text).lower())
     if not match:
         raise LabError(f"{what} size {text!r} is not understood", "write it as Docker does: 64m, 1g, 512k or bytes")
     return int(float(match.group(1)) * _UNITS[match.group(2)])

@@ -1,7 +1,6 @@
 """What a cgroup has used, read from its files at one moment (Stats), and over time (Sampler)."""
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -63,6 +62,7 @@ class Sampler:
         self.cgroup = cgroup
         self.interval = interval
         self.per_process = per_process
+        import threading   # here, not at the top: `labctl run` and `ps` read stats, never sample them
         self.samples: list[Stats] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"sampler-{cgroup.name}", daemon=True)
@@ -107,13 +107,3 @@ class Sampler:
 
     def series(self, attribute: str) -> list:
         return [getattr(s, attribute) for s in self.samples]
-
-    def cpu_rates(self) -> tuple[list[float], list[float]]:
-        """(times, CPUs used over each interval): the derivative of cpu_usage_ns."""
-        times, rates = [], []
-        t0 = self.samples[0].time if self.samples else 0.0
-        for a, b in zip(self.samples, self.samples[1:]):
-            if a.cpu_usage_ns is not None and b.cpu_usage_ns is not None and b.time > a.time:
-                times.append(b.time - t0)
-                rates.append(cpu_rate(a, b))
-        return times, rates

@@ -1,0 +1,294 @@
+"""The life of a container: build its spec, create, start, wait, stop, kill, remove (Docker's daemon
+and containerd do this part; the runtime below, labctl/runtime, makes the process).
+
+    labctl run ─ build_spec: the command line + the image's config (spec.py)
+               ─ create:     the record (journaled first), the overlay root and the cgroup side by side,
+                             /etc/hosts & co; a runtime Config for PID 1
+               ─ start:      runtime.create forks the supervisor S, which makes the namespaces and forks
+                             PID 1 into the cgroup; PID 1 sets itself up and says READY
+                             → attach the network by PID 1's PID (bridge), record "running"
+                             → Created.start(): GO, and PID 1 execs the command
+               ─ wait:       (foreground) for S, passing signals on to PID 1; (-d) return at once
+    S waits for PID 1, records the exit code and tears down (supervisor.py, teardown.py): the cgroup,
+    the network, the overlay, and for --rm all of it
+
+The supervisor, not labctl, owns the end of the container: kill labctl and the container runs on, its exit
+is still recorded. Kill the supervisor too and `ps` still tells the truth, from PID 1's PID and start time.
+Every container is journaled before anything is created, so `labctl cleanup` removes it all.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+from labctl import state
+from labctl.containers import images, networking, resources, spec as specs, store, supervisor, volumes
+from labctl.containers.spec import ContainerSpec
+from labctl.containers.store import Container
+from labctl.containers.teardown import remove_files, teardown, undo_container
+from labctl.errors import CommandFailed, LabError   # noqa: F401  CommandFailed: `runtime.CommandFailed` in the client
+from labctl.kernel.namespaces import read_all
+from labctl.kernel.signals import forwarding_to
+from labctl.runtime import create as runtime   # runtime.create(): an OCI runtime's `create`
+from labctl.runtime.config import NAMESPACES, Config, Mount
+from labctl.runtime.stdio import Stdio
+
+TINI = ("/usr/bin/tini-static", "/usr/bin/tini")
+
+
+def build_spec(image_ref: str, command: list[str], *, name: str = "", env: list[str] = (),
+               workdir: str | None = None, user: str | None = None, hostname: str | None = None,
+               tty: bool = False, interactive: bool = False, detach: bool = False, auto_remove: bool = False,
+               init: bool = False, network: str = "none", memory: str | None = None, cpus: float | None = None,
+               pids_limit: int | None = None, volumes_: list[str] = (), tmpfs: list[str] = (),
+               ports: list[str] = (), entrypoint: list[str] | None = None) -> tuple[ContainerSpec, images.RunnableImage]:
+    """The command line plus the image's config -> a ContainerSpec (Docker's rules, see spec.py)."""
+    from labctl.kernel.cgroups.limits import parse_limits
+    if name:
+        specs.check_name(name)
+    if workdir is not None and not workdir.startswith("/"):
+        raise LabError(f"the working directory {workdir!r} is not an absolute path",
+                       "give it as Docker wants it, from the container's root: e.g. -w /tmp")
+    image = images.open_image(image_ref)
+    networking.needs_namespace(network)
+    if ports and network != "bridge":
+        raise LabError("published ports need --network bridge", "add --network bridge, or drop -p")
+    if network == "host" and not hostname:
+        import socket
+        hostname = socket.gethostname()   # as Docker does: the host's network, the host's name
+    config = image.config
+    argv = specs.command_line(config, list(command), entrypoint)
+    limits = parse_limits(memory=memory, cpus=cpus, pids_limit=pids_limit)
+    mounts = [specs.parse_volume(v) for v in volumes_] + [specs.parse_tmpfs(t) for t in tmpfs]
+    spec = ContainerSpec(
+        image=image.reference, argv=argv,
+        env=specs.merge_env(config.get("Env") or [], list(env), hostname or "", tty),
+        workdir=workdir or config.get("WorkingDir") or "/", user=user or config.get("User") or "root",
+        hostname=hostname or "", name=name, tty=tty, interactive=interactive, detach=detach,
+        auto_remove=auto_remove, init=init, network=network, limits=limits, mounts=mounts,
+        ports=[specs.parse_port(p) for p in ports])
+    if tty and detach:
+        raise LabError("-d with -t is not supported by the lab", "run detached without -t, and use `labctl logs`")
+    return spec, image
+
+
+def _tini() -> str:
+    for path in TINI:
+        if os.path.exists(path):
+            return path
+    raise LabError("--init needs tini (Docker's init)", "`apt-get install tini`")
+
+
+# ---------------------------------------------------------------------------------------------
+# Creating and starting
+
+
+def create(spec: ContainerSpec, image: images.RunnableImage) -> tuple[Container, Config]:
+    """Reserve the record, journal it, create the cgroup and the files; nothing runs yet. Returns the
+    container and the runtime's Config for it."""
+    container_id = store.new_id()
+    rec = state.record("container", undo_container, container_id=container_id, name=spec.name)
+    try:
+        container = store.create_record(spec, container_id, journal=str(rec.path))
+    except BaseException:
+        rec.forget()
+        raise
+    root = cg = None
+    try:
+        root, cg = _root_and_cgroup(container, image)
+        container.update(cgroup=cg, root=str(root.merged))
+        files = {}
+        for inside_path, content in networking.etc_files(spec.network, spec.hostname).items():
+            host_file = container.dir / Path(inside_path).name
+            host_file.write_text(content)
+            files[inside_path] = str(host_file)
+        mounts = [Mount(m.kind, volumes.resolve_source(m.kind, m.source) if m.kind != "tmpfs" else "",
+                        m.target, m.readonly) for m in spec.mounts]
+        config = Config(
+            root=str(root.merged), argv=spec.argv, env=spec.env, workdir=spec.workdir, user=spec.user,
+            hostname=spec.hostname, files=files, mounts=mounts, cgroup=cg,
+            namespaces=NAMESPACES + (("net",) if networking.needs_namespace(spec.network) else ()),
+            loopback_up=spec.network != "host", init_binary=_tini() if spec.init else None)
+    except BaseException:
+        resources.remove(cg)
+        if root is not None:
+            root.remove()
+        undo_container(container.id)
+        raise
+    return container, config
+
+
+def _root_and_cgroup(container: Container, image: images.RunnableImage):
+    """overlay.ContainerRoot.create and resources.create side by side, in two threads: each is mostly
+    waiting on the kernel (mkdir in cgroupfs, mount, fsync of its journal record), so they overlap."""
+    import threading
+    from labctl.kernel.overlay import ContainerRoot
+    made: dict = {}
+
+    def make_cgroup() -> None:
+        try:
+            made["cgroup"] = resources.create(f"labctl-{container.short_id}", container.spec.limits)
+        except BaseException as exc:
+            made["error"] = exc
+    worker = threading.Thread(target=make_cgroup, name="cgroup")
+    worker.start()
+    root = None
+    try:
+        root = ContainerRoot.create(image_store(), image.digest, container.id,
+                                    volatile=container.spec.auto_remove)   # see ContainerRoot.create
+    finally:
+        worker.join()
+        if "error" in made or root is None:
+            resources.remove(made.get("cgroup"))
+    if "error" in made:
+        root.remove()
+        raise made["error"]
+    return root, made["cgroup"]
+
+
+def image_store():
+    from labctl.images.store import ImageStore
+    return ImageStore()
+
+
+def start(container: Container, config: Config, stdio: Stdio) -> int:
+    """The runtime creates PID 1 (through the supervisor); while it waits for GO, attach the network and
+    record "running"; then let it exec. Returns the supervisor's PID if it is our child (foreground),
+    else 0."""
+    spec = container.spec
+    created = runtime.create(config, stdio, lambda pid1: supervisor.supervise(container, pid1), detach=spec.detach)
+    try:
+        network = networking.attach(spec.network, spec.name, spec.hostname, created.pid, spec.ports, config.files)
+        container.update(status="running", pid=created.pid, pid_start=state.process_start_time(created.pid),
+                         supervisor_pid=created.supervisor_pid,
+                         supervisor_start=state.process_start_time(created.supervisor_pid),
+                         started_at=time.time(), network=network)
+        created.start()
+    finally:
+        created.close()   # after a failure above: PID 1 reads EOF instead of GO, exits, S tears down
+    return 0 if spec.detach else created.child
+
+
+def wait_foreground(container: Container, supervisor_pid: int) -> int:
+    """Wait for the supervisor (our child), passing the signals we get on to PID 1 (kernel/signals.py).
+    Returns the container's exit code (the supervisor exits with it)."""
+    with forwarding_to(container.pid):
+        return supervisor.wait_for(supervisor_pid)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole `labctl run`
+
+
+def run(spec: ContainerSpec, image: images.RunnableImage) -> tuple[Container, int]:
+    """Create and start; in the foreground wait and return the exit code, detached return (container, 0)."""
+    container, config = create(spec, image)
+    master = console = None
+    try:
+        stdio = Stdio()
+        if spec.detach:
+            log = os.open(container.dir / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            stdio = Stdio(os.open(os.devnull, os.O_RDONLY), log, log)
+        elif spec.tty:
+            from labctl.containers.terminal import console_socket
+            console, theirs = console_socket()
+            stdio = Stdio(console=theirs)
+        elif not spec.interactive:
+            stdio = Stdio(stdin=os.open(os.devnull, os.O_RDONLY))
+        try:
+            supervisor_pid = start(container, config, stdio)
+        finally:
+            stdio.close()   # the container's copies are in PID 1 now
+        if spec.detach:
+            return container, 0
+        if console is not None:
+            from labctl.containers.terminal import receive_master, relay
+            master, console = receive_master(console), None   # (receive_master closes the socket)
+            relay(master, done=lambda: not container.is_alive())
+        return container, wait_foreground(container, supervisor_pid)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fresh = store.load(container.id)
+            if fresh.status != "running":
+                if spec.auto_remove:
+                    undo_container(container.id)
+                else:
+                    teardown(fresh)
+        raise
+    finally:
+        for fd in (master, console):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+def run_capture(spec: ContainerSpec, image: images.RunnableImage) -> tuple[int, str]:
+    """Run in the foreground with stdout and stderr captured: (exit code, output)."""
+    container, config = create(spec, image)
+    r, w = os.pipe()
+    stdio = Stdio(os.open(os.devnull, os.O_RDONLY), w, w)
+    try:
+        supervisor_pid = start(container, config, stdio)
+    finally:
+        stdio.close()   # (start() leaves the caller's descriptors to the caller, as run() closes them)
+    out = read_all(r)
+    os.close(r)
+    return wait_foreground(container, supervisor_pid), out
+
+
+# ---------------------------------------------------------------------------------------------
+# Stop, kill, remove
+
+
+def kill(container: Container, sig: int = signal.SIGKILL) -> None:
+    """Signal PID 1 (SIGKILL to a PID namespace's init ends every process in it) and wait for it to die."""
+    if not container.is_alive():
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(container.pid, sig)
+    if sig == signal.SIGKILL:
+        _wait_gone(container, 10)
+
+
+def _wait_gone(container: Container, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while container.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if container.is_alive():
+        return False
+    # PID 1 is gone; give its supervisor a moment to record the exit code, or record it ourselves
+    deadline = time.monotonic() + 5
+    while container.supervisor_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if container.supervisor_alive():
+        return True
+    fresh = store.load(container.id) if (container.dir / "container.json").exists() else container
+    if fresh.state.get("status") != "exited":
+        fresh.update(status="exited", exit_code=fresh.state.get("exit_code"), finished_at=time.time())
+    container.state = fresh.state
+    return True
+
+
+def stop(container: Container, timeout: float = 10.0) -> None:
+    """SIGTERM to PID 1, then SIGKILL after `timeout` seconds, as `docker stop` does."""
+    if not container.is_alive():
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(container.pid, signal.SIGTERM)
+    if not _wait_gone(container, timeout):
+        kill(container, signal.SIGKILL)
+
+
+def remove(container: Container, force: bool = False) -> None:
+    if container.status == "running":
+        if not force:
+            raise LabError(f"container {container.name} is running",
+                           f"stop it first (`labctl stop {container.name}`) or use `labctl rm -f`")
+        kill(container)
+    if container.dir.exists():
+        container = store.load(container.id)
+        teardown(container)
+        remove_files(container)

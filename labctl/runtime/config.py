@@ -1,0 +1,40 @@
+"""What the runtime needs to start a container's process: labctl's own `config.json`.
+
+The caller (containers/lifecycle.py) fills it in before the fork, from the image's config and the
+command line, so that PID 1 only carries it out. An OCI runtime reads the same facts from a bundle's
+config.json (`process.args`, `process.env`, `process.cwd`, `process.user`, `root.path`, `hostname`,
+`mounts`, `linux.namespaces`, `linux.cgroupsPath`); step 10 writes and reads that file.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: The namespaces of a container: uts, ipc, mnt, pid and time always; net unless it shares the host's
+#: (--network host). cgroup too, but PID 1 unshares that itself once it is in its cgroup (pid1.py).
+NAMESPACES = ("uts", "ipc", "mnt", "pid", "time")
+
+
+@dataclass
+class Mount:
+    """A volume (named or bind) or a tmpfs at `target` inside the container."""
+    kind: str            # bind | volume | tmpfs
+    source: str          # host path, volume name, or "" for tmpfs
+    target: str
+    readonly: bool = False
+
+
+@dataclass
+class Config:
+    root: str                          # the root filesystem, mounted (overlay.ContainerRoot's merged dir)
+    argv: list[str]                    # the command, as execve(2) gets it
+    env: list[str] = field(default_factory=list)
+    workdir: str = "/"                 # inside the container; created if missing, as Docker does
+    user: str = "root"                 # looked up in the image's own /etc/passwd (user.py)
+    hostname: str = ""
+    namespaces: tuple[str, ...] = NAMESPACES
+    new_cgroup_namespace: bool = True  # done by PID 1 after GO, once it is in its cgroup
+    loopback_up: bool = True           # a new network namespace starts with lo down
+    files: dict[str, str] = field(default_factory=dict)    # inside path -> host file to bind (hosts, ...)
+    mounts: list[Mount] = field(default_factory=list)      # binds/volumes (source resolved) and tmpfs
+    init_binary: str | None = None     # --init: a host binary (tini) to run as PID 1, the command its child
+    cgroup: dict | None = None         # containers/resources.py's description: {"name", "dirs", "hierarchies"}

@@ -1,0 +1,139 @@
+"""What the container's PID 1 does to itself before it execs the command (runc's "init" stage).
+
+It runs as PID 1 of the new PID and time namespaces the supervisor made (create.py), in this order:
+
+  1. "0" into `tasks` of each v1 hierarchy: it was born in the container's v2 cgroup (clone3 with
+     CLONE_INTO_CGROUP), so from here on every process it forks is inside too (cgroup.py)
+  2. unshare its own UTS, IPC, mount and network namespaces; sethostname
+  3. bring the loopback interface up (a new network namespace starts with lo down)
+  4. mounts, all in the private mount namespace (the host never sees them, and they vanish with it),
+     on the overlay root labctl mounted (step 4): /proc, /dev, /sys (read-only), /etc/hosts,
+     /etc/resolv.conf, /etc/hostname, volumes and bind mounts, tmpfs mounts, and tini for --init
+  5. pivot_root into it (step 2)
+  6. create the working directory (as Docker does), look the user up in the image's own /etc/passwd
+  7. stdin, stdout, stderr (or the terminal, stdio.py); READY to labctl, then wait for its GO
+  8. after GO: unshare(CLONE_NEWCGROUP). PID 1 is in the container's cgroup by then, so the cgroup
+     namespace is rooted at the container's own cgroup and /proc/self/cgroup reads "/" inside.
+     Then setgroups, setgid, setuid (unsharing needs root, so the user comes last), chdir into the
+     working directory as that user, and execve the command.
+Every step is a plain function of step 1 to 3's modules; the order is the lesson.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+from pathlib import Path
+
+from labctl.kernel import handshake, rootfs
+from labctl.kernel.syscalls import (CLONE_NEWCGROUP, MS_BIND, MS_NODEV, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT,
+                                    mount, sethostname, unshare)
+from labctl.runtime import cgroup as cgroups
+from labctl.runtime.config import Config
+from labctl.runtime.stdio import Stdio
+from labctl.runtime.user import ResolvedUser, resolve_user, switch_user
+
+INIT_PATH = "/sbin/labctl-init"   # where --init's tini appears inside (Docker uses /sbin/docker-init)
+
+
+def exec_argv(config: Config) -> list[str]:
+    """What PID 1 executes: the command, or with --init tini and the command as its child."""
+    return ([INIT_PATH, "--"] if config.init_binary else []) + config.argv
+
+
+def run(config: Config, stdio: Stdio, own_flags: int, end: handshake.ChildEnd) -> None:
+    """PID 1, from its fork to execve (the steps in the module docstring); never returns."""
+    argv = exec_argv(config)
+    try:
+        cgroups.join_self(config.cgroup)   # first: every process PID 1 forks from here on is inside too
+        unshare(own_flags)
+        sethostname(config.hostname)
+        env, who = prepare(config)
+        stdio.install()
+        end.send_ready()
+        if not end.wait_for_go():
+            os._exit(125)   # labctl went away before GO
+        finish(config, who)
+        try:
+            os.execvpe(argv[0], argv, env)
+        except OSError as exc:   # the errno tells 126 (cannot execute) from 127 (not found)
+            end.send_error(exc, f"{exc.strerror}: {argv[0]}")
+            os._exit(126 if isinstance(exc, PermissionError) else 127)
+    except BaseException as exc:   # a LabError (an unknown user, say) crosses with its cause and fix
+        end.send_error(exc)
+    os._exit(127)
+
+
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+
+
+def loopback_up() -> None:
+    """ioctl(SIOCSIFFLAGS, lo | IFF_UP): a new network namespace has only `lo`, and it is down."""
+    import _socket  # the C module: socket.py's enums cost PID 1 a few milliseconds before exec
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
+        ifreq = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, ifreq))[1]
+        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+    finally:
+        s.close()
+
+
+def _mount_point(root: Path, inside: str, is_dir: bool) -> Path:
+    """The path of `inside` under root, created (in the overlay's upper layer) if missing."""
+    target = root / inside.lstrip("/")
+    if is_dir:
+        target.mkdir(parents=True, exist_ok=True)
+    elif not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.touch()
+    return target
+
+
+def bind(source: str, target: Path, readonly: bool = False) -> None:
+    """mount(source, target, MS_BIND|MS_REC), then a remount with MS_RDONLY for :ro."""
+    mount(source, str(target), None, MS_BIND | MS_REC)
+    if readonly:
+        mount(None, str(target), None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+
+
+def mount_volumes(root: Path, config: Config) -> None:
+    for m in config.mounts:
+        if m.kind == "tmpfs":
+            mount("tmpfs", str(_mount_point(root, m.target, True)), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+        else:
+            bind(m.source, _mount_point(root, m.target, os.path.isdir(m.source)), m.readonly)
+
+
+def prepare(config: Config) -> tuple[dict[str, str], ResolvedUser]:
+    """Steps 3 to 6 above, and the user looked up in the image's /etc/passwd (switched to by finish()).
+    Returns the environment to exec with and the user."""
+    if config.loopback_up:
+        loopback_up()
+    rootfs.make_mounts_private()
+    root = Path(config.root)
+    for sub in ("proc", "dev", "sys", "tmp"):
+        _mount_point(root, sub, True)
+    rootfs.mount_proc(root)
+    rootfs.mount_dev(root)
+    rootfs.mount_sys_readonly(root)
+    for inside, host_file in config.files.items():
+        bind(host_file, _mount_point(root, inside, False))
+    mount_volumes(root, config)
+    if config.init_binary:
+        bind(config.init_binary, _mount_point(root, INIT_PATH, False), readonly=True)
+    rootfs.enter_root(root)
+    os.makedirs(config.workdir, exist_ok=True)
+    env = dict(e.partition("=")[::2] for e in config.env)
+    who = resolve_user(config.user)
+    env.setdefault("HOME", who.home)
+    return env, who
+
+
+def finish(config: Config, who: ResolvedUser) -> None:
+    """Step 8, once labctl said GO: the cgroup namespace (needs root), then the user, then the working
+    directory (as that user)."""
+    if config.new_cgroup_namespace:
+        unshare(CLONE_NEWCGROUP)   # rooted at the cgroup PID 1 is in now: the container's own
+    switch_user(who)
+    os.chdir(config.workdir)
