@@ -29,3 +29,10 @@ class MissingRequirementError(LabError):
 
 class CheckFailed(LabError):
     """A `labctl check` judgement that failed: the cause says what the kernel showed, the fix what to do."""
+
+
+def require_root(what: str = "this command") -> None:
+    """Raise NotRootError unless this process runs as root (namespaces, mounts and cgroups need it)."""
+    import os
+    if os.geteuid() != 0:
+        raise NotRootError(what)

@@ -9,6 +9,7 @@ One concern per module:
   runtime.py     create, start, wait, stop, exec, remove: the life of a container
   supervisor.py  the small process that outlives labctl, waits for PID 1 and tears down
   terminal.py    `-it`: a pty pair, raw mode, window size, restored on exit
+  logs.py        `labctl logs [-f]`: a detached container's output, read back from its log file
 
 Only the standard library is imported on the `labctl run` path, so a container starts fast.
 """

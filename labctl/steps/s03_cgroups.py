@@ -5,14 +5,12 @@ import contextlib
 import sys
 from pathlib import Path
 
-from labctl.kernel import cgroups, namespaces
+from labctl.kernel import cgroups
 from labctl.steps import checking
 from labctl import state, ui
 from labctl.kernel.cgroups import hierarchy
 from labctl.demos import cgroups as experiments
-from labctl.errors import CheckFailed
-
-TITLE = "cgroups: memory, CPU and pids limits on v1 and v2"
+from labctl.errors import CheckFailed, require_root
 
 EXPLANATION = """
 Namespaces decide what a container **sees**; control groups decide how much it may **use**.
@@ -34,7 +32,7 @@ finds where each controller is (`/proc/self/mountinfo`, `/proc/self/cgroup`) and
 
 
 def demo() -> None:
-    namespaces.ensure_root("the cgroups demo")
+    require_root("the cgroups demo")
     layout = cgroups.detect()
     rows = [(c, f"v{h.version}", str(h.lab_dir)) for c, h in sorted(layout.by_controller.items())]
     ui.table(("controller", "version", "the lab's cgroups go in"), rows,
@@ -101,7 +99,7 @@ def _cgroup_line(pid: int, h: hierarchy.Hierarchy, controller: str) -> str | Non
 
 def check(command: list[str]) -> list[str]:
     """Judge `command NAME MEMORY_BYTES PIDS_MAX COMMAND...` from /proc/<pid>/cgroup and the cgroup's files."""
-    namespaces.ensure_root("the step 3 check")
+    require_root("the step 3 check")
     verified: list[str] = []
     name = checking.unique_name("lab-check3")
     expected = _expected(name)
@@ -135,8 +133,7 @@ def _end_gently(run: checking.Run, pid: int) -> None:
     import signal
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(Exception):
-        run.popen.wait(timeout=10)
+    checking.exit_status(run, timeout=10)
 
 
 def _check_placement_and_limits(argv, expected, verified) -> None:
@@ -162,12 +159,7 @@ def _check_placement_and_limits(argv, expected, verified) -> None:
 
 
 def _check_exit_and_removal(argv, expected, verified) -> None:
-    with checking.running(argv) as run:
-        try:
-            status = run.popen.wait(timeout=15)
-        except Exception:
-            status = None
-        output = run.output()
+    status, output = checking.run_to_end(argv, timeout=15)
     checking.expect(status == 7, f"the command exited with 7 but the exercise exited with {status}"
                     + (f"; its output ended with: {output.splitlines()[-1]}" if output else ""),
                     "wait for the child and exit with its status", verified, "the command's exit status is passed on")
