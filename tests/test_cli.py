@@ -267,3 +267,46 @@ def test_cleanup_removes_what_a_crashed_pull_left_in_the_image_store_unless_a_wr
     assert not blob.exists() and not layer.exists()
     assert not any((store.root / "incoming").iterdir()) and not any((store.root / "tmp").iterdir())
     assert {"blobs", "layers"} <= {p.name for p in store.root.iterdir()}   # the store itself is untouched
+
+
+@pytest.fixture
+def running_container():
+    """A detached busybox container for the commands that work on one; removed at the end."""
+    name = f"tcli-{os.getpid()}"
+    result = run_labctl("run", "-d", "--name", name, "busybox", "sh", "-c", "echo one; sleep 2; echo two; sleep 60")
+    assert result.returncode == 0, result.stderr
+    yield name
+    run_labctl("rm", "-f", name)
+
+
+def test_inspect_shows_the_namespaces_of_pid_1_and_logs_follow_the_output(running_container):
+    [data] = json.loads(run_labctl("inspect", running_container).stdout)
+    pid = data["state"]["pid"]
+    assert data["state"]["status"] == "running"
+    for kind in ("net", "pid", "mnt"):
+        assert data["namespaces"][kind] == os.readlink(f"/proc/{pid}/ns/{kind}") != os.readlink(f"/proc/self/ns/{kind}")
+    followed = subprocess.Popen([sys.executable, "-m", "labctl", "logs", "-f", running_container],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert followed.stdout.readline() == "one\n"
+        assert followed.stdout.readline() == "two\n"    # (written two seconds after the first)
+        time.sleep(0.3)
+        assert followed.poll() is None                   # still following: the container runs
+        os.kill(pid, signal.SIGKILL)
+        assert followed.wait(timeout=10) == 0            # and done when it has exited
+    finally:
+        followed.kill()
+        followed.wait()
+    [data] = json.loads(run_labctl("inspect", running_container).stdout)
+    assert data["state"]["status"] == "exited" and "namespaces" not in data
+
+
+def test_exec_passes_on_the_exit_code_and_gives_stdin_or_a_terminal_as_asked(running_container):
+    plain = run_labctl("exec", running_container, "sh", "-c", "cat; echo out; exit 5", input="typed\n")
+    assert plain.returncode == 5 and plain.stdout.split() == ["out"]     # no -i: stdin is /dev/null
+    interactive = run_labctl("exec", "-i", running_container, "cat", input="typed\n")
+    assert interactive.returncode == 0 and interactive.stdout == "typed\n"
+    terminal = run_labctl("exec", "-t", running_container, "sh", "-c", "tty; exit 6", stdin=subprocess.DEVNULL)
+    assert terminal.returncode == 6 and terminal.stdout.strip().startswith("/dev/pts/"), terminal.stdout
+    missing = run_labctl("exec", running_container, "no-such-command-xyz")
+    assert missing.returncode == 126 and "no-such-command-xyz" in _one_line_error(missing)
