@@ -1,6 +1,7 @@
 """The CLI as a user meets it: help, errors as one line, doctor, tour, and cleanup after a SIGKILL."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -26,15 +27,74 @@ def test_help_is_fast_and_lists_examples():
         times.append(time.perf_counter() - start)
     assert out.returncode == 0 and "examples:" in out.stdout
     assert min(times) < 0.2, f"labctl --help took {min(times):.3f} s at best"
-    for command in ("doctor", "step", "check", "tour", "cleanup", "steps"):
-        sub = run_labctl(command, "--help")
-        assert sub.returncode == 0 and "examples:" in sub.stdout, command
 
 
 def test_help_imports_no_heavy_module():
     code = "import sys; from labctl.client import main as cli; cli.build_parser(); print(sorted(m for m in sys.modules if m.split('.')[0] in ('rich', 'pyroute2', 'bcc', 'matplotlib', 'psutil')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def _command_names(parser: argparse.ArgumentParser) -> list[str]:
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return list(subparsers.choices)
+
+
+def test_every_command_answers_help_with_examples():
+    from labctl.client import main as cli
+    commands = _command_names(cli.build_parser())
+    assert commands == list(cli.GROUP_OF), "labctl --help lists the commands in the order of main.GROUP_OF"
+    for words in [[c] for c in commands] + [["cgroup", "info"], ["cgroup", "run"]]:
+        result = run_labctl(*words, "--help")
+        assert result.returncode == 0 and "examples:" in result.stdout and not result.stderr, words
+        assert result.stdout.startswith(f"usage: labctl {' '.join(words)} "), words
+
+
+def test_only_the_command_on_the_line_is_built_from_the_group_that_defines_it():
+    from labctl.client import main as cli
+    for name, group in cli.GROUP_OF.items():
+        parser = cli.build_parser(only=name)
+        assert parser.complete and _command_names(parser) == [name], name
+        func = parser.parse_args([name, "info"] if name == "cgroup" else [name] + _REQUIRED.get(name, [])).func
+        assert func.__module__ == f"labctl.client.{group}", (name, func)
+    assert not cli.build_parser(only="no-such-command").complete   # main() then builds them all
+
+
+_REQUIRED = {"step": ["1"], "check": ["1"], "import": ["x"], "rmi": ["x"], "login": ["host", "-u", "u"],
+             "pull": ["x"], "registry": ["status"], "run": ["busybox"], "logs": ["c"], "exec": ["c"],
+             "stop": ["c"], "rm": ["c"], "inspect": ["c"], "volume": ["ls"]}
+
+
+def test_run_imports_one_command_group_and_the_standard_library_only():
+    code = ("import sys; from labctl.client import main as cli; cli.build_parser(only='run'); "
+            "print(sorted(m for m in sys.modules if m.startswith('labctl')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.stdout.strip() == str(sorted(["labctl", "labctl.client", "labctl.client.main", "labctl.client.parsing",
+                                             "labctl.client.containers", "labctl.errors"])), out.stdout + out.stderr
+    stdlib = ("import sys; before = set(sys.modules); from labctl.client import main as cli; cli.build_parser(only='run'); "
+              "print(sorted(m for m in set(sys.modules) - before if not m.startswith('labctl') "
+              "and m.split('.')[0] not in sys.stdlib_module_names))")
+    out = subprocess.run([sys.executable, "-c", stdlib], capture_output=True, text=True, cwd=REPO)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_the_version_is_written_once():
+    import labctl
+    import tomllib
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "labctl.__version__"}
+    result = run_labctl("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"labctl {labctl.__version__}"
+    written = [str(p.relative_to(REPO)) for p in (REPO / "labctl").rglob("*.py")
+               if f'"{labctl.__version__}"' in p.read_text()]
+    assert written == ["labctl/__init__.py"]
+
+
+def test_step_titles_are_defined_once_in_the_curriculum():
+    from labctl import steps
+    for step in steps.available():
+        assert not hasattr(step.load(), "TITLE"), f"{step.module_name} has its own TITLE: CURRICULUM's topic is the title"
 
 
 def _one_line_error(result):
@@ -52,12 +112,14 @@ def test_unknown_step_is_one_line():
     assert "no step" in line
 
 
-def test_not_root_is_one_line():
+@pytest.mark.parametrize("words", [["step", "1"], ["run", "busybox", "true"], ["cleanup"], ["cgroup", "run", "true"],
+                                   ["network"], ["trace", "--build"]])
+def test_not_root_is_one_line(words):
     result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                             sys.executable, "-m", "labctl", "step", "1"],
+                             sys.executable, "-m", "labctl", *words],
                             capture_output=True, text=True, cwd=REPO)
     line = _one_line_error(result)
-    assert "needs root" in line and "sudo" in line
+    assert "needs root" in line and "sudo" in line and f"`labctl {' '.join(words[:2 if words[0] == 'cgroup' else 1])}" in line
 
 
 def test_missing_busybox_is_one_line(tmp_path):
@@ -109,15 +171,37 @@ def test_doctor_reports_missing_tracefs_with_the_fix():
 
 
 def test_steps_lists_the_curriculum():
+    from labctl import steps
     result = run_labctl("steps")
     assert result.returncode == 0
-    assert "namespaces" in result.stdout and "eBPF" in result.stdout
+    for step in steps.CURRICULUM:
+        assert step.topic in result.stdout, step
+
+
+def test_check_waits_for_the_exercise_and_kills_it_after_the_timeout():
+    from labctl.steps import checking
+    assert checking.run_to_end([sys.executable, "-c", "print('judged'); raise SystemExit(7)"], timeout=30) == (7, "judged")
+    start = time.monotonic()
+    status, output = checking.run_to_end(["sleep", "60"], timeout=0.5)
+    assert status is None and output == "" and time.monotonic() - start < 10
+    # the sleep is gone: the residue fixture fails the test if any child of ours is left
 
 
 def test_tour_runs_the_available_steps():
+    from labctl import steps
     result = run_labctl("tour", "--no-explain", timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "Step 1" in result.stdout and "Step 2" in result.stdout and "Tour complete" in result.stdout
+    for step in steps.available():
+        assert f"Step {step.number}: {step.topic}" in result.stdout, step
+    assert "Tour complete" in result.stdout
+
+
+def test_check_names_its_step_and_what_it_judges(tmp_path):
+    from labctl import steps
+    result = run_labctl("check", "1", "--reference")
+    assert result.returncode == 0 and f"Checking step 1 ({steps.get(1).topic}): the reference solution" in result.stdout
+    line = _one_line_error(run_labctl("check", "1", "--file", str(tmp_path / "missing.py")))
+    assert f"no exercise at {tmp_path / 'missing.py'}" in line and "--file" in line
 
 
 def _alive(pid: int, start_time: int) -> bool:
@@ -183,3 +267,46 @@ def test_cleanup_removes_what_a_crashed_pull_left_in_the_image_store_unless_a_wr
     assert not blob.exists() and not layer.exists()
     assert not any((store.root / "incoming").iterdir()) and not any((store.root / "tmp").iterdir())
     assert {"blobs", "layers"} <= {p.name for p in store.root.iterdir()}   # the store itself is untouched
+
+
+@pytest.fixture
+def running_container():
+    """A detached busybox container for the commands that work on one; removed at the end."""
+    name = f"tcli-{os.getpid()}"
+    result = run_labctl("run", "-d", "--name", name, "busybox", "sh", "-c", "echo one; sleep 2; echo two; sleep 60")
+    assert result.returncode == 0, result.stderr
+    yield name
+    run_labctl("rm", "-f", name)
+
+
+def test_inspect_shows_the_namespaces_of_pid_1_and_logs_follow_the_output(running_container):
+    [data] = json.loads(run_labctl("inspect", running_container).stdout)
+    pid = data["state"]["pid"]
+    assert data["state"]["status"] == "running"
+    for kind in ("net", "pid", "mnt"):
+        assert data["namespaces"][kind] == os.readlink(f"/proc/{pid}/ns/{kind}") != os.readlink(f"/proc/self/ns/{kind}")
+    followed = subprocess.Popen([sys.executable, "-m", "labctl", "logs", "-f", running_container],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert followed.stdout.readline() == "one\n"
+        assert followed.stdout.readline() == "two\n"    # (written two seconds after the first)
+        time.sleep(0.3)
+        assert followed.poll() is None                   # still following: the container runs
+        os.kill(pid, signal.SIGKILL)
+        assert followed.wait(timeout=10) == 0            # and done when it has exited
+    finally:
+        followed.kill()
+        followed.wait()
+    [data] = json.loads(run_labctl("inspect", running_container).stdout)
+    assert data["state"]["status"] == "exited" and "namespaces" not in data
+
+
+def test_exec_passes_on_the_exit_code_and_gives_stdin_or_a_terminal_as_asked(running_container):
+    plain = run_labctl("exec", running_container, "sh", "-c", "cat; echo out; exit 5", input="typed\n")
+    assert plain.returncode == 5 and plain.stdout.split() == ["out"]     # no -i: stdin is /dev/null
+    interactive = run_labctl("exec", "-i", running_container, "cat", input="typed\n")
+    assert interactive.returncode == 0 and interactive.stdout == "typed\n"
+    terminal = run_labctl("exec", "-t", running_container, "sh", "-c", "tty; exit 6", stdin=subprocess.DEVNULL)
+    assert terminal.returncode == 6 and terminal.stdout.strip().startswith("/dev/pts/"), terminal.stdout
+    missing = run_labctl("exec", running_container, "no-such-command-xyz")
+    assert missing.returncode == 126 and "no-such-command-xyz" in _one_line_error(missing)

@@ -3,4 +3,14 @@
 Argument parsing only: every command calls into the layers below (images, containers, network, the
 kernel primitives) and prints what they return. When step 11's daemon runs, these commands become its
 REST clients, as `docker` is dockerd's.
+
+One module per command group, each with its parsers beside its commands:
+  course.py      doctor, steps, step, check, tour, cleanup, prepare (the curriculum; no Docker counterpart)
+  cgroups.py     cgroup info|run (step 3)
+  network.py     network ls|rm (step 6)
+  images.py      import, images, rmi (step 4); login, pull, registry (step 5)
+  containers.py  run, ps, logs, exec, stop, rm, inspect, stats, volume (step 7)
+  trace.py       trace (step 8)
+  parsing.py     what their parsers share
+  main.py        main(): assembles the groups into one command line
 """

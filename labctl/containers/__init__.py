@@ -15,15 +15,8 @@ One concern per module:
   enter.py       `labctl exec`: one more process in a running container's namespaces and cgroup
   terminal.py    `-it`, labctl's half: raw mode, the copying, the window size, restored on exit
   stats.py       `labctl stats`: each container's cgroup counters, and the step 7 measurement
+  logs.py        `labctl logs [-f]`: a detached container's output, read back from its log file
 
 Only the standard library is imported on the `labctl run` path, so a container starts fast.
 """
 
-
-def __getattr__(name: str):
-    # `from labctl.containers import runtime`: the old name of lifecycle.py, still used by the client's
-    # commands (labctl/client, being split by another change); remove once they import lifecycle.
-    if name == "runtime":
-        from labctl.containers import lifecycle
-        return lifecycle
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -83,6 +83,25 @@ def exec_capture(container: Container, argv: list[str]) -> tuple[int, str]:
     return wait_for(child), out
 
 
+def exec_foreground(container: Container, argv: list[str], *, tty: bool = False, interactive: bool = False,
+                    user: str | None = None, workdir: str | None = None, env: list[str] = ()) -> int:
+    """`labctl exec` at the user's terminal: with `tty` the command gets a pty of its own (relayed here, as
+    `labctl run -t` does), with `interactive` our stdin, else /dev/null. Waits for it, passing on the
+    signals `labctl run` passes on, and returns its exit code."""
+    stdio, console = Stdio(), None
+    if tty:
+        from labctl.containers.terminal import console_socket
+        console, theirs = console_socket()     # our end, until the container sends its pty master over it
+        stdio = Stdio(console=theirs)
+    elif not interactive:
+        stdio = Stdio(stdin=os.open(os.devnull, os.O_RDONLY))
+    child = exec_in(container, argv, stdio, user=user, workdir=workdir, env=env)
+    if console is not None:
+        from labctl.containers.terminal import receive_master, relay
+        relay(receive_master(console), done=lambda: False)   # (receive_master closes the socket)
+    return wait(child)
+
+
 def _exec_child(pid, kinds, cgroup, argv, environment, user, workdir, stdio: Stdio, end: handshake.ChildEnd) -> None:
     cgroups.join_self(cgroup)
     join_namespaces_of(pid, kinds)

@@ -225,3 +225,14 @@ def remove_record(container_id: str, name: str = "") -> None:
         with contextlib.suppress(FileNotFoundError):
             if os.readlink(link) == container_id:
                 link.unlink()
+
+
+def inspect(container: Container) -> dict:
+    """What `labctl inspect` shows: the record, its live status and, while PID 1 runs, the namespaces it
+    is in (the links in /proc/PID/ns, e.g. "net:[4026532302]", as `lsns` names them)."""
+    data = container.to_json()
+    data["state"]["status"] = container.status
+    if container.status == "running":
+        data["namespaces"] = {kind: os.readlink(f"/proc/{container.pid}/ns/{kind}")
+                              for kind in ("cgroup", "ipc", "mnt", "net", "pid", "time", "uts")}
+    return data

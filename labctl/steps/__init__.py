@@ -1,7 +1,7 @@
 """The curriculum. Each step number is stable (issues, notebooks and checks use it).
 
-A step module `labctl/steps/sNN_topic.py` provides:
-  TITLE: str                   one line
+Each step's title is its `topic` in CURRICULUM below, and only there (`labctl steps` lists them
+without importing a step module). A step module `labctl/steps/sNN_topic.py` provides:
   EXPLANATION: str             markdown shown by `labctl step N` before the demo
   demo() -> None               runs the reference implementation live, printing what the kernel shows
   check(command) -> list[str]  runs `command` (the student's exercise, or the reference), judges it by
@@ -53,16 +53,27 @@ class Step:
     def exercise_command(self, path: Path | None = None) -> list[str]:
         return [sys.executable, str(path or self.exercise)]
 
+    def command_to_check(self, reference: bool = False, path: str | None = None) -> tuple[list[str], str]:
+        """What `labctl check N` runs and judges, and how to name it: the reference solution, or the
+        student's exercise (`path`, by default lab/NN-topic/exercise.py), which must exist."""
+        if reference:
+            return self.reference_command(), "the reference solution"
+        path = path or self.exercise
+        if not os.path.exists(path):
+            from labctl.errors import LabError
+            raise LabError(f"no exercise at {path}", "give its path with --file, or restore lab/ from git")
+        return self.exercise_command(path), str(path)
+
 
 CURRICULUM = (
     Step(1, "namespaces", "namespaces: UTS, PID, IPC, mount"),
     Step(2, "rootfs", "root filesystem: chroot, pivot_root, /proc, /dev, /sys"),
-    Step(3, "cgroups", "cgroups: memory, CPU, pids on v1 and v2"),
+    Step(3, "cgroups", "cgroups: memory, CPU and pids limits on v1 and v2"),
     Step(4, "overlayfs", "OverlayFS: layers, copy-up, whiteouts"),
     Step(5, "registry", "registry pull: the OCI distribution protocol"),
     Step(6, "networking", "networking: netns, veth, bridge, NAT, ports"),
     Step(7, "container", "a whole container: labctl run"),
-    Step(8, "ebpf", "eBPF tracing with bcc"),
+    Step(8, "ebpf", "eBPF tracing with bcc: watch one container, and watch a container being built"),
     Step(9, "security", "security: capabilities, seccomp, user namespaces"),
     Step(10, "oci", "OCI runtime: bundles, labctl and runc"),
     Step(11, "daemon", "client-server: a daemon and its REST API"),

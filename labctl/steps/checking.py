@@ -53,6 +53,22 @@ def running(argv: Sequence[str], env: dict | None = None) -> Iterator[Run]:
             state.forget_dead_processes()
 
 
+def exit_status(run: Run, timeout: float) -> int | None:
+    """Wait up to `timeout` seconds for the exercise to end: its exit status, or None if it is still
+    running (`running` kills it on the way out)."""
+    try:
+        return run.popen.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def run_to_end(argv: Sequence[str], timeout: float) -> tuple[int | None, str]:
+    """Run the exercise until it ends, killing it after `timeout` seconds: (its exit status, None if it
+    had to be killed; its output)."""
+    with running(argv) as run:
+        return exit_status(run, timeout), run.output()
+
+
 def kill_tree(run: Run) -> None:
     """SIGKILL the exercise and every process it started: its descendants, and processes still in
     its session (start_new_session) that were orphaned when a parent exited early."""

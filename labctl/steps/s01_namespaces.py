@@ -10,8 +10,6 @@ from labctl.kernel import namespaces
 from labctl import ui
 from labctl.errors import CheckFailed, require_root
 
-TITLE = "namespaces: UTS, PID, IPC, mount"
-
 EXPLANATION = """
 A **namespace** wraps one kind of global resource so that the processes inside see their own copy.
 A container is, first of all, a process in a set of new namespaces:
@@ -84,11 +82,7 @@ def check(command: list[str]) -> list[str]:
             sethostname(host_before)
             raise CheckFailed("the exercise changed the host's hostname",
                               "call sethostname only after unshare(CLONE_NEWUTS), in the new namespace")
-    with checking.running(command + [want_host, "sh", "-c", "exit 7"]) as run:
-        try:
-            status = run.popen.wait(timeout=10)
-        except Exception:
-            status = None
+    status, _ = checking.run_to_end(command + [want_host, "sh", "-c", "exit 7"], timeout=10)
     checking.expect(status == 7, f"the command exited with 7 but the exercise exited with {status}",
                     "wait for the child and exit with its status (os.waitstatus_to_exitcode)", verified,
                     "the command's exit status is passed on")

@@ -10,9 +10,7 @@ from labctl.steps import checking
 from labctl.images import labimage
 from labctl.kernel import namespaces, rootfs
 from labctl import state, ui
-from labctl.errors import CheckFailed
-
-TITLE = "root filesystem: chroot, pivot_root, /proc, /dev, /sys"
+from labctl.errors import CheckFailed, require_root
 
 EXPLANATION = """
 A container needs its own root filesystem. The lab's is a busybox userland built locally
@@ -39,7 +37,7 @@ def _host_probe() -> Path:
 
 
 def demo() -> None:
-    namespaces.ensure_root("the root filesystem demo")
+    require_root("the root filesystem demo")
     root = labimage.ensure_busybox_rootfs()
     ui.kernel(f"the lab image: {root} ({sum(1 for _ in root.rglob('*'))} entries, one static busybox)")
     probe = _host_probe()

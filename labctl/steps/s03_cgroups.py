@@ -12,8 +12,6 @@ from labctl.kernel.cgroups import hierarchy
 from labctl.demos import cgroups as experiments
 from labctl.errors import CheckFailed, require_root
 
-TITLE = "cgroups: memory, CPU and pids limits on v1 and v2"
-
 EXPLANATION = """
 Namespaces decide what a container **sees**; control groups decide how much it may **use**.
 A cgroup is a directory in a cgroup filesystem: `mkdir` creates one, writing a PID into its
@@ -135,8 +133,7 @@ def _end_gently(run: checking.Run, pid: int) -> None:
     import signal
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(Exception):
-        run.popen.wait(timeout=10)
+    checking.exit_status(run, timeout=10)
 
 
 def _check_placement_and_limits(argv, expected, verified) -> None:
@@ -162,12 +159,7 @@ def _check_placement_and_limits(argv, expected, verified) -> None:
 
 
 def _check_exit_and_removal(argv, expected, verified) -> None:
-    with checking.running(argv) as run:
-        try:
-            status = run.popen.wait(timeout=15)
-        except Exception:
-            status = None
-        output = run.output()
+    status, output = checking.run_to_end(argv, timeout=15)
     checking.expect(status == 7, f"the command exited with 7 but the exercise exited with {status}"
                     + (f"; its output ended with: {output.splitlines()[-1]}" if output else ""),
                     "wait for the child and exit with its status", verified, "the command's exit status is passed on")

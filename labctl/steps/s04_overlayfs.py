@@ -12,10 +12,9 @@ from labctl.images import archive as imageimport
 from labctl.demos import overlay as measurements
 from labctl.kernel import overlay
 from labctl import state, ui
+from labctl.errors import require_root
 from labctl.images.store import ImageStore
 from labctl.kernel.syscalls import mount
-
-TITLE = "OverlayFS: layers, copy-up, whiteouts"
 
 EXPLANATION = """
 An image is a stack of **layers**, each a tar of the files it adds or changes. The image store unpacks
@@ -53,8 +52,7 @@ def _show_upper_entry(upper: Path, rel: str) -> str:
 
 
 def demo() -> None:
-    from labctl.kernel.namespaces import ensure_root
-    ensure_root("the OverlayFS demo")
+    require_root("the OverlayFS demo")
     store = ImageStore()
     imageimport.import_lab_images(store)
     root = overlay.ContainerRoot.create(store, DEMO_IMAGE, f"lab-demo4-{os.getpid()}")
@@ -111,12 +109,7 @@ def check(command: list[str]) -> list[str]:
         d.mkdir()
     mount_rec = state.record_mount(str(merged), "step 4 check: the exercise's overlay")
     try:
-        with checking.running(command + [str(merged), str(upper), str(work)] + layers) as run:
-            try:
-                status = run.popen.wait(timeout=30)
-            except Exception:
-                status = None
-            output = run.output()
+        status, output = checking.run_to_end(command + [str(merged), str(upper), str(work)] + layers, timeout=30)
         opts = overlay.mount_options(merged)
         checking.expect(opts is not None,
                         f"nothing of type overlay is mounted on {merged} (the exercise exited with {status}"

@@ -12,8 +12,6 @@ from labctl.images import store as imagestore, labregistry, mediatypes, distribu
 from labctl import state, ui
 from labctl.errors import LabError
 
-TITLE = "registry pull: the OCI distribution protocol"
-
 EXPLANATION = """
 An image on a registry is a handful of **content-addressed blobs**: each is named by the sha256 of
 its bytes, so whoever downloads one can tell whether it got exactly what was published.
@@ -94,15 +92,6 @@ def demo() -> None:
 # it does when the registry serves a corrupted blob.
 
 
-def _run(command: list[str], args: list[str], timeout: float = 60) -> tuple[int | None, str]:
-    with checking.running(command + args) as run:
-        try:
-            status = run.popen.wait(timeout=timeout)
-        except Exception:
-            status = None
-        return status, run.output()
-
-
 def check(command: list[str]) -> list[str]:
     verified: list[str] = []
     work = state.new_tmpdir("check5-")
@@ -116,7 +105,8 @@ def check(command: list[str]) -> list[str]:
             client.close()
             layer = json.loads(manifest_bytes)["layers"][0]
             out = work / "out-1"
-            status, output = _run(command, [server.host, "lab/layered", "latest", str(out)])
+            status, output = checking.run_to_end(command + [server.host, "lab/layered", "latest", str(out)],
+                                                 timeout=60)
             last = output.splitlines()[-1] if output else "(no output)"
             checking.expect(status == 0, f"the exercise exited with status {status}: {last}",
                             "run it by hand: python3 lab/05-registry/exercise.py 127.0.0.1:PORT lab/layered latest /tmp/out",
@@ -146,7 +136,8 @@ def check(command: list[str]) -> list[str]:
             corrupted[len(corrupted) // 2] ^= 0xFF
             stored.write_bytes(bytes(corrupted))
             out2 = work / "out-2"
-            status, output = _run(command, [server.host, "lab/layered", "latest", str(out2)])
+            status, output = checking.run_to_end(command + [server.host, "lab/layered", "latest", str(out2)],
+                                                 timeout=60)
             left = [p for p in (out2 / "blobs").rglob("*") if p.is_file()] if (out2 / "blobs").exists() else []
             checking.expect(status not in (0, None) and not left,
                             "with a corrupted blob on the registry the exercise " +

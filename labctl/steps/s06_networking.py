@@ -9,13 +9,10 @@ import socket
 import sys
 
 from labctl.steps import checking
-from labctl.kernel import namespaces
 from labctl import network, state, ui
 from labctl.demos import nettool
 from labctl.demos.network import nettool_argv, start_container
-from labctl.errors import CheckFailed
-
-TITLE = "networking: netns, veth, bridge, NAT, ports"
+from labctl.errors import CheckFailed, require_root
 
 EXPLANATION = """
 A new **network namespace** (`CLONE_NEWNET`) holds nothing but a loopback device that is down. To give
@@ -72,7 +69,7 @@ def _client_output(name: str, net: network.Network, *args: str) -> str:
 
 
 def demo() -> None:
-    namespaces.ensure_root("the networking demo")
+    require_root("the networking demo")
     net = network.default_network()
     port = _free_port()
     ui.say(f"Starting container [bold]web[/bold] (a TCP server, `python -m labctl.demos.nettool serve --port 80`) "
@@ -148,12 +145,7 @@ def check(command: list[str]) -> list[str]:
         upstream = network.create_upstream(f"lab-ck-{tag}-up", f"10.206.{octet}.0/30")
         server = nettool.Server(nettool.listen("0.0.0.0", 7, lambda: network.socket_in_netns(upstream.netns)))
         args = [netns, net.bridge, host_ifname, f"{address}/{net.prefixlen}", net.gateway]
-        with checking.running(command + args) as run:
-            try:
-                status = run.popen.wait(timeout=60)
-            except Exception:
-                status = None
-            output = run.output()
+        status, output = checking.run_to_end(command + args, timeout=60)
         verified.append(f"ran the exercise with {' '.join(args)} (exit status {status})")
         _judge(verified, net, netns, host_ifname, address, upstream, output)
     finally:

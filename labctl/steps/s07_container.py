@@ -13,8 +13,6 @@ from labctl import state, ui
 from labctl.errors import require_root
 
 
-TITLE = "a whole container: labctl run"
-
 EXPLANATION = """
 `labctl run IMAGE` puts every earlier step together, in the order runc does:
 
@@ -159,11 +157,7 @@ def _judge(command: list[str], name: str, marker: list[str], verified: list[str]
         nspid = namespaces.pid_inside(pid)
         checking.expect(nspid[-1] == 1, f"the command is PID {nspid[-1]} inside", "exec the command as PID 1",
                         verified, "it is PID 1 inside")
-    with checking.running(command + [name + "x", "32m", "sh", "-c", "exit 7"]) as run:
-        try:
-            status = run.popen.wait(timeout=20)
-        except Exception:
-            status = None
+    status, _ = checking.run_to_end(command + [name + "x", "32m", "sh", "-c", "exit 7"], timeout=20)
     checking.expect(status == 7, f"the command exited with 7 but the exercise exited with {status}",
                     "exit with the container's status", verified, "the exit status is passed on")
     return verified

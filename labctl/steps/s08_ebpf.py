@@ -10,9 +10,7 @@ import time
 
 from labctl.steps import checking
 from labctl import ui
-from labctl.errors import CheckFailed
-
-TITLE = "eBPF tracing with bcc: watch one container, and watch a container being built"
+from labctl.errors import CheckFailed, require_root
 
 EXPLANATION = """
 **eBPF** runs small, verified programs inside the kernel, attached to hooks. The lab uses
@@ -58,8 +56,7 @@ def demo() -> None:
     from labctl.tracing.execsnoop import ExecTracer
     from labctl.tracing.syscount import SyscallCounter
     from labctl.demos.workload import ShellContainer
-    from labctl.kernel.namespaces import ensure_root
-    ensure_root("the eBPF demo")
+    require_root("the eBPF demo")
     ui.table(("needs", "status", "detail"), [(n, s, d) for n, s, d, _ in tracing.diagnose()],
              title="What bcc needs on this machine")
 
@@ -123,10 +120,7 @@ def check(command: list[str]) -> list[str]:
                 subprocess.run(["/bin/busybox", "sh", "-c", f"{cmd} >/dev/null"], check=False)
             time.sleep(0.2)
             os.kill(run.popen.pid, signal.SIGINT)
-            try:
-                run.popen.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                pass
+            checking.exit_status(run, timeout=15)
             out = run.output()
     match = re.search(r"execs:\s*(\d+)", out)
     checking.expect(match is not None, "the exercise did not print `execs: N` when interrupted",
