@@ -283,7 +283,7 @@ def test_stop_sends_sigterm_then_sigkill(names):
     name = names("stop")
     labctl_ok("run", "-d", "--name", name, "busybox", "sh", "-c",
               "trap 'exit 42' TERM; echo ready; while true; do sleep 0.1; done")
-    assert wait_for(lambda: "ready" in labctl_ok("logs", name))   # the trap is in place before we stop
+    assert wait_for(lambda: "ready" in labctl_ok("logs", name), timeout=60)   # the trap is set before we stop
     started = time.monotonic()
     labctl_ok("stop", name)
     prompt_stop = time.monotonic() - started        # what one `labctl stop` costs on this machine, now
