@@ -84,8 +84,8 @@ def _add_run(commands: Commands) -> None:
     p.add_argument("-m", "--memory", help="memory limit, e.g. 64m")
     p.add_argument("--cpus", type=float, help="CPU limit in CPUs, e.g. 0.5")
     p.add_argument("--pids-limit", type=int, help="maximum number of processes")
-    from labctl.network import MODES as NETWORK_MODES   # the one list of modes (a light import: no pyroute2)
-    p.add_argument("--network", default="none", help=f"{', '.join(NETWORK_MODES)} (default: none)")
+    # labctl.network.MODES is the list the library checks; not imported here, so `run --help` stays light
+    p.add_argument("--network", default="none", help="none (default), host or bridge")
     p.add_argument("-p", "--publish", action="append", default=[], metavar="HOST:CTR",
                    help="publish a container port on 127.0.0.1 (needs --network bridge)")
     p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]",
