@@ -172,7 +172,7 @@ def test_doctor_reports_missing_tracefs_with_the_fix():
 
 def test_steps_lists_the_curriculum():
     from labctl import steps
-    result = run_labctl("steps")
+    result = run_labctl("steps", env=dict(os.environ, COLUMNS="250"))   # wide enough that no title wraps
     assert result.returncode == 0
     for step in steps.CURRICULUM:
         assert step.topic in result.stdout, step
@@ -189,7 +189,7 @@ def test_check_waits_for_the_exercise_and_kills_it_after_the_timeout():
 
 def test_tour_runs_the_available_steps():
     from labctl import steps
-    result = run_labctl("tour", "--no-explain", timeout=600)
+    result = run_labctl("tour", "--no-explain", timeout=600, env=dict(os.environ, COLUMNS="250"))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for step in steps.available():
         assert f"Step {step.number}: {step.topic}" in result.stdout, step

@@ -73,7 +73,7 @@ CURRICULUM = (
     Step(5, "registry", "registry pull: the OCI distribution protocol"),
     Step(6, "networking", "networking: netns, veth, bridge, NAT, ports"),
     Step(7, "container", "a whole container: labctl run"),
-    Step(8, "ebpf", "eBPF tracing with bcc: watch one container, and watch a container being built"),
+    Step(8, "ebpf", "eBPF tracing with bcc: one container, and a container being built"),
     Step(9, "security", "security: capabilities, seccomp, user namespaces"),
     Step(10, "oci", "OCI runtime: bundles, labctl and runc"),
     Step(11, "daemon", "client-server: a daemon and its REST API"),
