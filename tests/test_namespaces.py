@@ -13,6 +13,9 @@ from labctl.errors import LabError
 from labctl.kernel.syscalls import namespace_inode
 
 
+pytestmark = pytest.mark.root
+
+
 def test_spawn_creates_new_uts_pid_ipc_mnt_namespaces():
     with namespaces.spawn(["sleep", "30"], hostname="lab-t1") as proc:
         for kind in ("uts", "pid", "ipc", "mnt"):
@@ -53,6 +56,7 @@ def test_missing_command_is_one_clear_error():
         namespaces.spawn(["no-such-command-xyz"])
 
 
+@pytest.mark.root(False)
 def test_unknown_namespace_kind_is_rejected():
     with pytest.raises(LabError, match="unknown namespace kind"):
         namespaces.spawn(["true"], namespaces=("uts", "bogus"))
