@@ -1,8 +1,7 @@
-"""Writes notebooks/03-cgroups.ipynb (without outputs). Run: python notebooks/make_03_cgroups.py"""
-from pathlib import Path
+"""Writes notebooks/03-cgroups.ipynb (without outputs). Run: python notebooks/make_03_cgroups.py [OUTPUT]"""
+from nbformat.v4 import new_code_cell, new_markdown_cell
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbwriter import write_notebook
 
 cells = [
     new_markdown_cell("""# Step 3 — cgroups: memory, CPU and process limits
@@ -49,5 +48,4 @@ and removes them when each experiment ends (and `labctl cleanup` would, had this
     new_code_cell("""print([str(h.lab_dir) for h in layout.hierarchies() if h.lab_dir.exists()] or "no labctl/ node left")"""),
 ]
 
-nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-nbformat.write(nb, Path(__file__).with_name("03-cgroups.ipynb"))
+write_notebook(cells, "03-cgroups.ipynb")

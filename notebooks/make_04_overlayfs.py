@@ -1,8 +1,7 @@
-"""Writes notebooks/04-overlayfs.ipynb (without outputs). Run: python notebooks/make_04_overlayfs.py"""
-from pathlib import Path
+"""Writes notebooks/04-overlayfs.ipynb (without outputs). Run: python notebooks/make_04_overlayfs.py [OUTPUT]"""
+from nbformat.v4 import new_code_cell, new_markdown_cell
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbwriter import write_notebook
 
 cells = [
     new_markdown_cell("""# Step 4 — OverlayFS: layers, copy-up, whiteouts, shared base layers
@@ -82,6 +81,4 @@ overlay_plots.copy_up_figure(timings);"""),
 Next: `lab/04-overlayfs/README.md`, then `labctl check 4`."""),
 ]
 
-nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                          "language": "python"}})
-nbformat.write(nb, Path(__file__).with_name("04-overlayfs.ipynb"))
+write_notebook(cells, "04-overlayfs.ipynb")

@@ -1,8 +1,7 @@
-"""Writes notebooks/05-registry.ipynb (without outputs). Run: python notebooks/make_05_registry.py"""
-from pathlib import Path
+"""Writes notebooks/05-registry.ipynb (without outputs). Run: python notebooks/make_05_registry.py [OUTPUT]"""
+from nbformat.v4 import new_code_cell, new_markdown_cell
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbwriter import write_notebook
 
 cells = [
     new_markdown_cell("""# Step 5 — pulling an image: the OCI distribution protocol
@@ -63,6 +62,4 @@ pull chose the other entry of the index, so its config says `arm64`."""),
 shutil.rmtree(store.root)"""),
 ]
 
-nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                        "language": "python"}})
-Path(__file__).with_name("05-registry.ipynb").write_text(nbformat.writes(nb))
+write_notebook(cells, "05-registry.ipynb")

@@ -1,10 +1,9 @@
-"""Writes notebooks/07-container.ipynb (without outputs). Run: python notebooks/make_07_container.py"""
-from pathlib import Path
+"""Writes notebooks/07-container.ipynb (without outputs). Run: python notebooks/make_07_container.py [OUTPUT]"""
+from nbformat.v4 import new_code_cell as code, new_markdown_cell as md
 
-import nbformat as nbf
-nb = nbf.v4.new_notebook()
-md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
-nb.cells = [
+from nbwriter import write_notebook
+
+cells = [
     md("# Step 7 — a whole container\n\n`labctl run` assembles steps 1–6: the image's config, an overlay root, "
        "namespaces (UTS, IPC, mount, PID, network, cgroup, time), a cgroup with limits, volumes, and a supervisor "
        "that outlives `labctl`. This notebook drives the same library the CLI uses (`labctl.containers`)."),
@@ -29,5 +28,5 @@ nb.cells = [
        "climbs towards `-m`."),
     code("series = stats.measure_workloads(seconds=5, interval=0.25)\nfig = plots.stats_over_time(series)"),
 ]
-nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-nbf.write(nb, str(Path(__file__).resolve().parent / "07-container.ipynb"))
+
+write_notebook(cells, "07-container.ipynb")

@@ -1,8 +1,8 @@
-"""Writes notebooks/08-ebpf.ipynb (without outputs). Run: python notebooks/make_08_ebpf.py"""
-from pathlib import Path
+"""Writes notebooks/08-ebpf.ipynb (without outputs). Run: python notebooks/make_08_ebpf.py [OUTPUT]"""
+from nbformat.v4 import new_code_cell, new_markdown_cell
 
-import nbformat
-from nbformat.v4 import new_notebook, new_markdown_cell, new_code_cell
+from nbwriter import write_notebook
+
 cells = [
  new_markdown_cell("""# Step 8 — eBPF tracing with bcc
 
@@ -56,5 +56,5 @@ for ev in events:
  new_code_cell("""import os
 print("programs this kernel still runs for this notebook:", tracing.program_ids_held_by(os.getpid()))"""),
 ]
-nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-nbformat.write(nb, Path(__file__).with_name("08-ebpf.ipynb"))
+
+write_notebook(cells, "08-ebpf.ipynb")

@@ -1,4 +1,11 @@
-"""Shared fixtures. Every test runs against the real kernel, as root, and must leave nothing behind."""
+"""Shared fixtures, and the two tiers of the suite.
+
+Most tests run against the real kernel, as root, and must leave nothing behind (`no_residue`). They say
+so with the `root` marker: `pytestmark = pytest.mark.root` for a module of them, `@pytest.mark.root` for
+one test, and `@pytest.mark.root(False)` for a test in such a module that needs no root (a parser, a
+clear error given before anything is created). For any other user those are skipped, each with the
+same reason, and the rest run: `pytest -m "not vm"` as a student, without sudo.
+"""
 from __future__ import annotations
 
 import os
@@ -12,10 +19,26 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+ROOT_REASON = "needs root: it makes namespaces, mounts, cgroups, links or BPF programs (run pytest as root)"
+IS_ROOT = os.geteuid() == 0
+
 
 def pytest_configure(config):
-    if os.geteuid() != 0:
-        pytest.exit("the lab's tests need root (namespaces, mounts, cgroups): run them as root", returncode=2)
+    config.addinivalue_line("markers", "root: the test " + ROOT_REASON.partition(" (")[0] +
+                            "; root(False): this test of a root module does not")
+
+
+def needs_root(item: pytest.Item) -> bool:
+    """The marker nearest the test decides: its own, else its class's, else its module's."""
+    marker = item.get_closest_marker("root")
+    return marker is not None and bool(marker.args[0] if marker.args else True)
+
+
+def pytest_collection_modifyitems(config, items):
+    if not IS_ROOT:
+        for item in items:
+            if needs_root(item):
+                item.add_marker(pytest.mark.skip(reason=ROOT_REASON))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -67,7 +90,11 @@ SESSION_PIDS: set[int] = set()
 @pytest.fixture(autouse=True)
 def no_residue(request, lab_state_dir):
     """Fail any test that leaves a lab mount, link, netns, cgroup, nftables table, process or journal
-    record behind. Objects that existed before the test are not blamed on it."""
+    record behind. Objects that existed before the test are not blamed on it. Only as root: any other
+    user's tests can make none of these (and could not list some of them)."""
+    if not IS_ROOT:
+        yield
+        return
     before = lab_objects(lab_state_dir)
     yield
     after = lab_objects(lab_state_dir)

@@ -23,6 +23,8 @@ from labctl.kernel.cgroups import Cgroup, hierarchy, parse_limits
 from labctl.demos import cgroups as experiments
 from labctl.errors import LabError
 
+pytestmark = pytest.mark.root
+
 REPO = Path(__file__).resolve().parent.parent
 LAYOUT = cgroups.detect()
 
@@ -60,6 +62,7 @@ def read(path: Path) -> str:
 # Where things are
 
 
+@pytest.mark.root(False)
 def test_layout_follows_mountinfo_and_proc_self_cgroup():
     mounts = {}
     with open("/proc/self/mountinfo") as f:
@@ -83,6 +86,7 @@ def test_layout_follows_mountinfo_and_proc_self_cgroup():
         assert memory.own_dir == Path(str(memory.mountpoint) + own[key].rstrip("/"))
 
 
+@pytest.mark.root(False)
 def test_docker_terms_parse_like_docker():
     limits = parse_limits(memory="64m", cpus="0.5", pids_limit=32, cpu_shares=512)
     assert (limits.memory_bytes, limits.cpu_quota_us, limits.cpu_period_us, limits.pids_max) == (64 << 20, 50000, 100000, 32)
@@ -141,6 +145,7 @@ def test_docker_limits_land_in_the_right_files(version):
         assert (stats.memory_limit_bytes, stats.cpu_quota, stats.pids_max) == (64 << 20, 0.5, 32)
 
 
+@pytest.mark.root(False)
 def test_a_limit_without_its_controller_is_an_error_naming_it():
     layout = cgroups.detect()
     del layout.by_controller["pids"]

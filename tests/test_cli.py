@@ -16,9 +16,12 @@ from helpers import run_labctl
 from labctl.images import labimage
 from labctl import state
 
+pytestmark = pytest.mark.root
+
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.root(False)
 def test_help_is_fast_and_lists_examples():
     times = []
     for _ in range(5):
@@ -29,6 +32,7 @@ def test_help_is_fast_and_lists_examples():
     assert min(times) < 0.2, f"labctl --help took {min(times):.3f} s at best"
 
 
+@pytest.mark.root(False)
 def test_help_imports_no_heavy_module():
     code = "import sys; from labctl.client import main as cli; cli.build_parser(); print(sorted(m for m in sys.modules if m.split('.')[0] in ('rich', 'pyroute2', 'bcc', 'matplotlib', 'psutil')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
@@ -105,6 +109,7 @@ def _one_line_error(result):
     return lines[0]
 
 
+@pytest.mark.root(False)
 def test_unknown_step_is_one_line():
     line = _one_line_error(run_labctl("step", "42"))
     assert "no step" in line and "labctl steps" in line
@@ -128,6 +133,7 @@ def test_missing_busybox_is_one_line(tmp_path):
     assert "busybox-static" in line
 
 
+@pytest.mark.root(False)
 def test_missing_rootfs_in_reference_is_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "labctl.steps.s02_rootfs", str(tmp_path), "true"],
                             capture_output=True, text=True)
@@ -143,6 +149,7 @@ def test_every_reference_solution_fails_in_one_line():
     assert result.returncode == 2 and len(lines) == 1 and "no-such-command-xyz" in lines[0], result.stderr
 
 
+@pytest.mark.root(False)
 def test_doctor_reports_this_hosts_cgroup_mode():
     result = run_labctl("doctor", "--json")
     rows = {r["requirement"]: r for r in json.loads(result.stdout)}
@@ -170,6 +177,7 @@ def test_doctor_reports_missing_tracefs_with_the_fix():
     assert result.returncode == 1
 
 
+@pytest.mark.root(False)
 def test_steps_lists_the_curriculum():
     from labctl import steps
     result = run_labctl("steps", env=dict(os.environ, COLUMNS="250"))   # wide enough that no title wraps

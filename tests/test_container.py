@@ -15,6 +15,8 @@ from helpers import run_labctl
 from labctl.kernel import namespaces
 from labctl import state
 
+pytestmark = pytest.mark.root
+
 IMAGE_CONFIG = {"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "GREETING=from-image", "KEEP=image"],
                 "Entrypoint": ["/bin/busybox"], "Cmd": ["sleep", "1001"],
                 "WorkingDir": "/home/student/work", "User": "student"}

@@ -14,6 +14,8 @@ import pytest
 
 from labctl import launcher
 
+pytestmark = pytest.mark.root
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -28,6 +30,7 @@ def _run(argv: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, **kw)
 
 
+@pytest.mark.root(False)
 def test_launcher_is_rewritten_only_when_it_would_change(labctl_launcher, tmp_path):
     before = os.stat(labctl_launcher)
     assert not launcher.install(labctl_launcher, python=sys.executable, repo=REPO)   # the second provision run
@@ -40,6 +43,7 @@ def test_launcher_is_rewritten_only_when_it_would_change(labctl_launcher, tmp_pa
     assert not link.is_symlink() and link.read_text() == open(labctl_launcher).read()
 
 
+@pytest.mark.root(False)
 def test_launcher_starts_python_without_site_and_finds_every_dependency(labctl_launcher):
     text = open(labctl_launcher).read()
     assert text.splitlines()[0] == f"#!{sys.executable} -S"

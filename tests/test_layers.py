@@ -23,6 +23,9 @@ from labctl.images.store import ImageStore, sha256_digest
 from labctl.images.layers import LayerRejected
 
 
+pytestmark = pytest.mark.root
+
+
 def snapshot(root: Path, skip: Path | None = None) -> dict[str, tuple]:
     """Every path below root with its type, mode, owner, size, mtime and content hash."""
     out = {}

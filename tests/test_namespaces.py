@@ -13,6 +13,9 @@ from labctl.errors import ChildError, LabError
 from labctl.kernel.syscalls import namespace_inode
 
 
+pytestmark = pytest.mark.root
+
+
 def test_spawn_creates_new_uts_pid_ipc_mnt_namespaces():
     with namespaces.spawn(["sleep", "30"], hostname="lab-t1") as proc:
         for kind in ("uts", "pid", "ipc", "mnt"):
@@ -71,6 +74,7 @@ def test_an_unexpected_error_in_the_child_comes_back_with_its_traceback():
     assert "broken_setup" in str(caught.value.__cause__)   # the child's traceback names the function
 
 
+@pytest.mark.root(False)
 def test_handshake_sends_pid_first_even_when_pid_1_is_quicker():
     """PID 1 is held back until its parent has sent PID (no namespaces needed to see it: plain forks)."""
     import time
@@ -99,6 +103,7 @@ def test_handshake_sends_pid_first_even_when_pid_1_is_quicker():
     assert first.pid > 0 and os.waitstatus_to_exitcode(status) == 0
 
 
+@pytest.mark.root(False)
 def test_unknown_namespace_kind_is_rejected():
     with pytest.raises(LabError, match="unknown namespace kind"):
         namespaces.spawn(["true"], namespaces=("uts", "bogus"))

@@ -24,6 +24,8 @@ from labctl.demos.network import NetContainer, nettool_argv, start_container
 from labctl.errors import LabError
 from labctl.kernel.syscalls import namespace_inode
 
+pytestmark = pytest.mark.root
+
 NET = network.Network("labtest6", "10.203.66.0/24")
 UPSTREAM_SUBNET = "10.204.66.0/30"
 REPO = Path(__file__).resolve().parent.parent
@@ -170,6 +172,7 @@ def test_network_ls_lists_the_bridge_and_its_containers():
         assert NET.bridge in result.stdout and f"lab-t6-ls={box.address}" in result.stdout
 
 
+@pytest.mark.root(False)
 def test_modes_refuse_the_wrong_namespace_and_bad_ports():
     with pytest.raises(LabError, match="unknown network mode"):
         network.attach(os.getpid(), "x", mode="overlay")

@@ -7,9 +7,12 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+pytestmark = pytest.mark.root
+
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 
 
+@pytest.mark.root(False)
 def test_there_are_notebooks():
     assert len(NOTEBOOKS) >= 2
 

@@ -23,6 +23,9 @@ from labctl.errors import LabError
 from labctl.images.store import ImageStore, remove_image
 
 
+pytestmark = pytest.mark.root
+
+
 def tree(root: Path) -> dict[str, tuple]:
     """Every path below root: (type, permission bits, uid, gid, content sha256 or link target)."""
     out = {}

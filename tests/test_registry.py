@@ -26,6 +26,8 @@ from labctl.images import store as imagestore, labregistry, mediatypes, ocilayou
 from labctl import state
 from labctl.images.tokenserver import TokenServer
 
+pytestmark = pytest.mark.root
+
 USER, PASSWORD = "student-reg5", "correct horse battery staple"
 
 
@@ -126,6 +128,7 @@ def tree(root: Path) -> dict[str, tuple]:
 # References
 
 
+@pytest.mark.root(False)
 @pytest.mark.parametrize("text, expected", [
     ("busybox", ("docker.io", "library/busybox", "latest", None)),
     ("alpine:3.19", ("docker.io", "library/alpine", "3.19", None)),
@@ -141,6 +144,7 @@ def test_references_are_normalised_as_docker_does(text, expected):
     assert (ref.registry, ref.repository, ref.tag, ref.digest) == expected
 
 
+@pytest.mark.root(False)
 @pytest.mark.parametrize("text", ["", "Busybox", "a b", "lab/", "x@sha256:123", "127.0.0.1:99999/x",
                                   "x:" + "t" * 200, "a//b", "-lead"])
 def test_invalid_reference_is_one_clear_line(text):
@@ -572,6 +576,7 @@ def test_redirect_to_another_host_gets_no_authorization(tmp_path, layout, store)
 # The lab registry (CLI) and cleanup
 
 
+@pytest.mark.root(False)
 def test_registry_start_on_a_port_that_is_no_port_is_one_clear_error():
     result = run_cli("registry", "start", "--port", "99999")
     assert result.returncode == 2, result.stdout + result.stderr

@@ -14,6 +14,8 @@ from labctl.kernel import namespaces, rootfs
 from labctl import state
 from labctl.errors import LabError
 
+pytestmark = pytest.mark.root
+
 REPO = Path(__file__).resolve().parent.parent
 
 

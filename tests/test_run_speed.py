@@ -19,6 +19,9 @@ from helpers import run_labctl
 from labctl import state
 
 
+pytestmark = pytest.mark.root
+
+
 def _root_mount_options(mountinfo: str) -> list[str]:
     """The super options of the filesystem mounted at / in a /proc/<pid>/mountinfo text."""
     for line in mountinfo.splitlines():

@@ -22,6 +22,8 @@ from labctl.errors import LabError
 from labctl.tracing import Scope
 from labctl.demos.workload import ShellContainer
 
+pytestmark = pytest.mark.root
+
 BUSYBOX = "/bin/busybox"
 
 
@@ -226,6 +228,7 @@ def test_diagnose_reports_tracefs_headers_and_bcc():
     assert rows["tracefs"] == "pass" and rows["bcc"] == "pass" and rows["kernel headers"] in ("pass", "warn")
 
 
+@pytest.mark.root(False)
 def test_resolver_accepts_pid_and_pluggable_names():
     assert tracing.resolve_container("1234") == 1234
     tracing.register_resolver(lambda name: 4321 if name == "lab-named" else None)

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "vagrant"))
 import labvm  # noqa: E402
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.root]
 
 #: Caps in seconds, so the tier fits CI's 90 minutes next to the host suite.
 GUEST_TESTS_TIMEOUT = int(os.environ.get("LABCTL_VM_TEST_TIMEOUT", "1800"))

@@ -11,11 +11,14 @@ import os
 import sys
 from pathlib import Path
 
-for _folder in Path(__file__).resolve().parents:  # the labctl package (lab/ sits beside it), for two helpers
-    if (_folder / "labctl" / "__init__.py").exists():
-        sys.path.insert(0, str(_folder))
-        break
-from labctl.kernel.cgroups.hierarchy import lab_parents, release_lab_parents  # noqa: E402
+# labctl and the packages it uses (pyroute2, psutil) are installed in the lab's virtual environment,
+# .venv beside lab/: the Python `labctl check` runs exercises with. Started by Debian's python3
+# (`sudo python3 exercise.py ...`), which has neither? Then start again in the venv's Python.
+LAB_PYTHON = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "python"
+if sys.prefix == sys.base_prefix and LAB_PYTHON.exists() and sys.executable != str(LAB_PYTHON):
+    os.execv(LAB_PYTHON, [str(LAB_PYTHON), *sys.argv])
+
+from labctl.kernel.cgroups.hierarchy import lab_parents, release_lab_parents  # noqa: E402  (given helpers)
 
 # The file that holds each limit, by cgroup version (1 or 2) and controller.
 LIMIT_FILES = {
