@@ -16,6 +16,7 @@ bridge costs compared with the host's loopback.
 Run as root (the lab's VM). Everything is removed at the end of each cell that creates it."""),
     new_code_cell("""from labctl import network
 from labctl.demos import nettool
+from labctl.demos.network import measure_paths, start_container
 from labctl.plots import network as plots
 
 net = network.default_network()
@@ -30,7 +31,7 @@ container's namespace, and the nftables table with the DNAT rules for `-p 8080:8
 with socket.socket() as s:   # a free host port, so the DNAT rule captures nobody else's connections
     s.bind(("0.0.0.0", 0)); port = s.getsockname()[1]
 
-with network.start_container(["sleep", "30"], "web", publish=[f"{port}:80"], network=net) as web:
+with start_container(["sleep", "30"], "web", publish=[f"{port}:80"], network=net) as web:
     print("host links:")
     for link in [l for l in network.links(prefix="lab") if net.bridge in (l.name, l.master)]:
         print(f"  {link.name:14} kind={link.kind:7} master={link.master or '-':6} up={link.up} {' '.join(link.addresses)}")
@@ -48,7 +49,7 @@ veth pair: a stand-in for the internet. It has no route to the containers' subne
 them: masquerade makes their connections arrive from the host's address on its link."""),
     new_code_cell("""with network.create_upstream(*network.upstream_for(net)) as up, \\
         nettool.Server(nettool.listen("0.0.0.0", 7, lambda: network.socket_in_netns(up.netns))), \\
-        network.start_container(["sleep", "30"], "client", network=net) as client:
+        start_container(["sleep", "30"], "client", network=net) as client:
     print("upstream's routes:", network.routes(up.netns))
     seen = network.in_netns(client.pid, nettool.whoami, up.address, 7)
     print(f"the container {client.address} connected to {up.address}; upstream saw it come from {seen}")
@@ -60,7 +61,7 @@ connection) and bulk throughput, first between two processes over the host's loo
 containers over eth0 → veth → bridge → veth → eth0. The veth counters (`IFLA_STATS64`) show every
 packet of it crossing the host ends; bulk data travels in large GSO segments, so there are far fewer
 packets than 1500-byte frames would need."""),
-    new_code_cell("""results = network.measure_paths(count=500, total_bytes=64 << 20, network=net)
+    new_code_cell("""results = measure_paths(count=500, total_bytes=64 << 20, network=net)
 for key in ("loopback", "bridge"):
     r = results[key]
     times = sorted(r["rtt_us"])
