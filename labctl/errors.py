@@ -1,5 +1,6 @@
 """Errors a student can hit. Each carries the cause and the fix; the CLI prints them as one line,
-`labctl: error: CAUSE (fix: FIX)`, with no traceback unless `--debug` is given (then the traceback).
+`labctl: error: CAUSE (fix: FIX)`, with no traceback unless `--debug` is given (then the traceback,
+and exit 1).
 
 The tree, and what `labctl` (client/main.py's main()) exits with for each:
 
@@ -11,15 +12,16 @@ The tree, and what `labctl` (client/main.py's main()) exits with for each:
     ├── CheckFailed               `labctl check N` judged the kernel state and it is wrong   exit 1
     │                             (printed as FAIL and a hint; elsewhere exit 2)
     ├── CommandFailed             the container's command could not be executed: exit 126    126/127
-    │                             (found, not executable) or 127 (not found), as Docker's
+    │                             (found, not executable) or 127 (not found), as Docker's;
+    │                             `labctl exec` gives 126 for either
     ├── NoSuchContainer           no container has that name or ID prefix                    exit 2
-    │   (the images layer's own, beside the code that raises them:)
-    ├── InvalidReference          images/reference.py: an image reference that does not parse  exit 2
-    ├── ImageNotFound             images/store.py: no such image in the store                 exit 2
-    ├── DigestMismatch            images/store.py: a blob is not what its digest says          exit 2
-    ├── LayerRejected             images/layers.py: a layer entry breaks a safety rule         exit 2
-    └── RegistryError             images/distribution.py: the registry refused or failed       exit 2
-        └── AuthError             images/distribution.py: no credentials, or wrong ones        exit 2
+    │   (these live in labctl/images/, beside the code that raises them)
+    ├── InvalidReference          an image reference that does not parse (reference.py)      exit 2
+    ├── ImageNotFound             no such image in the store (store.py)                      exit 2
+    ├── DigestMismatch            a blob is not what its digest says (store.py)              exit 2
+    ├── LayerRejected             a layer entry breaks a safety rule (layers.py)             exit 2
+    └── RegistryError             the registry refused or failed (distribution.py)           exit 2
+        └── AuthError             no credentials, or wrong ones (distribution.py)            exit 2
 
 Not LabErrors: Ctrl-C (KeyboardInterrupt) exits 130 once what the command made is removed; SIGTERM
 is turned into the same; a closed stdout (BrokenPipeError) exits 0. A command that ran exits with its

@@ -266,9 +266,11 @@ def run_in_namespaces_of(pid: int, func: Callable[[], object], kinds: Sequence[s
     Joining a PID namespace, like creating one, takes effect for the next child only, so when
     'pid' is among the kinds the function runs in a grandchild.
     """
-    read_fd, write_fd = os.pipe()
+    read_fd, write_fd = os.pipe()            # the result, as text
+    pipes = handshake.Pipes(with_go=False)   # an ERROR, or EOF
     child = os.fork()
     if child == 0:
+        end = pipes.child()
         try:
             os.close(read_fd)
             join_namespaces_of(pid, kinds)
@@ -282,16 +284,18 @@ def run_in_namespaces_of(pid: int, func: Callable[[], object], kinds: Sequence[s
             os.write(write_fd, str(func()).encode())
             os._exit(0)
         except BaseException as exc:
-            with contextlib.suppress(OSError):
-                os.write(write_fd, f"\0{exc}".encode())
+            end.send_error(exc)
             os._exit(1)
     os.close(write_fd)
+    end = pipes.parent()
     out = read_all(read_fd)
     os.close(read_fd)
+    message = end.receive()
+    end.close()
     os.waitpid(child, 0)
-    if out.startswith("\0"):
-        raise LabError(f"could not join the namespaces of PID {pid}: {out[1:]}",
-                       "is the process still running, and are you root?")
+    if message is not None:
+        raise handshake.failure(message, f"could not join the namespaces of PID {pid}",
+                                "is the process still running, and are you root?")
     return out
 
 
