@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterable, Sequence   # not typing: ~2 ms o
 
 from labctl import state
 from labctl.errors import LabError
-from labctl.errors import require_root as ensure_root   # noqa: F401  the old name: steps s02, s04, s06, s08 use it
 from labctl.kernel import handshake
 from labctl.kernel.signals import forwarding_to
 from labctl.kernel.syscalls import NAMESPACE_FLAGS, namespace_inode, setns, sethostname, unshare
