@@ -98,9 +98,8 @@ def diagnose(compile_program: bool = False) -> list[Finding]:
 
 def require_tracing() -> None:
     """Fail with one clear line naming what is missing (root, tracefs, headers, bcc)."""
-    if os.geteuid() != 0:
-        from labctl.errors import NotRootError
-        raise NotRootError("loading eBPF programs")
+    from labctl.errors import require_root
+    require_root("loading eBPF programs")
     for name, status, detail, fix in diagnose():
         if status == "fail":
             raise MissingRequirementError(f"eBPF tracing needs {name}: {detail}", fix)
