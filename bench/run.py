@@ -48,8 +48,12 @@ sys.path.insert(0, str(REPO))
 
 #: What `labctl run --rm busybox /bin/true` imports (python -X importtime shows the same set), on the
 #: path the launcher sets: the repository first, then the standard library.
-RUN_IMPORTS = (f"import sys; sys.path.insert(0, {str(REPO)!r}); import labctl.client.main, labctl.containers.lifecycle, "
-               "labctl.kernel.cgroups, labctl.kernel.overlay, labctl.images.store, labctl.containers.supervisor, threading")
+#: What `labctl run --rm IMAGE CMD` imports (read off `python -X importtime -m labctl run ...`).
+RUN_IMPORTS = (f"import sys; sys.path.insert(0, {str(REPO)!r}); import labctl.client.main, labctl.client.containers, "
+               "labctl.containers.lifecycle, labctl.containers.networking, labctl.containers.volumes, "
+               "labctl.containers.images, labctl.containers.teardown, labctl.containers.supervisor, "
+               "labctl.runtime.create, labctl.runtime.user, labctl.runtime.stdio, labctl.kernel.rootfs, "
+               "labctl.kernel.overlay, labctl.kernel.signals, labctl.images.store, labctl.network.etcfiles, threading")
 
 
 def make_bundle(rootfs: Path, where: Path) -> Path:
