@@ -157,6 +157,8 @@ def test_sigkill_while_attaching_leaves_nothing_that_cleanup_and_the_next_run_do
                        "-p", f"{port}:80", "busybox", "sleep", "60"], 0, 0.150, env=env, rng=rng)
         labctl("rm", "-f", name, check=False)   # what a user does next; a run that finished frees the port
     labctl("run", "--rm", "--network", "bridge", "-p", f"{port}:80", "busybox", "true")
+    network_kinds = {"address", "veth", "nftables-rules", "bridge", "nftables"}
+    assert [r.describe() for r in state.records() if r.kind in network_kinds] == []   # the next run reclaimed them
     labctl("cleanup")
     assert [l.name for l in network.links(prefix="lab") if l.name == NET.bridge or l.name.startswith(("labv", "labp"))] == []
     assert network.allocations(NET) == {}
