@@ -118,8 +118,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_ps(args) -> int:
-    from labctl.containers import store
-    rows = [c for c in store.all_containers() if args.all or c.status == "running"]
+    from labctl.containers import reconcile
+    rows = [c for c in reconcile.reconcile_all() if args.all or c.status == "running"]
     if args.quiet:
         for c in rows:
             print(c.short_id)

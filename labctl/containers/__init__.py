@@ -12,6 +12,7 @@ One concern per module:
   lifecycle.py   build the spec, create, start, wait, stop, kill, remove: the life of a container
   supervisor.py  the small process that outlives labctl, waits for PID 1 and tears down (the shim)
   teardown.py    how a container ends: the exit recorded, the cgroup, network and overlay removed
+  reconcile.py   the teardown of a container whose supervisor died, by whoever notices (ps, stop, run)
   enter.py       `labctl exec`: one more process in a running container's namespaces and cgroup
   terminal.py    `-it`, labctl's half: raw mode, the copying, the window size, restored on exit
   stats.py       `labctl stats`: each container's cgroup counters, and the step 7 measurement

@@ -10,7 +10,8 @@ and containerd do this part; the runtime below, labctl/runtime, makes the proces
                              → Created.start(): GO, and PID 1 execs the command
                ─ wait:       (foreground) for S, passing signals on to PID 1; (-d) return at once
     S waits for PID 1, records the exit code and tears down (supervisor.py, teardown.py): the cgroup,
-    the network, the overlay, and for --rm all of it
+    the network, the overlay, and for --rm all of it; if S was killed, `ps`, `stop`, `kill` and the
+    next bridge `run` do it (reconcile.py)
 
 The supervisor, not labctl, owns the end of the container: kill labctl and the container runs on, its exit
 is still recorded. Kill the supervisor too and `ps` still tells the truth, from PID 1's PID and start time.
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from labctl import state
 from labctl.containers import images, networking, resources, spec as specs, store, supervisor, volumes
+from labctl.containers.reconcile import reconcile
 from labctl.containers.spec import ContainerSpec
 from labctl.containers.store import Container
 from labctl.containers.teardown import remove_files, teardown, undo_container
@@ -70,6 +72,7 @@ def build_spec(image_ref: str, command: list[str], *, name: str = "", env: list[
         hostname=hostname or "", name=name, tty=tty, interactive=interactive, detach=detach,
         auto_remove=auto_remove, init=init, network=network, limits=limits, mounts=mounts,
         ports=[specs.parse_port(p) for p in ports])
+    networking.check_ports(spec.ports)   # before anything exists: "port is already allocated"
     if tty and detach:
         raise LabError("-d with -t is not supported by the lab", "run detached without -t, and use `labctl logs`")
     return spec, image
@@ -245,12 +248,12 @@ def run_capture(spec: ContainerSpec, image: images.RunnableImage) -> tuple[int, 
 
 def kill(container: Container, sig: int = signal.SIGKILL) -> None:
     """Signal PID 1 (SIGKILL to a PID namespace's init ends every process in it) and wait for it to die."""
-    if not container.is_alive():
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(container.pid, sig)
-    if sig == signal.SIGKILL:
-        _wait_gone(container, 10)
+    if container.is_alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(container.pid, sig)
+        if sig == signal.SIGKILL:
+            _wait_gone(container, 10)
+    reconcile(container)   # a dead supervisor cannot tear down: we do
 
 
 def _wait_gone(container: Container, timeout: float) -> bool:
@@ -274,12 +277,12 @@ def _wait_gone(container: Container, timeout: float) -> bool:
 
 def stop(container: Container, timeout: float = 10.0) -> None:
     """SIGTERM to PID 1, then SIGKILL after `timeout` seconds, as `docker stop` does."""
-    if not container.is_alive():
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(container.pid, signal.SIGTERM)
-    if not _wait_gone(container, timeout):
-        kill(container, signal.SIGKILL)
+    if container.is_alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(container.pid, signal.SIGTERM)
+        if not _wait_gone(container, timeout):
+            kill(container, signal.SIGKILL)
+    reconcile(container)   # a dead supervisor cannot tear down: we do
 
 
 def remove(container: Container, force: bool = False) -> None:

@@ -30,13 +30,26 @@ def etc_files(mode: str, hostname: str) -> dict[str, str]:
     return etc_contents(hostname, None, "none" if mode == "bridge" else mode, hostname)
 
 
+def check_ports(ports: list) -> None:
+    """Refuse, before anything is created, a published port a host service or another container has,
+    and a host IP that is not the host's (labctl/network/portcheck.py; attach() checks again under the
+    network's lock)."""
+    if ports:
+        from labctl.network.portcheck import refuse_taken_ports
+        refuse_taken_ports(ports)
+
+
 def attach(mode: str, container_name: str, hostname: str, pid: int, ports: list, files: dict[str, str]) -> dict | None:
     """Bridge mode: connect PID 1's network namespace, rewrite the /etc files with its address.
-    Returns what detach() needs (stored in the container's record), None for the other modes."""
+    Returns what detach() needs (stored in the container's record), None for the other modes.
+    First the containers whose supervisor died are torn down (reconcile.py): their addresses and ports
+    become free, and nothing of theirs can catch this container's traffic."""
     if mode != "bridge":
         check_mode(mode, ports)
         return None
     from labctl import network
+    from labctl.containers.reconcile import reconcile_all
+    reconcile_all()
     att = network.attach(pid, container_name, mode, publish=ports, hostname=hostname)
     for target, text in att.etc_text().items():
         if target in files:

@@ -31,6 +31,7 @@ Where each part lives (one module per concern, each readable alone):
   veth.py        plug(): a veth pair from a network namespace to the bridge, eth0, address, route
   nat.py         the nftables table: masquerade, the lab's egress guard, DNAT for published ports
   ports.py       PortMapping: `-p [IP:]HOST:CONTAINER[/tcp|udp]`, the one parser of published ports
+  portcheck.py   refusing a port a host service or another container has ("port is already allocated")
   etcfiles.py    /etc/hosts, /etc/resolv.conf and /etc/hostname for a container
   netns.py       network namespaces: by PID or by name, joined by a thread, created and removed
   netlink.py     the RTNL socket (pyroute2's IPRoute), in any namespace; deleting a link
@@ -138,11 +139,13 @@ def default_network() -> Network:
 # delete_nft_rules) must stay reachable here too, for `labctl cleanup`.
 _EXPORTS = {
     "attachment": ("Attachment", "attach"),
-    "ipam": ("allocations", "release_address"),
+    "ipam": ("allocations", "release_address", "reclaim_stale"),
     "bridge": ("ensure_network", "remove_network", "remove_bridge", "forget_records"),
     "veth": ("plug", "loopback_up"),
-    "nat": ("nft", "nft_table_json", "nft_table_text", "delete_nft_table", "delete_nft_rules", "publish_ports"),
+    "nat": ("nft", "nft_table_json", "nft_table_text", "delete_nft_table", "delete_nft_rules", "publish_ports",
+            "published_ports"),
     "ports": ("PortMapping",),
+    "portcheck": ("refuse_taken_ports",),
     "etcfiles": ("etc_contents",),
     "netns": ("netns_path", "in_netns", "socket_in_netns", "create_netns", "remove_netns"),
     "netlink": ("iproute", "delete_link"),

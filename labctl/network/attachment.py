@@ -6,7 +6,9 @@ are put together, each recorded in the journal before it is made:
 
     attach(pid, name, "bridge", publish=["8080:80"])
       bridge.ensure_...  the bridge and its table       journal: "bridge", "nftables"  (the first time)
-      ipam.allocate      an address                     journal: "address"        (release_address)
+      ipam.allocate      an address (after reclaiming   journal: "address"        (release_address)
+                         those of dead containers)
+      portcheck          -p: refuse a port a host service or another container has
       veth.plug          veth pair, eth0, route         journal: "veth"           (delete_link)
       nat.publish_ports  DNAT rules for -p              journal: "nftables-rules" (delete_nft_rules)
       etcfiles           /etc/hosts, resolv.conf, hostname, in the state directory
@@ -25,8 +27,9 @@ from labctl.kernel.syscalls import namespace_inode
 from labctl.network import Network, check_mode, default_network, ipam
 from labctl.network.bridge import ensure_bridge, remove_bridge_if_unused
 from labctl.network.etcfiles import etc_contents
-from labctl.network.nat import delete_nft_rules, publish_ports
+from labctl.network.nat import delete_nft_rules, publish_ports, rule_comment
 from labctl.network.netns import netns_path
+from labctl.network.portcheck import refuse_taken_ports
 from labctl.network.ports import PortMapping
 from labctl.network.veth import loopback_up, plug
 from labctl.errors import LabError
@@ -128,15 +131,17 @@ def attach(pid: int, name: str, mode: str = "bridge", publish: Iterable[str | Po
 def _attach_bridge(att: Attachment, net: Network, ports: list[PortMapping]) -> None:
     # One lock for the bridge and the address: a container detaching elsewhere cannot remove the
     # bridge between the two, because it sees this container's address taken.
+    # Ports are checked under it too: two `run -p 8080:80` at once cannot both pass (portcheck.py).
+    att.host_link = f"labv{secrets.token_hex(4)}"  # unique host-wide, like Docker's veth1a2b3c4
     with ipam.lock(net.bridge):
         ensure_bridge(net)
-        att.address, rec = ipam.allocate(net, att._owner, att.name, att.pid)
+        att.address, rec = ipam.allocate(net, att._owner, att.name, att.pid, att.host_link)
         att._records.append(rec)
-    att.host_link = f"labv{secrets.token_hex(4)}"  # unique host-wide, like Docker's veth1a2b3c4
+        refuse_taken_ports(ports)
     att._records.append(plug(att.pid, net.bridge, att.host_link, att.address, net.prefixlen, net.gateway,
                              what=f"container {att.name}"))
     if ports:
-        comment = f"labctl:{att._owner}"
+        comment = rule_comment(att._owner)
         att._records.append(state.record("nftables-rules", delete_nft_rules, table=net.table, comment=comment))
         publish_ports(net, att.address, ports, comment)
         att.published = ports

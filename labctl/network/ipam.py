@@ -2,12 +2,18 @@
 
 Each network keeps its allocations in <state>/network/<bridge>/addresses.json:
 
-    {"10.203.0.2": {"owner": "web-4242-a1b2c3", "name": "web", "pid": 4242, "start_time": 81234567}}
+    {"10.203.0.2": {"owner": "web-4242-a1b2c3", "name": "web", "pid": 4242, "start_time": 81234567,
+                    "host_link": "labv1a2b3c4d"}}
 
 and changes that file only under the network's lock (lock(bridge)), which attach() also holds while it
 creates the bridge, so two labctl processes never hand out one address twice nor remove a bridge the
-other is about to use. An entry whose process has ended is free again: a SIGKILLed labctl cannot
-release its addresses (its journal can, but only when someone runs cleanup).
+other is about to use.
+
+An entry whose process has ended is stale: a SIGKILLed labctl, or a container whose supervisor was
+killed, could not release it. Its address is handed out again only after reclaim_stale() has removed
+what still names it: the DNAT rules carrying the owner's comment (left behind, they would send a
+published port's traffic to the address's next holder), the host end of its veth, its /etc files and
+their journal records. Every allocate() reclaims first.
 """
 from __future__ import annotations
 
@@ -49,10 +55,10 @@ def allocations(net: Network) -> dict[str, dict]:
     return read_allocations(net.bridge)
 
 
-def allocate(net: Network, owner: str, name: str, pid: int) -> tuple[str, state.Record]:
-    """The lowest free address of the network for the process `pid`, and the journal record that gives
-    it back. Call with lock(net.bridge) held."""
-    table = {address: entry for address, entry in read_allocations(net.bridge).items() if is_live(entry)}
+def allocate(net: Network, owner: str, name: str, pid: int, host_link: str | None = None) -> tuple[str, state.Record]:
+    """The lowest free address of the network for the process `pid` (whose veth's host end will be
+    `host_link`), and the journal record that gives it back. Call with lock(net.bridge) held."""
+    table = reclaim_stale(net)
     taken = set(table) | {net.gateway}
     free = [str(ip) for ip in net.ip_network.hosts() if str(ip) not in taken]
     if not free:
@@ -60,9 +66,36 @@ def allocate(net: Network, owner: str, name: str, pid: int) -> tuple[str, state.
                        "remove some containers, or use a larger subnet (LABCTL_SUBNET)")
     address = free[0]
     rec = state.record("address", release_address, bridge=net.bridge, address=address, owner=owner)
-    table[address] = {"owner": owner, "name": name, "pid": pid, "start_time": state.process_start_time(pid)}
+    table[address] = {"owner": owner, "name": name, "pid": pid, "start_time": state.process_start_time(pid),
+                      "host_link": host_link}
     state.atomic_write_json(allocations_path(net.bridge), table)
     return address, rec
+
+
+def reclaim_stale(net: Network) -> dict[str, dict]:
+    """Remove what the stale entries' owners left (DNAT rules, host link, /etc files, their journal
+    records), then drop the entries. Returns the live entries. Call with lock(net.bridge) held."""
+    from labctl.network.bridge import forget_records
+    from labctl.network.nat import delete_nft_rules, rule_comment
+    from labctl.network.netlink import delete_link
+    entries = read_allocations(net.bridge)
+    live = {address: entry for address, entry in entries.items() if is_live(entry)}
+    for address, entry in entries.items():
+        if address in live:
+            continue
+        owner, host_link = entry.get("owner", ""), entry.get("host_link")
+        delete_nft_rules(net.table, rule_comment(owner))   # first: the address is still ours
+        forget_records("nftables-rules", table=net.table, comment=rule_comment(owner))
+        if host_link:   # the pair usually died with the namespace; not if its owner died mid-plug
+            delete_link(host_link)
+            forget_records("veth", ifname=host_link)
+        etc_dir = state.subdir("network", "etc") / owner
+        state.remove_path(str(etc_dir))
+        forget_records("path", path=str(etc_dir))
+        forget_records("address", bridge=net.bridge, address=address, owner=owner)
+    if len(live) != len(entries):
+        state.atomic_write_json(allocations_path(net.bridge), live)
+    return live
 
 
 def release_address(bridge: str, address: str, owner: str) -> None:

@@ -10,7 +10,8 @@ first container and deleted with its last, so two networks never touch each othe
       chain forward      (filter)        drop what a container sends to a link that is not the lab's
 
 Scripts go to `nft -f -`, which applies a whole script or nothing; each container's DNAT rules carry a
-comment naming the container, which is how they are found again and deleted.
+comment naming the container's owner tag (rule_comment), which is how they are found again: to delete
+them (delete_nft_rules), and to see which ports are taken (published_ports, for portcheck.py).
 """
 from __future__ import annotations
 
@@ -20,7 +21,14 @@ from collections.abc import Sequence
 
 from labctl.errors import LabError
 from labctl.network import Network
-from labctl.network.ports import PortMapping
+from labctl.network.ports import DEFAULT_HOST_IP, PortMapping
+
+COMMENT_PREFIX = "labctl:"
+
+
+def rule_comment(owner: str) -> str:
+    """The comment on every DNAT rule of one attachment: how its rules are found again."""
+    return f"{COMMENT_PREFIX}{owner}"
 
 
 def nft(script: str) -> None:
@@ -83,10 +91,14 @@ def publish_ports(net: Network, address: str, ports: Sequence[PortMapping], comm
     forwarding off: published ports answer the host, the containers and the lab's upstream only.
     Docker does the same with userland-proxy=false; by default it runs
     docker-proxy, a userspace process per port that accepts on the host and copies bytes. The kernel
-    way needs no process to supervise, and conntrack shows every connection."""
+    way needs no process to supervise, and conntrack shows every connection.
+
+    The default host IP (127.0.0.1, what `ps` shows) matches every address of the host; another one
+    (`-p 10.0.0.5:8080:80`, checked to be the host's by portcheck.py) matches that address only."""
     lines = []
     for port in ports:
-        match = f"fib daddr type local {port.protocol} dport {port.host_port}"
+        daddr = "fib daddr type local" if port.host_ip == DEFAULT_HOST_IP else f"ip daddr {port.host_ip}"
+        match = f"{daddr} {port.protocol} dport {port.host_port}"
         target = f'dnat to {address}:{port.container_port} comment "{comment}"'
         lines += [f"add rule ip {net.table} prerouting {match} {target}",
                   f"add rule ip {net.table} output {match} {target}"]
@@ -106,3 +118,26 @@ def delete_nft_rules(table: str, comment: str) -> None:
               for o in objects if "rule" in o and o["rule"].get("comment") == comment]
     if script:
         subprocess.run(["nft", "-f", "-"], input="\n".join(script) + "\n", capture_output=True, text=True)
+
+
+def published_ports() -> list[tuple[PortMapping, str]]:
+    """Every port the lab's DNAT rules publish, in every lab table (`nft -j list ruleset ip`), as
+    (PortMapping with the container's port 0, the owner tag from the rule's comment)."""
+    result = subprocess.run(["nft", "-j", "list", "ruleset", "ip"], capture_output=True, text=True)
+    found = []
+    for obj in json.loads(result.stdout or '{"nftables": []}')["nftables"] if result.returncode == 0 else []:
+        rule = obj.get("rule")
+        if not rule or not rule["table"].startswith("labctl") or rule["chain"] != "output":
+            continue   # (each port has a prerouting twin of its output rule: count it once)
+        host_ip, protocol, host_port = DEFAULT_HOST_IP, None, None
+        for expr in rule.get("expr", []):
+            left, right = expr.get("match", {}).get("left", {}), expr.get("match", {}).get("right")
+            payload = left.get("payload", {}) if isinstance(left, dict) else {}
+            if payload.get("field") == "daddr":
+                host_ip = right
+            elif payload.get("field") == "dport":
+                protocol, host_port = payload.get("protocol"), right
+        if protocol and isinstance(host_port, int):
+            owner = rule.get("comment", "").removeprefix(COMMENT_PREFIX)
+            found.append((PortMapping(host_port, 0, protocol, host_ip), owner))
+    return found
