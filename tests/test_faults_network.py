@@ -152,9 +152,16 @@ def test_sigkill_while_attaching_leaves_nothing_that_cleanup_and_the_next_run_do
     port = free_port()
     names = [f"kf-kill{i}" for i in range(40)]
     env = {**ENV, "LABCTL_STATE_DIR": os.environ["LABCTL_STATE_DIR"]}
+    # The issue killed at 0-150 ms, a whole `run -d` on the machine it was found on. Here the kills are
+    # spread over the time one whole run takes on this machine now, so most land while it attaches the
+    # network, whatever the machine's speed (a kill after it returned hits nothing: the `rm -f` follows).
+    started = time.monotonic()
+    labctl("run", "-d", "--name", "kf-timing", "--network", "bridge", "-p", f"{port}:80", "busybox", "sleep", "60")
+    whole_run = time.monotonic() - started
+    labctl("rm", "-f", "kf-timing")
     for name in names:
         kill_randomly([sys.executable, "-m", "labctl", "run", "-d", "--name", name, "--network", "bridge",
-                       "-p", f"{port}:80", "busybox", "sleep", "60"], 0, 0.150, env=env, rng=rng)
+                       "-p", f"{port}:80", "busybox", "sleep", "60"], 0.3 * whole_run, whole_run, env=env, rng=rng)
         labctl("rm", "-f", name, check=False)   # what a user does next; a run that finished frees the port
     labctl("run", "--rm", "--network", "bridge", "-p", f"{port}:80", "busybox", "true")
     network_kinds = {"address", "veth", "nftables-rules", "bridge", "nftables"}
