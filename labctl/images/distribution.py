@@ -12,7 +12,9 @@ choice of a platform are mediatypes.py's):
   GET /v2/NAME/blobs/<layer digest>     each layer, in parallel, streamed to disk; sha256 and size are
                                         checked as the bytes arrive, and a blob becomes visible in the
                                         image store only once both match
-Then the manifest is stored and the reference set, last: a pull interrupted anywhere leaves no image.
+Then the manifest is stored and the reference set, last: a pull interrupted anywhere leaves no image,
+and a failed one removes the blobs it stored. Ctrl-C, SIGTERM and a stalled transfer stop it within a
+second (transfer.py says how).
 
 stdlib only (http.client): every request is visible here, nothing is hidden in a library.
 """
