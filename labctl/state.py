@@ -16,10 +16,13 @@ import json
 import os
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable, Iterator   # not typing: it costs `labctl run` ~2 ms to import
+
+from labctl.errors import LabError
 
 DEFAULT_STATE_DIR = "/var/lib/labctl"
 
@@ -79,16 +82,80 @@ def atomic_write_json(path: str | os.PathLike, obj: object, mode: int = 0o644, d
 
 
 @contextlib.contextmanager
-def locked(name: str, shared: bool = False, wait: bool = True) -> Iterator[None]:
-    """Hold an flock(2) on <state>/locks/<name>.lock for the duration of the block. wait=False: raise
-    BlockingIOError at once if another process holds it in a conflicting mode."""
+def locked(name: str, shared: bool = False, wait: bool = True, timeout: float | None = None,
+           label: str | None = None) -> Iterator[None]:
+    """Hold an flock(2) on <state>/locks/<name>.lock for the duration of the block, with this process's
+    PID and command written into the file, so that a process kept waiting can say who it waits for.
+
+    wait=False: raise BlockingIOError at once if another process holds it in a conflicting mode.
+    label ("the image store"): when the lock is busy, say on stderr what is waited for and who holds it.
+    timeout: give up after that many seconds with LockTimeout, one line naming the holder."""
     lock_path = subdir("locks") / f"{name}.lock"
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
+        _acquire(fd, lock_path, fcntl.LOCK_SH if shared else fcntl.LOCK_EX, wait, timeout, label or name)
+        # Shared holders overwrite each other's line: the file names the latest, lock_holder checks it lives.
+        os.pwrite(fd, f"{os.getpid()} {_command()}".encode()[:HOLDER_BYTES].ljust(HOLDER_BYTES), 0)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+HOLDER_BYTES = 128   # the lock file's one line, padded to a fixed size so that a rewrite never leaves a tail
+
+
+class LockTimeout(LabError):
+    """Another process held a lock for longer than the caller would wait (the CLI prints one line)."""
+
+    def __init__(self, label: str, holder: str, timeout: float):
+        super().__init__(f"gave up after {timeout:g} s waiting for {label}, held by {holder}",
+                         "let that command finish, or stop it, then try again")
+
+
+def _acquire(fd: int, lock_path: Path, mode: int, wait: bool, timeout: float | None, label: str) -> None:
+    """flock(fd, mode | LOCK_NB) first; if busy: raise (wait=False), or say who holds it and wait, with
+    a blocking flock(2) (interrupted by Ctrl-C and SIGTERM) or, with a timeout, by retrying every 50 ms."""
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        if not wait:
+            raise
+    holder = lock_holder(lock_path)
+    print(f"labctl: waiting for {label}, held by {holder}", file=sys.stderr, flush=True)
+    if timeout is None:
+        fcntl.flock(fd, mode)
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        time.sleep(0.05)
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise LockTimeout(label, lock_holder(lock_path), timeout) from None
+
+
+def lock_holder(lock_path: Path) -> str:
+    """Who took the lock last, as "`labctl pull` pid 1234", from the line its holder wrote into the file."""
+    try:
+        pid_text, _, command = lock_path.read_text().strip().partition(" ")
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return "another process"
+    # the last taker may have gone while an earlier shared holder stays: then its name would mislead
+    return f"`{command}` pid {pid}" if os.path.exists(f"/proc/{pid}") else "another process"
+
+
+def _command() -> str:
+    """This process as a user would name it: `labctl pull`, `pytest`, `python3`."""
+    program = Path(sys.argv[0]) if sys.argv and sys.argv[0] not in ("", "-c") else Path(sys.executable)
+    name = program.parent.name if program.name == "__main__.py" else program.name
+    if name == "labctl":
+        words = [w for w in sys.argv[1:] if not w.startswith("-")][:1]
+        return " ".join([name, *words])
+    return name or "python"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,19 +26,25 @@ class FaultyProxy:
     """127.0.0.1:<port> -> 127.0.0.1:<upstream>, with faults on the responses to blob GETs.
 
     statuses:       answer the first requests with these HTTP statuses (503, 429, ...) instead of forwarding
-    cut_after/cuts: close the connection after `cut_after` bytes of the first `cuts` blob responses
-    rate:           send blob responses at this many bytes a second (a slow registry)
-    stall_after:    send this many bytes of a blob response, then send nothing more and keep the
+    cut_after/cuts: close the connection after `cut_after` bytes of the bodies of the first `cuts` blob responses
+    rate:           send the bodies of blob responses at this many bytes a second (a slow registry; the
+                    headers go at once)
+    min_blob_size:  apply rate and stall_after only to blobs of at least this many bytes (a layer, not
+                    the small config before it)
+    stall_after:    send this many bytes of a blob's body, then send nothing more and keep the
                     connection open until the proxy is closed (a stalled transfer)
     redirect_loop:  answer every blob GET with 307 to the same URL (a redirect loop)
     """
 
     def __init__(self, upstream: int, *, statuses: tuple[int, ...] = (), cut_after: int = 1 << 40, cuts: int = 0,
-                 rate: float | None = None, stall_after: int | None = None, redirect_loop: bool = False):
+                 rate: float | None = None, stall_after: int | None = None, redirect_loop: bool = False,
+                 min_blob_size: int = 0):
         self.upstream = upstream
         self.statuses = list(statuses)
         self.cut_after, self.cuts = cut_after, cuts
         self.rate, self.stall_after, self.redirect_loop = rate, stall_after, redirect_loop
+        self.min_blob_size = min_blob_size
+        self.slowed = 0          # blob responses the rate or the stall has been applied to
         self.errors_sent = self.blob_requests = self.cut_done = self.redirects_sent = 0
         self.closed = threading.Event()
         self._clients: list[socket.socket] = []
@@ -108,17 +114,22 @@ class FaultyProxy:
     def _relay_response(self, client: socket.socket, upstream: socket.socket, is_blob: bool) -> bool:
         """Forward one response, applying the faults to a blob's. False when the connection is done."""
         cut = is_blob and self.cut_done < self.cuts
-        sent, remaining, head = 0, None, b""
+        sent, remaining, head, slow = 0, None, b"", False
         while remaining is None or remaining > 0:
             chunk = upstream.recv(65536)
             if not chunk:
                 return False
             if remaining is None:
                 head += chunk
-                if b"\r\n\r\n" in head:
-                    header, body = head.split(b"\r\n\r\n", 1)
-                    lengths = [l for l in header.split(b"\r\n") if l.lower().startswith(b"content-length:")]
-                    remaining = (int(lengths[0].split(b":")[1]) if lengths else 0) - len(body)
+                if b"\r\n\r\n" not in head:
+                    continue          # the whole head first: it is sent at once, only the body is slowed
+                header, chunk = head.split(b"\r\n\r\n", 1)
+                lengths = [l for l in header.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+                length = int(lengths[0].split(b":")[1]) if lengths else 0
+                remaining = length - len(chunk)
+                slow = is_blob and length >= self.min_blob_size and (self.rate or self.stall_after is not None)
+                self.slowed += bool(slow)
+                client.sendall(header + b"\r\n\r\n")   # `sent` counts the body's bytes from here
             else:
                 remaining -= len(chunk)
             if cut and sent + len(chunk) > self.cut_after:
@@ -126,11 +137,11 @@ class FaultyProxy:
                 client.sendall(chunk[:self.cut_after - sent])
                 client.shutdown(socket.SHUT_RDWR)
                 return False
-            if is_blob and self.stall_after is not None and sent + len(chunk) > self.stall_after:
+            if slow and self.stall_after is not None and sent + len(chunk) > self.stall_after:
                 client.sendall(chunk[:self.stall_after - sent])
                 self.closed.wait()          # hold the connection open, sending nothing, until closed
                 return False
-            if is_blob and self.rate:
+            if slow and self.rate:
                 for i in range(0, len(chunk), max(1, int(self.rate))):
                     if self.closed.is_set():
                         return False

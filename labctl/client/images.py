@@ -36,10 +36,14 @@ def add_commands(commands: Commands) -> None:
                      ["labctl registry start && labctl pull 127.0.0.1:5000/lab/busybox",
                       "labctl pull 127.0.0.1:5000/lab/multiarch --platform linux/arm64/v8",
                       "echo \"$PASSWORD\" | labctl pull 127.0.0.1:5000/lab/busybox --username student",
-                      "labctl pull alpine            # docker.io/library/alpine:latest (needs internet)"])
+                      "labctl pull alpine            # docker.io/library/alpine:latest (needs internet)",
+                      "labctl pull --stall-timeout 120 127.0.0.1:5000/lab/busybox   # a slow registry"])
     p.add_argument("image", help="an image reference: [HOST[:PORT]/]NAME[:TAG][@sha256:DIGEST]")
     p.add_argument("--platform", help="OS/ARCH[/VARIANT] to choose from an index (default: this host's)")
     p.add_argument("--username", "-u", help="log in as this user; the password is read from stdin")
+    p.add_argument("--stall-timeout", type=float, metavar="SECONDS",
+                   help="give up on a transfer that makes no progress (or crawls below 1 KiB/s) for this "
+                        "long (default: $LABCTL_PULL_STALL_TIMEOUT, else 30)")
 
     p = commands.add("registry", cmd_registry, "start, stop or show the lab's own registry on 127.0.0.1",
                      ["labctl registry start", "labctl registry start --port 5001", "labctl registry status",
@@ -67,6 +71,7 @@ def cmd_images(args) -> int:
     from labctl.images.store import ImageStore
     store = ImageStore()
     used = overlay.images_in_use()
+    names = _container_names()
     rows = []
     for info in store.images():
         try:
@@ -74,7 +79,7 @@ def cmd_images(args) -> int:
         except Exception:   # a damaged image still gets its row, so that `labctl rmi` can be given its name
             layers = "?"
         rows.append((info.reference, info.digest[7:19], layers, f"{info.size / 1e6:.1f} MB",
-                     ", ".join(used.get(info.digest, []))))
+                     ", ".join(names.get(c, c[:12]) for c in used.get(info.digest, []))))
     if args.quiet:
         for row in rows:
             print(row[0])
@@ -89,10 +94,17 @@ def cmd_rmi(args) -> int:
     from labctl.images.store import ImageStore
     require_root("`labctl rmi`")
     store = ImageStore()
+    names = _container_names()
     for reference in args.references:
-        removed = archive.remove_image(store, reference, force=args.force)
+        removed = archive.remove_image(store, reference, force=args.force, container_names=names)
         ui.ok(f"untagged {reference}; removed {len(removed)} unreferenced blob(s) and layer(s)")
     return 0
+
+
+def _container_names() -> dict[str, str]:
+    """{container id: name}: containers are named by their names, as `docker` does, not 64-digit IDs."""
+    from labctl.containers import store as containers
+    return {c.id: c.name for c in containers.all_containers()}
 
 
 # -- step 5: registry pull ------------------------------------------------------------------------
@@ -126,7 +138,8 @@ def cmd_pull(args) -> int:
     from labctl import ui
     from labctl.images.store import ImageStore
     credentials = (args.username, _password_from_stdin(args.username)) if args.username else None
-    result = distribution.pull(args.image, platform=args.platform, credentials=credentials)
+    result = distribution.pull(args.image, platform=args.platform, credentials=credentials,
+                               stall_timeout=args.stall_timeout)
     layer_dirs = ImageStore().ensure_layers(result.digest)   # unpacked once, ready for an overlay mount
     if result.platform:
         ui.say(f"platform {result.platform} chosen from the index")

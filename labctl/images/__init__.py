@@ -5,6 +5,9 @@ One concern per module:
   mediatypes.py    the media types of indexes, manifests, configs and layers (OCI and Docker names);
                    platforms, and choosing this machine's manifest from an index
   distribution.py  the OCI distribution client (`labctl pull`): manifests, digest-verified blobs, retries
+  transfer.py      what keeps a pull stoppable: stall detection, a manifest deadline, cancellation of
+                   the download threads on Ctrl-C and SIGTERM
+  pulllog.py       the event log of a pull (the step 5 narration and timeline read it)
   auth.py          credentials (`labctl login`), the WWW-Authenticate challenge, the bearer-token exchange
   labregistry.py   the lab's own registry: Debian's docker-registry, started and seeded locally
   tokenserver.py   a token server for that registry (RS256 JWTs), as Docker Hub's auth service

@@ -13,18 +13,20 @@ An index (several platforms) is resolved to the manifest for this machine (linux
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
 import os
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 from labctl import state
 from labctl.errors import LabError
-from labctl.images import mediatypes, ocilayout
+from labctl.images import mediatypes, ocilayout, reference as references
 from labctl.images.mediatypes import MEDIA_DOCKER_CONFIG, MEDIA_DOCKER_LAYER_TAR, MEDIA_DOCKER_MANIFEST
 from labctl.images.store import ImageStore, sha256_digest
 from labctl.images.store import remove_image  # noqa: F401  (labctl/client and steps/s07 import it from here)
@@ -39,12 +41,26 @@ class Imported:
 
 
 def default_reference(name: str) -> str:
-    """`busybox` -> `localhost/busybox:latest`; `lab/app:v1` stays as it is, with a tag added if missing."""
+    """`busybox` -> `localhost/busybox:latest`; `lab/app:v1` stays as it is, with a tag added if missing.
+    The result must be a reference as Docker's grammar has it (reference.py): else InvalidReference."""
     if "/" not in name.split(":")[0]:
         name = "localhost/" + name
-    if ":" not in name.rsplit("/", 1)[-1]:
+    if ":" not in name.rsplit("/", 1)[-1] and "@" not in name:
         name += ":latest"
+    references.parse(name)
     return name
+
+
+# What reading an archive that is cut short or damaged raises (tarfile, gzip, zlib), or reading documents
+# that lack a field or have one of the wrong type: each becomes one line naming the archive
+DAMAGED = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, KeyError, TypeError, AttributeError)
+
+
+def _parse_json(data: str | bytes, what: str) -> dict | list:
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise LabError(f"{what} is not valid JSON ({exc})", "the image is damaged: export it again") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,13 +92,15 @@ def _tar_opener(tar: tarfile.TarFile, prefix: str = "") -> Callable[[str], Binar
     return open_member
 
 
-def _store_blob(store: ImageStore, opener: BlobOpener, descriptor: dict, what: str) -> None:
+def _store_blob(store: ImageStore, opener: BlobOpener, descriptor: dict, what: str, stored: list[str]) -> None:
+    """Copy one blob into the store (verified), unless it is there; `stored` collects what was added."""
     digest = descriptor["digest"]
     if store.has_blob(digest):
         return
     with opener(digest) as src, store.blob_writer(digest, descriptor.get("size"), what) as w:
         while chunk := src.read(1 << 20):
             w.write(chunk)
+    stored.append(digest)
 
 
 def _read_verified(opener: BlobOpener, descriptor: dict) -> bytes:
@@ -98,27 +116,33 @@ def _select_manifest(opener: BlobOpener, descriptor: dict) -> dict:
     """Follow an index to the manifest for this machine's platform."""
     if descriptor.get("mediaType") not in mediatypes.INDEX_TYPES:
         return descriptor
-    index = json.loads(_read_verified(opener, descriptor))
+    index = _parse_json(_read_verified(opener, descriptor), f"the index {descriptor['digest']}")
     return mediatypes.choose_manifest(index, mediatypes.host(), fix="import an image built for this machine")
 
 
 def import_manifest(store: ImageStore, opener: BlobOpener, descriptor: dict, reference: str) -> Imported:
     """Store an image (manifest or index descriptor) from `opener`, unpack its layers, point `reference`
-    at it. Skips everything when the reference already points at this manifest with its layers unpacked."""
+    at it. Skips everything when the reference already points at this manifest with its layers unpacked.
+    An import that fails removes the blobs it stored: "nothing was stored" is then true."""
     descriptor = _select_manifest(opener, descriptor)
     digest = descriptor["digest"]
-    with state.locked("image-store", shared=True):
-        if store.refs().get(reference) == digest and store.has_blob(digest):
-            pairs = store.image_layers(digest)
-            if all(store.has_layer(diff_id) for _, diff_id in pairs):
-                return Imported(reference, digest, len(pairs), skipped=True)
-        manifest = json.loads(_read_verified(opener, descriptor))
-        _store_blob(store, opener, manifest["config"], "config")
-        for layer in manifest.get("layers", []):
-            _store_blob(store, opener, layer, "layer")
-        _store_blob(store, opener, descriptor, "manifest")
-        store.ensure_layers(digest)
-        store.set_ref(reference, digest)
+    stored: list[str] = []
+    try:
+        with state.locked("image-store", shared=True, label="the image store"):
+            if store.refs().get(reference) == digest and store.has_blob(digest):
+                pairs = store.image_layers(digest)
+                if all(store.has_layer(diff_id) for _, diff_id in pairs):
+                    return Imported(reference, digest, len(pairs), skipped=True)
+            manifest = _parse_json(_read_verified(opener, descriptor), f"the manifest {digest}")
+            _store_blob(store, opener, manifest["config"], "config", stored)
+            for layer in manifest.get("layers", []):
+                _store_blob(store, opener, layer, "layer", stored)
+            _store_blob(store, opener, descriptor, "manifest", stored)
+            store.ensure_layers(digest)
+            store.set_ref(reference, digest)
+    except BaseException:
+        store.discard_blobs(stored)   # after the shared lock is released: it takes it exclusively
+        raise
     return Imported(reference, digest, len(manifest.get("layers", [])))
 
 
@@ -129,7 +153,7 @@ def import_layout(store: ImageStore, layout: str | os.PathLike, name: str | None
     layout = Path(layout)
     if index is None:
         try:
-            index = json.loads((layout / "index.json").read_text())
+            index = _parse_json((layout / "index.json").read_text(), f"{layout}/index.json")
         except FileNotFoundError:
             raise LabError(f"{layout} is not an OCI image layout (no index.json)",
                            "give a directory made by `skopeo copy ... oci:DIR:NAME` or umoci") from None
@@ -151,7 +175,7 @@ def import_docker_archive(store: ImageStore, tar: tarfile.TarFile, reference: st
     """`docker save` / skopeo docker-archive: manifest.json lists the config and uncompressed layer tars.
     The lab stores them as a Docker schema 2 manifest whose layer digests are the tars' own sha256."""
     member = _tar_opener(tar)
-    entries = json.load(member("manifest.json"))
+    entries = _parse_json(member("manifest.json").read(), "the archive's manifest.json")
     out = []
     for entry in entries:
         config = member(entry["Config"]).read()
@@ -187,8 +211,20 @@ def import_path(store: ImageStore, spec: str, reference: str | None = None) -> l
         path, name = spec.rsplit(":", 1)
     if not os.path.exists(path):
         raise LabError(f"{path} does not exist", "give an OCI layout directory or an image tarball")
-    if os.path.isdir(path):
-        return import_layout(store, path, name, reference)
+    if reference is not None:
+        references.parse(reference)     # before anything is read: a bad --name is the user's to fix
+    try:
+        if os.path.isdir(path):
+            return import_layout(store, path, name, reference)
+        return _import_tar(store, path, name, reference)
+    except DAMAGED as exc:
+        # LabErrors (a digest mismatch, a rejected layer) say what is wrong themselves; these are
+        # the archive's own faults: cut short, not gzip, a member missing, a field of the wrong type
+        raise LabError(f"{path} is truncated or damaged ({exc.__class__.__name__}: {exc}); nothing was stored",
+                       "export the image again, e.g. `skopeo copy ... oci-archive:FILE`") from None
+
+
+def _import_tar(store: ImageStore, path: str, name: str | None, reference: str | None) -> list[Imported]:
     try:
         tar = tarfile.open(path, "r:*")
     except tarfile.TarError:
@@ -198,7 +234,7 @@ def import_path(store: ImageStore, spec: str, reference: str | None = None) -> l
         names = {m.name.lstrip("./") for m in tar.getmembers()}
         if "index.json" in names and "oci-layout" in names:
             opener = _tar_opener(tar)
-            index = json.load(opener("index.json"))
+            index = _parse_json(opener("index.json").read(), f"{path}: index.json")
             return import_layout(store, path, name, reference, index=index,
                                  opener=lambda d: opener("blobs/sha256/" + d.split(":", 1)[1]))
         if "manifest.json" in names:

@@ -12,7 +12,9 @@ choice of a platform are mediatypes.py's):
   GET /v2/NAME/blobs/<layer digest>     each layer, in parallel, streamed to disk; sha256 and size are
                                         checked as the bytes arrive, and a blob becomes visible in the
                                         image store only once both match
-Then the manifest is stored and the reference set, last: a pull interrupted anywhere leaves no image.
+Then the manifest is stored and the reference set, last: a pull interrupted anywhere leaves no image,
+and a failed one removes the blobs it stored. Ctrl-C, SIGTERM and a stalled transfer stop it within a
+second (transfer.py says how).
 
 stdlib only (http.client): every request is visible here, nothing is hidden in a library.
 """
@@ -21,13 +23,11 @@ from __future__ import annotations
 import http.client
 import json
 import random
-import socket
 import sys
 import threading
 import time
 import urllib.parse
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import labctl
@@ -37,44 +37,16 @@ from labctl.images.auth import AuthError, RegistryError
 from labctl.images.auth import save_credentials  # noqa: F401  (labctl/client's `login` imports it from here)
 from labctl.images.mediatypes import (ACCEPT, INDEX_TYPES, MANIFEST_TYPES, MEDIA_DOCKER_SCHEMA1, Platform,
                                       choose_manifest, host, parse_platform)
+from labctl.images.pulllog import Event, PullLog  # noqa: F401  (steps and plots use them from here)
 from labctl.images.store import ImageStore
+from labctl.images.transfer import MANIFEST_DEADLINE, Cancel, TransferStalled, Watch, run_parallel, stall_timeout
 
 MAX_MANIFEST_BYTES = 4 << 20        # what registries accept; larger is not a manifest
 CHUNK = 64 << 10
 USER_AGENT = f"labctl/{labctl.__version__} (kernel-primitives-lab)"
+# Retried. Not a timeout: a registry that sends nothing for the stall timeout is stalled (transfer.py).
 DROPPED = (ConnectionError, http.client.IncompleteRead, http.client.RemoteDisconnected,
-           http.client.BadStatusLine, socket.timeout, TimeoutError)
-
-
-# ---------------------------------------------------------------------------------------------
-# The event log: what a pull did, when (the step 5 narration and the timeline figure read it)
-
-
-@dataclass
-class Event:
-    t: float                 # seconds since the pull began
-    kind: str                # request | response | token | manifest | platform | blob-start | blob-bytes | blob-done | ...
-    text: str
-    data: dict = field(default_factory=dict)
-
-
-class PullLog:
-    def __init__(self, narrate: Callable[[Event], None] | None = None):
-        self.t0 = time.monotonic()
-        self.events: list[Event] = []
-        self.narrate = narrate
-        self._lock = threading.Lock()
-
-    def add(self, kind: str, text: str, **data) -> Event:
-        event = Event(time.monotonic() - self.t0, kind, text, data)
-        with self._lock:
-            self.events.append(event)
-        if self.narrate and kind != "blob-bytes":
-            self.narrate(event)
-        return event
-
-    def to_json(self) -> list[dict]:
-        return [{"t": e.t, "kind": e.kind, "text": e.text, **e.data} for e in self.events]
+           http.client.BadStatusLine)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,12 +71,14 @@ class Client:
     RETRY_STATUSES = (429, 500, 502, 503, 504)
 
     def __init__(self, ref: references.Reference, credentials: tuple[str, str] | None = None,
-                 log: PullLog | None = None, retries: int = 4, backoff: float = 0.1, timeout: float = 30.0):
+                 log: PullLog | None = None, retries: int = 4, backoff: float = 0.1, timeout: float | None = None):
         self.ref = ref
         self.base = f"{'http' if ref.insecure else 'https'}://{ref.api_host}"
         self.credentials = credentials if credentials is not None else auth.load_credentials(ref.registry)
         self.log = log or PullLog()
-        self.retries, self.backoff, self.timeout = retries, backoff, timeout
+        self.retries, self.backoff = retries, backoff
+        self.timeout = stall_timeout(timeout)     # every socket's: no byte for this long is a stall
+        self.cancel = Cancel()
         self.authorization: str | None = None     # the header value for the registry's own host (auth.login)
         self.scheme: str | None = None            # the challenge's scheme: basic, bearer, or None
         self._logged_in = False
@@ -117,12 +91,14 @@ class Client:
         if conn is None:
             cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
             conn = pool[(scheme, netloc)] = cls(netloc, timeout=self.timeout)
+            self.cancel.track(conn)
         return conn
 
     def _drop_connection(self, scheme: str, netloc: str) -> None:
         pool = self._conns.__dict__.setdefault("pool", {})
         conn = pool.pop((scheme, netloc), None)
         if conn:
+            self.cancel.untrack(conn)
             conn.close()
 
     def _send(self, method: str, url: str, headers: dict) -> http.client.HTTPResponse:
@@ -136,8 +112,13 @@ class Client:
             conn.request(method, parts.path + (f"?{parts.query}" if parts.query else ""),
                          headers=dict(headers, **{"User-Agent": USER_AGENT}))
             raw = conn.getresponse()
-        except BaseException:
+        except BaseException as exc:
             self._drop_connection(parts.scheme, parts.netloc)
+            self.cancel.check()    # a socket shut down by a cancel: not a network failure
+            if isinstance(exc, TimeoutError):
+                raise TransferStalled(f"{parts.netloc} sent no answer to {method} {parts.path} within "
+                                      f"{self.timeout:g} s", "is the registry stuck? try again, or allow "
+                                      "more time with --stall-timeout SECONDS") from None
             raise
         self.log.add("response", f"{raw.status} {raw.reason} ← {method} {url}", method=method, url=url,
                      status=raw.status, started=started.t, length=int(raw.headers.get("Content-Length") or 0))
@@ -188,7 +169,7 @@ class Client:
             delay = min(float(retry_after), 30.0)
         self.log.add("retry", f"{why}: retrying in {delay:.2f} s (attempt {attempt + 2} of {self.retries + 1})",
                      delay=delay)
-        time.sleep(delay)
+        self.cancel.sleep(delay)
 
     def token_request(self, url: str, headers: dict) -> Response:
         """GET from the token server (auth.login's Bearer exchange). The realm is another host: its
@@ -220,8 +201,14 @@ class Client:
     # -- manifests and blobs ---------------------------------------------------------------------
     def manifest(self, reference: str) -> tuple[bytes, str, str]:
         """GET a manifest or index by tag or digest: (bytes, media type, digest), the digest verified."""
+        deadline = time.monotonic() + MANIFEST_DEADLINE
         resp = self._authorized("GET", f"/v2/{self.ref.repository}/manifests/{reference}", {"Accept": ACCEPT})
-        body = resp.read(MAX_MANIFEST_BYTES)
+        watch = Watch(f"the manifest {reference}", self.timeout, self.cancel, deadline)
+        body = b""
+        while chunk := watch.read(resp.raw, CHUNK):
+            body += chunk
+            if len(body) > MAX_MANIFEST_BYTES:
+                raise RegistryError(f"{resp.url} sent more than {MAX_MANIFEST_BYTES} bytes", "this is not a manifest")
         if resp.status == 404:
             raise RegistryError(f"{self.ref.name}:{reference} was not found on {self.ref.registry}",
                                 "check the name and tag (the registry answered 404 MANIFEST_UNKNOWN)")
@@ -266,9 +253,10 @@ class Client:
                     raise RegistryError(f"GET blob {digest} answered {resp.status}: {body[:200]!r}",
                                         "the registry lost the blob or refused it: look at its log")
                 got = 0
+                watch = Watch(f"{what} {digest[:19]}", self.timeout, self.cancel)
                 with store.blob_writer(digest, size, what) as writer:
                     while True:
-                        chunk = resp.raw.read(min(CHUNK, size - got + 1))
+                        chunk = watch.read(resp.raw, min(CHUNK, size - got + 1))
                         if not chunk:
                             break
                         writer.write(chunk)
@@ -289,6 +277,7 @@ class Client:
                 self._drop_connection(registry.scheme, registry.netloc)
                 if not isinstance(exc, DROPPED):
                     raise
+                self.cancel.check()
                 if attempt == self.retries:
                     raise RegistryError(
                         f"the download of {what} {digest} was cut off {attempt + 1} times "
@@ -319,13 +308,16 @@ class PullResult:
 
 def pull(image: str, *, store: ImageStore | None = None, platform: str | Platform | None = None,
          credentials: tuple[str, str] | None = None, log: PullLog | None = None,
-         progress: bool | None = None, parallel: int = 4, retries: int = 4, backoff: float = 0.1) -> PullResult:
-    """Pull IMAGE into the image store; returns what happened. The reference is set last."""
+         progress: bool | None = None, parallel: int = 4, retries: int = 4, backoff: float = 0.1,
+         stall_timeout: float | None = None) -> PullResult:
+    """Pull IMAGE into the image store; returns what happened. The reference is set last; a pull that
+    fails or is interrupted removes the blobs it stored (transfer.py: how it is stopped in time)."""
     ref = references.parse(image)
     store = store or ImageStore()
     log = log or PullLog()
     wanted = parse_platform(platform) if isinstance(platform, str) else (platform or host())
-    client = Client(ref, credentials, log, retries=retries, backoff=backoff)
+    client = Client(ref, credentials, log, retries=retries, backoff=backoff, timeout=stall_timeout)
+    stored: list[str] = []      # the blobs this pull added, removed again if it fails
     try:
         body, media_type, digest = client.manifest(ref.reference)
         chosen = None
@@ -354,20 +346,24 @@ def pull(image: str, *, store: ImageStore | None = None, platform: str | Platfor
             # The config first (small, and it says what the layers are), then the layers in parallel.
             transferred = 0
             for what, d in missing[:1] if missing and missing[0][0] == "config" else []:
-                client.fetch_blob(store, d, what)
+                stored.append(client.fetch_blob(store, d, what))
                 transferred += d["size"]
             layers = [(w, d) for w, d in missing if w != "config"]
-            transferred += _fetch_parallel(client, store, layers, parallel, progress)
-            store.put_blob(body, digest, "manifest")
+            transferred += _fetch_parallel(client, store, layers, parallel, progress, stored)
+            stored.append(store.put_blob(body, digest, "manifest"))
             store.set_ref(name, digest)
         log.add("stored", f"{name} -> {digest}", digest=digest)
         return PullResult(name, digest, chosen, transferred, len(missing), log)
+    except BaseException:
+        client.cancel.cancel()
+        store.discard_blobs(stored)
+        raise
     finally:
         client.close()
 
 
 def _fetch_parallel(client: Client, store: ImageStore, layers: list[tuple[str, dict]], parallel: int,
-                    progress: bool | None) -> int:
+                    progress: bool | None, stored: list[str]) -> int:
     if not layers:
         return 0
     if progress is None:
@@ -383,12 +379,10 @@ def _fetch_parallel(client: Client, store: ImageStore, layers: list[tuple[str, d
             what, d = item
             task = bars.add_task(f"{what} {d['digest'][7:19]}", total=d["size"]) if bars else None
             update = (lambda n: bars.update(task, completed=n)) if bars else None
-            client.fetch_blob(store, d, what, update)
+            stored.append(client.fetch_blob(store, d, what, update))
             return d["size"]
-        with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(layers)))) as pool:
-            futures = [pool.submit(one, item) for item in layers]
-        # Leaving the pool waited for every download: the first failure, if any, is raised here.
-        return sum(f.result() for f in futures)
+        # not a ThreadPoolExecutor: its threads are joined uninterruptibly, also at exit (transfer.py)
+        return sum(run_parallel([lambda item=item: one(item) for item in layers], parallel, client.cancel))
     finally:
         if bars:
             bars.stop()

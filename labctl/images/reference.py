@@ -25,7 +25,7 @@ DEFAULT_TAG = "latest"
 _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _HOST = re.compile(r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*"
                    r"|\[[0-9a-fA-F:]+\]")
-_TAG = re.compile(r"[\w][\w.-]{0,127}")
+_TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)   # ASCII: \w would also match é
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 
 

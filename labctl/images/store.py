@@ -304,12 +304,18 @@ class ImageStore:
         root filesystem (labctl/kernel/overlay.py) uses. Returns the removed digests and diff_ids.
 
         Writers (pull, import) hold `state.locked("image-store", shared=True)` from their first blob
-        to their set_ref, so collection, which holds it exclusively, never removes a blob in flight."""
+        to their set_ref, so collection, which holds it exclusively, never removes a blob in flight.
+        It waits for them at most LABCTL_STORE_LOCK_TIMEOUT seconds, saying who it waits for."""
+        with exclusive_store_lock():
+            return self._collect()
+
+    def _collect(self) -> list[str]:
+        """garbage_collect's work, for a caller that holds the store's lock exclusively."""
         import shutil
         import tempfile
         from labctl.kernel import overlay
         removed = []
-        with state.locked("image-store"), state.locked("image-refs"):
+        with state.locked("image-refs"):
             keep = self.referenced_blobs()
             for path in (self.root / "blobs" / "sha256").iterdir():
                 digest = "sha256:" + path.name
@@ -329,16 +335,50 @@ class ImageStore:
                 shutil.rmtree(leftover, ignore_errors=True)
         return removed
 
+    def discard_blobs(self, digests: list[str]) -> None:
+        """After a failed pull or import: remove the blobs it stored that no reference needs, so that
+        it leaves nothing. Only if no other writer runs (the lock, without waiting): a concurrent pull
+        may have found one of them present and be about to reference it; garbage collection gets them then."""
+        try:
+            with state.locked("image-store", wait=False), state.locked("image-refs"):
+                keep = self.referenced_blobs()
+                for digest in digests:
+                    if digest not in keep:
+                        with contextlib.suppress(FileNotFoundError):
+                            self.blob_path(digest).unlink()
+        except BlockingIOError:
+            pass
 
-def remove_image(store: ImageStore, reference: str, force: bool = False) -> list[str]:
+
+def exclusive_store_lock():
+    """The image store's lock, exclusively (garbage collection, rmi): waits for running writers at most
+    $LABCTL_STORE_LOCK_TIMEOUT seconds (default 30), saying who holds it, then fails with one line."""
+    timeout = float(os.environ.get("LABCTL_STORE_LOCK_TIMEOUT") or STORE_LOCK_TIMEOUT)
+    return state.locked("image-store", timeout=timeout, label="the image store")
+
+
+STORE_LOCK_TIMEOUT = 30.0
+
+
+class ImageInUse(LabError):
+    pass
+
+
+def remove_image(store: ImageStore, reference: str, force: bool = False,
+                 container_names: dict[str, str] | None = None) -> list[str]:
     """`labctl rmi`: drop the reference (refusing while a container root filesystem uses that image,
-    unless force), then collect blobs and layers nothing references. Returns what was removed."""
+    unless force), then collect blobs and layers nothing references. Returns what was removed.
+    The whole of it holds the store's lock, as imports and pulls do: one that checked a reference
+    exists, or found a blob present, must not see it removed before it is done.
+    container_names: {container id: name}, to name the containers that use the image."""
     from labctl.kernel import overlay
-    digest = store.resolve(reference)
-    users = overlay.images_in_use().get(digest, [])
-    still_named = [r for r, d in store.refs().items() if d == digest and r != reference]
-    if users and not force and not still_named:
-        raise LabError(f"image {reference} is used by container(s) {', '.join(users)}",
-                       "remove those containers first (their layers stay while they exist)")
-    store.remove_ref(reference)
-    return store.garbage_collect()
+    with exclusive_store_lock():
+        digest = store.resolve(reference)
+        users = overlay.images_in_use().get(digest, [])
+        still_named = [r for r, d in store.refs().items() if d == digest and r != reference]
+        if users and not force and not still_named:
+            names = [(container_names or {}).get(user) or user[:12] for user in users]
+            raise ImageInUse(f"image {reference} is used by container(s) {', '.join(names)}",
+                             "remove those containers first (their layers stay while they exist)")
+        store.remove_ref(reference)
+        return store._collect()
