@@ -220,10 +220,13 @@ def undo_record(rec: Record) -> None:
     rec.forget()
 
 
-def cleanup(report: Callable[[str], None] = lambda line: None) -> list[str]:
-    """Undo every record in the journal, newest first. Returns the errors (empty when all went)."""
+def cleanup(report: Callable[[str], None] = lambda line: None, keep: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """Undo every record in the journal, newest first, but those whose path is in `keep` (the records of
+    running containers, say: labctl/containers/cleanup.py). Returns the errors (empty when all went)."""
     errors = []
     for rec in reversed(records()):
+        if str(rec.path) in keep:
+            continue
         try:
             undo_record(rec)
             report(f"removed {rec.describe()}")

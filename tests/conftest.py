@@ -9,6 +9,7 @@ same reason, and the rest run: `pytest -m "not vm"` as a student, without sudo.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,7 +69,25 @@ def lab_objects(state_dir: Path) -> dict[str, set[str]]:
     found["processes"] = {f"{c.pid} {' '.join(c.cmdline()[:3])}" for c in _children()}
     found["journal"] = {p.name for p in (state_dir / "journal").glob("*.json")} \
         if (state_dir / "journal").is_dir() else set()
+    found["lock files"] = _lock_files(state_dir)
+    images = state_dir / "images"   # what a pull or an import leaves half-written: its orphans
+    found["image store orphans"] = {str(p) for sub in ("incoming", "tmp") if (images / sub).is_dir()
+                                    for p in (images / sub).iterdir()}
     return found
+
+
+#: Lock files that each guard one shared, long-lived thing (the image store, a bridge's addresses, ...):
+#: a fixed set that does not grow. Any other (one per container, say) must go with what it locks.
+SHARED_LOCKS = re.compile(r"(image-store|image-refs|auth|rootfs-build|container-names|network-.+)\.lock")
+
+
+def _lock_files(state_dir: Path) -> set[str]:
+    """The lock files in <state>/locks/ but the shared ones, and a layer's while the layer is stored."""
+    locks, layers = state_dir / "locks", state_dir / "images" / "layers"
+    if not locks.is_dir():
+        return set()
+    return {p.name for p in locks.glob("*.lock") if not SHARED_LOCKS.fullmatch(p.name)
+            and not (p.name.startswith("layer-") and any(layers.glob(p.name[len("layer-"):-len(".lock")] + "*")))}
 
 
 def _children():
@@ -89,9 +108,10 @@ SESSION_PIDS: set[int] = set()
 
 @pytest.fixture(autouse=True)
 def no_residue(request, lab_state_dir):
-    """Fail any test that leaves a lab mount, link, netns, cgroup, nftables table, process or journal
-    record behind. Objects that existed before the test are not blamed on it. Only as root: any other
-    user's tests can make none of these (and could not list some of them)."""
+    """Fail any test that leaves a lab mount, link, netns, cgroup, nftables table, process, journal
+    record, lock file or half-written image store file behind. Objects that existed before the test are
+    not blamed on it. Only as root: any other user's tests can make none of these (and could not list
+    some of them)."""
     if not IS_ROOT:
         yield
         return
@@ -103,7 +123,7 @@ def no_residue(request, lab_state_dir):
     left = {k: v for k, v in left.items() if v}
     if left:
         # Clean up so one failure does not cascade into every later test, then fail this one.
-        subprocess.run([sys.executable, "-m", "labctl", "cleanup"], capture_output=True)
+        subprocess.run([sys.executable, "-m", "labctl", "cleanup", "--all"], capture_output=True)
         for child in _children():
             if child.pid not in SESSION_PIDS:
                 child.kill()

@@ -322,11 +322,11 @@ def test_a_name_is_given_to_one_container_only(names):
     assert sorted(codes) == [0, 2, 2]
 
 
-def test_cleanup_removes_a_running_container():
+def test_cleanup_all_removes_a_running_container():
     result = run_labctl("run", "-d", "-m", "32m", "busybox", "sleep", "60")
     assert result.returncode == 0
     pid = record(result.stdout.strip()).pid
-    labctl_ok("cleanup")
+    labctl_ok("cleanup", "--all")   # without --all it stays: tests/test_faults_containers.py
     assert wait_for(lambda: not Path(f"/proc/{pid}").exists() or
                     Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z")
     assert result.stdout.strip()[:12] not in labctl_ok("ps", "-a")

@@ -166,13 +166,22 @@ def cmd_rm(args) -> int:
 
 
 def _each_container(command: str, names: list[str], action) -> int:
-    """`labctl stop|rm NAME...`: act on each container in turn, printing its name when done (as docker)."""
+    """`labctl stop|rm NAME...`: act on each container in turn, printing its name when done (as docker).
+    One that cannot be found or acted on gets its error line and the others go on: exit 1 if any failed."""
     from labctl.containers import store
+    from labctl.errors import LabError
+    from labctl.ui import error_line
     require_root(f"`labctl {command}`")
+    failed = False
     for name in names:
-        action(store.find(name))
+        try:
+            action(store.find(name))
+        except LabError as exc:
+            error_line(str(exc))
+            failed = True
+            continue
         print(name)
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_inspect(args) -> int:

@@ -33,8 +33,12 @@ def add_commands(commands: Commands) -> None:
     p.add_argument("--steps", nargs="+", metavar="N", help="only these steps")
     p.add_argument("--no-explain", action="store_true", help="skip the explanations")
 
-    commands.add("cleanup", cmd_cleanup, "remove every kernel object and mount the lab recorded, and the image "
-                 "store's half-written files (after a crash too)", ["labctl cleanup"])
+    p = commands.add("cleanup", cmd_cleanup, "remove every kernel object and mount the lab recorded, and the "
+                     "image store's half-written files (after a crash too); running containers (their "
+                     "supervisor alive) are left running unless --all is given",
+                     ["labctl cleanup", "labctl cleanup --all   # running containers too"])
+    p.add_argument("--all", action="store_true",
+                   help="also stop and remove running containers (default: only what crashed or was killed)")
     commands.add("prepare", cmd_prepare, "build the embedded lab image(s) locally (provisioning runs this)",
                  ["labctl prepare"])
 
@@ -108,10 +112,16 @@ def _show(step, explain: bool) -> None:
 
 def cmd_cleanup(args) -> int:
     from labctl import state, ui
+    from labctl.containers import cleanup
     require_root("`labctl cleanup`")
     if not state.records():
         ui.say("Nothing to clean up: the journal is empty.")
-    errors = state.cleanup(report=ui.ok)
+    running = [] if args.all else cleanup.live_containers()
+    if running:
+        ui.say(f"Left running: {', '.join(c.name for c in running)} (`labctl cleanup --all` removes them too).")
+    errors = state.cleanup(report=ui.ok, keep=cleanup.records_of(running))
+    for path in cleanup.sweep_old_lock_files():
+        ui.ok(f"removed {path}")
     if (state.state_dir() / "images").is_dir():   # what a crashed pull or import left in the image store
         from labctl.images.store import ImageStore
         swept = ImageStore().sweep_leftovers()

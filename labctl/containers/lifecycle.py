@@ -51,6 +51,10 @@ def build_spec(image_ref: str, command: list[str], *, name: str = "", env: list[
     from labctl.kernel.cgroups.limits import parse_limits
     if name:
         specs.check_name(name)
+    if hostname:
+        specs.check_hostname(hostname)
+    if user:
+        specs.check_user(user)
     if workdir is not None and not workdir.startswith("/"):
         raise LabError(f"the working directory {workdir!r} is not an absolute path",
                        "give it as Docker wants it, from the container's root: e.g. -w /tmp")
@@ -64,6 +68,7 @@ def build_spec(image_ref: str, command: list[str], *, name: str = "", env: list[
     config = image.config
     argv = specs.command_line(config, list(command), entrypoint)
     limits = parse_limits(memory=memory, cpus=cpus, pids_limit=pids_limit)
+    specs.check_memory(limits.memory_bytes, memory)
     mounts = [specs.parse_volume(v) for v in volumes_] + [specs.parse_tmpfs(t) for t in tmpfs]
     spec = ContainerSpec(
         image=image.reference, argv=argv,

@@ -93,6 +93,15 @@ def merge_env(image_env: list[str], overrides: list[str], hostname: str, tty: bo
 
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")   # Docker's rule for --name
+#: Docker sets no length; the lab does, so that every name derived from it fits: the file
+#: containers-by-name/<name> (NAME_MAX 255), the network's owner "<name>-<pid>-<hex>" and its nftables
+#: comment "labctl:<owner>" (nft keeps comments of at most 128 bytes).
+NAME_MAX_LENGTH = 64
+HOSTNAME_MAX_LENGTH = 64          # the kernel's __NEW_UTS_LEN: sethostname(2) refuses more bytes
+ID_MAX = 2**32 - 2                # a uid or gid: 32 bits, and (uid_t)-1 means "no change" to setuid(2)
+#: Where nothing may be mounted, as Docker refuses: the root itself, and the kernel's filesystems
+#: that PID 1 mounts there (a mount over /proc would hide procfs, silently).
+RESERVED_TARGETS = ("/", "/proc", "/sys", "/dev")
 
 
 def check_name(name: str) -> str:
@@ -100,7 +109,47 @@ def check_name(name: str) -> str:
     if not _NAME.match(name):
         raise LabError(f"bad container name {name!r}",
                        "use letters, digits, _ . - (two characters at least, starting with a letter or digit)")
+    if len(name) > NAME_MAX_LENGTH:
+        raise LabError(f"the container name is {len(name)} characters long; the lab allows {NAME_MAX_LENGTH}",
+                       "choose a shorter --name")
     return name
+
+
+def check_hostname(hostname: str) -> str:
+    """-h: the kernel keeps at most 64 bytes of hostname (sethostname(2) fails with EINVAL above)."""
+    if len(hostname.encode()) > HOSTNAME_MAX_LENGTH:
+        raise LabError(f"the hostname is {len(hostname.encode())} bytes long; the kernel allows {HOSTNAME_MAX_LENGTH}",
+                       "give a shorter -h")
+    return hostname
+
+
+def check_user(user: str) -> str:
+    """-u user[:group]: a numeric uid or gid must be one the kernel can hold (0 to 2^32-2). Names are
+    looked up later, in the image's own /etc/passwd (runtime/user.py)."""
+    for part, what in zip(user.split(":", 1), ("uid", "gid")):
+        if part.isdigit() and int(part) > ID_MAX:
+            raise LabError(f"-u {user}: the {what} {part} is out of range",
+                           f"a {what} is a number from 0 to {ID_MAX}")
+    return user
+
+
+def check_memory(memory_bytes: int | None, given: str | None = None) -> None:
+    """-m: the kernel's largest limit is PAGE_COUNTER_MAX pages (LONG_MAX bytes, in whole pages); it
+    takes a larger value as "no limit", so `inspect` would show one number and the kernel another."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    largest = (2**63 - 1) // page * page
+    if memory_bytes is not None and memory_bytes > largest:
+        raise LabError(f"-m {given or memory_bytes}: above the kernel's largest memory limit, {largest} bytes",
+                       "give a real limit such as -m 512m, or leave -m out for no limit")
+
+
+def check_target(target: str, flag: str) -> str:
+    """A mount target inside the container: not /, /proc, /sys or /dev, nor below /proc (Docker's rules)."""
+    target = os.path.normpath(target)
+    if target in RESERVED_TARGETS or target.startswith("/proc/"):
+        raise LabError(f"{flag}: cannot mount over {target} in the container",
+                       "choose another target: / is the image's root, /proc, /sys and /dev are the kernel's")
+    return target
 
 
 def parse_volume(text: str) -> Mount:
@@ -111,6 +160,7 @@ def parse_volume(text: str) -> Mount:
     mode = parts[2] if len(parts) == 3 else "rw"
     if mode not in ("ro", "rw"):
         raise LabError(f"bad -v mode {mode!r} in {text!r}", "the mode is ro or rw")
+    target = check_target(parts[1], f"-v {text}")
     source = parts[0]
     if source.startswith(("/", ".")):
         source = os.path.abspath(source)
@@ -121,14 +171,14 @@ def parse_volume(text: str) -> Mount:
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", source):
             raise LabError(f"bad volume name {source!r}", "volume names use letters, digits, _ . -")
         kind = "volume"
-    return Mount(kind, source, os.path.normpath(parts[1]), mode == "ro")
+    return Mount(kind, source, target, mode == "ro")
 
 
 def parse_tmpfs(text: str) -> Mount:
     target = text.split(":", 1)[0]
     if not target.startswith("/"):
         raise LabError(f"bad --tmpfs {text!r}", "give an absolute path inside the container, e.g. --tmpfs /run")
-    return Mount("tmpfs", "", os.path.normpath(target))
+    return Mount("tmpfs", "", check_target(target, f"--tmpfs {text}"))
 
 
 parse_port = PortMapping.parse   # -p [IP:]HOST:CONTAINER[/tcp|udp]: the one parser is labctl.network.ports

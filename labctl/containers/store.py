@@ -5,6 +5,8 @@
     log              stdout and stderr of a detached container
     hosts, resolv.conf, hostname   bind-mounted into the container
 
+    lock             flock(2)ed while the record is changed (it goes with the directory, see locked())
+
 container.json is rewritten atomically (temporary file, fsync, rename) under a per-container lock, so
 labctl, the supervisor and `labctl ps` never see half a record. The truth about a running container is
 the kernel's: a record that says "running" whose PID 1 (same PID *and* start time) no longer exists is
@@ -13,10 +15,12 @@ reported as exited, so `ps` stays right after labctl, the supervisor or the host
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import time
 from dataclasses import dataclass
+from collections.abc import Iterator   # not typing: it costs `labctl run` ~2 ms
 from pathlib import Path
 
 from labctl import state
@@ -89,11 +93,31 @@ class Container:
 
     def update(self, **changes) -> None:
         """Change state fields: re-read, change, write, under the container's lock."""
-        with state.locked(f"container-{self.id}"):
+        with locked(self.id):
             fresh = load(self.id)
             fresh.state.update(changes)
             fresh.save()
             self.state = fresh.state
+
+
+@contextlib.contextmanager
+def locked(container_id: str) -> Iterator[None]:
+    """flock(2) on containers/<id>/lock for the duration of the block.
+
+    The lock file lives in the container's directory, not in <state>/locks/, so that it goes with the
+    container (a file per container ever run would pile up there), and it cannot outlive it: once the
+    directory is gone, open(O_CREAT) fails instead of making a new lock file, and the container is gone
+    for this caller too. remove_record() deletes the directory while holding the lock, so a holder that
+    got the lock before finishes first, and one that gets it after finds no record (NoSuchContainer)."""
+    try:
+        fd = os.open(containers_dir() / container_id / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except (FileNotFoundError, NotADirectoryError):
+        raise NoSuchContainer(f"no such container: {container_id}", "`labctl ps -a` lists the containers") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)   # closing the descriptor releases the lock
 
 
 def write_json(path: Path, obj) -> None:
@@ -144,7 +168,9 @@ def names_dir() -> Path:
 
 def find(name_or_id: str) -> Container:
     """A container by name, full ID, or unique ID prefix (as Docker accepts them)."""
-    if "/" in name_or_id or name_or_id in ("", ".", ".."):   # names and IDs are file names here, never paths
+    # names and IDs are file names here, never paths; and none is longer than 64 characters (an ID's
+    # length, and spec.NAME_MAX_LENGTH), so a longer one cannot fail with ENAMETOOLONG below
+    if "/" in name_or_id or name_or_id in ("", ".", "..") or len(name_or_id) > 64:
         raise NoSuchContainer(f"no such container: {name_or_id}", "`labctl ps -a` lists the containers")
     if (containers_dir() / name_or_id / "container.json").exists():
         return load(name_or_id)
@@ -192,7 +218,12 @@ def create_record(spec: ContainerSpec, container_id: str, **extra_state) -> Cont
     directory = containers_dir() / container_id
     directory.mkdir()
     if spec.name:
-        if not _claim_name(spec.name, container_id):
+        try:
+            claimed = _claim_name(spec.name, container_id)
+        except BaseException:
+            directory.rmdir()
+            raise
+        if not claimed:
             directory.rmdir()
             raise LabError(f"the container name {spec.name!r} is already in use",
                            f"remove it first (`labctl rm -f {spec.name}`) or choose another --name")
@@ -219,10 +250,12 @@ def remove_record(container_id: str, name: str = "") -> None:
     mounted below it."""
     path = containers_dir() / container_id
     if path.exists():
-        state.remove_path(str(path))
+        with contextlib.suppress(NoSuchContainer), locked(container_id):   # its lock file goes with it
+            state.remove_path(str(path))
     if name:
         link = names_dir() / name
-        with contextlib.suppress(FileNotFoundError):
+        # OSError, not only FileNotFoundError: a name no link can have (too long, say) has nothing to remove
+        with contextlib.suppress(OSError):
             if os.readlink(link) == container_id:
                 link.unlink()
 

@@ -47,6 +47,12 @@ MS_SLAVE = 1 << 19
 MS_SHARED = 1 << 20
 MNT_DETACH = 0x2
 
+# mount_setattr(2) (Linux 5.12): change the flags of a whole mount tree at once, which a remount cannot.
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+SYS_mount_setattr = 442   # the same number on every architecture (the generic syscall table)
+
 # The name of each namespace kind in /proc/<pid>/ns, and its clone flag.
 NAMESPACE_FLAGS = {
     "uts": CLONE_NEWUTS,
@@ -89,6 +95,19 @@ def mount(source: str | None, target: str, fstype: str | None = None, flags: int
 def umount2(target: str, flags: int = 0) -> None:
     """umount2(2): detach the filesystem mounted at `target` (MNT_DETACH: lazily)."""
     _check(_libc.umount2(target.encode(), ctypes.c_int(flags)), f"umount {target}")
+
+
+class _MountAttr(ctypes.Structure):
+    """struct mount_attr from <linux/mount.h>."""
+    _fields_ = [(name, ctypes.c_uint64) for name in ("attr_set", "attr_clr", "propagation", "userns_fd")]
+
+
+def mount_setattr(path: str, attr_set: int, recursive: bool = True) -> None:
+    """mount_setattr(2) with AT_RECURSIVE: set MOUNT_ATTR_* flags on the mount at `path` and all below it."""
+    attr = _MountAttr(attr_set=attr_set)
+    _check(_libc.syscall(ctypes.c_long(SYS_mount_setattr), ctypes.c_int(AT_FDCWD), path.encode(),
+                         ctypes.c_uint(AT_RECURSIVE if recursive else 0), ctypes.byref(attr),
+                         ctypes.c_size_t(ctypes.sizeof(attr))), f"mount_setattr {path}")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:

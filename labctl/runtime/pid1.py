@@ -20,14 +20,16 @@ Every step is a plain function of step 1 to 3's modules; the order is the lesson
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import struct
 from pathlib import Path
 
 from labctl.kernel import handshake, rootfs
-from labctl.kernel.syscalls import (CLONE_NEWCGROUP, MS_BIND, MS_NODEV, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT,
-                                    mount, sethostname, unshare)
+from labctl.errors import LabError
+from labctl.kernel.syscalls import (CLONE_NEWCGROUP, MOUNT_ATTR_RDONLY, MS_BIND, MS_NODEV, MS_NOSUID, MS_REC,
+                                    mount, mount_setattr, sethostname, unshare)
 from labctl.runtime import cgroup as cgroups
 from labctl.runtime.config import Config
 from labctl.runtime.stdio import Stdio
@@ -91,10 +93,19 @@ def _mount_point(root: Path, inside: str, is_dir: bool) -> Path:
 
 
 def bind(source: str, target: Path, readonly: bool = False) -> None:
-    """mount(source, target, MS_BIND|MS_REC), then a remount with MS_RDONLY for :ro."""
+    """mount(source, target, MS_BIND|MS_REC), then for :ro mount_setattr(MOUNT_ATTR_RDONLY, AT_RECURSIVE)."""
     mount(source, str(target), None, MS_BIND | MS_REC)
     if readonly:
-        mount(None, str(target), None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        # Not a remount with MS_RDONLY: that changes only the top mount, and the mounts below the source
+        # (with -v /:/host:ro, the host's /dev/shm, /run, ...) would stay writable. mount_setattr(2)
+        # (Linux 5.12) changes the whole tree, as runc does with rro / Docker with recursive read-only.
+        try:
+            mount_setattr(str(target), MOUNT_ATTR_RDONLY)
+        except OSError as exc:
+            if exc.errno != errno.ENOSYS:
+                raise
+            raise LabError("read-only bind mounts (-v ...:ro) need mount_setattr(2), in Linux 5.12 and later",
+                           "use a newer kernel, or mount it read-write") from None
 
 
 def mount_volumes(root: Path, config: Config) -> None:
@@ -123,11 +134,21 @@ def prepare(config: Config) -> tuple[dict[str, str], ResolvedUser]:
     if config.init_binary:
         bind(config.init_binary, _mount_point(root, INIT_PATH, False), readonly=True)
     rootfs.enter_root(root)
-    os.makedirs(config.workdir, exist_ok=True)
+    make_workdir(config.workdir)
     env = dict(e.partition("=")[::2] for e in config.env)
     who = resolve_user(config.user)
     env.setdefault("HOME", who.home)
     return env, who
+
+
+def make_workdir(workdir: str) -> None:
+    """mkdir -p the working directory inside the new root, as Docker does; the image decides whether
+    it can be one (-w /etc/passwd names a file), so this is only known here, after pivot_root."""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise LabError(f"the working directory {workdir} is not a directory in the image",
+                       "give -w a directory, e.g. -w /tmp") from None
 
 
 def finish(config: Config, who: ResolvedUser) -> None:
