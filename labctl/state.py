@@ -200,6 +200,13 @@ def record(kind: str, undo: str | Callable, **data: object) -> Record:
     return Record(path, kind, undo, data)
 
 
+def forget_records(kind: str, **match: object) -> None:
+    """Drop the records of objects just removed, whichever process wrote them."""
+    for rec in records():
+        if rec.kind == kind and all(rec.data.get(k) == v for k, v in match.items()):
+            rec.forget()
+
+
 def records() -> list[Record]:
     """All records left in the journal, oldest first."""
     found = []

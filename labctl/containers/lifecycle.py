@@ -27,7 +27,7 @@ from pathlib import Path
 
 from labctl import state
 from labctl.containers import images, networking, resources, spec as specs, store, supervisor, volumes
-from labctl.containers.reconcile import reconcile
+from labctl.containers.reconcile import reconcile, reconcile_all
 from labctl.containers.spec import ContainerSpec
 from labctl.containers.store import Container
 from labctl.containers.teardown import remove_files, teardown, undo_container
@@ -169,6 +169,8 @@ def start(container: Container, config: Config, stdio: Stdio) -> int:
     spec = container.spec
     created = runtime.create(config, stdio, lambda pid1: supervisor.supervise(container, pid1), detach=spec.detach)
     try:
+        if spec.network == "bridge":
+            reconcile_all()   # the dead containers' addresses and ports go before this one takes its own
         network = networking.attach(spec.network, spec.name, spec.hostname, created.pid, spec.ports, config.files)
         container.update(status="running", pid=created.pid, pid_start=state.process_start_time(created.pid),
                          supervisor_pid=created.supervisor_pid,

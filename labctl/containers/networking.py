@@ -42,14 +42,12 @@ def check_ports(ports: list) -> None:
 def attach(mode: str, container_name: str, hostname: str, pid: int, ports: list, files: dict[str, str]) -> dict | None:
     """Bridge mode: connect PID 1's network namespace, rewrite the /etc files with its address.
     Returns what detach() needs (stored in the container's record), None for the other modes.
-    First the containers whose supervisor died are torn down (reconcile.py): their addresses and ports
-    become free, and nothing of theirs can catch this container's traffic."""
+    The caller first tears down the containers whose supervisor died (reconcile.py): their addresses and
+    ports become free, and nothing of theirs can catch this container's traffic."""
     if mode != "bridge":
         check_mode(mode, ports)
         return None
     from labctl import network
-    from labctl.containers.reconcile import reconcile_all
-    reconcile_all()
     att = network.attach(pid, container_name, mode, publish=ports, hostname=hostname)
     for target, text in att.etc_text().items():
         if target in files:

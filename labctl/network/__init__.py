@@ -140,7 +140,7 @@ def default_network() -> Network:
 _EXPORTS = {
     "attachment": ("Attachment", "attach"),
     "ipam": ("allocations", "release_address", "reclaim_stale"),
-    "bridge": ("ensure_network", "remove_network", "remove_bridge", "forget_records"),
+    "bridge": ("ensure_network", "remove_network", "remove_bridge"),
     "veth": ("plug", "loopback_up"),
     "nat": ("nft", "nft_table_json", "nft_table_text", "delete_nft_table", "delete_nft_rules", "publish_ports",
             "published_ports"),

@@ -110,12 +110,5 @@ def remove_network(net: Network | None = None) -> None:
 
 
 def _forget_network_records(net: Network) -> None:
-    forget_records("nftables", table=net.table)
-    forget_records("bridge", bridge=net.bridge)
-
-
-def forget_records(kind: str, **match: Any) -> None:
-    """Drop journal records of objects just removed, whichever process wrote them."""
-    for rec in state.records():
-        if rec.kind == kind and all(rec.data.get(k) == v for k, v in match.items()):
-            rec.forget()
+    state.forget_records("nftables", table=net.table)
+    state.forget_records("bridge", bridge=net.bridge)

@@ -75,7 +75,6 @@ def allocate(net: Network, owner: str, name: str, pid: int, host_link: str | Non
 def reclaim_stale(net: Network) -> dict[str, dict]:
     """Remove what the stale entries' owners left (DNAT rules, host link, /etc files, their journal
     records), then drop the entries. Returns the live entries. Call with lock(net.bridge) held."""
-    from labctl.network.bridge import forget_records
     from labctl.network.nat import delete_nft_rules, rule_comment
     from labctl.network.netlink import delete_link
     entries = read_allocations(net.bridge)
@@ -85,14 +84,14 @@ def reclaim_stale(net: Network) -> dict[str, dict]:
             continue
         owner, host_link = entry.get("owner", ""), entry.get("host_link")
         delete_nft_rules(net.table, rule_comment(owner))   # first: the address is still ours
-        forget_records("nftables-rules", table=net.table, comment=rule_comment(owner))
+        state.forget_records("nftables-rules", table=net.table, comment=rule_comment(owner))
         if host_link:   # the pair usually died with the namespace; not if its owner died mid-plug
             delete_link(host_link)
-            forget_records("veth", ifname=host_link)
+            state.forget_records("veth", ifname=host_link)
         etc_dir = state.subdir("network", "etc") / owner
         state.remove_path(str(etc_dir))
-        forget_records("path", path=str(etc_dir))
-        forget_records("address", bridge=net.bridge, address=address, owner=owner)
+        state.forget_records("path", path=str(etc_dir))
+        state.forget_records("address", bridge=net.bridge, address=address, owner=owner)
     if len(live) != len(entries):
         state.atomic_write_json(allocations_path(net.bridge), live)
     return live

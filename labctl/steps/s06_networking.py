@@ -156,7 +156,7 @@ def check(command: list[str]) -> list[str]:
         for rec in reversed(records):
             state.undo_record(rec)
         network.remove_network(net)
-        network.forget_records("veth", ifname=host_ifname)  # also those the reference's plug() wrote
+        state.forget_records("veth", ifname=host_ifname)  # also those the reference's plug() wrote
     return verified
 
 
