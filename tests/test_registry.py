@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import stat
 import subprocess
 import threading
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SESSION_PIDS
+from faults import FaultyProxy
 from helpers import run_labctl
 from helpers import run_labctl as run_cli
 from labctl.images import store as imagestore, labregistry, mediatypes, ocilayout, reference, distribution as registry
@@ -408,87 +408,8 @@ def test_corrupted_blob_in_registry_storage_is_detected_and_not_stored(tmp_path,
     assert list((store.root / "incoming").iterdir()) == [] and store.refs() == {}
 
 
-class CuttingProxy:
-    """A TCP proxy in front of the registry that closes the connection after `cut_after` bytes of a
-    blob response, for the first `cuts` blob responses. It exists because a real server cannot be
-    made to drop a connection halfway on demand; everything behind it is the real registry."""
-
-    def __init__(self, upstream: int, cut_after: int = 1 << 40, cuts: int = 0, statuses: tuple[int, ...] = ()):
-        # statuses: answer the first requests with these HTTP errors (503, 429...) instead of forwarding
-        self.upstream, self.cut_after, self.cuts = upstream, cut_after, cuts
-        self.statuses = list(statuses)
-        self.errors_sent = 0
-        self.blob_requests = 0
-        self.cut_done = 0
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.stopping = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while not self.stopping:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(client,), daemon=True).start()
-
-    def _handle(self, client):
-        upstream = None
-        try:
-            upstream = socket.create_connection(("127.0.0.1", self.upstream))
-            while True:
-                request = client.recv(65536)
-                if not request:
-                    return
-                if self.statuses:
-                    status = self.statuses.pop(0)
-                    self.errors_sent += 1
-                    client.sendall(f"HTTP/1.1 {status} Busy\r\nRetry-After: 0\r\nContent-Length: 0\r\n\r\n".encode())
-                    continue
-                upstream.sendall(request)
-                cut = b"/blobs/sha256:" in request and b"GET " in request
-                if cut:
-                    self.blob_requests += 1
-                    cut = self.cut_done < self.cuts
-                sent = 0
-                header_done, remaining, buf = False, None, b""
-                while remaining is None or remaining > 0:
-                    chunk = upstream.recv(65536)
-                    if not chunk:
-                        return
-                    if cut and sent + len(chunk) > self.cut_after:
-                        self.cut_done += 1
-                        client.sendall(chunk[:self.cut_after - sent])
-                        client.shutdown(socket.SHUT_RDWR)
-                        return
-                    client.sendall(chunk)
-                    sent += len(chunk)
-                    if not header_done:
-                        buf += chunk
-                        if b"\r\n\r\n" in buf:
-                            head, body = buf.split(b"\r\n\r\n", 1)
-                            length = [l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
-                            remaining = (int(length[0].split(b":")[1]) if length else 0) - len(body)
-                            header_done = True
-                    else:
-                        remaining -= len(chunk)
-        except OSError:
-            return
-        finally:
-            client.close()
-            if upstream:
-                upstream.close()
-
-    def close(self):
-        self.stopping = True
-        self.sock.close()
-
-
 def test_dropped_connection_is_retried_then_succeeds(anonymous, store):
-    proxy = CuttingProxy(anonymous.port, cut_after=20000, cuts=1)
+    proxy = FaultyProxy(anonymous.port, cut_after=20000, cuts=1)
     try:
         result = registry.pull(f"127.0.0.1:{proxy.port}/lab/busybox", store=store, progress=False, backoff=0.01)
     finally:
@@ -499,7 +420,7 @@ def test_dropped_connection_is_retried_then_succeeds(anonymous, store):
 
 
 def test_server_errors_and_429_are_retried_with_backoff(anonymous, store):
-    proxy = CuttingProxy(anonymous.port, statuses=(503, 429, 502))
+    proxy = FaultyProxy(anonymous.port, statuses=(503, 429, 502))
     try:
         result = registry.pull(f"127.0.0.1:{proxy.port}/lab/layered", store=store, progress=False, backoff=0.01)
     finally:
@@ -507,7 +428,7 @@ def test_server_errors_and_429_are_retried_with_backoff(anonymous, store):
     assert proxy.errors_sent == 3
     assert store.refs() == {result.reference: result.digest}
     with pytest.raises(registry.RegistryError, match="answered 503 3 times"):
-        proxy = CuttingProxy(anonymous.port, statuses=(503,) * 10)
+        proxy = FaultyProxy(anonymous.port, statuses=(503,) * 10)
         try:
             registry.pull(f"127.0.0.1:{proxy.port}/lab/busybox", store=imagestore.ImageStore(store.root.parent / "s2"),
                           progress=False, retries=2, backoff=0.01)
@@ -516,7 +437,7 @@ def test_server_errors_and_429_are_retried_with_backoff(anonymous, store):
 
 
 def test_connection_dropped_every_time_is_reported_and_nothing_half_written(anonymous, store):
-    proxy = CuttingProxy(anonymous.port, cut_after=20000, cuts=1000)
+    proxy = FaultyProxy(anonymous.port, cut_after=20000, cuts=1000)
     try:
         with pytest.raises(registry.RegistryError, match=r"cut off 3 times .*; nothing of it was stored"):
             registry.pull(f"127.0.0.1:{proxy.port}/lab/busybox", store=store, progress=False, retries=2,

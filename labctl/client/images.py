@@ -89,14 +89,13 @@ def cmd_images(args) -> int:
 
 
 def cmd_rmi(args) -> int:
-    from labctl.images import archive
     from labctl import ui
-    from labctl.images.store import ImageStore
+    from labctl.images.store import ImageStore, remove_image
     require_root("`labctl rmi`")
     store = ImageStore()
     names = _container_names()
     for reference in args.references:
-        removed = archive.remove_image(store, reference, force=args.force, container_names=names)
+        removed = remove_image(store, reference, force=args.force, container_names=names)
         ui.ok(f"untagged {reference}; removed {len(removed)} unreferenced blob(s) and layer(s)")
     return 0
 
@@ -124,10 +123,11 @@ def _password_from_stdin(what: str) -> str:
 
 def cmd_login(args) -> int:
     from labctl.images import distribution
+    from labctl.images.auth import save_credentials
     from labctl import ui
     password = _password_from_stdin(f"{args.username}@{args.registry}")
     scheme = distribution.check_login(args.registry, args.username, password)
-    distribution.save_credentials(args.registry, args.username, password)
+    save_credentials(args.registry, args.username, password)
     ui.ok(f"logged in to {args.registry} as {args.username} ({scheme} authentication); "
           "credentials stored with mode 0600 in the state directory")
     return 0

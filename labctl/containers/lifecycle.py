@@ -31,7 +31,7 @@ from labctl.containers.reconcile import reconcile, reconcile_all
 from labctl.containers.spec import ContainerSpec
 from labctl.containers.store import Container
 from labctl.containers.teardown import remove_files, teardown, undo_container
-from labctl.errors import CommandFailed, LabError   # noqa: F401  CommandFailed: `runtime.CommandFailed` in the client
+from labctl.errors import LabError
 from labctl.kernel.namespaces import read_all
 from labctl.kernel.signals import forwarding_to
 from labctl.runtime import create as runtime   # runtime.create(): an OCI runtime's `create`

@@ -29,7 +29,6 @@ from labctl.errors import LabError
 from labctl.images import mediatypes, ocilayout, reference as references
 from labctl.images.mediatypes import MEDIA_DOCKER_CONFIG, MEDIA_DOCKER_LAYER_TAR, MEDIA_DOCKER_MANIFEST
 from labctl.images.store import ImageStore, sha256_digest
-from labctl.images.store import remove_image  # noqa: F401  (labctl/client and steps/s07 import it from here)
 
 
 @dataclass

@@ -34,10 +34,9 @@ import labctl
 from labctl import state
 from labctl.images import auth, store as imagestore, reference as references
 from labctl.images.auth import AuthError, RegistryError
-from labctl.images.auth import save_credentials  # noqa: F401  (labctl/client's `login` imports it from here)
 from labctl.images.mediatypes import (ACCEPT, INDEX_TYPES, MANIFEST_TYPES, MEDIA_DOCKER_SCHEMA1, Platform,
                                       choose_manifest, host, parse_platform)
-from labctl.images.pulllog import Event, PullLog  # noqa: F401  (steps and plots use them from here)
+from labctl.images.pulllog import PullLog
 from labctl.images.store import ImageStore
 from labctl.images.transfer import MANIFEST_DEADLINE, Cancel, TransferStalled, Watch, run_parallel, stall_timeout
 

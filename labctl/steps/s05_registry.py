@@ -11,6 +11,7 @@ from labctl.steps import checking
 from labctl.images import store as imagestore, labregistry, mediatypes, distribution as registry
 from labctl import state, ui
 from labctl.errors import LabError
+from labctl.images.pulllog import Event, PullLog
 
 EXPLANATION = """
 An image on a registry is a handful of **content-addressed blobs**: each is named by the sha256 of
@@ -32,7 +33,7 @@ The demo runs Debian's docker-registry on 127.0.0.1 with token authentication, l
 """
 
 
-def _narrate(event: registry.Event) -> None:
+def _narrate(event: Event) -> None:
     kind, text = event.kind, event.text
     stamp = f"[dim]{event.t * 1000:7.1f} ms[/dim]"
     if kind == "request":
@@ -59,7 +60,7 @@ def demo() -> None:
         ui.say(f"\n[bold]labctl pull {image}[/bold] as {credentials[0]!r}, one request at a time:")
         store = imagestore.ImageStore(state.new_tmpdir("step5-store-"))
         try:
-            log = registry.PullLog(narrate=_narrate)
+            log = PullLog(narrate=_narrate)
             result = registry.pull(image, store=store, credentials=credentials, log=log, progress=False)
             manifest = store.read_json(result.digest)
             rows = [("config", manifest["config"]["digest"], manifest["config"]["size"])] + \
@@ -73,7 +74,7 @@ def demo() -> None:
                      title=f"{result.reference} for {result.platform}: {result.digest[:23]}…")
             ui.say("\nPulling the same image again:")
             again = registry.pull(image, store=store, credentials=credentials, progress=False,
-                                  log=registry.PullLog(narrate=_narrate))
+                                  log=PullLog(narrate=_narrate))
             ui.ok(f"second pull: {again.blobs_fetched} blobs, {again.transferred} bytes transferred")
             figure = state.subdir("figures") / "05-pull-timeline.png"
             from labctl.plots.registry import pull_timeline

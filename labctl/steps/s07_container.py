@@ -96,8 +96,8 @@ def demo() -> None:
     finally:
         lifecycle.remove(store.load(container.id), force=True)
         volumes.remove(DEMO_VOLUME, force=True)
-        from labctl.images import archive as imageimport
-        imageimport.remove_image(lifecycle.image_store(), image)
+        from labctl.images.store import remove_image
+        remove_image(lifecycle.image_store(), image)
     ui.ok("container removed; its cgroup, veth, DNAT rule and overlay are gone")
 
 

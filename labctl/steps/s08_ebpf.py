@@ -79,7 +79,6 @@ def demo() -> None:
             ids = counter.program_ids() + execs.program_ids()
             ui.kernel(f"attached in {counter.attach_seconds:.2f} s and {execs.attach_seconds:.2f} s "
                       f"(bcc compile included); program ids {ids}")
-            t0 = time.monotonic_ns()
             a.run("cat /etc/hostname >/dev/null; dd if=/dev/zero of=/dev/null bs=1 count=2000 2>/dev/null")
             b.run("cat /etc/hostname >/dev/null; dd if=/dev/zero of=/dev/null bs=1 count=500 2>/dev/null")
             for ev in execs.drain():
