@@ -15,13 +15,17 @@ The tree, and what `labctl` (client/main.py's main()) exits with for each:
     │                             (found, not executable) or 127 (not found), as Docker's;
     │                             `labctl exec` gives 126 for either
     ├── NoSuchContainer           no container has that name or ID prefix                    exit 2
+    ├── LockTimeout               another labctl held a lock too long; names it (state.py)   exit 2
     │   (these live in labctl/images/, beside the code that raises them)
     ├── InvalidReference          an image reference that does not parse (reference.py)      exit 2
+    ├── NoMatchingPlatform        an index offers no manifest for the platform (mediatypes)  exit 2
     ├── ImageNotFound             no such image in the store (store.py)                      exit 2
+    ├── ImageInUse                rmi of an image containers use; names them (store.py)      exit 2
     ├── DigestMismatch            a blob is not what its digest says (store.py)              exit 2
     ├── LayerRejected             a layer entry breaks a safety rule (layers.py)             exit 2
-    └── RegistryError             the registry refused or failed (distribution.py)           exit 2
-        └── AuthError             no credentials, or wrong ones (distribution.py)            exit 2
+    └── RegistryError             the registry refused or failed (auth.py)                   exit 2
+        ├── AuthError             no credentials, or wrong ones (auth.py)                    exit 2
+        └── TransferStalled       a blob stopped arriving for the stall timeout (transfer.py) exit 2
 
 Not LabErrors: Ctrl-C (KeyboardInterrupt) exits 130 once what the command made is removed; SIGTERM
 is turned into the same; a closed stdout (BrokenPipeError) exits 0. A command that ran exits with its
