@@ -76,18 +76,16 @@ def lab_objects(state_dir: Path) -> dict[str, set[str]]:
     return found
 
 
-#: Lock files that each guard one shared, long-lived thing (the image store, a bridge's addresses, ...):
-#: a fixed set that does not grow. Any other (one per container, say) must go with what it locks.
-SHARED_LOCKS = re.compile(r"(image-store|image-refs|auth|rootfs-build|container-names|network-.+)\.lock")
+#: Lock files that each guard one shared, long-lived thing (the image store, a bridge's addresses, a
+#: layer digest, which every store that unpacks that layer locks again): a set bounded by what exists,
+#: not by how often labctl runs. Any other (one per container, say) must go with what it locks.
+SHARED_LOCKS = re.compile(r"(image-store|image-refs|auth|rootfs-build|container-names|network-.+|layer-[0-9a-f]+)\.lock")
 
 
 def _lock_files(state_dir: Path) -> set[str]:
-    """The lock files in <state>/locks/ but the shared ones, and a layer's while the layer is stored."""
-    locks, layers = state_dir / "locks", state_dir / "images" / "layers"
-    if not locks.is_dir():
-        return set()
-    return {p.name for p in locks.glob("*.lock") if not SHARED_LOCKS.fullmatch(p.name)
-            and not (p.name.startswith("layer-") and any(layers.glob(p.name[len("layer-"):-len(".lock")] + "*")))}
+    """The lock files in <state>/locks/ but the shared ones."""
+    locks = state_dir / "locks"
+    return {p.name for p in locks.glob("*.lock") if not SHARED_LOCKS.fullmatch(p.name)} if locks.is_dir() else set()
 
 
 def _children():

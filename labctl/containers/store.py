@@ -4,7 +4,6 @@
     upper/ work/     the overlay's writable layer (the container's own changes to its root filesystem)
     log              stdout and stderr of a detached container
     hosts, resolv.conf, hostname   bind-mounted into the container
-
     lock             flock(2)ed while the record is changed (it goes with the directory, see locked())
 
 container.json is rewritten atomically (temporary file, fsync, rename) under a per-container lock, so
