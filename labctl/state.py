@@ -291,13 +291,13 @@ def kill_process(pid: int, start_time: int | None, what: str = "", timeout: floa
         os.waitpid(pid, 0)  # reaps it if it is our child; otherwise the loop below waits
     deadline = time.monotonic() + timeout
     while process_start_time(pid) == start_time and time.monotonic() < deadline:
-        state = _process_state(pid)
+        state = process_state(pid)
         if state in ("Z", "X"):
             return  # dead, waiting for its parent to reap it
         time.sleep(0.01)
 
 
-def _process_state(pid: int) -> str | None:
+def process_state(pid: int) -> str | None:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0]

@@ -31,7 +31,7 @@ def labctl_ok(*args):
 
 
 def alive(pid: int) -> bool:
-    return state.process_start_time(pid) is not None and state._process_state(pid) not in ("Z", "X")
+    return state.process_start_time(pid) is not None and state.process_state(pid) not in ("Z", "X")
 
 
 def one_error_line(result: subprocess.CompletedProcess, words: str, code: int = 2) -> None:

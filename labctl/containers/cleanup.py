@@ -24,8 +24,7 @@ def is_alive(container: Container) -> bool:
     """A supervisor that still runs, or a `labctl run` still creating the container (status "created").
     A killed supervisor may linger as a zombie until its parent reaps it (the parent is whatever reaps
     orphans: not always a prompt init): that one is dead too."""
-    supervisor = container.state.get("supervisor_pid")
-    if container.supervisor_alive() and state._process_state(supervisor) not in ("Z", "X"):
+    if container.supervisor_alive():
         return True
     return container.status == "created"
 

@@ -131,7 +131,10 @@ def write_json(path: Path, obj) -> None:
 
 
 def _alive(pid: int | None, start_time: int | None) -> bool:
-    return bool(pid) and start_time is not None and state.process_start_time(pid) == start_time
+    """The process of that PID and start time still runs. A zombie does not: it has ended and only waits
+    for its parent to reap it (a killed supervisor's parent is whatever reaps orphans, not always prompt)."""
+    return bool(pid) and start_time is not None and state.process_start_time(pid) == start_time \
+        and state.process_state(pid) not in ("Z", "X")
 
 
 def _ago(timestamp: float | None) -> str:
