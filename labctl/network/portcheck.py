@@ -59,7 +59,8 @@ def _bind_test(port: PortMapping, address: str, check_local_only: bool) -> None:
                                "give one of the host's addresses (`ip -br addr`), or drop the IP: -p HOST:CONTAINER")
             if exc.errno == errno.EADDRINUSE and not check_local_only:
                 raise _allocated(port, address, "a host service listens on it")
-            raise
+            raise LabError(f"cannot publish -p {port}: bind({address}:{port.host_port}) failed: {exc.strerror}",
+                           "choose another host port or host IP") from exc
 
 
 def _allocated(port: PortMapping, address: str, why: str) -> LabError:
