@@ -45,6 +45,8 @@ PACKAGES=(
   python3-zstandard zstd                           # zstd-compressed layers (step 5 pulls them)
   ca-certificates curl git
   strace                                           # the cgroups tests audit every write the lab makes
+  python3-seccomp                                  # libseccomp's binding: the seccomp filter (step 9)
+  chromium chromium-driver python3-selenium        # the notebooks tested in a real browser (VM tier)
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -118,6 +120,14 @@ fi
 # labctl on PATH: a launcher that starts the venv's Python without `site` (5-15 ms off every
 # `labctl run`; see labctl/launcher.py). Rewritten only when its content would change.
 "$VENV/bin/python" -m labctl.launcher /usr/local/bin/labctl | sed 's/^/provision: /'
+
+# 4b. --userns remap (step 9): root in such a container is an unprivileged range of the host's ids,
+# 100000-165535 as Docker's dockremap gets by default, named for labctl in /etc/subuid and /etc/subgid
+# (subuid(5)). Appended only when labctl has no range yet: a range the admin chose is kept.
+for f in /etc/subuid /etc/subgid; do
+  touch "$f"
+  grep -q '^labctl:' "$f" || { echo "labctl:100000:65536" >> "$f" && say "added labctl:100000:65536 to $f"; }
+done
 
 # 5. The embedded lab image(s), built locally: no internet needed.
 "$VENV/bin/labctl" prepare
