@@ -48,7 +48,8 @@ def test_every_command_answers_help_with_examples():
     from labctl.client import main as cli
     commands = _command_names(cli.build_parser())
     assert commands == list(cli.GROUP_OF), "labctl --help lists the commands in the order of main.GROUP_OF"
-    for words in [[c] for c in commands] + [["cgroup", "info"], ["cgroup", "run"]]:
+    for words in [[c] for c in commands] + [["cgroup", "info"], ["cgroup", "run"], ["jupyter", "url"],
+                                             ["jupyter", "serve"]]:
         result = run_labctl(*words, "--help")
         assert result.returncode == 0 and "examples:" in result.stdout and not result.stderr, words
         assert result.stdout.startswith(f"usage: labctl {' '.join(words)} "), words
@@ -66,7 +67,7 @@ def test_only_the_command_on_the_line_is_built_from_the_group_that_defines_it():
 
 _REQUIRED = {"step": ["1"], "check": ["1"], "import": ["x"], "rmi": ["x"], "login": ["host", "-u", "u"],
              "pull": ["x"], "registry": ["status"], "run": ["busybox"], "logs": ["c"], "exec": ["c"],
-             "stop": ["c"], "rm": ["c"], "inspect": ["c"], "volume": ["ls"]}
+             "stop": ["c"], "rm": ["c"], "inspect": ["c"], "volume": ["ls"], "jupyter": ["url"]}
 
 
 def test_run_imports_one_command_group_and_the_standard_library_only():

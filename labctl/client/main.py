@@ -27,6 +27,7 @@ GROUP_OF = {
     "run": "containers", "ps": "containers", "logs": "containers", "exec": "containers", "stop": "containers",
     "rm": "containers", "inspect": "containers", "stats": "containers", "volume": "containers",
     "trace": "trace",
+    "jupyter": "jupyter",
 }
 GROUPS = tuple(dict.fromkeys(GROUP_OF.values()))
 
