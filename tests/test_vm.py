@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -33,6 +34,8 @@ pytestmark = [pytest.mark.vm, pytest.mark.root]
 #: Caps in seconds, so the tier fits CI's 90 minutes next to the host suite.
 GUEST_TESTS_TIMEOUT = int(os.environ.get("LABCTL_VM_TEST_TIMEOUT", "1800"))
 TOUR_TIMEOUT = 900
+JUPYTER_TIMEOUT = 900
+GUEST_ARTIFACTS = "/tmp/labctl-artifacts"
 TIMINGS: dict[str, float] = {}
 
 
@@ -132,6 +135,31 @@ def test_kernel_tests_pass_in_guest(guest, capsys):
     assert result.returncode == 0, f"pytest in the guest exited {result.returncode}: see the [vm] guest | lines"
     assert counts["passed"] > 0
     assert not v2_skipped, f"cgroup v2 tests skipped on the pure-v2 guest: {v2_skipped}"
+
+
+def test_jupyter_in_a_browser_in_guest(guest, capsys):
+    """tests/test_jupyter.py in the guest, against the VM's own labctl-jupyter.service: the token made at
+    this boot refuses requests without it, Jupyter listens on 127.0.0.1 only, and headless chromium runs
+    a notebook to its figure. The screenshots come back to $LABCTL_ARTIFACTS/vm (default /tmp/labctl-artifacts)."""
+    # The image the guest booted from carries no token: every VM makes its own.
+    disk = guest.image / "disk.raw"
+    probe = subprocess.run(["debugfs", "-R", "stat /etc/labctl/jupyter-token", str(disk)],
+                           capture_output=True, text=True)
+    assert "File not found" in probe.stderr, f"the image holds a Jupyter token: {probe.stdout[:300]}"
+    started = time.monotonic()
+    result = guest.run(f"cd /vagrant && rm -rf {GUEST_ARTIFACTS} && LABCTL_JUPYTER_SERVICE=1 "
+                       f"LABCTL_ARTIFACTS={GUEST_ARTIFACTS} timeout -s INT {JUPYTER_TIMEOUT} .venv/bin/python -m pytest "
+                       f"-p no:cacheprovider -v -rfEs --junitxml=/tmp/jupyter-junit.xml tests/test_jupyter.py",
+                       timeout=JUPYTER_TIMEOUT + 120, stream=lambda line: _say(capsys, "guest | " + line))
+    TIMINGS["jupyter in a browser"] = time.monotonic() - started
+    host_dir = Path(os.environ.get("LABCTL_ARTIFACTS", "/tmp/labctl-artifacts")) / "vm"
+    shots = guest.fetch_dir(GUEST_ARTIFACTS, host_dir)
+    _say(capsys, f"jupyter in a browser (guest): {TIMINGS['jupyter in a browser']:.0f} s, exit {result.returncode}; "
+                 f"screenshots: {', '.join(map(str, shots)) or 'none'}")
+    cases = _junit_cases(guest.run("cat /tmp/jupyter-junit.xml", timeout=60).stdout)
+    assert result.returncode == 0, f"tests/test_jupyter.py failed in the guest: see the [vm] guest | lines"
+    assert cases and all(outcome == "passed" for _, outcome, _ in cases), cases
+    assert any(p.name == "jupyter-01-namespaces.png" for p in shots), shots
 
 
 def _junit_cases(text: str) -> list[tuple[str, str, str]]:

@@ -42,9 +42,9 @@ COPY_EXCLUDES = ["./.venv", "./.git", "__pycache__", ".pytest_cache", "*.egg-inf
 QEMU = "qemu-system-x86_64"
 ACCEL = os.environ.get("LABCTL_VM_ACCEL", "tcg,thread=multi")
 NICE = int(os.environ.get("LABCTL_VM_NICE", "0"))
-# The guest must not spend its scarce CPU on services the tests do not use.
-KERNEL_ARGS = ("root=LABEL=labroot rw console=ttyS0 net.ifnames=0 systemd.mask=labctl-jupyter.service "
-               "systemd.mask=docker-registry.service")
+# The guest must not spend its scarce CPU on services the tests do not use. labctl-jupyter.service runs:
+# tests/test_jupyter.py opens it in a browser, and its first start is where the VM's token is made.
+KERNEL_ARGS = ("root=LABEL=labroot rw console=ttyS0 net.ifnames=0 systemd.mask=docker-registry.service")
 
 
 class VMError(RuntimeError):
@@ -213,6 +213,22 @@ class GuestVM:
         finally:
             tar.stdout.close()
             tar.wait()
+
+    def fetch_dir(self, guest_dir: str, host_dir: Path) -> list[Path]:
+        """Copy the files of a guest directory (screenshots, say) into `host_dir` (tar over ssh): their
+        paths on the host. Nothing when the guest directory does not exist."""
+        argv = self._ssh_argv(f"sudo -n tar -C {shlex.quote(guest_dir)} -cf - . 2>/dev/null || true")
+        archive = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, timeout=300).stdout
+        if not archive:
+            return []
+        host_dir = Path(host_dir)
+        host_dir.mkdir(parents=True, exist_ok=True)
+        untar = subprocess.run(["tar", "-C", str(host_dir), "--no-same-owner", "-xvf", "-"], input=archive,
+                               capture_output=True, timeout=300)
+        if untar.returncode != 0:
+            raise VMError(f"could not unpack {guest_dir} from the guest: {untar.stderr.decode(errors='replace')}")
+        names = untar.stdout.decode().split()
+        return [host_dir / name for name in names if not name.endswith("/")]
 
     def provision(self) -> subprocess.CompletedProcess:
         """provision.sh with the copied tree: quick, since the venv was built into the image."""

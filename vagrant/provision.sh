@@ -2,7 +2,8 @@
 # Provision a Debian 12 machine (or the classroom VM) for the lab. Idempotent: a second run changes nothing.
 #
 #   vagrant/provision.sh                    # packages, kernel headers, tracefs, venv, labctl on PATH, lab image
-#   vagrant/provision.sh --jupyter-service  # ...and Jupyter as a systemd service on port 8888 (the Vagrantfile)
+#   vagrant/provision.sh --jupyter-service  # ...and Jupyter as a systemd service on 127.0.0.1:8888 (the Vagrantfile)
+#   vagrant/provision.sh --jupyter-service --jupyter-ip=10.0.2.15   # ...listening there instead (VirtualBox)
 #
 # The README's two commands and the Vagrantfile both run this script; so does CI (.ci/run).
 set -euo pipefail
@@ -10,10 +11,12 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$REPO/.venv"
 JUPYTER_SERVICE=0
+JUPYTER_IP=127.0.0.1
 for arg in "$@"; do
   case "$arg" in
     --jupyter-service) JUPYTER_SERVICE=1 ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    --jupyter-ip=*) JUPYTER_IP=${arg#*=} ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) echo "provision.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -155,15 +158,32 @@ Delegate=yes
   fi
 fi
 
-# 7. Jupyter as a service (the classroom VM).
+# 7. Jupyter as a service (the classroom VM). It runs as root (the notebooks make namespaces and cgroups), so
+# whoever reaches its port with its token runs code as root in the VM:
+# - The token is this VM's own: `labctl jupyter serve` (labctl/jupyter.py) makes /etc/labctl/jupyter-token
+#   (192 random bits, mode 0600) on the service's first start, the VM's first boot, and Jupyter reads it
+#   from $JUPYTER_TOKEN_FILE, never from its command line. No token is made here: build-image.sh runs this
+#   script in a chroot, and a token made there would be the same in every VM of the box.
+# - Jupyter listens on one address, where the forwarded port arrives (the Vagrantfile's guest_ip), never on
+#   0.0.0.0: 127.0.0.1 by default, since vagrant-libvirt forwards through an ssh tunnel (`ssh -L
+#   127.0.0.1:8888:127.0.0.1:8888`) whose far end is the guest's own sshd; VirtualBox's NAT engine
+#   delivers the port to the guest's NAT interface instead, so its Vagrantfile override gives
+#   --jupyter-ip=10.0.2.15 (that interface's address, which VirtualBox's DHCP always hands out).
+# `sudo labctl jupyter url` prints the URL with the token; `vagrant up` shows it at the end.
 if [ "$JUPYTER_SERVICE" = 1 ]; then
+  case "$JUPYTER_IP" in
+    ""|0.0.0.0|::|"[::]")
+      echo "provision.sh: --jupyter-ip=$JUPYTER_IP means every interface (fix: the address the forwarded port" \
+           "arrives at: 127.0.0.1 for vagrant-libvirt, 10.0.2.15 for VirtualBox)" >&2
+      exit 2 ;;
+  esac
   unit=/etc/systemd/system/labctl-jupyter.service
   content="[Unit]
-Description=Jupyter for the kernel-primitives lab
+Description=Jupyter for the kernel-primitives lab (sudo labctl jupyter url: its URL and token)
 After=network.target
 
 [Service]
-ExecStart=$VENV/bin/jupyter notebook --allow-root --no-browser --ip=0.0.0.0 --port=8888 --notebook-dir=$REPO/notebooks --IdentityProvider.token=lab
+ExecStart=$VENV/bin/labctl jupyter serve --ip=$JUPYTER_IP --port=8888 --notebook-dir=$REPO/notebooks
 Restart=on-failure
 # The notebooks create cgroups (step 3): systemd hands this service's cgroup and its controllers over.
 Delegate=yes
@@ -171,15 +191,21 @@ Delegate=yes
 [Install]
 WantedBy=multi-user.target
 "
+  changed=0
   if ! printf '%s' "$content" | cmp -s - "$unit"; then
     printf '%s' "$content" > "$unit"
+    changed=1
     [ "$IN_CHROOT" = 1 ] || systemctl daemon-reload
   fi
   if [ "$IN_CHROOT" = 1 ]; then
     systemctl enable labctl-jupyter.service >/dev/null 2>&1   # starts when the image boots
+    say "Jupyter: enabled; it makes this VM's token on the first boot (\`sudo labctl jupyter url\` prints it)"
   else
-    systemctl enable --now labctl-jupyter.service >/dev/null 2>&1 || systemctl restart labctl-jupyter.service
+    systemctl enable labctl-jupyter.service >/dev/null 2>&1
+    # A changed unit (another address, the old fixed token) takes effect now, not at the next boot.
+    if [ "$changed" = 1 ]; then systemctl restart labctl-jupyter.service; else systemctl start labctl-jupyter.service; fi
+    say "Jupyter runs in the VM on $JUPYTER_IP:8888 (forwarded to 127.0.0.1:8888 on your computer);" \
+        "\`sudo labctl jupyter url\` prints the URL with this VM's token"
   fi
-  say "Jupyter runs in the VM on port 8888: open http://127.0.0.1:8888/?token=lab on your computer"
 fi
 say "done. Next: \`labctl doctor\`, then \`labctl tour\`."
