@@ -93,19 +93,30 @@ def _add_run(commands: Commands) -> None:
     p.add_argument("--tmpfs", action="append", default=[], metavar="DST", help="mount a tmpfs")
     p.add_argument("--init", action="store_true", help="run tini as PID 1: reaps zombies, forwards signals")
     p.add_argument("--entrypoint", help="replace the image's Entrypoint")
+    p.add_argument("--cap-add", action="append", default=[], metavar="CAP", help="add a capability (or ALL)")
+    p.add_argument("--cap-drop", action="append", default=[], metavar="CAP", help="drop a capability (or ALL)")
+    p.add_argument("--privileged", action="store_true", help="every capability and device, no seccomp filter, no masked paths")
+    p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
+                   help="no-new-privileges, seccomp=PROFILE.json or seccomp=unconfined")
+    p.add_argument("--read-only", action="store_true", help="mount the container's root filesystem read-only")
+    p.add_argument("--userns", choices=("host", "remap"), default="host",
+                   help="remap: root inside is an unprivileged uid of the host (/etc/subuid)")
     p.add_argument("image", help="image reference (`labctl images`), e.g. busybox")
     p.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments (default: the image's Cmd)")
 
 
 def cmd_run(args) -> int:
     from labctl.containers import lifecycle
+    from labctl.security.profile import from_flags
     require_root("`labctl run`")
     spec, image = lifecycle.build_spec(
         args.image, args.command, name=args.name or "", env=args.env, workdir=args.workdir, user=args.user,
         hostname=args.hostname, tty=args.tty, interactive=args.interactive, detach=args.detach,
         auto_remove=args.rm, init=args.init, network=args.network, memory=args.memory, cpus=args.cpus,
         pids_limit=args.pids_limit, volumes_=args.volume, tmpfs=args.tmpfs, ports=args.publish,
-        entrypoint=args.entrypoint.split() if args.entrypoint is not None else None)
+        entrypoint=args.entrypoint.split() if args.entrypoint is not None else None,
+        security=from_flags(cap_add=args.cap_add, cap_drop=args.cap_drop, privileged=args.privileged,
+                            security_opt=args.security_opt, read_only=args.read_only, userns=args.userns))
     try:
         container, code = lifecycle.run(spec, image)
     except CommandFailed as exc:   # the command could not start: exit 126 or 127, as Docker
