@@ -5,6 +5,7 @@
  * few bytes of a disk.
  *
  *   attacker all MAJOR MINOR   every attempt below; MAJOR:MINOR is a block device of the host's disk
+ *   attacker only NAME...      only these (mount, sysrq, procsys, kcore, module, userns, clock)
  *   attacker whoami            the effective uid (planted setuid-root through a volume: does it work?)
  *
  * Built static (gcc -static) so that it runs in any image, busybox's included.
@@ -145,8 +146,22 @@ int main(int argc, char **argv)
                geteuid() == 0 ? "true" : "false", (int)geteuid(), (int)getuid());
         return 0;
     }
+    if (argc >= 3 && strcmp(argv[1], "only") == 0) {
+        for (int i = 2; i < argc; i++) {
+            const char *a = argv[i];
+            if (strcmp(a, "mount") == 0) do_mount();
+            else if (strcmp(a, "sysrq") == 0) writable("sysrq", "/proc/sysrq-trigger");
+            else if (strcmp(a, "procsys") == 0) writable("procsys", "/proc/sys/kernel/core_pattern");
+            else if (strcmp(a, "kcore") == 0) kcore();
+            else if (strcmp(a, "module") == 0) module();
+            else if (strcmp(a, "userns") == 0) userns();
+            else if (strcmp(a, "clock") == 0) clock_();
+            else { fprintf(stderr, "attacker: no attack named %s\n", a); return 2; }
+        }
+        return 0;
+    }
     if (argc != 4 || strcmp(argv[1], "all") != 0) {
-        fprintf(stderr, "usage: attacker all MAJOR MINOR | attacker whoami\n");
+        fprintf(stderr, "usage: attacker all MAJOR MINOR | attacker only NAME... | attacker whoami\n");
         return 2;
     }
     disk((unsigned)atoi(argv[2]), (unsigned)atoi(argv[3]));
