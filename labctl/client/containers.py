@@ -61,6 +61,24 @@ def add_commands(commands: Commands) -> None:
     p.add_argument("-f", "--force", action="store_true", help="rm: even if containers refer to it")
 
 
+#: Step 9's defaults for `run --help`, written out: importing labctl.security here would slow every
+#: `labctl run` (tests/test_security.py checks they agree with capabilities.DEFAULT and NAMES).
+SECURITY_DEFAULTS = """the security profile (Docker's defaults, changed by the flags above):
+  capabilities  CHOWN DAC_OVERRIDE FSETID FOWNER MKNOD NET_RAW SETGID SETUID SETFCAP SETPCAP
+                NET_BIND_SERVICE SYS_CHROOT KILL AUDIT_WRITE
+                (--cap-add also: DAC_READ_SEARCH LINUX_IMMUTABLE NET_BROADCAST NET_ADMIN IPC_LOCK
+                IPC_OWNER SYS_MODULE SYS_RAWIO SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE
+                SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG LEASE AUDIT_CONTROL MAC_OVERRIDE MAC_ADMIN SYSLOG
+                WAKE_ALARM BLOCK_SUSPEND AUDIT_READ PERFMON BPF CHECKPOINT_RESTORE, or ALL)
+  seccomp       Docker's default profile: an allowlist, any other system call fails with EPERM
+                (keyctl, bpf, mount, unshare/clone with namespace flags, init_module, ...)
+  no_new_privs  off; --security-opt no-new-privileges sets it
+  /proc, /sys   /proc/kcore, /proc/keys, /proc/timer_list, /sys/firmware, ... masked; /proc/sys,
+                /proc/sysrq-trigger, /proc/irq, /proc/bus, /proc/fs and /sys read-only
+  --privileged  every capability, no seccomp filter, nothing masked, /sys read-write
+"""
+
+
 def _add_run(commands: Commands) -> None:
     # -h is --hostname, as in `docker run`: the help is --help only
     p = commands.add("run", cmd_run, "run a command in a new container made from an image",
@@ -69,6 +87,8 @@ def _add_run(commands: Commands) -> None:
                       "labctl run -d --name web -m 64m --cpus 0.5 -p 8080:80 -v site:/www busybox httpd -f -h /www",
                       "labctl run --rm -e GREETING=hi -w /tmp -u student busybox sh -c 'id; pwd; echo $GREETING'",
                       "labctl run --rm --init busybox sh -c 'sleep 1 & sleep 1 & wait'"], add_help=False)
+    if isinstance(p, argparse.ArgumentParser):   # (not the stand-in of a command not on the line)
+        p.epilog = SECURITY_DEFAULTS + "\n" + p.epilog
     # The container is gone and torn down when cmd_run returns: main() may end the process at once.
     p.set_defaults(exit_at_once=True)
     p.add_argument("--help", action="help", help="show this help message and exit")

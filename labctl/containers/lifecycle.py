@@ -37,7 +37,7 @@ from labctl.kernel.signals import forwarding_to
 from labctl.runtime import create as runtime   # runtime.create(): an OCI runtime's `create`
 from labctl.runtime.config import NAMESPACES, Config, Mount
 from labctl.runtime.stdio import Stdio
-from labctl.security.profile import SecurityProfile
+from labctl.security.profile import SecurityProfile, from_flags
 
 TINI = ("/usr/bin/tini-static", "/usr/bin/tini")
 
@@ -78,7 +78,7 @@ def build_spec(image_ref: str, command: list[str], *, name: str = "", env: list[
         workdir=workdir or config.get("WorkingDir") or "/", user=user or config.get("User") or "root",
         hostname=hostname or "", name=name, tty=tty, interactive=interactive, detach=detach,
         auto_remove=auto_remove, init=init, network=network, limits=limits, mounts=mounts,
-        ports=[specs.parse_port(p) for p in ports], security=security or SecurityProfile())
+        ports=[specs.parse_port(p) for p in ports], security=security or from_flags())
     networking.check_ports(spec.ports)   # before anything exists: "port is already allocated"
     if tty and detach:
         raise LabError("-d with -t is not supported by the lab", "run detached without -t, and use `labctl logs`")

@@ -50,7 +50,8 @@ class SecurityProfile:
     def from_json(cls, data: dict | None) -> "SecurityProfile":
         """A record's profile; a record written before step 9 has none and ran with none."""
         if data is None:
-            return cls(privileged=True, seccomp_source="unconfined")
+            from labctl.security.capabilities import available
+            return cls(privileged=True, capabilities=available(), seccomp_source="unconfined")
         data = dict(data)
         data["uid_map"] = [IdMap(**m) for m in data.get("uid_map", [])]
         data["gid_map"] = [IdMap(**m) for m in data.get("gid_map", [])]
@@ -70,6 +71,31 @@ def from_flags(*, cap_add: list[str] = (), cap_drop: list[str] = (), privileged:
         profile.masked_paths, profile.readonly_paths = list(paths.MASKED), list(paths.READONLY)
     profile.uid_map, profile.gid_map = usernamespaces.resolve(userns)
     return profile
+
+
+SECCOMP_MODES = {"0": "disabled", "1": "strict", "2": "filter"}
+
+
+def in_force(pid: int) -> dict:
+    """What the kernel says of a process (/proc/PID/status): its five capability sets as names,
+    no_new_privs, and its seccomp mode (with the number of filters attached)."""
+    from labctl.security.capabilities import from_mask
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    view = {key: from_mask(fields[key]) for key in ("CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb")}
+    view["NoNewPrivs"] = fields.get("NoNewPrivs") == "1"
+    view["Seccomp"] = SECCOMP_MODES.get(fields.get("Seccomp", "0"), fields.get("Seccomp"))
+    view["Seccomp_filters"] = int(fields.get("Seccomp_filters", "0"))
+    return view
+
+
+def summary(profile: dict | None) -> dict | None:
+    """A seccomp profile in a few fields, for inspect (the whole profile stays in the record)."""
+    if profile is None:
+        return None
+    rules = profile.get("syscalls", [])
+    return {"defaultAction": profile.get("defaultAction"), "defaultErrnoRet": profile.get("defaultErrnoRet"),
+            "rules": len(rules), "syscalls named": len({n for r in rules for n in r.get("names") or [r.get("name")]})}
 
 
 def parse_security_opts(options: list[str]) -> tuple[bool, str | None]:
