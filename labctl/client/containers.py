@@ -72,7 +72,8 @@ SECURITY_DEFAULTS = """the security profile (Docker's defaults, changed by the f
                 WAKE_ALARM BLOCK_SUSPEND AUDIT_READ PERFMON BPF CHECKPOINT_RESTORE, or ALL)
   seccomp       Docker's default profile: an allowlist, any other system call fails with EPERM
                 (keyctl, bpf, mount, unshare/clone with namespace flags, init_module, ...)
-  no_new_privs  off; --security-opt no-new-privileges sets it
+  no_new_privs  on, as `runc spec` (Docker: off): setuid files give nothing;
+                --security-opt no-new-privileges=false turns it off
   /proc, /sys   /proc/kcore, /proc/keys, /proc/timer_list, /sys/firmware, ... masked; /proc/sys,
                 /proc/sysrq-trigger, /proc/irq, /proc/bus, /proc/fs and /sys read-only
   --privileged  every capability, no seccomp filter, nothing masked, /sys read-write
@@ -117,7 +118,7 @@ def _add_run(commands: Commands) -> None:
     p.add_argument("--cap-drop", action="append", default=[], metavar="CAP", help="drop a capability (or ALL)")
     p.add_argument("--privileged", action="store_true", help="every capability and device, no seccomp filter, no masked paths")
     p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
-                   help="no-new-privileges, seccomp=PROFILE.json or seccomp=unconfined")
+                   help="no-new-privileges[=false], seccomp=PROFILE.json or seccomp=unconfined")
     p.add_argument("--read-only", action="store_true", help="mount the container's root filesystem read-only")
     p.add_argument("--userns", choices=("host", "remap"), default="host",
                    help="remap: root inside is an unprivileged uid of the host (/etc/subuid)")

@@ -5,7 +5,9 @@ Docker's defaults, which every container gets unless a flag says otherwise:
                  change the set (ALL too); --privileged keeps every capability the kernel has
   seccomp        Docker's default allowlist; --security-opt seccomp=PROFILE.json loads another in Docker's
                  JSON format, seccomp=unconfined none (and --privileged none)
-  no_new_privs   off, as in Docker; --security-opt no-new-privileges turns it on
+  no_new_privs   ON, as in `runc spec`'s default (Docker leaves it off): a setuid-root file planted through
+                 a volume gives no one root; --security-opt no-new-privileges=false turns it off for images
+                 that need setuid (su, old ping); --privileged turns it off unless asked for
   read_only      off; --read-only mounts the container's root read-only
   masked/ro      runc's lists of /proc and /sys paths (paths.py); none with --privileged
   devices        Docker's allowlist (devices.py); every device with --privileged
@@ -63,6 +65,8 @@ def from_flags(*, cap_add: list[str] = (), cap_drop: list[str] = (), privileged:
     """The flags of `labctl run` -> the profile; LabError (one line with the fix) for a bad flag."""
     from labctl.security import capabilities, paths, seccomp, userns as usernamespaces
     no_new_privs, seccomp_option = parse_security_opts(security_opt)
+    if no_new_privs is None:
+        no_new_privs = not privileged
     profile = SecurityProfile(
         privileged=privileged, capabilities=capabilities.resolve(cap_add, cap_drop, privileged),
         no_new_privileges=no_new_privs, read_only=read_only, userns=userns)
@@ -98,10 +102,11 @@ def summary(profile: dict | None) -> dict | None:
             "rules": len(rules), "syscalls named": len({n for r in rules for n in r.get("names") or [r.get("name")]})}
 
 
-def parse_security_opts(options: list[str]) -> tuple[bool, str | None]:
-    """--security-opt no-new-privileges[=true|false] | seccomp=PROFILE.json|unconfined -> (nnp, seccomp)."""
+def parse_security_opts(options: list[str]) -> tuple[bool | None, str | None]:
+    """--security-opt no-new-privileges[=true|false] | seccomp=PROFILE.json|unconfined -> (nnp, seccomp);
+    nnp None when no option says."""
     from labctl.errors import LabError
-    no_new_privs, seccomp_option = False, None
+    no_new_privs, seccomp_option = None, None
     for option in options:
         if option.startswith("no-new-privileges:"):   # Docker takes no-new-privileges:true as well
             option = option.replace(":", "=", 1)
