@@ -16,7 +16,8 @@ This notebook uses the same library as `labctl run`, `labctl step 9` and `labctl
 from labctl.demos import attacks, seccompcost
 from labctl.plots import security as plots
 from labctl.security import capabilities
-print("the host's disk the attacker aims at: %d:%d (%s)" % attacks.host_disk())"""),
+with attacks.target_disk() as (major, minor, what):
+    print(f"the host's block device the attacker aims at: {major}:{minor}, {what}")"""),
  new_markdown_cell("""## 1. Attack × defence
 First a `--privileged` container (every capability, no filter, every device, `/proc` and `/sys` as the
 host has them), then the same with **one** defence added, then `labctl run`'s default, which has them
@@ -51,13 +52,12 @@ watches."""),
 from labctl.tracing import Scope
 from labctl.tracing.denied import DeniedTracer
 attacker = attacks.build_attacker()
-major, minor, _ = attacks.host_disk()
-spec, image = lifecycle.build_spec("localhost/busybox:latest", ["sh", "-c", f"sleep 1; /attack/attacker all {major} {minor}; sleep 1"],
+spec, image = lifecycle.build_spec("localhost/busybox:latest", ["sh", "-c", "sleep 4; /attack/attacker only mount userns clock module; sleep 1"],
                                    detach=True, volumes_=[f"{attacker.parent}:/attack:ro"], tmpfs=["/tmp"])
 container, _ = lifecycle.run(spec, image)
 try:
     with DeniedTracer(Scope.of_pid(container.pid, label="attacked")) as tracer:
-        events = list(tracer.stream(duration=4))
+        events = list(tracer.stream(duration=7))   # bcc compiles in a second or two first
 finally:
     lifecycle.remove(container, force=True)
 t0 = events[0]["ts"] if events else 0

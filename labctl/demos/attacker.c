@@ -51,16 +51,17 @@ static void report(const char *attack, int ok, const char *call, int err)
     fflush(stdout);
 }
 
-/* A device node for the host's disk, then a read of its first sector: CAP_MKNOD, then the device cgroup. */
+/* A device node for the host's disk in the container's root (not /tmp: a tmpfs there is mounted nodev, where
+ * no device opens), then a read of its first sector: CAP_MKNOD, then the device cgroup. */
 static void disk(unsigned major, unsigned minor)
 {
     char buf[512];
-    unlink("/tmp/attacker-disk");
-    if (mknod("/tmp/attacker-disk", S_IFBLK | 0600, makedev(major, minor)) != 0)
+    unlink("/attacker-disk");
+    if (mknod("/attacker-disk", S_IFBLK | 0600, makedev(major, minor)) != 0)
         return report("disk", 0, "mknod", errno);
-    int fd = open("/tmp/attacker-disk", O_RDONLY);
+    int fd = open("/attacker-disk", O_RDONLY);
     int err = errno;
-    unlink("/tmp/attacker-disk");
+    unlink("/attacker-disk");
     if (fd < 0)
         return report("disk", 0, "open", err);
     ssize_t n = read(fd, buf, sizeof buf);

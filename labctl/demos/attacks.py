@@ -3,7 +3,8 @@
 attacker.c (beside this file, compiled static on first use) makes each attempt and prints one JSON line
 with the errno the kernel gave:
 
-  disk     mknod(2) a node for the host's disk, open(2) it, read(2) its first sector
+  disk     mknod(2) a node for a block device of the host, open(2) it, read(2) its first sector
+           (the host's own disk; on a sandbox that denies even its root that, a loop device: target_disk)
   mount    mount(2) a tmpfs
   sysrq    open(2) /proc/sysrq-trigger for writing (never writes: one byte would reboot the host)
   procsys  open(2) /proc/sys/kernel/core_pattern for writing (writing it runs a host program on a crash)
@@ -20,14 +21,17 @@ The defences are the fields of labctl.security.profile.SecurityProfile, added on
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from labctl import state
 from labctl.errors import LabError
@@ -73,20 +77,64 @@ def build_attacker() -> Path:
     return target
 
 
-def host_disk() -> tuple[int, int, str]:
-    """(major, minor, name) of a block device holding the host's files: the one under / if it is a disk
-    (/proc/self/mountinfo, /sys/dev/block), else the first disk in /sys/block."""
+@contextlib.contextmanager
+def target_disk() -> Iterator[tuple[int, int, str]]:
+    """(major, minor, what) of a block device of the host for the disk attack: the one under / if root on
+    the host can read it, else (a sandboxed host that forbids even its own root to open its disk) a loop
+    device the demo attaches to a small file of its own, detached on the way out (journaled, so that
+    `labctl cleanup` detaches it after a crash)."""
+    disk = _root_disk()
+    if disk and _readable(f"/sys/dev/block/{disk[0]}:{disk[1]}"):
+        yield disk
+        return
+    backing = state.new_tmpdir("disk-") / "disk.img"
+    backing.write_bytes(b"the host's data\n" + bytes(1 << 20))
+    done = subprocess.run(["losetup", "--find", "--show", str(backing)], capture_output=True, text=True)
+    if done.returncode != 0:
+        shutil.rmtree(backing.parent, ignore_errors=True)
+        raise LabError(f"no block device to attack: losetup failed: {done.stderr.strip()}",
+                       "the disk attack needs a loop device where the host's own disk cannot be opened")
+    device = done.stdout.strip()
+    rec = state.record("loop-device", detach_loop, device=device, backing=str(backing))
+    try:
+        st = os.stat(device)
+        yield os.major(st.st_rdev), os.minor(st.st_rdev), f"{device} (a loop device: this host denies opening its disk)"
+    finally:
+        detach_loop(device, str(backing))
+        rec.forget()
+
+
+def detach_loop(device: str, backing: str) -> None:
+    """Undo of target_disk's loop device: detach it (if it still shows our file), remove the file."""
+    with contextlib.suppress(OSError):
+        if Path(f"/sys/block/{Path(device).name}/loop/backing_file").read_text().strip() == backing:
+            subprocess.run(["losetup", "--detach", device], capture_output=True)
+    shutil.rmtree(Path(backing).parent, ignore_errors=True)
+
+
+def _root_disk() -> tuple[int, int, str] | None:
+    """The block device under / (/proc/self/mountinfo, /sys/dev/block), if it is one."""
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
             if fields[4] == "/" and Path(f"/sys/dev/block/{fields[2]}").exists():
                 major, minor = fields[2].split(":")
-                return int(major), int(minor), Path(os.readlink(f"/sys/dev/block/{fields[2]}")).name
-    for disk in sorted(Path("/sys/block").iterdir()):
-        if not disk.name.startswith(("loop", "ram", "zram")):
-            major, minor = (disk / "dev").read_text().split(":")
-            return int(major), int(minor), disk.name
-    raise LabError("this host has no block device to attack", "run the demo on a machine (or VM) with a disk")
+                return int(major), int(minor), "/dev/" + Path(os.readlink(f"/sys/dev/block/{fields[2]}")).name
+    return None
+
+
+def _readable(sys_dev: str) -> bool:
+    """Can root on the host open this device? (A node of our own in the state dir, opened and removed.)"""
+    major, minor = Path(sys_dev).name.split(":")
+    node = state.new_tmpdir("node-") / "dev"
+    try:
+        os.mknod(node, 0o600 | stat.S_IFBLK, os.makedev(int(major), int(minor)))
+        os.close(os.open(node, os.O_RDONLY))
+        return True
+    except OSError:
+        return False
+    finally:
+        shutil.rmtree(node.parent, ignore_errors=True)
 
 
 def parse(output: str) -> dict[str, Outcome]:
@@ -150,9 +198,9 @@ def run_in_labctl(profile, image: str = "localhost/busybox:latest") -> dict[str,
     setuid copy as an unprivileged user."""
     from labctl.containers import lifecycle
     attacker = build_attacker()
-    major, minor, _ = host_disk()
-    outcomes = _run(lifecycle, image, profile, ["/attack/attacker", "all", str(major), str(minor)],
-                    [f"{attacker.parent}:/attack:ro"], user=None)
+    with target_disk() as (major, minor, _):
+        outcomes = _run(lifecycle, image, profile, ["/attack/attacker", "all", str(major), str(minor)],
+                        [f"{attacker.parent}:/attack:ro"], user=None)
     plant = state.new_tmpdir("plant-")
     try:
         planted = plant / "attacker"
@@ -203,8 +251,8 @@ def run_in_runc(rootfs: Path | None = None) -> dict[str, Outcome]:
         raise LabError("runc is not installed", "`apt-get install runc` (vagrant/provision.sh installs it)")
     rootfs = rootfs or busybox_rootfs_path()
     attacker = build_attacker()
-    major, minor, _ = host_disk()
-    outcomes = _runc(runc, rootfs, attacker.parent, ["/mnt/attacker", "all", str(major), str(minor)], 0)
+    with target_disk() as (major, minor, _):
+        outcomes = _runc(runc, rootfs, attacker.parent, ["/mnt/attacker", "all", str(major), str(minor)], 0)
     plant = state.new_tmpdir("plant-")
     try:
         shutil.copy2(attacker, plant / "attacker")
