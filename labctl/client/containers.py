@@ -61,6 +61,25 @@ def add_commands(commands: Commands) -> None:
     p.add_argument("-f", "--force", action="store_true", help="rm: even if containers refer to it")
 
 
+#: Step 9's defaults for `run --help`, written out: importing labctl.security here would slow every
+#: `labctl run` (tests/test_security.py checks they agree with capabilities.DEFAULT and NAMES).
+SECURITY_DEFAULTS = """the security profile (Docker's defaults, changed by the flags above):
+  capabilities  CHOWN DAC_OVERRIDE FSETID FOWNER MKNOD NET_RAW SETGID SETUID SETFCAP SETPCAP
+                NET_BIND_SERVICE SYS_CHROOT KILL AUDIT_WRITE
+                (--cap-add also: DAC_READ_SEARCH LINUX_IMMUTABLE NET_BROADCAST NET_ADMIN IPC_LOCK
+                IPC_OWNER SYS_MODULE SYS_RAWIO SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE
+                SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG LEASE AUDIT_CONTROL MAC_OVERRIDE MAC_ADMIN SYSLOG
+                WAKE_ALARM BLOCK_SUSPEND AUDIT_READ PERFMON BPF CHECKPOINT_RESTORE, or ALL)
+  seccomp       Docker's default profile: an allowlist, any other system call fails with EPERM
+                (keyctl, bpf, mount, unshare/clone with namespace flags, init_module, ...)
+  no_new_privs  on, as `runc spec` (Docker: off): setuid files give nothing;
+                --security-opt no-new-privileges=false turns it off
+  /proc, /sys   /proc/kcore, /proc/keys, /proc/timer_list, /sys/firmware, ... masked; /proc/sys,
+                /proc/sysrq-trigger, /proc/irq, /proc/bus, /proc/fs and /sys read-only
+  --privileged  every capability, no seccomp filter, nothing masked, /sys read-write
+"""
+
+
 def _add_run(commands: Commands) -> None:
     # -h is --hostname, as in `docker run`: the help is --help only
     p = commands.add("run", cmd_run, "run a command in a new container made from an image",
@@ -69,6 +88,8 @@ def _add_run(commands: Commands) -> None:
                       "labctl run -d --name web -m 64m --cpus 0.5 -p 8080:80 -v site:/www busybox httpd -f -h /www",
                       "labctl run --rm -e GREETING=hi -w /tmp -u student busybox sh -c 'id; pwd; echo $GREETING'",
                       "labctl run --rm --init busybox sh -c 'sleep 1 & sleep 1 & wait'"], add_help=False)
+    if isinstance(p, argparse.ArgumentParser):   # (not the stand-in of a command not on the line)
+        p.epilog = SECURITY_DEFAULTS + "\n" + p.epilog
     # The container is gone and torn down when cmd_run returns: main() may end the process at once.
     p.set_defaults(exit_at_once=True)
     p.add_argument("--help", action="help", help="show this help message and exit")
@@ -93,19 +114,30 @@ def _add_run(commands: Commands) -> None:
     p.add_argument("--tmpfs", action="append", default=[], metavar="DST", help="mount a tmpfs")
     p.add_argument("--init", action="store_true", help="run tini as PID 1: reaps zombies, forwards signals")
     p.add_argument("--entrypoint", help="replace the image's Entrypoint")
+    p.add_argument("--cap-add", action="append", default=[], metavar="CAP", help="add a capability (or ALL)")
+    p.add_argument("--cap-drop", action="append", default=[], metavar="CAP", help="drop a capability (or ALL)")
+    p.add_argument("--privileged", action="store_true", help="every capability and device, no seccomp filter, no masked paths")
+    p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
+                   help="no-new-privileges[=false], seccomp=PROFILE.json or seccomp=unconfined")
+    p.add_argument("--read-only", action="store_true", help="mount the container's root filesystem read-only")
+    p.add_argument("--userns", choices=("host", "remap"), default="host",
+                   help="remap: root inside is an unprivileged uid of the host (/etc/subuid)")
     p.add_argument("image", help="image reference (`labctl images`), e.g. busybox")
     p.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments (default: the image's Cmd)")
 
 
 def cmd_run(args) -> int:
     from labctl.containers import lifecycle
+    from labctl.security.profile import from_flags
     require_root("`labctl run`")
     spec, image = lifecycle.build_spec(
         args.image, args.command, name=args.name or "", env=args.env, workdir=args.workdir, user=args.user,
         hostname=args.hostname, tty=args.tty, interactive=args.interactive, detach=args.detach,
         auto_remove=args.rm, init=args.init, network=args.network, memory=args.memory, cpus=args.cpus,
         pids_limit=args.pids_limit, volumes_=args.volume, tmpfs=args.tmpfs, ports=args.publish,
-        entrypoint=args.entrypoint.split() if args.entrypoint is not None else None)
+        entrypoint=args.entrypoint.split() if args.entrypoint is not None else None,
+        security=from_flags(cap_add=args.cap_add, cap_drop=args.cap_drop, privileged=args.privileged,
+                            security_opt=args.security_opt, read_only=args.read_only, userns=args.userns))
     try:
         container, code = lifecycle.run(spec, image)
     except CommandFailed as exc:   # the command could not start: exit 126 or 127, as Docker

@@ -9,7 +9,9 @@ The process must end up exactly where PID 1 is: in its cgroup and in each of its
      and working directory are the container's root)
   3. fork: PID and time namespaces take effect for children only, so the child is the one inside; its
      parent stays outside, waits for it and passes signals on (kernel/signals.py), as labctl does
-  4. in the child: the user (from the container's /etc/passwd), the working directory, the terminal, exec
+  4. in the child: the container's security profile, the user (from the container's /etc/passwd) and the
+     working directory, in PID 1's order (runtime/confine.py), then the terminal, exec. As with
+     `docker exec`, the process gets the container's capabilities, seccomp filter and no_new_privs
 A failure in the child crosses back as an ERROR message (kernel/handshake.py); EOF means it exec'd.
 """
 from __future__ import annotations
@@ -22,9 +24,10 @@ from labctl.errors import CommandFailed, LabError
 from labctl.kernel import handshake
 from labctl.kernel.namespaces import join_namespaces_of, namespace_inodes, read_all
 from labctl.kernel.signals import forwarding_to
-from labctl.runtime import cgroup as cgroups
+from labctl.runtime import cgroup as cgroups, confine
 from labctl.runtime.stdio import Stdio
-from labctl.runtime.user import resolve_user, switch_user
+from labctl.runtime.user import resolve_user
+from labctl.security.profile import SecurityProfile
 
 #: The namespaces an exec'd process joins, those PID 1 does not share with us (mount is joined last).
 KINDS = ("cgroup", "ipc", "uts", "net", "pid", "time", "mnt")
@@ -49,7 +52,7 @@ def exec_in(container: Container, argv: list[str], stdio: Stdio | None = None, u
         end = pipes.child()
         try:
             _exec_child(pid, kinds, cgroup, argv, environment, user or container.spec.user,
-                        workdir or container.spec.workdir, stdio, end)
+                        workdir or container.spec.workdir, container.spec.security, stdio, end)
         except BaseException as exc:
             end.send_error(exc)
         os._exit(127)
@@ -102,8 +105,11 @@ def exec_foreground(container: Container, argv: list[str], *, tty: bool = False,
     return wait(child)
 
 
-def _exec_child(pid, kinds, cgroup, argv, environment, user, workdir, stdio: Stdio, end: handshake.ChildEnd) -> None:
+def _exec_child(pid, kinds, cgroup, argv, environment, user, workdir, security: SecurityProfile, stdio: Stdio,
+                end: handshake.ChildEnd) -> None:
     cgroups.join_self(cgroup)
+    confine.before_pivot_root(security)   # before setns(mnt) leaves the host's files behind
+    program = confine.compile_filter(security)
     join_namespaces_of(pid, kinds)
     inner = os.fork()
     if inner:
@@ -112,8 +118,7 @@ def _exec_child(pid, kinds, cgroup, argv, environment, user, workdir, stdio: Std
     os.chdir("/")
     who = resolve_user(user)
     environment.setdefault("HOME", who.home)
-    switch_user(who)
-    os.chdir(workdir)
+    confine.become(who, workdir, security, program)
     stdio.install()
     try:
         os.execvpe(argv[0], argv, environment)

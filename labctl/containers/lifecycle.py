@@ -37,6 +37,7 @@ from labctl.kernel.signals import forwarding_to
 from labctl.runtime import create as runtime   # runtime.create(): an OCI runtime's `create`
 from labctl.runtime.config import NAMESPACES, Config, Mount
 from labctl.runtime.stdio import Stdio
+from labctl.security.profile import SecurityProfile, from_flags
 
 TINI = ("/usr/bin/tini-static", "/usr/bin/tini")
 
@@ -46,7 +47,8 @@ def build_spec(image_ref: str, command: list[str], *, name: str = "", env: list[
                tty: bool = False, interactive: bool = False, detach: bool = False, auto_remove: bool = False,
                init: bool = False, network: str = "none", memory: str | None = None, cpus: float | None = None,
                pids_limit: int | None = None, volumes_: list[str] = (), tmpfs: list[str] = (),
-               ports: list[str] = (), entrypoint: list[str] | None = None) -> tuple[ContainerSpec, images.RunnableImage]:
+               ports: list[str] = (), entrypoint: list[str] | None = None,
+               security: SecurityProfile | None = None) -> tuple[ContainerSpec, images.RunnableImage]:
     """The command line plus the image's config -> a ContainerSpec (Docker's rules, see spec.py)."""
     from labctl.kernel.cgroups.limits import parse_limits
     if name:
@@ -76,7 +78,7 @@ def build_spec(image_ref: str, command: list[str], *, name: str = "", env: list[
         workdir=workdir or config.get("WorkingDir") or "/", user=user or config.get("User") or "root",
         hostname=hostname or "", name=name, tty=tty, interactive=interactive, detach=detach,
         auto_remove=auto_remove, init=init, network=network, limits=limits, mounts=mounts,
-        ports=[specs.parse_port(p) for p in ports])
+        ports=[specs.parse_port(p) for p in ports], security=security or from_flags())
     networking.check_ports(spec.ports)   # before anything exists: "port is already allocated"
     if tty and detach:
         raise LabError("-d with -t is not supported by the lab", "run detached without -t, and use `labctl logs`")
@@ -119,7 +121,8 @@ def create(spec: ContainerSpec, image: images.RunnableImage) -> tuple[Container,
             root=str(root.merged), argv=spec.argv, env=spec.env, workdir=spec.workdir, user=spec.user,
             hostname=spec.hostname, files=files, mounts=mounts, cgroup=cg,
             namespaces=NAMESPACES + (("net",) if networking.needs_namespace(spec.network) else ()),
-            loopback_up=spec.network != "host", init_binary=_tini() if spec.init else None)
+            loopback_up=spec.network != "host", init_binary=_tini() if spec.init else None,
+            security=spec.security)
     except BaseException:
         resources.remove(cg)
         if root is not None:

@@ -21,6 +21,7 @@ from labctl.errors import LabError
 from labctl.kernel.cgroups.limits import Limits
 from labctl.network.ports import PortMapping
 from labctl.runtime.config import Mount
+from labctl.security.profile import SecurityProfile
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -44,6 +45,7 @@ class ContainerSpec:
     limits: Limits = field(default_factory=Limits)
     mounts: list[Mount] = field(default_factory=list)
     ports: list[PortMapping] = field(default_factory=list)
+    security: SecurityProfile = field(default_factory=SecurityProfile)   # step 9
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -57,6 +59,7 @@ class ContainerSpec:
         data["limits"] = Limits(**limits)
         data["mounts"] = [Mount(**m) for m in data.get("mounts", [])]
         data["ports"] = [PortMapping(**p) for p in data.get("ports", [])]
+        data["security"] = SecurityProfile.from_json(data.get("security"))
         return cls(**data)
 
 

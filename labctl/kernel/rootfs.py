@@ -64,9 +64,10 @@ def mount_dev(root: Path) -> None:
     os.symlink("/proc/self/fd", dev / "fd")
 
 
-def mount_sys_readonly(root: Path) -> None:
-    """mount("sysfs", root/sys, "sysfs", MS_RDONLY): the container may read /sys, never change it."""
-    mount("sysfs", str(root / "sys"), "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+def mount_sys_readonly(root: Path, readonly: bool = True) -> None:
+    """mount("sysfs", root/sys, "sysfs", MS_RDONLY): the container may read /sys, never change it.
+    (readonly=False: read-write, as Docker mounts it for --privileged containers.)"""
+    mount("sysfs", str(root / "sys"), "sysfs", (MS_RDONLY if readonly else 0) | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
 def enter_root(root: Path) -> None:

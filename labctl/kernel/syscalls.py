@@ -1,4 +1,4 @@
-"""Thin ctypes wrappers for the syscalls Python 3.11 lacks (unshare, setns, mount, pivot_root, ...).
+"""Thin ctypes wrappers for the syscalls Python 3.11 lacks (unshare, setns, mount, pivot_root, prctl, ...).
 
 Each wrapper raises OSError with errno set, like the os module does. Python 3.12 added os.unshare and
 os.setns; Debian 12 ships 3.11, so the lab calls libc itself. Reading this file is a good way to see
@@ -156,6 +156,56 @@ def fork_into_cgroup(cgroup_dir_fd: int) -> int:
     if pid == -1:
         raise OSError(err, f"clone3(CLONE_INTO_CGROUP): {os.strerror(err)}")
     return pid
+
+
+# prctl(2) options, from <linux/prctl.h>: step 9's capabilities, no_new_privs and seccomp.
+PR_SET_KEEPCAPS = 8
+PR_SET_SECCOMP = 22
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+SECCOMP_MODE_FILTER = 2
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    """prctl(2): read or change an attribute of the calling thread (its capability sets, no_new_privs, ...)."""
+    return _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
+                              ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)), f"prctl({option})")
+
+
+class _CapHeader(ctypes.Structure):
+    """struct __user_cap_header_struct from <linux/capability.h>."""
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    """struct __user_cap_data_struct: one 32-bit word of each set (version 3 takes two of them)."""
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """capset(2): set the calling thread's effective, permitted and inheritable sets (64-bit masks,
+    bit N = capability N), as _LINUX_CAPABILITY_VERSION_3's two 32-bit words each."""
+    data = (_CapData * 2)(*[_CapData((effective >> s) & 0xFFFFFFFF, (permitted >> s) & 0xFFFFFFFF,
+                                     (inheritable >> s) & 0xFFFFFFFF) for s in (0, 32)])
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+class _SockFprog(ctypes.Structure):
+    """struct sock_fprog from <linux/filter.h>: a classic BPF program, `len` instructions of 8 bytes."""
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+
+def seccomp_filter(program: bytes) -> None:
+    """prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog): from now on the kernel runs this BPF program on
+    every system call of this thread and of all it execs and forks; it cannot be removed, only added to.
+    Needs CAP_SYS_ADMIN, or no_new_privs set first."""
+    prog = _SockFprog(len(program) // 8, program)
+    _check(_libc.prctl(ctypes.c_int(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(prog),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl(PR_SET_SECCOMP)")
 
 
 def namespace_inode(pid: int | str, kind: str) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from labctl.security.profile import SecurityProfile
+
 #: The namespaces of a container: uts, ipc, mnt, pid and time always; net unless it shares the host's
 #: (--network host). cgroup too, but PID 1 unshares that itself once it is in its cgroup (pid1.py).
 NAMESPACES = ("uts", "ipc", "mnt", "pid", "time")
@@ -38,3 +40,4 @@ class Config:
     mounts: list[Mount] = field(default_factory=list)      # binds/volumes (source resolved) and tmpfs
     init_binary: str | None = None     # --init: a host binary (tini) to run as PID 1, the command its child
     cgroup: dict | None = None         # containers/resources.py's description: {"name", "dirs", "hierarchies"}
+    security: SecurityProfile = field(default_factory=SecurityProfile)   # step 9: applied last by PID 1

@@ -7,16 +7,21 @@ It runs as PID 1 of the new PID and time namespaces the supervisor made (create.
   2. unshare its own UTS, IPC, mount and network namespaces; sethostname
   3. bring the loopback interface up (a new network namespace starts with lo down)
   4. mounts, all in the private mount namespace (the host never sees them, and they vanish with it),
-     on the overlay root labctl mounted (step 4): /proc, /dev, /sys (read-only), /etc/hosts,
-     /etc/resolv.conf, /etc/hostname, volumes and bind mounts, tmpfs mounts, and tini for --init
-  5. pivot_root into it (step 2)
-  6. create the working directory (as Docker does), look the user up in the image's own /etc/passwd
-  7. stdin, stdout, stderr (or the terminal, stdio.py); READY to labctl, then wait for its GO
+     on the overlay root labctl mounted (step 4): /proc, /dev, /sys (read-only but for --privileged),
+     /etc/hosts, /etc/resolv.conf, /etc/hostname, volumes and bind mounts, tmpfs mounts, and tini for
+     --init; libseccomp's binding is imported now, while the host's /usr/lib is still reachable
+  5. pivot_root into it (step 2); create the working directory (as Docker does)
+  6. step 9: /proc's and /sys's read-only and masked paths, and with --read-only the root itself made
+     read-only (confine.py); look the user up in the image's own /etc/passwd
+  7. stdin, stdout, stderr (or the terminal, stdio.py); READY to labctl; compile the seccomp filter
+     while labctl attaches the network and writes the record; then wait for its GO
   8. after GO: unshare(CLONE_NEWCGROUP). PID 1 is in the container's cgroup by then, so the cgroup
      namespace is rooted at the container's own cgroup and /proc/self/cgroup reads "/" inside.
-     Then setgroups, setgid, setuid (unsharing needs root, so the user comes last), chdir into the
-     working directory as that user, and execve the command.
-Every step is a plain function of step 1 to 3's modules; the order is the lesson.
+  9. the security profile and the user (confine.py, runc's order): no_new_privs, the seccomp filter
+     (before the capabilities go, unless no_new_privs is set), the bounding set, setgroups, setgid,
+     setuid (unsharing and mounting need root, so the user comes late), chdir into the working
+     directory as that user, capset, the filter if no_new_privs is set (as late as possible), execve.
+Every step is a plain function of step 1 to 3's and step 9's modules; the order is the lesson.
 """
 from __future__ import annotations
 
@@ -30,10 +35,10 @@ from labctl.kernel import handshake, rootfs
 from labctl.errors import LabError
 from labctl.kernel.syscalls import (CLONE_NEWCGROUP, MOUNT_ATTR_RDONLY, MS_BIND, MS_NODEV, MS_NOSUID, MS_REC,
                                     mount, mount_setattr, sethostname, unshare)
-from labctl.runtime import cgroup as cgroups
+from labctl.runtime import cgroup as cgroups, confine
 from labctl.runtime.config import Config
 from labctl.runtime.stdio import Stdio
-from labctl.runtime.user import ResolvedUser, resolve_user, switch_user
+from labctl.runtime.user import ResolvedUser, resolve_user
 
 INIT_PATH = "/sbin/labctl-init"   # where --init's tini appears inside (Docker uses /sbin/docker-init)
 
@@ -53,9 +58,10 @@ def run(config: Config, stdio: Stdio, own_flags: int, end: handshake.ChildEnd) -
         env, who = prepare(config)
         stdio.install()
         end.send_ready()
+        program = confine.compile_filter(config.security)   # meanwhile labctl does its part
         if not end.wait_for_go():
             os._exit(125)   # labctl went away before GO
-        finish(config, who)
+        finish(config, who, program)
         try:
             os.execvpe(argv[0], argv, env)
         except OSError as exc:   # the errno tells 126 (cannot execute) from 127 (not found)
@@ -127,14 +133,16 @@ def prepare(config: Config) -> tuple[dict[str, str], ResolvedUser]:
         _mount_point(root, sub, True)
     rootfs.mount_proc(root)
     rootfs.mount_dev(root)
-    rootfs.mount_sys_readonly(root)
+    rootfs.mount_sys_readonly(root, readonly=not config.security.privileged)
     for inside, host_file in config.files.items():
         bind(host_file, _mount_point(root, inside, False))
     mount_volumes(root, config)
     if config.init_binary:
         bind(config.init_binary, _mount_point(root, INIT_PATH, False), readonly=True)
+    confine.before_pivot_root(config.security)
     rootfs.enter_root(root)
-    make_workdir(config.workdir)
+    make_workdir(config.workdir)   # before --read-only makes the root read-only (Docker makes it at create)
+    confine.protect_filesystem(config.security)
     env = dict(e.partition("=")[::2] for e in config.env)
     who = resolve_user(config.user)
     env.setdefault("HOME", who.home)
@@ -151,10 +159,9 @@ def make_workdir(workdir: str) -> None:
                        "give -w a directory, e.g. -w /tmp") from None
 
 
-def finish(config: Config, who: ResolvedUser) -> None:
-    """Step 8, once labctl said GO: the cgroup namespace (needs root), then the user, then the working
-    directory (as that user)."""
+def finish(config: Config, who: ResolvedUser, program: bytes | None) -> None:
+    """Steps 8 and 9, once labctl said GO: the cgroup namespace (needs root), then the security profile,
+    the user and the working directory (as that user), in confine.become's order."""
     if config.new_cgroup_namespace:
         unshare(CLONE_NEWCGROUP)   # rooted at the cgroup PID 1 is in now: the container's own
-    switch_user(who)
-    os.chdir(config.workdir)
+    confine.become(who, config.workdir, config.security, program)

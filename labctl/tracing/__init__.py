@@ -14,6 +14,7 @@ string beside the Python that loads it.
     syscount.py    raw_syscalls:sys_enter, counted in the kernel
     tcpstates.py   sock:inet_sock_set_state
     oomkill.py     oom:mark_victim
+    denied.py      raw_syscalls:sys_exit returning -EPERM/-EACCES: what seccomp and capabilities stop
     buildtrace.py  raw_syscalls:sys_enter/exit of the lab's own process tree: a container being built
     buildcalls.py  what each of those calls did for the container, written as C, with its step
 

@@ -6,6 +6,7 @@ container ends; and `labctl trace --build`, the timeline of a container being bu
     labctl trace web --syscalls       syscount.py: syscalls counted in the kernel, printed at the end
     labctl trace web --net            tcpstates.py: TCP state changes
     labctl trace web --oom            oomkill.py: the OOM killer's victims
+    labctl trace web --denied         denied.py: calls refused with EPERM/EACCES (seccomp, capabilities)
     labctl trace --build              buildtrace.py: the syscalls that build a container (steps 1-3)
 """
 from __future__ import annotations
@@ -26,14 +27,15 @@ TRACERS = {"exec": ("labctl.tracing.execsnoop", "ExecTracer"),
            "open": ("labctl.tracing.opensnoop", "OpenTracer"),
            "syscalls": ("labctl.tracing.syscount", "SyscallCounter"),
            "net": ("labctl.tracing.tcpstates", "TcpStateTracer"),
-           "oom": ("labctl.tracing.oomkill", "OomTracer")}
+           "oom": ("labctl.tracing.oomkill", "OomTracer"),
+           "denied": ("labctl.tracing.denied", "DeniedTracer")}
 KINDS = tuple(TRACERS)
 
 
 def tracer_for(kind: str):
-    """The Tracer class for --exec, --open, --syscalls, --net or --oom."""
+    """The Tracer class for --exec, --open, --syscalls, --net, --oom or --denied."""
     if kind not in TRACERS:
-        raise LabError(f"unknown tracer {kind!r}", "use --exec, --open, --syscalls, --net or --oom")
+        raise LabError(f"unknown tracer {kind!r}", "use --exec, --open, --syscalls, --net, --oom or --denied")
     module, name = TRACERS[kind]
     return getattr(importlib.import_module(module), name)
 
