@@ -264,10 +264,13 @@ def remove_record(container_id: str, name: str = "") -> None:
 
 def inspect(container: Container) -> dict:
     """What `labctl inspect` shows: the record, its live status and, while PID 1 runs, the namespaces it
-    is in (the links in /proc/PID/ns, e.g. "net:[4026532302]", as `lsns` names them)."""
+    is in (the links in /proc/PID/ns, e.g. "net:[4026532302]", as `lsns` names them) and the uid and gid
+    maps of its user namespace (/proc/PID/uid_map, gid_map: "0 100000 65536" with --userns remap)."""
     data = container.to_json()
     data["state"]["status"] = container.status
     if container.status == "running":
         data["namespaces"] = {kind: os.readlink(f"/proc/{container.pid}/ns/{kind}")
-                              for kind in ("cgroup", "ipc", "mnt", "net", "pid", "time", "uts")}
+                              for kind in ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")}
+        from labctl.security.userns import read_maps
+        data["idmaps"] = read_maps(container.pid)
     return data
