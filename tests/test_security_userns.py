@@ -227,3 +227,20 @@ def test_a_missing_or_small_range_is_one_line_with_the_fix_and_nothing_is_made(t
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0] and "/etc/subuid" in lines[0] and "labctl:100000:65536" in lines[0]
     assert run_labctl("ps", "-a", "-q").stdout == before
+
+
+def test_another_user_inside_is_the_same_offset_into_the_range(names, start):
+    name = names("user")
+    labctl_ok("run", "-d", "--userns", "remap", "-u", "1000:1000", "--name", name, "busybox", "sleep", "60")
+    pid = record(name).pid
+    assert status_ids(pid, "Uid") == [start + 1000] * 4 and status_ids(pid, "Gid") == [start + 1000] * 4
+
+
+def test_doctor_names_a_missing_range_and_its_fix(tmp_path):
+    subuid = tmp_path / "subuid"
+    subuid.write_text("")
+    result = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", 'mount --bind "$1" /etc/subuid && exec "$2" -m labctl doctor --json',
+         "sh", str(subuid), sys.executable], capture_output=True, text=True, timeout=120)
+    row = next(r for r in json.loads(result.stdout) if r["requirement"] == "userns remap")
+    assert row["status"] == "warn" and "labctl:100000:65536" in row["fix"] and "/etc/subuid" in row["fix"]
