@@ -159,6 +159,8 @@ class ContainerRoot:
                         mount_overlay(list(reversed(shown)), root.merged, root.upper, root.work, volatile=volatile)
                 except BaseException as exc:
                     mount_rec.forget()
+                    if isinstance(exc, OSError) and userns_fd is not None and exc.errno == errno.EINVAL:
+                        raise _idmap_error(exc) from None   # an overlay that takes no idmapped layer (< 5.19)
                     if isinstance(exc, OSError):
                         raise LabError(f"mounting the overlay for {container_id} failed: {exc}",
                                        "is the overlay module loaded (`modprobe overlay`)?") from None
