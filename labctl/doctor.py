@@ -90,6 +90,22 @@ def check_overlayfs() -> Row:
     return Row("OverlayFS", "fail", "no overlay filesystem", "modprobe overlay, or a kernel with CONFIG_OVERLAY_FS")
 
 
+def check_userns_remap() -> Row:
+    """--userns remap (step 9): the labctl range in /etc/subuid and /etc/subgid, overlay on idmapped layers."""
+    from labctl.errors import LabError
+    from labctl.security import userns
+    major, minor = (int(x) for x in platform.release().split(".")[:2])
+    if (major, minor) < (5, 19):
+        return Row("userns remap", "warn", "OverlayFS takes idmapped layers from Linux 5.19 on",
+                   "use the classroom VM (kernel 6.1), or run without --userns remap")
+    try:
+        uid_map, gid_map = userns.resolve("remap")
+    except LabError as exc:
+        return Row("userns remap", "warn", exc.cause, exc.fix)
+    return Row("userns remap", "pass", f"root inside is uid {uid_map[0].outside}, gid {gid_map[0].outside} "
+               f"(/etc/subuid, /etc/subgid)")
+
+
 def check_veth_bridge() -> Row:
     """Create and delete a veth pair and a bridge: the real test of what step 6 needs."""
     from labctl import state
@@ -158,7 +174,8 @@ def check_lab_image() -> Row:
 
 
 def run_all() -> list[Row]:
-    rows = [check_root(), check_kernel(), *check_namespaces(), *check_cgroups(), check_overlayfs()]
+    rows = [check_root(), check_kernel(), *check_namespaces(), *check_cgroups(), check_overlayfs(),
+            check_userns_remap()]
     rows.append(check_veth_bridge())
     rows += [*check_tracing(), check_btf(), check_kprobes(), *check_tools(), check_lab_image()]
     return rows

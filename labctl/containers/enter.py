@@ -5,8 +5,10 @@ The process must end up exactly where PID 1 is: in its cgroup and in each of its
      into each v1 hierarchy by ourselves (labctl/runtime/cgroup.py)
   2. setns(2) into every namespace PID 1 does not share with us (namespaces.join_namespaces_of, which
      opens all of /proc/<PID 1>/ns/<kind> first): cgroup (its view is rooted at the container's
-     cgroup), ipc, uts, net, pid, time and, last, mnt (after it, /proc is the container's, and the root
-     and working directory are the container's root)
+     cgroup), ipc, uts, net, pid, time, then mnt (after it, /proc is the container's, and the root
+     and working directory are the container's root) and, with --userns remap, user: last, because
+     joining it leaves us capabilities in the container's user namespace only, and the others belong to
+     the host's (runc joins it first, as its namespaces are made inside it; setns(2), NOTES)
   3. fork: PID and time namespaces take effect for children only, so the child is the one inside; its
      parent stays outside, waits for it and passes signals on (kernel/signals.py), as labctl does
   4. in the child: the container's security profile, the user (from the container's /etc/passwd) and the
@@ -29,8 +31,8 @@ from labctl.runtime.stdio import Stdio
 from labctl.runtime.user import resolve_user
 from labctl.security.profile import SecurityProfile
 
-#: The namespaces an exec'd process joins, those PID 1 does not share with us (mount is joined last).
-KINDS = ("cgroup", "ipc", "uts", "net", "pid", "time", "mnt")
+#: The namespaces an exec'd process joins, those PID 1 does not share with us (mount, then user, last).
+KINDS = ("cgroup", "ipc", "uts", "net", "pid", "time", "mnt", "user")
 
 
 def exec_in(container: Container, argv: list[str], stdio: Stdio | None = None, user: str | None = None,

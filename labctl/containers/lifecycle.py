@@ -37,6 +37,7 @@ from labctl.kernel.signals import forwarding_to
 from labctl.runtime import create as runtime   # runtime.create(): an OCI runtime's `create`
 from labctl.runtime.config import NAMESPACES, Config, Mount
 from labctl.runtime.stdio import Stdio
+from labctl.security import userns
 from labctl.security.profile import SecurityProfile, from_flags
 
 TINI = ("/usr/bin/tini-static", "/usr/bin/tini")
@@ -107,23 +108,31 @@ def create(spec: ContainerSpec, image: images.RunnableImage) -> tuple[Container,
         rec.forget()
         raise
     root = cg = None
+    owner = userns.host_root(spec.security.uid_map, spec.security.gid_map)   # --userns remap: root inside
+    userns_fd = -1
     try:
-        root, cg = _root_and_cgroup(container, image)
+        if owner:   # the container's user namespace: the layers are idmapped with it, PID 1 joins it
+            userns_fd = userns.new_user_namespace(spec.security.uid_map, spec.security.gid_map)
+        root, cg = _root_and_cgroup(container, image, userns_fd, owner)
         container.update(cgroup=cg, root=str(root.merged))
         files = {}
         for inside_path, content in networking.etc_files(spec.network, spec.hostname).items():
             host_file = container.dir / Path(inside_path).name
             host_file.write_text(content)
+            if owner:
+                os.chown(host_file, *owner)   # root inside may edit /etc/hosts, as Docker lets it
             files[inside_path] = str(host_file)
-        mounts = [Mount(m.kind, volumes.resolve_source(m.kind, m.source) if m.kind != "tmpfs" else "",
+        mounts = [Mount(m.kind, volumes.resolve_source(m.kind, m.source, owner) if m.kind != "tmpfs" else "",
                         m.target, m.readonly) for m in spec.mounts]
         config = Config(
             root=str(root.merged), argv=spec.argv, env=spec.env, workdir=spec.workdir, user=spec.user,
             hostname=spec.hostname, files=files, mounts=mounts, cgroup=cg,
             namespaces=NAMESPACES + (("net",) if networking.needs_namespace(spec.network) else ()),
             loopback_up=spec.network != "host", init_binary=_tini() if spec.init else None,
-            security=spec.security)
+            security=spec.security, userns_fd=userns_fd)
     except BaseException:
+        if userns_fd >= 0:
+            os.close(userns_fd)
         resources.remove(cg)
         if root is not None:
             root.remove()
@@ -132,7 +141,7 @@ def create(spec: ContainerSpec, image: images.RunnableImage) -> tuple[Container,
     return container, config
 
 
-def _root_and_cgroup(container: Container, image: images.RunnableImage):
+def _root_and_cgroup(container: Container, image: images.RunnableImage, userns_fd: int, owner):
     """overlay.ContainerRoot.create and resources.create side by side, in two threads: each is mostly
     waiting on the kernel (mkdir in cgroupfs, mount, fsync of its journal record), so they overlap."""
     import threading
@@ -148,8 +157,9 @@ def _root_and_cgroup(container: Container, image: images.RunnableImage):
     worker.start()
     root = None
     try:
-        root = ContainerRoot.create(image_store(), image.digest, container.id,
-                                    volatile=container.spec.auto_remove)   # see ContainerRoot.create
+        root = ContainerRoot.create(image_store(), image.digest, container.id,   # see ContainerRoot.create
+                                    volatile=container.spec.auto_remove,
+                                    userns_fd=userns_fd if userns_fd >= 0 else None, owner=owner)
     finally:
         worker.join()
         if "error" in made or root is None:
@@ -170,7 +180,12 @@ def start(container: Container, config: Config, stdio: Stdio) -> int:
     record "running"; then let it exec. Returns the supervisor's PID if it is our child (foreground),
     else 0."""
     spec = container.spec
-    created = runtime.create(config, stdio, lambda pid1: supervisor.supervise(container, pid1), detach=spec.detach)
+    try:
+        created = runtime.create(config, stdio, lambda pid1: supervisor.supervise(container, pid1), detach=spec.detach)
+    finally:
+        if config.userns_fd >= 0:   # PID 1 is in the user namespace now (or gone): our reference goes
+            os.close(config.userns_fd)
+            config.userns_fd = -1
     try:
         if spec.network == "bridge":
             reconcile_all()   # the dead containers' addresses and ports go before this one takes its own

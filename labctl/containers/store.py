@@ -264,9 +264,10 @@ def remove_record(container_id: str, name: str = "") -> None:
 
 def inspect(container: Container) -> dict:
     """What `labctl inspect` shows: the record, its live status and, while PID 1 runs, the namespaces it
-    is in (the links in /proc/PID/ns, e.g. "net:[4026532302]", as `lsns` names them) and the security
-    profile the kernel enforces on it (/proc/PID/status: capabilities, no_new_privs, seccomp).
-    The record's seccomp profile is shown in short (its rules are in container.json)."""
+    is in (the links in /proc/PID/ns, e.g. "net:[4026532302]", as `lsns` names them), the security
+    profile the kernel enforces on it (/proc/PID/status: capabilities, no_new_privs, seccomp) and the
+    uid and gid maps of its user namespace (/proc/PID/uid_map, gid_map: "0 100000 65536" with --userns
+    remap). The record's seccomp profile is shown in short (its rules are in container.json)."""
     from labctl.security.profile import in_force, summary
     data = container.to_json()
     data["state"]["status"] = container.status
@@ -274,7 +275,9 @@ def inspect(container: Container) -> dict:
     security["seccomp"] = summary(security["seccomp"])
     if container.status == "running":
         data["namespaces"] = {kind: os.readlink(f"/proc/{container.pid}/ns/{kind}")
-                              for kind in ("cgroup", "ipc", "mnt", "net", "pid", "time", "uts")}
+                              for kind in ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")}
         with contextlib.suppress(OSError):   # it may end while we read
             data["security"] = in_force(container.pid)
+            from labctl.security.userns import read_maps
+            data["idmaps"] = read_maps(container.pid)
     return data

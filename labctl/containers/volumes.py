@@ -30,12 +30,16 @@ def volume_path(name: str) -> Path:
     return volumes_dir() / name / "_data"
 
 
-def create(name: str) -> Path:
-    """Create the volume if it does not exist (as `docker run -v name:/x` does); returns its data dir."""
+def create(name: str, owner: tuple[int, int] | None = None) -> Path:
+    """Create the volume if it does not exist (as `docker run -v name:/x` does); returns its data dir.
+    owner: the host's (uid, gid) of root in the container that creates it (--userns remap), so that root
+    inside owns it; Docker goes further and keeps a remapped daemon's volumes in a directory apart."""
     data = volume_path(name)
     if not data.is_dir():
         data.parent.mkdir(parents=True, exist_ok=True)
         data.mkdir(exist_ok=True)
+        if owner:
+            os.chown(data, *owner)
         state.atomic_write_json(data.parent / "volume.json", {"name": name, "created": time.time()})
     return data
 
@@ -73,8 +77,10 @@ def remove(name: str, force: bool = False) -> None:
     shutil.rmtree(data.parent)
 
 
-def resolve_source(kind: str, source: str) -> str:
-    """The host directory to bind for a mount: a bind's own path, or a named volume's data dir."""
+def resolve_source(kind: str, source: str, owner: tuple[int, int] | None = None) -> str:
+    """The host directory to bind for a mount: a bind's own path, or a named volume's data dir (created
+    for `owner` if new). A bind mount is never idmapped nor chowned: with --userns remap the host's files
+    show their host owners, unmapped ones as nobody (65534), and root inside gets no more than "other"."""
     if kind == "volume":
-        return str(create(source))
+        return str(create(source, owner))
     return os.path.abspath(source)

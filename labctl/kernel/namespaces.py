@@ -247,9 +247,11 @@ def _wait_as_helper(pid1: int) -> None:
 
 
 def join_namespaces_of(pid: int | str, kinds: Iterable[str]) -> None:
-    """setns(2) the caller into the namespaces of `pid` of these kinds, mount last: after it,
-    /proc/<pid> may not be the same /proc any more. (PID and time: for the caller's next child.)"""
-    kinds = sorted(kinds, key=lambda kind: kind == "mnt")
+    """setns(2) the caller into the namespaces of `pid` of these kinds, mount and then user last: after
+    mount, /proc/<pid> may not be the same /proc any more; after user, the caller holds capabilities in
+    that user namespace only, so it could join no namespace the host's owns (a container's PID 1 joined
+    its user namespace last too: security/userns.py). (PID and time: for the caller's next child.)"""
+    kinds = sorted(kinds, key=lambda kind: {"mnt": 1, "user": 2}.get(kind, 0))
     fds = {kind: os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC) for kind in kinds}
     try:
         for kind in kinds:

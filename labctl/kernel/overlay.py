@@ -31,7 +31,7 @@ from pathlib import Path
 
 from labctl import state
 from labctl.errors import LabError
-from labctl.kernel.syscalls import mount
+from labctl.kernel.syscalls import MOUNT_ATTR_IDMAP, mount, mount_setattr, move_mount, open_tree
 
 OVERLAY_DIR = "overlay"     # <state>/overlay/<container id>/{upper,work,merged,image.json}
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -115,10 +115,14 @@ class ContainerRoot:
         return self.path / "work"
 
     @classmethod
-    def create(cls, store, reference: str, container_id: str, volatile: bool = False) -> "ContainerRoot":
+    def create(cls, store, reference: str, container_id: str, volatile: bool = False,
+               userns_fd: int | None = None, owner: tuple[int, int] | None = None) -> "ContainerRoot":
         """Mount a new root filesystem for `container_id` from the image `reference` in `store` (an
         ImageStore): unpack its layers if needed, make upper/work/merged, mount the overlay. The
         directory and the mount are recorded in the journal first, so `labctl cleanup` removes them.
+
+        userns_fd (--userns remap): the lower layers are seen through idmapped mounts of that user
+        namespace (idmapped_layers), and upper and work belong to `owner`, the host's ids of root inside.
 
         volatile=True for a root that is thrown away with its container (`run --rm`): unmounting a
         normal overlay syncs the whole filesystem under its upper layer (syncfs of the disk holding the
@@ -146,13 +150,21 @@ class ContainerRoot:
                 # not fsynced, like the container's upper layer beside it (and the journal record above)
                 state.atomic_write_json(path / "image.json", {"reference": reference, "manifest": digest,
                                                               "diff_ids": diff_ids}, durable=False)
+                if owner:
+                    for d in (root.upper, root.work):
+                        os.chown(d, *owner)
                 mount_rec = state.record_mount(str(root.merged), f"container {container_id} overlay")
                 try:
-                    mount_overlay(list(reversed(lowers)), root.merged, root.upper, root.work, volatile=volatile)
-                except OSError as exc:
+                    with idmapped_layers(lowers, path / "idmapped", userns_fd) as shown:
+                        mount_overlay(list(reversed(shown)), root.merged, root.upper, root.work, volatile=volatile)
+                except BaseException as exc:
                     mount_rec.forget()
-                    raise LabError(f"mounting the overlay for {container_id} failed: {exc}",
-                                   "is the overlay module loaded (`modprobe overlay`)?") from None
+                    if isinstance(exc, OSError) and userns_fd is not None and exc.errno == errno.EINVAL:
+                        raise _idmap_error(exc) from None   # an overlay that takes no idmapped layer (< 5.19)
+                    if isinstance(exc, OSError):
+                        raise LabError(f"mounting the overlay for {container_id} failed: {exc}",
+                                       "is the overlay module loaded (`modprobe overlay`)?") from None
+                    raise
             except BaseException:
                 shutil.rmtree(path, ignore_errors=True)
                 path_rec.forget()
@@ -181,6 +193,62 @@ class ContainerRoot:
         for rec in state.records():
             if rec.data.get("target") == str(self.merged) or rec.data.get("path") == str(self.path):
                 rec.forget()
+
+
+@contextlib.contextmanager
+def idmapped_layers(lowers: list[str], into: Path, userns_fd: int | None):
+    """The layer directories as the overlay should take them: themselves, or with a user namespace,
+    each through an idmapped mount (security/userns.py tells why) at into/N, for as long as the overlay
+    is being mounted:
+
+        open_tree(layer, OPEN_TREE_CLONE)                a bind mount of the layer, attached nowhere
+        mount_setattr(fd, MOUNT_ATTR_IDMAP, userns_fd)   owners shown through the namespace's maps
+        move_mount(fd, into/N)                           where overlay's lowerdir= can name it
+
+    OverlayFS takes a private clone of each layer's mount when it is mounted, so once it is, the idmapped
+    mounts are detached (umount2 MNT_DETACH) and `into` removed: only the overlay stays mounted. The
+    journal names `into` first, so a labctl killed halfway leaves nothing `labctl cleanup` misses."""
+    if userns_fd is None:
+        yield lowers
+        return
+    rec = state.record("idmapped-layers", remove_idmapped, path=str(into))
+    into.mkdir()
+    try:
+        shown = []
+        for n, layer in enumerate(lowers):
+            target = into / str(n)
+            target.mkdir()
+            fd = open_tree(str(layer))
+            try:
+                mount_setattr("", MOUNT_ATTR_IDMAP, recursive=False, fd=fd, userns_fd=userns_fd)
+                move_mount(fd, str(target))
+            except OSError as exc:
+                raise _idmap_error(exc) from None
+            finally:
+                os.close(fd)
+            shown.append(str(target))
+        yield shown
+    finally:
+        remove_idmapped(str(into))
+        rec.forget()
+
+
+def _idmap_error(exc: OSError) -> LabError:
+    if exc.errno in (errno.ENOSYS, errno.EINVAL):
+        return LabError(f"--userns remap needs idmapped mounts of the image layers ({exc})",
+                        "a kernel of 5.19 or later with the state directory on a filesystem that supports "
+                        "them (ext4, xfs, btrfs; tmpfs since 6.3)")
+    return LabError(f"idmapping an image layer failed: {exc}", "see `labctl doctor`")
+
+
+def remove_idmapped(path: str) -> None:
+    """Detach every mount at or below `path` (deepest first), then remove it (the journal's undo)."""
+    prefix = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        points = [_unescape(line.split()[4]) for line in f]
+    for point in sorted((p for p in points if p == prefix or p.startswith(prefix + "/")), reverse=True):
+        state.unmount(point)
+    state.remove_path(path)
 
 
 def container_roots() -> list[ContainerRoot]:

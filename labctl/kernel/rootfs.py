@@ -46,10 +46,12 @@ def mount_proc(root: Path) -> None:
     mount("proc", str(root / "proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
-def mount_dev(root: Path) -> None:
-    """A tmpfs /dev with the six character devices (mknod), devpts at /dev/pts, a tmpfs /dev/shm."""
+def mount_dev(root: Path, owner: tuple[int, int] | None = None) -> None:
+    """A tmpfs /dev with the six character devices (mknod), devpts at /dev/pts, a tmpfs /dev/shm.
+    owner: the (uid, gid) the tmpfs's root belongs to (step 9's --userns remap: root inside's)."""
     dev = root / "dev"
-    mount("tmpfs", str(dev), "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k")
+    mount("tmpfs", str(dev), "tmpfs", MS_NOSUID | MS_NOEXEC,
+          "mode=755,size=64k" + (",uid=%d,gid=%d" % owner if owner else ""))
     for name, (major, minor) in DEVICES.items():
         os.mknod(dev / name, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
         os.chmod(dev / name, 0o666)  # mknod's mode is filtered by the umask

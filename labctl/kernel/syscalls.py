@@ -49,9 +49,17 @@ MNT_DETACH = 0x2
 
 # mount_setattr(2) (Linux 5.12): change the flags of a whole mount tree at once, which a remount cannot.
 AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
 AT_RECURSIVE = 0x8000
 MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_IDMAP = 0x100000   # (5.12) the mount shows its files' owners through a user namespace's maps
 SYS_mount_setattr = 442   # the same number on every architecture (the generic syscall table)
+# The new mount API (5.2): a mount as a file descriptor, detached from any tree until it is moved into one.
+SYS_open_tree = 428
+SYS_move_mount = 429
+OPEN_TREE_CLONE = 0x1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
 
 # The name of each namespace kind in /proc/<pid>/ns, and its clone flag.
 NAMESPACE_FLAGS = {
@@ -102,12 +110,29 @@ class _MountAttr(ctypes.Structure):
     _fields_ = [(name, ctypes.c_uint64) for name in ("attr_set", "attr_clr", "propagation", "userns_fd")]
 
 
-def mount_setattr(path: str, attr_set: int, recursive: bool = True) -> None:
-    """mount_setattr(2) with AT_RECURSIVE: set MOUNT_ATTR_* flags on the mount at `path` and all below it."""
-    attr = _MountAttr(attr_set=attr_set)
-    _check(_libc.syscall(ctypes.c_long(SYS_mount_setattr), ctypes.c_int(AT_FDCWD), path.encode(),
-                         ctypes.c_uint(AT_RECURSIVE if recursive else 0), ctypes.byref(attr),
-                         ctypes.c_size_t(ctypes.sizeof(attr))), f"mount_setattr {path}")
+def mount_setattr(path: str, attr_set: int, recursive: bool = True, *, fd: int = AT_FDCWD,
+                  userns_fd: int = 0) -> None:
+    """mount_setattr(2) with AT_RECURSIVE: set MOUNT_ATTR_* flags on the mount at `path` and all below it.
+    With `fd` (a mount from open_tree) and path "": that mount itself (AT_EMPTY_PATH). MOUNT_ATTR_IDMAP
+    takes `userns_fd`, an open /proc/PID/ns/user, and only a detached mount may get it."""
+    attr = _MountAttr(attr_set=attr_set, userns_fd=userns_fd)
+    flags = (AT_RECURSIVE if recursive else 0) | (AT_EMPTY_PATH if not path else 0)
+    _check(_libc.syscall(ctypes.c_long(SYS_mount_setattr), ctypes.c_int(fd), path.encode(),
+                         ctypes.c_uint(flags), ctypes.byref(attr),
+                         ctypes.c_size_t(ctypes.sizeof(attr))), f"mount_setattr {path or fd}")
+
+
+def open_tree(path: str, flags: int = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC) -> int:
+    """open_tree(2): with OPEN_TREE_CLONE, a bind mount of `path` as a file descriptor, attached nowhere
+    (a "detached mount": what mount_setattr(MOUNT_ATTR_IDMAP) wants). Closing it unmounts it."""
+    return _check(_libc.syscall(ctypes.c_long(SYS_open_tree), ctypes.c_int(AT_FDCWD), path.encode(),
+                                ctypes.c_uint(flags)), f"open_tree {path}")
+
+
+def move_mount(fd: int, target: str) -> None:
+    """move_mount(2): attach the detached mount `fd` (from open_tree) at `target`."""
+    _check(_libc.syscall(ctypes.c_long(SYS_move_mount), ctypes.c_int(fd), b"", ctypes.c_int(AT_FDCWD),
+                         target.encode(), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)), f"move_mount {target}")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:

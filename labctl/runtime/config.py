@@ -41,3 +41,4 @@ class Config:
     init_binary: str | None = None     # --init: a host binary (tini) to run as PID 1, the command its child
     cgroup: dict | None = None         # containers/resources.py's description: {"name", "dirs", "hierarchies"}
     security: SecurityProfile = field(default_factory=SecurityProfile)   # step 9: applied last by PID 1
+    userns_fd: int = -1   # --userns remap: an open user namespace for PID 1 to join (OCI: a namespace's "path")

@@ -6,6 +6,8 @@ for `runc create` and `runc start`), over the handshake of labctl/kernel/handsha
       │              │  so that S is no child of the caller)                   │ unshare(UTS|IPC|NS|NET),
       │◀──── PID ────┘ S then becomes the supervisor: supervise(PID 1)         │ hostname, mounts,
       │                (containers/supervisor.py: waits, records, tears down)  │ pivot_root, the user
+      │                                                                          │ --userns remap: setns
+      │                                                                          │ into its user namespace
       │◀──────────────────────────────── READY ─────────────────────────────────┘
       │ create() returns: the caller attaches the network, records "running"
       │───────────────────────────────── GO ───────────────────────────────────▶ unshare(CGROUP), setuid,
@@ -14,6 +16,12 @@ for `runc create` and `runc start`), over the handshake of labctl/kernel/handsha
 S itself unshares only the PID and time namespaces (they apply to its next child, PID 1): had it
 unshared the mount namespace, PID 1's pivot_root would move S's root into the container too, and S
 could no longer reach the state directory to record the exit. PID 1 unshares the rest itself.
+
+The user namespace (--userns remap) is not made here but handed in open (Config.userns_fd): the
+caller made it to idmap the image's layers with (security/userns.py), and closes it once PID 1 is
+READY. PID 1 joins that same namespace after its last mount, having been the host's root for all the
+rest: every other namespace is owned by the host's user namespace, and root inside holds no capability
+over them (runc's order is the reverse: the user namespace first, the others inside it).
 """
 from __future__ import annotations
 
@@ -123,6 +131,8 @@ def _supervisor(config: Config, stdio: Stdio, flags: int, own_flags: int, end: h
     pid = end.fork(lambda: cgroups.fork_into(config.cgroup))   # born in the container's cgroup (v2)
     if pid == 0:
         pid1.run(config, stdio, own_flags, end)   # never returns
+    if config.userns_fd >= 0:
+        os.close(config.userns_fd)   # PID 1 has its copy: S keeps no reference to the container's user namespace
     # unshare(CLONE_NEWPID|CLONE_NEWTIME) holds for every later child of S, not only PID 1; once PID 1
     # has died, fork() into its dead PID namespace fails (ENOMEM), and the teardown starts programs
     # (nft, for a bridge network). setns(2) back to S's own namespaces: later children are host processes.

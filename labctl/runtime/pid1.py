@@ -12,7 +12,11 @@ It runs as PID 1 of the new PID and time namespaces the supervisor made (create.
      --init; libseccomp's binding is imported now, while the host's /usr/lib is still reachable
   5. pivot_root into it (step 2); create the working directory (as Docker does)
   6. step 9: /proc's and /sys's read-only and masked paths, and with --read-only the root itself made
-     read-only (confine.py); look the user up in the image's own /etc/passwd
+     read-only (confine.py): mounts, so while PID 1 still has CAP_SYS_ADMIN over its mount namespace
+  6b. --userns remap: setns(2) into the container's user namespace, last (every namespace made before
+     stays the host user namespace's: security/userns.py), and become its root, uid 100000 on the host.
+     What PID 1 created in the upper layer before (mount points, the working directory) was chowned to
+     that uid. Then look the user up in the image's own /etc/passwd
   7. stdin, stdout, stderr (or the terminal, stdio.py); READY to labctl; compile the seccomp filter
      while labctl attaches the network and writes the record; then wait for its GO
   8. after GO: unshare(CLONE_NEWCGROUP). PID 1 is in the container's cgroup by then, so the cgroup
@@ -33,12 +37,13 @@ from pathlib import Path
 
 from labctl.kernel import handshake, rootfs
 from labctl.errors import LabError
-from labctl.kernel.syscalls import (CLONE_NEWCGROUP, MOUNT_ATTR_RDONLY, MS_BIND, MS_NODEV, MS_NOSUID, MS_REC,
-                                    mount, mount_setattr, sethostname, unshare)
+from labctl.kernel.syscalls import (CLONE_NEWCGROUP, CLONE_NEWUSER, MOUNT_ATTR_RDONLY, MS_BIND, MS_NODEV,
+                                    MS_NOSUID, MS_REC, mount, mount_setattr, sethostname, setns, unshare)
 from labctl.runtime import cgroup as cgroups, confine
 from labctl.runtime.config import Config
 from labctl.runtime.stdio import Stdio
 from labctl.runtime.user import ResolvedUser, resolve_user
+from labctl.security.userns import host_root
 
 INIT_PATH = "/sbin/labctl-init"   # where --init's tini appears inside (Docker uses /sbin/docker-init)
 
@@ -87,14 +92,19 @@ def loopback_up() -> None:
         s.close()
 
 
-def _mount_point(root: Path, inside: str, is_dir: bool) -> Path:
-    """The path of `inside` under root, created (in the overlay's upper layer) if missing."""
+def _mount_point(root: Path, inside: str, is_dir: bool, owner: tuple[int, int] | None = None) -> Path:
+    """The path of `inside` under root, created (in the overlay's upper layer) if missing; what it
+    creates belongs to `owner` (the host's ids of root inside, with --userns remap), else to us."""
     target = root / inside.lstrip("/")
+    missing = [p for p in (target, *target.parents) if p.is_relative_to(root) and not os.path.lexists(p)]
     if is_dir:
         target.mkdir(parents=True, exist_ok=True)
     elif not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         target.touch()
+    if owner:
+        for p in missing:
+            os.lchown(p, *owner)
     return target
 
 
@@ -114,12 +124,13 @@ def bind(source: str, target: Path, readonly: bool = False) -> None:
                            "use a newer kernel, or mount it read-write") from None
 
 
-def mount_volumes(root: Path, config: Config) -> None:
+def mount_volumes(root: Path, config: Config, owner: tuple[int, int] | None = None) -> None:
     for m in config.mounts:
         if m.kind == "tmpfs":
-            mount("tmpfs", str(_mount_point(root, m.target, True)), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+            mount("tmpfs", str(_mount_point(root, m.target, True, owner)), "tmpfs", MS_NOSUID | MS_NODEV,
+                  "mode=1777" + (",uid=%d,gid=%d" % owner if owner else ""))
         else:
-            bind(m.source, _mount_point(root, m.target, os.path.isdir(m.source)), m.readonly)
+            bind(m.source, _mount_point(root, m.target, os.path.isdir(m.source), owner), m.readonly)
 
 
 def prepare(config: Config) -> tuple[dict[str, str], ResolvedUser]:
@@ -129,31 +140,50 @@ def prepare(config: Config) -> tuple[dict[str, str], ResolvedUser]:
         loopback_up()
     rootfs.make_mounts_private()
     root = Path(config.root)
+    owner = host_root(config.security.uid_map, config.security.gid_map) if config.userns_fd >= 0 else None
     for sub in ("proc", "dev", "sys", "tmp"):
-        _mount_point(root, sub, True)
+        _mount_point(root, sub, True, owner)
     rootfs.mount_proc(root)
-    rootfs.mount_dev(root)
+    rootfs.mount_dev(root, owner)
     rootfs.mount_sys_readonly(root, readonly=not config.security.privileged)
     for inside, host_file in config.files.items():
-        bind(host_file, _mount_point(root, inside, False))
-    mount_volumes(root, config)
+        bind(host_file, _mount_point(root, inside, False, owner))
+    mount_volumes(root, config, owner)
     if config.init_binary:
-        bind(config.init_binary, _mount_point(root, INIT_PATH, False), readonly=True)
+        bind(config.init_binary, _mount_point(root, INIT_PATH, False, owner), readonly=True)
     confine.before_pivot_root(config.security)
     rootfs.enter_root(root)
-    make_workdir(config.workdir)   # before --read-only makes the root read-only (Docker makes it at create)
+    make_workdir(config.workdir, owner)   # before --read-only makes the root read-only (Docker makes it at create)
     confine.protect_filesystem(config.security)
+    if config.userns_fd >= 0:
+        become_root_of(config.userns_fd)
     env = dict(e.partition("=")[::2] for e in config.env)
     who = resolve_user(config.user)
     env.setdefault("HOME", who.home)
     return env, who
 
 
-def make_workdir(workdir: str) -> None:
+def become_root_of(userns_fd: int) -> None:
+    """Step 5b: setns(2) into the user namespace, then uid and gid 0 in it (100000 on the host).
+    setns gives every capability *in that namespace* and none over the host's, which is why it comes
+    after the last mount; setresuid then changes no capability (root of the namespace stays root)."""
+    setns(userns_fd, CLONE_NEWUSER)
+    os.close(userns_fd)
+    os.setgroups([])   # the host's supplementary groups are not mapped: none until switch_user's
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+
+
+def make_workdir(workdir: str, owner: tuple[int, int] | None = None) -> None:
     """mkdir -p the working directory inside the new root, as Docker does; the image decides whether
-    it can be one (-w /etc/passwd names a file), so this is only known here, after pivot_root."""
+    it can be one (-w /etc/passwd names a file), so this is only known here, after pivot_root. What it
+    creates belongs to `owner` (root inside, with --userns remap)."""
+    path = Path(workdir)
+    missing = [p for p in (path, *path.parents) if not os.path.lexists(p)]
     try:
         os.makedirs(workdir, exist_ok=True)
+        for p in missing if owner else ():
+            os.lchown(p, *owner)
     except (FileExistsError, NotADirectoryError):
         raise LabError(f"the working directory {workdir} is not a directory in the image",
                        "give -w a directory, e.g. -w /tmp") from None

@@ -1,5 +1,4 @@
 """The security profile of a container (step 9): what a root process inside may still do to the host.
-
 Docker's counterpart is split between the daemon, which decides the default profile (moby's
 `oci/caps` and `profiles/seccomp/default.json`), and runc, which applies it (libcontainer's
 capabilities, seccomp and devices packages) just before the container's command is exec'd.

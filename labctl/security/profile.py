@@ -22,13 +22,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-
-@dataclass
-class IdMap:
-    """One line of /proc/PID/uid_map or gid_map: `inside` and the `count` ids after it are `outside`.. on the host."""
-    inside: int
-    outside: int
-    count: int
+from labctl.security.userns import IdMap
 
 
 @dataclass
