@@ -98,10 +98,14 @@ def cmd_progress(args) -> int:
         return 0
     ui.table(("step", "title", "status", "attempts", "last check", "hints used"),
              [(r["step"], r["title"], r["status"], r["attempts"] or "", r["last_time"].replace("T", " "),
-               (f"{r['hints_seen']}/{r['rungs']}" if r["hints_seen"] else "")
-               + (" + solution" if r["solution_seen"] else "")) for r in rows],
+               _hints_used(r)) for r in rows],
              title=f"Progress of {record.get('user', '?')} ({progress.progress_file()})")
     return 0
+
+
+def _hints_used(row: dict) -> str:
+    used = [f"{row['hints_seen']}/{row['rungs']}"] if row["hints_seen"] else []
+    return " + ".join(used + (["solution"] if row["solution_seen"] else []))
 
 
 def cmd_class(args) -> int:

@@ -63,8 +63,8 @@ def require_solutions(what: str) -> None:
     if not solutions_allowed():
         raise LabError(f"{what} shows a solution, and solutions are hidden in this class "
                        f"(solutions = false in {class_file()})",
-                       "try `labctl hint N` for the next hint, or ask your teacher "
-                       "(who can allow them with `sudo labctl class --solutions on`)")
+                       "take the next hint with `labctl hint N`, or ask your teacher; "
+                       "a teacher allows them with `sudo labctl class --solutions on`")
 
 
 def set_solutions(allowed: bool) -> Path:
