@@ -54,17 +54,29 @@ def cmd_hint(args) -> int:
         require_solutions(f"`labctl hint {step.number} {k}` (past the last rung)")
         ui.heading(f"Step {step.number}: the reference solution")
         ui.markdown(hints.solution(step, ladder))
-        progress.record_hint(step.number, k, solution=True)
+        _note_hint(step.number, k, solution=True)
         return 0
     rung = ladder.rung(k)
     ui.heading(f"Step {step.number}, hint {k} of {last} ({hints.KIND_NAMES[rung.kind]}): {rung.title}")
     ui.markdown(rung.text)
-    progress.record_hint(step.number, k)
+    _note_hint(step.number, k)
     ui.say("")
     ui.say(f"Next: `labctl hint {step.number}` gives hint {k + 1}." if k < last else
            f"That was the last hint. `labctl hint {step.number} {last + 1}` shows the reference solution, "
            "if your class allows it.")
     return 0
+
+
+def _note_hint(number: int, k: int, solution: bool = False) -> None:
+    """Remember the rung shown; if the record cannot be written, say so in one line (the hint stands)."""
+    from labctl import ui
+    from labctl.errors import LabError
+    from labctl.steps import progress
+    try:
+        progress.record_hint(number, k, solution=solution)
+    except LabError as exc:
+        from rich.markup import escape
+        ui.warn(escape(f"not remembered: {exc}"))
 
 
 def _list(step, ladder, seen: list[int]) -> None:
