@@ -24,7 +24,8 @@ def heading(text: str) -> None:
 
 def markdown(text: str) -> None:
     from rich.markdown import Markdown
-    console().print(Markdown(text))
+    # soft_wrap (the console's default, for long kernel lines) would crop list items at the width
+    console().print(Markdown(text), soft_wrap=False)
 
 
 def say(text: str = "") -> None:

@@ -9,6 +9,10 @@ without importing a step module). A step module `labctl/steps/sNN_topic.py` prov
   reference(argv) -> int       the reference solution, with the same command-line contract as
                                lab/NN-topic/exercise.py; `python -m labctl.steps.sNN_topic ARGS` runs it
 Step modules are imported only when used, so `labctl --help` stays fast.
+
+Beside the steps, what the course keeps about them: hints.py (each step's hint ladder, data in
+lab/NN-topic/hints.toml), progress.py (the student's record of checks and hints), solutions.py (the
+class setting that hides solutions; require_solutions(what) is the one gate for anything showing one).
 """
 from __future__ import annotations
 
