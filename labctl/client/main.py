@@ -20,6 +20,7 @@ from labctl.client.parsing import Commands, Formatter, examples
 GROUP_OF = {
     "doctor": "course", "steps": "course", "step": "course", "check": "course", "tour": "course",
     "cleanup": "course", "prepare": "course",
+    "exercise": "lab", "lab": "lab",
     "cgroup": "cgroups",
     "network": "network",
     "import": "images", "images": "images", "rmi": "images", "login": "images", "pull": "images",
