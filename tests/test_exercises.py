@@ -12,7 +12,7 @@ import pytest
 from helpers import run_labctl, student_lab
 
 REPO = Path(__file__).resolve().parent.parent
-WIP_DONE = {1, 2}
+WIP_DONE = {1, 2, 3, 4, 5, 6, 7, 8}
 EXERCISES = sorted(REPO.glob("lab/[0-9][0-9]-*/exercise.py"))
 
 
