@@ -30,7 +30,7 @@ and `labctl trace NAME --denied` shows each call the kernel refused it, live.
 
 #: What check 9 runs as the "normal workload": it must keep working under the student's filter.
 WORKLOAD = "echo hello > /tmp/lab-wl-$$ && cat /tmp/lab-wl-$$ && ls / > /dev/null && wc -c /etc/hostname " \
-           "> /dev/null && rm /tmp/lab-wl-$$ && date > /dev/null && id > /dev/null"
+           "> /dev/null && rm /tmp/lab-wl-$$ && date > /dev/null && id > /dev/null && sleep 0.01"
 BUSYBOX = "/bin/busybox"   # busybox-static: the same binary the lab image is made of
 #: The attacks the exercise's three defences must stop, and the TODO behind each.
 CHECKED_ATTACKS = {"mount": "TODO 1 (no CAP_SYS_ADMIN) or TODO 3 (mount not allowed)",
@@ -92,7 +92,7 @@ def check(command: list[str]) -> list[str]:
                     f"the workload failed under your filter (exit {status}): {output.strip()[-200:]}",
                     "a call it needs is not in ALLOWED (TODO 4): count its calls with step 8's tracer "
                     "(README.md, \"Choosing the allowlist\"), or run it under `strace -f` and look for EPERM",
-                    verified, "the workload (sh, echo, cat, ls, wc, rm, date, id) still works")
+                    verified, "the workload (sh, echo, cat, ls, wc, rm, date, id, sleep) still works")
     return verified
 
 
@@ -143,7 +143,7 @@ def reference(argv: list[str]) -> int:
     if not argv:
         print("usage: python -m labctl.steps.s09_security COMMAND [ARGS...]", file=sys.stderr)
         return 2
-    from labctl.steps.mycontainer.reference import security
+    security = reference_part()
     sys.stdout.flush()
     pid = os.fork()
     if pid == 0:
@@ -156,6 +156,21 @@ def reference(argv: list[str]) -> int:
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
+
+
+def reference_part():
+    """The reference part itself (labctl/steps/mycontainer/reference/security.py, what `labctl lab take 9`
+    gives), loaded as a module of the student's package, so that its `from .libc import ...` finds the
+    given lab/mycontainer/libc.py."""
+    import importlib
+    import importlib.util
+    from labctl.steps import lab_root, mycontainer
+    sys.path.insert(0, str(lab_root()))
+    importlib.import_module("mycontainer")
+    spec = importlib.util.spec_from_file_location("mycontainer.reference_security", mycontainer.packaged(9, "reference"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 if __name__ == "__main__":
