@@ -37,6 +37,12 @@ def kernel(text: str) -> None:
     console().print(f"  [cyan]kernel>[/cyan] {text}")
 
 
+def quoted(text: str) -> None:
+    """Text from elsewhere (a program's output, the kernel log), printed as it is: no rich markup."""
+    from rich.markup import escape
+    console().print(f"[dim]{escape(text)}[/dim]")
+
+
 def ok(text: str) -> None:
     console().print(f"  [green]✔[/green] {text}")
 

@@ -69,15 +69,18 @@ def cmd_step(args) -> int:
 def cmd_check(args) -> int:
     from labctl import steps, ui
     from labctl.errors import CheckFailed
+    from labctl.steps import checking
     step = steps.get(args.number)
     require_root(f"`labctl check {step.number}`")
     module = step.load()
     command, what = step.command_to_check(reference=args.reference, path=args.file)
     ui.heading(f"Checking step {step.number} ({step.topic}): {what}")
     try:
-        verified = module.check(command)
+        verified = checking.judge(module.check, command)
     except CheckFailed as exc:
         ui.bad(exc.cause)
+        for line in exc.details:
+            ui.quoted(f"    {line}")
         if exc.fix:
             ui.say(f"  [bold]hint:[/bold] {exc.fix}")
         ui.say("[red]FAIL[/red]")
