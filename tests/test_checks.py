@@ -62,3 +62,44 @@ def test_check_1_says_sethostname_takes_bytes(tmp_path):
     assert result.returncode == 1, result.stdout + result.stderr
     assert "hostname 'l'" in result.stdout
     assert "sethostname takes bytes and a length" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 2
+
+STEP2 = """
+    import os, sys
+    from labctl.kernel.syscalls import (CLONE_NEWNS, CLONE_NEWPID, MNT_DETACH, MS_BIND, MS_PRIVATE, MS_REC,
+                                        mount, pivot_root, umount2, unshare)
+    rootfs, command = sys.argv[1], sys.argv[2:]
+    unshare(CLONE_NEWNS | CLONE_NEWPID)
+    pid = os.fork()
+    if pid == 0:
+        MAKE_PRIVATE
+        mount(rootfs, rootfs, None, MS_BIND | MS_REC)
+        mount("proc", rootfs + "/proc", "proc")
+        os.chdir(rootfs)
+        pivot_root(".", ".")
+        umount2(".", MNT_DETACH)
+        os.chdir("/")
+        os.execvp(command[0], command)
+    _, status = os.waitpid(pid, 0)
+    sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_check_2_passes_a_pivot_root_solution(tmp_path):
+    result = _check(2, tmp_path, STEP2.replace("MAKE_PRIVATE", 'mount(None, "/", None, MS_REC | MS_PRIVATE)'))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_check_2_catches_a_missing_ms_private_on_a_host_whose_root_is_private(tmp_path):
+    """This host's / is private already, so the mistake only shows where mounts are shared: the check
+    runs the exercise there."""
+    with open("/proc/self/mountinfo") as f:
+        root_line = next(line for line in f if line.split()[4] == "/")
+    assert "shared:" not in root_line    # what made the mistake invisible before
+    result = _check(2, tmp_path, STEP2.replace("MAKE_PRIVATE", "pass"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "appeared in the namespace it was started from" in result.stdout
+    assert "MS_REC | MS_PRIVATE" in result.stdout
