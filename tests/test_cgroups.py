@@ -438,7 +438,12 @@ def test_check_passes_on_a_completed_exercise(tmp_path):
         "        for directory in directories.values():\n            write(directory / 'cgroup.procs', os.getpid())\n"
         "        os.execvp(command[0], command)").replace(
         "    release_lab_parents(CONTROLLERS)",
-        "    for directory in set(directories.values()):\n        directory.rmdir()\n    release_lab_parents(CONTROLLERS)")
+        "    for directory in set(directories.values()):\n"
+        "        while (directory / 'cgroup.procs').read_text().split():   # background children of the command\n"
+        "            for p in (directory / 'cgroup.procs').read_text().split():\n"
+        "                try:\n                    os.kill(int(p), 9)\n"
+        "                except ProcessLookupError:\n                    pass\n"
+        "        directory.rmdir()\n    release_lab_parents(CONTROLLERS)")
     assert solved.count("directory.rmdir()") == 1 and solved.count("mkdir(exist_ok") == 1
     (tmp_path / "exercise.py").write_text(solved)
     result = run_labctl("check", "3", "--file", str(tmp_path / "exercise.py"))

@@ -103,3 +103,56 @@ def test_check_2_catches_a_missing_ms_private_on_a_host_whose_root_is_private(tm
     assert result.returncode == 1, result.stdout + result.stderr
     assert "appeared in the namespace it was started from" in result.stdout
     assert "MS_REC | MS_PRIVATE" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 3
+
+STEP3 = """
+    import os, signal, sys, time
+    from labctl.kernel.cgroups.hierarchy import lab_parents, release_lab_parents
+    FILES = {(1, "memory"): "memory.limit_in_bytes", (2, "memory"): "memory.max",
+             (1, "pids"): "pids.max", (2, "pids"): "pids.max"}
+    name, command = sys.argv[1], sys.argv[4:]
+    limits = {"memory": int(sys.argv[2]), "pids": int(sys.argv[3])}
+    parents = lab_parents(["memory", "pids"])
+    dirs = {c: parent / name for c, (version, parent) in parents.items()}
+    for c, (version, parent) in parents.items():
+        dirs[c].mkdir(exist_ok=True)
+        (dirs[c] / FILES[(version, c)]).write_text(str(limits[c]))
+    pid = os.fork()
+    if pid == 0:
+        for d in set(dirs.values()):
+            (d / "cgroup.procs").write_text(str(os.getpid()))
+        os.execvp(command[0], command)
+    _, status = os.waitpid(pid, 0)
+    for d in set(dirs.values()):
+        EMPTY
+        d.rmdir()
+    release_lab_parents(["memory", "pids"])
+    code = os.waitstatus_to_exitcode(status)
+    sys.exit(128 - code if code < 0 else code)
+"""
+EMPTY_CGROUP = """while (d / "cgroup.procs").read_text().split():
+            for p in (d / "cgroup.procs").read_text().split():
+                try:
+                    os.kill(int(p), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.01)"""
+
+
+def test_check_3_passes_an_exercise_that_empties_its_cgroup(tmp_path):
+    result = _check(3, tmp_path, STEP3.replace("EMPTY", EMPTY_CGROUP))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "a command that leaves children in the background" in result.stdout
+
+
+def test_check_3_runs_a_command_that_leaves_children_and_removes_the_cgroup_left(tmp_path):
+    """The exercise's rmdir fails with EBUSY (the children are still in the cgroup): the check says
+    so, names the cgroup it left, and removes it (the residue fixture would see it otherwise)."""
+    result = _check(3, tmp_path, STEP3.replace("EMPTY", "pass"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "two children left running in the background" in result.stdout
+    assert "left its cgroup behind" in result.stdout and "EBUSY" in result.stdout
+    assert "Device or resource busy" in result.stdout    # the exercise's own traceback, in the details
