@@ -5,6 +5,7 @@ they do not depend on how the exercise skeletons are worded."""
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 from helpers import run_labctl
 
@@ -156,3 +157,28 @@ def test_check_3_runs_a_command_that_leaves_children_and_removes_the_cgroup_left
     assert "two children left running in the background" in result.stdout
     assert "left its cgroup behind" in result.stdout and "EBUSY" in result.stdout
     assert "Device or resource busy" in result.stdout    # the exercise's own traceback, in the details
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 4: a broken copy of the reference solution
+
+
+def _reference_copy(tmp_path, step_module: str, old: str, new: str) -> str:
+    """The source of labctl/steps/<step_module>.py with `old` replaced: it runs as a script too."""
+    from labctl.steps import checking
+    source = (Path(checking.__file__).parent / f"{step_module}.py").read_text()
+    assert old in source
+    return source.replace(old, new)
+
+
+def test_check_4_says_what_the_kernel_logged_about_a_refused_mount(tmp_path):
+    result = _check(4, tmp_path, _reference_copy(tmp_path, "s04_overlayfs", ",workdir={work}", ""))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "the kernel said why: \"overlayfs: missing 'workdir'\"" in result.stdout
+    assert "add workdir=WORK" in result.stdout
+    assert "Invalid argument" in result.stdout     # the exercise's own error, in the details
+
+
+def test_check_4_passes_the_unbroken_copy(tmp_path):
+    result = _check(4, tmp_path, _reference_copy(tmp_path, "s04_overlayfs", ",workdir={work}", ",workdir={work}"))
+    assert result.returncode == 0, result.stdout + result.stderr
