@@ -182,3 +182,37 @@ def test_check_4_says_what_the_kernel_logged_about_a_refused_mount(tmp_path):
 def test_check_4_passes_the_unbroken_copy(tmp_path):
     result = _check(4, tmp_path, _reference_copy(tmp_path, "s04_overlayfs", ",workdir={work}", ",workdir={work}"))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 5: the check starts the lab registry itself
+
+STEP5 = """
+    import hashlib, os, sys, urllib.request
+    ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
+    registry, repository, tag, outdir = sys.argv[1:]
+    base = f"http://{registry}/v2/{repository}"
+    request = urllib.request.Request(f"{base}/manifests/{tag}", headers=HEADERS)
+    body = urllib.request.urlopen(request, timeout=30).read()
+    os.makedirs(outdir, exist_ok=True)
+    open(os.path.join(outdir, "manifest.json"), "wb").write(body)
+    import json
+    layer = json.loads(body)["layers"][0]
+    data = urllib.request.urlopen(f"{base}/blobs/{layer['digest']}", timeout=30).read()
+    if "sha256:" + hashlib.sha256(data).hexdigest() != layer["digest"]:
+        sys.exit("digest mismatch")
+    os.makedirs(os.path.join(outdir, "blobs", "sha256"), exist_ok=True)
+    open(os.path.join(outdir, "blobs", "sha256", layer["digest"][7:]), "wb").write(data)
+"""
+
+
+def test_check_5_passes_a_urllib_solution(tmp_path):
+    result = _check(5, tmp_path, STEP5.replace("HEADERS", '{"Accept": ACCEPT}'))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_check_5_recognises_a_manifest_request_without_accept(tmp_path):
+    result = _check(5, tmp_path, STEP5.replace("HEADERS", "{}"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "asked without an Accept header" in result.stdout and "MANIFEST_UNKNOWN" in result.stdout
+    assert "send the Accept header" in result.stdout
