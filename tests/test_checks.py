@@ -216,3 +216,49 @@ def test_check_5_recognises_a_manifest_request_without_accept(tmp_path):
     assert result.returncode == 1, result.stdout + result.stderr
     assert "asked without an Accept header" in result.stdout and "MANIFEST_UNKNOWN" in result.stdout
     assert "send the Accept header" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 6
+
+STEP6 = """
+    import sys
+    from pyroute2 import IPRoute
+    netns, bridge, host_ifname, cidr, gateway = sys.argv[1:]
+    address, prefixlen = cidr.split("/")[0], int(cidr.split("/")[1])
+    netns = f"/run/netns/{netns}"
+    peer = "labp" + host_ifname[4:]
+
+    def index_of(ipr, name):
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            sys.exit(f"exercise: there is no link named {name!r} here yet")
+        return found[0]
+
+    host = IPRoute()
+    host.link("add", ifname=host_ifname, kind="veth", peer=peer)
+    host.link("set", index=index_of(host, host_ifname), master=index_of(host, bridge), state="up")
+    host.link("set", index=index_of(host, peer), net_ns_fd=netns)
+    host.close()
+    ns = IPRoute(netns=netns)
+    ns.link("set", index=index_of(ns, peer), ifname="eth0")
+    eth0 = index_of(ns, "ETH0")
+    ns.addr("add", index=eth0, address=address, prefixlen=prefixlen)
+    ns.link("set", index=eth0, state="up")
+    ns.link("set", index=index_of(ns, "lo"), state="up")
+    ns.route("add", dst="0.0.0.0/0", gateway=gateway)
+    ns.close()
+"""
+
+
+def test_check_6_passes_a_pyroute2_solution(tmp_path):
+    result = _check(6, tmp_path, STEP6.replace("ETH0", "eth0"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_check_6_leads_with_the_exercises_own_error(tmp_path):
+    result = _check(6, tmp_path, STEP6.replace("ETH0", "eht0"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    cause = next(line for line in result.stdout.splitlines() if "✘" in line)
+    assert "stopped with status 1" in cause and "no link named 'eht0'" in cause, cause
+    assert "eth0 has no IPv4 address" in cause      # what it left, after why
