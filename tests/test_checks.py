@@ -262,3 +262,28 @@ def test_check_6_leads_with_the_exercises_own_error(tmp_path):
     cause = next(line for line in result.stdout.splitlines() if "✘" in line)
     assert "stopped with status 1" in cause and "no link named 'eht0'" in cause, cause
     assert "eth0 has no IPv4 address" in cause      # what it left, after why
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 8: broken copies of the reference (bcc compiles them)
+
+
+def test_check_8_passes_the_unbroken_copy(tmp_path):
+    result = _check(8, tmp_path, _reference_copy(tmp_path, "s08_ebpf", "execs.increment", "execs.increment"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "attached to sched_process_exec" in result.stdout
+
+
+def test_check_8_catches_a_program_attached_to_fork(tmp_path):
+    source = _reference_copy(tmp_path, "s08_ebpf", "sched:sched_process_exec", "sched:sched_process_fork")
+    source = source.replace("tracepoint__sched__sched_process_exec", "tracepoint__sched__sched_process_fork")
+    result = _check(8, tmp_path, source)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "attached to sched_process_fork (bpftool perf show), not sched_process_exec" in result.stdout
+    assert "sched:sched_process_exec (TODO 4)" in result.stdout
+
+
+def test_check_8_shows_the_compilers_first_error(tmp_path):
+    result = _check(8, tmp_path, _reference_copy(tmp_path, "s08_ebpf", "execs.increment(zero);", "execs.increment(zero)"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "the compiler's first error: /virtual/main.c:" in result.stdout and "expected ';'" in result.stdout
