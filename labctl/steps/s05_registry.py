@@ -44,10 +44,14 @@ def _narrate(event: Event) -> None:
         ui.say(f"{stamp} ← [{colour}]{text.split(' ← ')[0]}[/{colour}]")
     elif kind == "token":
         claims = event.data.get("claims", {})
-        ui.kernel(f"token: iss={claims.get('iss')} sub={claims.get('sub')} aud={claims.get('aud')} "
-                  f"access={json.dumps(claims.get('access'))} (RS256 JWT, the registry checks its signature)")
-    elif kind in ("challenge", "manifest", "platform", "cached", "retry"):
-        ui.kernel(text)
+        ui.shown("token server", f"token: iss={claims.get('iss')} sub={claims.get('sub')} aud={claims.get('aud')} "
+                 f"access={json.dumps(claims.get('access'))} (RS256 JWT, the registry checks its signature)")
+    elif kind in ("challenge", "manifest"):
+        ui.shown("registry", text)
+    elif kind == "platform":
+        ui.shown("index", text)
+    elif kind in ("cached", "retry"):
+        ui.shown("labctl", text)
     elif kind == "blob-done":
         ui.ok(text)
 
