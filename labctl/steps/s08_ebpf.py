@@ -15,7 +15,8 @@ from labctl.errors import CheckFailed, require_root
 EXPLANATION = """
 **eBPF** runs small, verified programs inside the kernel, attached to hooks. The lab uses
 **tracepoints** only (`/sys/kernel/tracing/events/<category>/<event>`): stable hooks whose arguments
-are described in a `format` file, present even where kprobes are not.
+are described in a `format` file, present even where kprobes are not. The classroom VM's kernel
+(Debian's 6.1) has kprobes; the development machine's (6.18) was built without them.
 
 | tracer | tracepoints | like bcc's |
 |---|---|---|
@@ -29,7 +30,9 @@ are described in a `format` file, present even where kprobes are not.
 A container is a set of namespaces, so each program asks the kernel whether the current task is in
 the container's **PID namespace**: `bpf_get_ns_current_pid_tgid(dev, ino, ...)` with the device and
 inode of `/proc/<pid>/ns/pid`. No kernel struct is read, so the programs do not depend on the
-kernel's internal layout (this machine has 6.1 headers and a newer kernel).
+kernel's internal layout, which only headers of the running kernel describe: the classroom VM has
+them (`linux-headers-$(uname -r)`), the development machine has 6.1 headers under a 6.18 kernel.
+`labctl doctor` (and the first table below) shows what this machine has.
 """
 
 #: The exercise with its four TODOs done: the reference solution, same command-line contract.
