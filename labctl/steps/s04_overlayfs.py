@@ -51,6 +51,21 @@ def _show_upper_entry(upper: Path, rel: str) -> str:
     return f"stat {rel} in upperdir: regular file, {st.st_size} bytes"
 
 
+def _show_mount(store: ImageStore, merged: Path, opts: dict[str, str]) -> None:
+    """The overlay's directories as /proc/self/mountinfo lists them, each lower one named by its layer."""
+    from labctl.images import inspect
+    layers = {str(layer.directory): (i, layer) for i, layer in enumerate(inspect.describe(store, DEMO_IMAGE).layers)}
+    lowers = opts["lowerdir"].split(":")
+    ui.kernel(f"/proc/self/mountinfo: {merged} type overlay, with")
+    for n, lower in enumerate(lowers):
+        i, layer = layers.get(lower, (None, None))
+        ui.kernel(f"  lowerdir {n + 1} of {len(lowers)}{' (top)' if n == 0 else ''}: {lower}"
+                  + (f"  = image layer {i + 1}, diff_id {layer.diff_id[:19]}…" if layer else ""))
+    ui.kernel(f"  upperdir: {opts.get('upperdir')}")
+    ui.kernel(f"  workdir:  {opts.get('workdir')}")
+    ui.say(f"  (`labctl image inspect {DEMO_IMAGE}` follows the image's manifest and config to these directories)")
+
+
 def demo() -> None:
     require_root("the OverlayFS demo")
     store = ImageStore()
@@ -60,8 +75,7 @@ def demo() -> None:
         opts = overlay.mount_options(root.merged)
         lowers = opts["lowerdir"].split(":")
         ui.say(f"Mounted {DEMO_IMAGE} ({len(lowers)} layers) as a container root filesystem:")
-        ui.kernel(f"/proc/self/mountinfo: {root.merged} type overlay, lowerdir = {len(lowers)} layer "
-                  f"directories (top first: …/{Path(lowers[0]).name[:12]}), upperdir=…/{root.upper.name}")
+        _show_mount(store, root.merged, opts)
         top = Path(lowers[0])
         ui.kernel(f"in the image's top layer: {_show_upper_entry(top, 'etc/motd').replace('upperdir', 'the layer')}"
                   f"; {_show_upper_entry(top, 'srv/data').replace('upperdir', 'the layer')}")
