@@ -10,7 +10,7 @@ from pathlib import Path
 from labctl.steps import checking
 from labctl.images import store as imagestore, labregistry, mediatypes, distribution as registry
 from labctl import state, ui
-from labctl.errors import LabError
+from labctl.errors import CheckFailed, LabError
 from labctl.images.pulllog import Event, PullLog
 
 EXPLANATION = """
@@ -44,10 +44,14 @@ def _narrate(event: Event) -> None:
         ui.say(f"{stamp} ← [{colour}]{text.split(' ← ')[0]}[/{colour}]")
     elif kind == "token":
         claims = event.data.get("claims", {})
-        ui.kernel(f"token: iss={claims.get('iss')} sub={claims.get('sub')} aud={claims.get('aud')} "
-                  f"access={json.dumps(claims.get('access'))} (RS256 JWT, the registry checks its signature)")
-    elif kind in ("challenge", "manifest", "platform", "cached", "retry"):
-        ui.kernel(text)
+        ui.shown("token server", f"token: iss={claims.get('iss')} sub={claims.get('sub')} aud={claims.get('aud')} "
+                 f"access={json.dumps(claims.get('access'))} (RS256 JWT, the registry checks its signature)")
+    elif kind in ("challenge", "manifest"):
+        ui.shown("registry", text)
+    elif kind == "platform":
+        ui.shown("index", text)
+    elif kind in ("cached", "retry"):
+        ui.shown("labctl", text)
     elif kind == "blob-done":
         ui.ok(text)
 
@@ -108,6 +112,8 @@ def check(command: list[str]) -> list[str]:
             out = work / "out-1"
             status, output = checking.run_to_end(command + [server.host, "lab/layered", "latest", str(out)],
                                                  timeout=60)
+            if status != 0 and "404" in output and not (out / "manifest.json").exists():
+                _explain_404(server.host, "lab/layered", "latest")
             last = output.splitlines()[-1] if output else "(no output)"
             checking.expect(status == 0, f"the exercise exited with status {status}: {last}",
                             "run it by hand: labctl registry start; labctl exercise 5 -- 127.0.0.1:5000 lab/layered latest /tmp/out",
@@ -150,6 +156,31 @@ def check(command: list[str]) -> list[str]:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return verified
+
+
+def _explain_404(host: str, repository: str, tag: str) -> None:
+    """An exercise that got a 404: if this registry answers 404 to the manifest request without an
+    Accept header (asked now, live), that is what the exercise ran into."""
+    import urllib.error
+    import urllib.request
+    url = f"http://{host}/v2/{repository}/manifests/{tag}"
+    try:
+        urllib.request.urlopen(url, timeout=10).close()
+        return
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            return
+        try:
+            said = json.loads(exc.read())["errors"][0]
+            said = f"{said['code']}: {said['message']}"
+        except (ValueError, KeyError, IndexError, TypeError):
+            said = "(no error body)"
+    except OSError:
+        return
+    raise CheckFailed(f"the exercise got HTTP 404 although the manifest is there: asked without an Accept header, "
+                   f"this registry answers GET {url} with 404 {said}",
+                   "send the Accept header (ACCEPT: the OCI and Docker v2 manifest types) with the manifest "
+                   "request (TODO 1): the README's \"Accept header matters\" paragraph explains why")
 
 
 def reference(argv: list[str]) -> int:

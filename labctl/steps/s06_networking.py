@@ -147,7 +147,15 @@ def check(command: list[str]) -> list[str]:
         args = [netns, net.bridge, host_ifname, f"{address}/{net.prefixlen}", net.gateway]
         status, output = checking.run_to_end(command + args, timeout=60)
         verified.append(f"ran the exercise with {' '.join(args)} (exit status {status})")
-        _judge(verified, net, netns, host_ifname, address, upstream, output)
+        try:
+            _judge(verified, net, netns, host_ifname, address, upstream)
+        except CheckFailed as exc:
+            if status == 0:
+                raise
+            # What is missing follows from where the exercise stopped: say where first.
+            last = output.splitlines()[-1] if output else "(no output)"
+            raise CheckFailed(f"the exercise stopped with status {status} before it was done: {last!r}; "
+                              f"so {exc.cause}", f"fix what it printed first; then: {exc.fix}") from None
     finally:
         if server:
             server.close()
@@ -160,11 +168,10 @@ def check(command: list[str]) -> list[str]:
     return verified
 
 
-def _judge(verified, net, netns, host_ifname, address, upstream, output) -> None:
-    hint_out = f" (the exercise printed: {output.splitlines()[-1]})" if output else ""
+def _judge(verified, net, netns, host_ifname, address, upstream) -> None:
     host_end = network.link_stats(host_ifname)
     checking.expect(host_end is not None and host_end.kind == "veth",
-                    f"there is no veth named {host_ifname} on the host{hint_out}",
+                    f"there is no veth named {host_ifname} on the host",
                     "create the pair with host.link('add', ifname=host_ifname, kind='veth', peer=peer) (TODO 1)",
                     verified, f"{host_ifname} is a veth on the host (RTM_GETLINK)")
     checking.expect(host_end.master == net.bridge,
