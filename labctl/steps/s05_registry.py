@@ -77,8 +77,13 @@ def demo() -> None:
                                   log=PullLog(narrate=_narrate))
             ui.ok(f"second pull: {again.blobs_fetched} blobs, {again.transferred} bytes transferred")
             layered = f"{server.host}/lab/layered"
-            three = registry.pull(layered, store=store, credentials=credentials, progress=False)
-            ui.ok(f"{layered}: {three.blobs_fetched} blobs, {three.transferred} bytes, its 3 layers fetched in parallel")
+            empty = imagestore.ImageStore(state.new_tmpdir("step5-layered-"))   # nothing shared: every layer comes
+            try:
+                three = registry.pull(layered, store=empty, credentials=credentials, progress=False)
+            finally:
+                shutil.rmtree(empty.root, ignore_errors=True)
+            ui.ok(f"{layered} into an empty store: {three.blobs_fetched} blobs, {three.transferred} bytes, "
+                  "its 3 layers fetched in parallel")
             figure = state.subdir("figures") / "05-pull-timeline.png"
             from labctl.plots.registry import pull_timeline
             pull_timeline(three.log.events, figure, title=f"labctl pull {layered} (3 layers)")
