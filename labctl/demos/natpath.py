@@ -33,7 +33,15 @@ def masquerade_counter(table: str) -> tuple[int, int] | None:
 
 def conntrack_entries(saddr: str, daddr: str, dport: int) -> list[dict]:
     """The conntrack entries of TCP connections saddr → daddr:dport, each as its two tuples:
-    {"original": (src, sport, dst, dport), "reply": (src, sport, dst, dport), "status": "..."}."""
+    {"original": (src, sport, dst, dport), "reply": (src, sport, dst, dport), "status": "..."}.
+    pyroute2 runs an asyncio loop of its own, which it cannot do in a thread that runs one already
+    (Jupyter's): the dump runs in a thread of its own."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(1, thread_name_prefix="conntrack") as pool:
+        return pool.submit(_dump_conntrack, saddr, daddr, dport).result()
+
+
+def _dump_conntrack(saddr: str, daddr: str, dport: int) -> list[dict]:
     from pyroute2 import Conntrack
     found = []
     with Conntrack() as ct:
