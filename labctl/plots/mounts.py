@@ -120,12 +120,12 @@ def mount_trees(before: Sequence, after: Sequence, root_path: str):
                    fontsize=10)
     ax_a.set_title(f"after pivot_root + umount2(MNT_DETACH): {len(after)} mounts; "
                    f"mount {after_root.id} is now /", fontsize=10)
-    ax_a.legend(handles=[Patch(facecolor=ROOT, hatch="//", edgecolor="#333333",
+    fig.legend(handles=[Patch(facecolor=ROOT, hatch="//", edgecolor="#333333",
                                label="the image's root, bound onto itself (same mount id before and after)"),
                          Patch(facecolor=CONTAINER, hatch="..", edgecolor="#333333",
                                label="mounted for the container (/proc, /dev, /sys, /tmp)"),
                          Patch(facecolor=HOST, edgecolor="#333333", label="the host's mounts")],
-                loc="upper right", fontsize=9)
+               loc="lower center", ncol=3, fontsize=9, frameon=False)
     fig.suptitle(f"/proc/PID/mountinfo of one container (id, mount point, type); {ROOT_LABEL} = {root_path}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))   # the legend below both trees, over neither
     return fig

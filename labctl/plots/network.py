@@ -113,13 +113,13 @@ def packet_path(path: dict):
     _ns_band(ax, 0.0, 0.15, f"container (PID {c['pid']})\nnet namespace", "..")
     _ns_band(ax, 0.165, 0.815, "the host's network namespace", "")
     _ns_band(ax, 0.83, 0.995, f"{up['netns']}\n(stand-in upstream)", "..")
-    for x, (text, kind) in zip(xs, boxes):
-        ax.text(x, 0.55, text, ha="center", va="center", fontsize=9,
-                bbox={"boxstyle": "round,pad=0.4", "facecolor": "#ffe3b3" if kind == "rule" else "white",
-                      "edgecolor": "#c44e52" if kind == "rule" else "#333333",
-                      "linewidth": 2 if kind == "rule" else 1})
-    for a, b in zip(xs, xs[1:]):
-        ax.annotate("", xy=(b - 0.06, 0.5), xytext=(a + 0.06, 0.5),
+    drawn = [ax.text(x, 0.55, text, ha="center", va="center", fontsize=9,
+                     bbox={"boxstyle": "round,pad=0.4", "facecolor": "#ffe3b3" if kind == "rule" else "white",
+                           "edgecolor": "#c44e52" if kind == "rule" else "#333333",
+                           "linewidth": 2 if kind == "rule" else 1})
+             for x, (text, kind) in zip(xs, boxes)]
+    for a, b in zip(drawn, drawn[1:]):   # from the right edge of one box to the left edge of the next
+        ax.annotate("", xy=(-0.12, 0.5), xycoords=b, xytext=(1.12, 0.5), textcoords=a,
                     arrowprops={"arrowstyle": "-|>", "color": "#4c72b0", "linewidth": 1.5})
     before = f"src {c['address']}:{sport}\ndst {up['address']}:{path['port']}"
     after = f"src {up['host_address']}:{sport}  ← rewritten\ndst {up['address']}:{path['port']}"
