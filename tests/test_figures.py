@@ -189,7 +189,9 @@ def test_build_order_of_labctl_run(tracing_ready):
     fig = build_order(calls, start, title="labctl run")
     ax = fig.axes[0]
     rows = [t.get_text() for t in ax.texts]
-    assert rows[0].startswith("1. step 3") and any("pivot_root" in r for r in rows)
-    assert any("execve true" in r for r in rows), "the container's program runs at the end"
+    assert rows[0].startswith(("1. step 3", "1. step 4")), "the cgroup and the overlay come first"
+    pivot = next(i for i, r in enumerate(rows) if "pivot_root" in r)
+    program = next(i for i, r in enumerate(rows) if "execve true" in r)
+    assert pivot < program, "the container's program runs in its new root"
     assert {"step 1: namespaces", "step 2: root filesystem", "step 3: cgroups", "step 4: OverlayFS",
             "step 6: network"} <= set(legend_labels(ax))
