@@ -235,6 +235,18 @@ class GuestVM:
         return self.run("/vagrant/vagrant/provision.sh", timeout=900, check=True)
 
 
+def copy_back(vm: GuestVM, guest_dir: str, dest: Path) -> list[Path]:
+    """Copy the files of `guest_dir` in the guest into `dest` on the host (tar over ssh); returns them.
+    notebooks/execute_in_vm.py uses it to bring the executed notebooks home."""
+    dest.mkdir(parents=True, exist_ok=True)
+    argv = vm._ssh_argv("sudo -n tar -C " + shlex.quote(guest_dir) + " -cf - .")
+    with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE) as ssh:
+        subprocess.run(["tar", "-C", str(dest), "-xf", "-", "--no-same-owner"], stdin=ssh.stdout, check=True)
+    if ssh.returncode != 0:
+        raise VMError(f"copying {guest_dir} out of the guest failed (ssh/tar status {ssh.returncode})")
+    return sorted(p for p in dest.rglob("*") if p.is_file())
+
+
 def main(argv: list[str]) -> int:
     command = argv[argv.index("--") + 1:] if "--" in argv else []
     image = build_image()

@@ -44,6 +44,11 @@ def demo() -> None:
         ui.table(("namespace", "labctl's inode", f"/proc/{proc.pid}/ns inode", ""), rows,
                  title="Which namespaces the container shares with the host")
         ui.say("net, user, cgroup and time are still shared: steps 6, 7 and 9 make those new.")
+        from labctl.plots.namespaces import namespace_sharing
+        from labctl.steps import save_figure
+        save_figure(namespace_sharing({"labctl (the host's)": namespaces.namespace_inodes("self"),
+                                       "the container": namespaces.namespace_inodes(proc.pid)},
+                                      reference="labctl (the host's)"), "01-namespaces")
         seen = namespaces.run_in_namespaces_of(proc.pid, lambda: os.getpid(), kinds=("pid",))
         ui.kernel(f"a process that setns()-joins its PID namespace (and forks) gets PID {seen} there: "
                   "PID 1 is taken by `sleep`")

@@ -71,6 +71,13 @@ def demo() -> None:
                 ui.bad(f"escape worked inside the pivoted root: {leaked.strip()!r}")
             else:
                 ui.ok("the same escape inside the pivoted root finds no host file: / is the image, all the way up")
+        from labctl.demos.mounts import around_pivot_root
+        from labctl.plots.mounts import mount_trees
+        from labctl.steps import save_figure
+        before, after, root_path = around_pivot_root(root)
+        ui.kernel(f"the same container's mount table just before pivot_root: {len(before)} mounts; after: "
+                  f"{len(after)}; mount {next(m.id for m in after if m.point == '/')} (the image's bind mount) is /")
+        save_figure(mount_trees(before, after, root_path), "02-mount-tree")
     finally:
         shutil.rmtree(probe.parent, ignore_errors=True)
 

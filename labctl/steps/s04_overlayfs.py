@@ -94,8 +94,14 @@ def demo() -> None:
         (root.merged / "home").mkdir()
         ui.kernel(_show_upper_entry(root.upper, "home"))
         ui.kernel(f"upperdir now holds: {sorted(str(p.relative_to(root.upper)) for p in root.upper.rglob('*'))}")
+        snapshot = measurements.stack_snapshot(root)
+        for path, entries in snapshot["lowers"]:
+            ui.kernel(f"lowerdir {path}: {len(entries)} entries")
     finally:
         root.remove()
+    from labctl.plots.overlay import overlay_stack
+    from labctl.steps import save_figure
+    save_figure(overlay_stack(snapshot), "04-overlay-stack")
 
     ui.say("4. Five containers of one image share its layers; each adds only its upper layer:")
     points = measurements.measure_sharing(store, "localhost/busybox:latest", 5, prefix=f"lab-demo4s-{os.getpid()}")

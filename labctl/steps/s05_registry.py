@@ -58,8 +58,8 @@ def _narrate(event: Event) -> None:
 
 def demo() -> None:
     ui.say("Starting docker-registry on 127.0.0.1 with token auth (a token server issuing RS256 JWTs), "
-           "seeded with the lab's busybox image and a two-platform index...")
-    with labregistry.token_auth_registry() as (server, credentials, tokens):
+           "seeded with the lab's busybox image, a two-platform index and a 3-layer image...")
+    with labregistry.token_auth_registry(("busybox", "multiarch", "layered")) as (server, credentials, tokens):
         image = f"{server.host}/lab/multiarch"
         ui.say(f"\n[bold]labctl pull {image}[/bold] as {credentials[0]!r}, one request at a time:")
         store = imagestore.ImageStore(state.new_tmpdir("step5-store-"))
@@ -80,10 +80,18 @@ def demo() -> None:
             again = registry.pull(image, store=store, credentials=credentials, progress=False,
                                   log=PullLog(narrate=_narrate))
             ui.ok(f"second pull: {again.blobs_fetched} blobs, {again.transferred} bytes transferred")
+            layered = f"{server.host}/lab/layered"
+            empty = imagestore.ImageStore(state.new_tmpdir("step5-layered-"))   # nothing shared: every layer comes
+            try:
+                three = registry.pull(layered, store=empty, credentials=credentials, progress=False)
+            finally:
+                shutil.rmtree(empty.root, ignore_errors=True)
+            ui.ok(f"{layered} into an empty store: {three.blobs_fetched} blobs, {three.transferred} bytes, "
+                  "its 3 layers fetched in parallel")
             figure = state.subdir("figures") / "05-pull-timeline.png"
             from labctl.plots.registry import pull_timeline
-            pull_timeline(log.events, figure, title=f"labctl pull {image}")
-            ui.ok(f"timeline of the first pull: {figure}")
+            pull_timeline(three.log.events, figure, title=f"labctl pull {layered} (3 layers)")
+            ui.ok(f"timeline of that pull: {figure}")
         finally:
             shutil.rmtree(store.root, ignore_errors=True)
     ui.ok("registry and token server stopped, their storage removed")

@@ -119,8 +119,23 @@ def demo() -> None:
         if upstream:
             upstream.remove()
         web.stop()
+    _show_nat_path(net)
     left = [l.name for l in network.links(prefix="lab") if l.master == net.bridge or l.name == net.bridge]
     ui.ok(f"containers stopped: veths, DNAT rules, addresses{'' if left else ', the bridge and the table'} removed")
+
+
+def _show_nat_path(net) -> None:
+    """One more connection to the upstream, and what the kernel kept of its NAT rewrite (the figure)."""
+    from labctl.demos.natpath import nat_exchange
+    from labctl.plots.network import packet_path
+    from labctl.steps import save_figure
+    ui.say("\nOne more connection from a container to the upstream, and what the kernel kept of its rewrite:")
+    path = nat_exchange(net)
+    ui.kernel(f"nft list table ip {net.table}: {path['rule']}")
+    ct = path["conntrack"]
+    if ct:
+        ui.kernel(f"conntrack (NETLINK_NETFILTER): original {ct['original']}, reply {ct['reply']} [{ct['status']}]")
+    save_figure(packet_path(path), "06-packet-path")
 
 
 # ---------------------------------------------------------------------------------------------
