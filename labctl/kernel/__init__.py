@@ -10,6 +10,8 @@ One module per primitive, each readable alone:
   rootfs.py      step 2: pivot_root, /proc, a minimal /dev, read-only /sys
   cgroups/       step 3: one Cgroup over v1, v2 or both; limits in Docker's terms
   overlay.py     step 4: OverlayFS roots over the image store's layers
+  bpf.py         bpf(2) without a compiler: load raw instructions, attach them to a cgroup (step 9's
+                 device filter)
 Step 9's security profile (capabilities, seccomp, masked paths, devices, user namespaces) lives beside
-this folder, in labctl/security/, built on the prctl/capset/seccomp wrappers of syscalls.py.
+this folder, in labctl/security/, built on the prctl/capset/seccomp wrappers of syscalls.py and bpf.py.
 """
