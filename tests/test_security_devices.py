@@ -264,14 +264,31 @@ print(json.dumps(result))
 """
 
 
-@pytest.mark.parametrize("mechanism", ["v1", "bpf"])
+def attach_with_bcc(directory: Path) -> int:
+    """The C twin of the program (devices.bcc_source), compiled by bcc's clang, attached the same way."""
+    bcc = pytest.importorskip("bcc")
+    program = bcc.BPF(text=devices.bcc_source(devices.RULES))
+    try:
+        function = program.load_func("labctl_devices", bcc.BPF.CGROUP_DEVICE)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            bcc.BPF.attach_func(function, fd, bcc.BPFAttachType.CGROUP_DEVICE, 2)   # BPF_F_ALLOW_MULTI
+        finally:
+            os.close(fd)
+        from labctl.kernel import bpf
+        return bpf.prog_id(function.fd)
+    finally:
+        program.cleanup()   # closes bcc's descriptor: the attachment keeps the program
+
+
+@pytest.mark.parametrize("mechanism", ["v1", "bpf", pytest.param("bcc", marks=pytest.mark.slow)])
 def test_each_mechanism_alone_denies_the_open_and_allows_the_rest(mechanism, loop_device, tmp_path):
     major, minor, _ = loop_device
     if not host_can_read(major, minor, tmp_path):
         pytest.skip("the host itself may not open the loop device")
     if mechanism == "v1" and LAYOUT.version_of("devices") != 1:
         pytest.skip("no cgroup v1 devices controller here (pure cgroup v2: the BPF program does its work)")
-    if mechanism == "bpf" and LAYOUT.unified is None:
+    if mechanism in ("bpf", "bcc") and LAYOUT.unified is None:
         pytest.skip("no cgroup2 hierarchy here")
     before = device_programs()
     cg = cgroups.Cgroup.create(f"t9dev-{mechanism}-{os.getpid()}")
@@ -280,7 +297,8 @@ def test_each_mechanism_alone_denies_the_open_and_allows_the_rest(mechanism, loo
         if mechanism == "v1":
             devices.write_v1(cg.path("devices"), devices.RULES)
         else:
-            prog_id = devices.attach_program(cg.dirs[LAYOUT.unified.mountpoint], devices.RULES)
+            attach = devices.attach_program if mechanism == "bpf" else lambda d, rules: attach_with_bcc(d)
+            prog_id = attach(cg.dirs[LAYOUT.unified.mountpoint], devices.RULES)
             assert devices.attached_programs(cg.dirs[LAYOUT.unified.mountpoint]) == [prog_id]
         probe = cg.popen([sys.executable, "-c", PROBE, str(major), str(minor), str(tmp_path / "node")],
                          stdout=subprocess.PIPE, text=True)

@@ -241,6 +241,27 @@ def listing(rules: list[Rule]) -> str:
     return "\n".join(lines)
 
 
+def bcc_source(rules: list[Rule], function: str = "labctl_devices") -> str:
+    """The same filter in C, for bcc (`BPF(text=...).load_func(function, BPF.CGROUP_DEVICE)`, then
+    `BPF.attach_func(fn, cgroup_fd, BPFAttachType.CGROUP_DEVICE)`): what clang would compile the
+    instructions above from, and what every container start would then wait for."""
+    program(rules)   # the same checks: a default first, exceptions after
+    lines = ["#include <uapi/linux/bpf.h>", "",
+             f"int {function}(struct bpf_cgroup_dev_ctx *ctx)", "{",
+             "    u32 type = ctx->access_type & 0xFFFF;     /* BPF_DEVCG_DEV_BLOCK 1, _CHAR 2 */",
+             "    u32 access = ctx->access_type >> 16;      /* BPF_DEVCG_ACC_MKNOD 1, _READ 2, _WRITE 4 */"]
+    for rule in rules[1:]:
+        tests = [f"type == {TYPES[rule.type]}"] if rule.type != "a" else []
+        allowed = sum(ACCESS[a] for a in set(rule.access))
+        if allowed != 7:
+            tests.append(f"(access & {allowed}) == access")
+        tests += [f"ctx->major == {rule.major}"] if rule.major is not None else []
+        tests += [f"ctx->minor == {rule.minor}"] if rule.minor is not None else []
+        lines += [f"    /* {rule.describe()} */", f"    if ({' && '.join(tests) or '1'})", f"        return {int(rule.allow)};"]
+    lines += [f"    return {int(rules[0].allow)};   /* no rule matched */", "}"]
+    return "\n".join(lines) + "\n"
+
+
 @functools.lru_cache(maxsize=4)
 def _code(rules: tuple[Rule, ...]) -> bytes:
     """The program's bytes, made once per process (generating it is ~80 us of Python)."""
@@ -281,6 +302,11 @@ def apply(v1_dir: Path | None, v2_dir: Path | None, privileged: bool) -> dict:
     what the container's record keeps (what `labctl inspect` shows)."""
     rules = rules_for(privileged)
     done: dict = {"rules": [rule.describe() for rule in rules]}
+    if v1_dir is None and v2_dir is None and not privileged:
+        raise LabError("this host has neither a cgroup v1 devices controller nor cgroup2: nothing could keep "
+                       "the container from opening the host's disks",
+                       "mount the devices controller (mkdir /sys/fs/cgroup/devices; mount -t cgroup -o devices "
+                       "devices /sys/fs/cgroup/devices), or use a kernel with cgroup2")
     if v1_dir is not None:
         write_v1(v1_dir, rules)
         done["v1"] = str(v1_dir / "devices.list")
