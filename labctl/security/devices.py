@@ -23,8 +23,9 @@ Two mechanisms, one list:
 
 The program is generated here from the rules, instruction by instruction, as runc does
 (libcontainer/cgroups/devices/devicefilter.go, itself from crun's ebpf.c), and loaded with bpf(2)
-directly (labctl/kernel/bpf.py): no bcc, no clang, so it costs a `labctl run` well under a millisecond
-where compiling the same program as C would cost a second. listing(RULES) shows it, as the kernel's
+directly (labctl/kernel/bpf.py): no bcc, no clang. Measured here: generating, loading and attaching it
+takes ~0.3 ms (the v1 writes ~0.15 ms), where bcc needs ~330 ms for the same program written in C
+(bcc_source: 40 ms to import bcc, 290 ms for clang), on every `labctl run`. listing(RULES) shows it, as the kernel's
 disassembler prints it (`bpftool prog dump xlated id ID` prints the same lines):
 
        0: (61) r2 = *(u32 *)(r1 +0)         ; r2 = ctx->access_type ...
@@ -248,8 +249,8 @@ def bcc_source(rules: list[Rule], function: str = "labctl_devices") -> str:
     program(rules)   # the same checks: a default first, exceptions after
     lines = ["#include <uapi/linux/bpf.h>", "",
              f"int {function}(struct bpf_cgroup_dev_ctx *ctx)", "{",
-             "    u32 type = ctx->access_type & 0xFFFF;     /* BPF_DEVCG_DEV_BLOCK 1, _CHAR 2 */",
-             "    u32 access = ctx->access_type >> 16;      /* BPF_DEVCG_ACC_MKNOD 1, _READ 2, _WRITE 4 */"]
+             "    u32 type = ctx->access_type & 0xFFFF;     // BPF_DEVCG_DEV_BLOCK 1, _CHAR 2",
+             "    u32 access = ctx->access_type >> 16;      // BPF_DEVCG_ACC_MKNOD 1, _READ 2, _WRITE 4"]
     for rule in rules[1:]:
         tests = [f"type == {TYPES[rule.type]}"] if rule.type != "a" else []
         allowed = sum(ACCESS[a] for a in set(rule.access))
@@ -257,8 +258,8 @@ def bcc_source(rules: list[Rule], function: str = "labctl_devices") -> str:
             tests.append(f"(access & {allowed}) == access")
         tests += [f"ctx->major == {rule.major}"] if rule.major is not None else []
         tests += [f"ctx->minor == {rule.minor}"] if rule.minor is not None else []
-        lines += [f"    /* {rule.describe()} */", f"    if ({' && '.join(tests) or '1'})", f"        return {int(rule.allow)};"]
-    lines += [f"    return {int(rules[0].allow)};   /* no rule matched */", "}"]
+        lines += [f"    // {rule.describe()}", f"    if ({' && '.join(tests) or '1'})", f"        return {int(rule.allow)};"]
+    lines += [f"    return {int(rules[0].allow)};   // no rule matched", "}"]
     return "\n".join(lines) + "\n"
 
 
