@@ -59,21 +59,19 @@ from __future__ import annotations
 import functools
 import os
 import struct
-from dataclasses import dataclass
+from collections import namedtuple
 from pathlib import Path
 
 from labctl.errors import LabError
 
 
-@dataclass(frozen=True)
-class Rule:
-    """One line of a device cgroup list: `type major:minor access`, allowed or denied."""
-    type: str            # "c" character, "b" block, "a" all
-    major: int | None    # None: any ("*")
-    minor: int | None
-    access: str          # some of "rwm": read, write, mknod
-    allow: bool = True
-    device: str = ""     # what it is for, for people
+# Named tuples, not dataclasses: `labctl run` imports this module, and making a frozen dataclass costs
+# ~0.8 ms of exec'd code (a named tuple ~0.1 ms).
+class Rule(namedtuple("Rule", "type major minor access allow device", defaults=(True, ""))):
+    """One line of a device cgroup list: `type major:minor access`, allowed or denied.
+    type: "c" character, "b" block, "a" all; major, minor: a number or None for any ("*");
+    access: some of "rwm" (read, write, mknod); device: what it is for, for people."""
+    __slots__ = ()
 
     def __str__(self) -> str:
         """The line devices.allow and devices.deny take, e.g. "c 136:* rwm"."""
@@ -149,15 +147,9 @@ JNE_X = 0x5d      # BPF_JMP | BPF_JNE | BPF_X:  if dst != src: skip `off` instru
 EXIT = 0x95       # BPF_JMP | BPF_EXIT:         return r0
 
 
-@dataclass(frozen=True)
-class Insn:
+class Insn(namedtuple("Insn", "code dst src off imm comment", defaults=(0, 0, 0, 0, ""))):
     """One `struct bpf_insn {u8 code; u8 dst_reg:4, src_reg:4; s16 off; s32 imm;}` and a comment."""
-    code: int
-    dst: int = 0
-    src: int = 0
-    off: int = 0
-    imm: int = 0
-    comment: str = ""
+    __slots__ = ()
 
     def encode(self) -> bytes:
         return struct.pack("<BBhi", self.code, self.dst | self.src << 4, self.off, self.imm)
