@@ -56,7 +56,7 @@ def test_default_container_keeps_dockers_14_capabilities_and_nothing_more(names)
     s = started(names)
     assert mask(s["CapEff"]) == mask(s["CapPrm"]) == mask(s["CapBnd"]) == DEFAULT_MASK == 0xa80425fb
     assert mask(s["CapInh"]) == 0 and mask(s["CapAmb"]) == 0   # since CVE-2022-24769 (capabilities.py)
-    assert s["NoNewPrivs"] == "0" and s["Seccomp"] == "2" and s["Seccomp_filters"] == "1"
+    assert s["NoNewPrivs"] == "1" and s["Seccomp"] == "2" and s["Seccomp_filters"] == "1"   # nnp: as runc spec
 
 
 @pytest.mark.parametrize("flags, expected", [
@@ -71,8 +71,12 @@ def test_cap_add_and_cap_drop_change_the_sets_exactly(names, flags, expected):
     assert mask(s["CapInh"]) == 0 and mask(s["CapAmb"]) == 0
 
 
-def test_no_new_privileges_is_set_when_asked(names):
-    assert started(names, "--security-opt", "no-new-privileges")["NoNewPrivs"] == "1"
+def test_no_new_privileges_is_on_by_default_and_off_when_asked(names):
+    """On by default, as `runc spec`'s config (Docker leaves it off); off on request, and with --privileged."""
+    assert started(names, "--security-opt", "no-new-privileges", suffix="a")["NoNewPrivs"] == "1"
+    assert started(names, "--security-opt", "no-new-privileges=false", suffix="b")["NoNewPrivs"] == "0"
+    assert started(names, "--privileged", suffix="c")["NoNewPrivs"] == "0"
+    assert started(names, "--privileged", "--security-opt", "no-new-privileges:true", suffix="d")["NoNewPrivs"] == "1"
 
 
 def test_non_root_user_keeps_the_bounding_set_only(names):

@@ -71,7 +71,15 @@ def demo() -> None:
         ui.kernel(f"NoNewPrivs: {fields['NoNewPrivs']}   Seccomp: {fields['Seccomp']} (2 = filter)")
     finally:
         lifecycle.remove(container, force=True)
-    ui.say("\n[bold]3. The same attacks in runc[/bold], with `runc spec`'s default config on the same root:")
+    from labctl.security import devices
+    ui.say("\n[bold]3. The device allowlist on cgroup v2[/bold]: there is no devices.allow file; labctl generates "
+           "this eBPF program (BPF_PROG_TYPE_CGROUP_DEVICE) from the rules, loads it with bpf(2) and attaches "
+           "it to the container's cgroup. The kernel runs it on every open and mknod of a device node:")
+    for line in devices.listing(devices.RULES).splitlines()[:24]:
+        ui.shown("program", line)
+    ui.say(f"  ... ({len(devices.instructions(devices.RULES))} instructions; "
+           "`sudo bpftool prog dump xlated id ID` shows the kernel's copy, `labctl inspect` its id)")
+    ui.say("\n[bold]4. The same attacks in runc[/bold], with `runc spec`'s default config on the same root:")
     runc = attacks.run_in_runc()
     default = columns["+ seccomp"]
     ui.table(("attack", "runc spec", "labctl default"), [(a, runc[a].text, default[a].text) for a in names if a in runc])
