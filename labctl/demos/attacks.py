@@ -292,3 +292,27 @@ def _runc(runc: str, rootfs: Path, mnt: Path, argv: list[str], uid: int) -> dict
     finally:
         subprocess.run([runc, "delete", "--force", container_id], capture_output=True)
         shutil.rmtree(bundle, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Watching what the kernel refuses, live (step 8's tracers, scoped to the attacked container)
+
+
+def denied_calls(names: tuple[str, ...] = ("mount", "userns", "clock", "module"), seconds: float = 3.0) -> list[dict]:
+    """Run these attacks in a default container under labctl.tracing.denied's tracer: the calls the kernel
+    refused it with EPERM or EACCES, as events. The attacker waits for /tmp/go, which is created
+    (through /proc/PID/root) once the tracer is attached: bcc compiles for a second or more first."""
+    from labctl.containers import lifecycle
+    from labctl.tracing import Scope
+    from labctl.tracing.denied import DeniedTracer
+    attacker = build_attacker()
+    script = f"while [ ! -e /tmp/go ]; do sleep 0.1; done; /attack/attacker only {' '.join(names)}; sleep 1"
+    spec, image = lifecycle.build_spec("localhost/busybox:latest", ["sh", "-c", script], detach=True,
+                                       volumes_=[f"{attacker.parent}:/attack:ro"], tmpfs=["/tmp"])
+    container, _ = lifecycle.run(spec, image)
+    try:
+        with DeniedTracer(Scope.of_pid(container.pid, label=container.name)) as tracer:
+            open(f"/proc/{container.pid}/root/tmp/go", "w").close()
+            return list(tracer.stream(duration=seconds))
+    finally:
+        lifecycle.remove(container, force=True)

@@ -79,7 +79,16 @@ def demo() -> None:
         ui.shown("program", line)
     ui.say(f"  ... ({len(devices.instructions(devices.RULES))} instructions; "
            "`sudo bpftool prog dump xlated id ID` shows the kernel's copy, `labctl inspect` its id)")
-    ui.say("\n[bold]4. The same attacks in runc[/bold], with `runc spec`'s default config on the same root:")
+    ui.say("\n[bold]4. What the kernel refuses, live.[/bold] Step 8's tracer on raw_syscalls:sys_exit, scoped to one "
+           "default container, keeps the calls that returned EPERM or EACCES while the attacker runs in it "
+           "(`labctl trace NAME --denied` does the same for any container):")
+    from labctl.tracing.denied import DeniedTracer
+    events = attacks.denied_calls()
+    for ev in events:
+        ui.kernel(DeniedTracer.format(ev, events[0]["ts"]))
+    if not events:
+        ui.warn("the tracer saw no refused call (is bcc working? `labctl doctor`)")
+    ui.say("\n[bold]5. The same attacks in runc[/bold], with `runc spec`'s default config on the same root:")
     runc = attacks.run_in_runc()
     default = columns["+ seccomp"]
     ui.table(("attack", "runc spec", "labctl default"), [(a, runc[a].text, default[a].text) for a in names if a in runc])
