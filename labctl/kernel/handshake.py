@@ -37,6 +37,7 @@ from labctl.errors import ChildError, LabError
 PID = "pid"
 READY = "ready"
 GO = "go"
+CREATED = "created"   # OCI runtime only (runtime/ociinit.py): PID 1 is made and waits on exec.fifo
 ERROR = "error"
 
 _LENGTH = 4   # bytes of the length before each message
@@ -193,6 +194,10 @@ class ChildEnd:
         """Send READY (after PID, see fork)."""
         self._wait_until_pid_sent()
         _write(self.status, Message(READY))
+
+    def send_created(self) -> None:
+        """Send CREATED (the OCI runtime's PID 1, after GO: it now waits for `start` on its FIFO)."""
+        _write(self.status, Message(CREATED))
 
     def send_error(self, exc: BaseException, cause: str = "") -> None:
         """Send ERROR for `exc` (the cause given, or describe(exc)); never raises: the child exits next."""

@@ -1,0 +1,153 @@
+"""PID 1 of a container made from a bundle (`labctl-runtime create`): pid1.py's steps, as the spec
+orders them, and the wait between `create` and `start` (runc's standard_init_linux.go).
+
+  1. join the namespaces given by path (setns(2)); unshare the new ones; sethostname
+  2. the bundle's mounts (ocimounts.py), before pivot_root
+  3. READY to `create`, which runs the prestart and createRuntime hooks (in the runtime's namespaces),
+     then GO; PID 1 runs the createContainer hooks (in the container's namespaces, host paths)
+  4. pivot_root; rootfsPropagation; the working directory; sysctl (through the container's own
+     /proc/sys: the namespaced knobs are this container's); read-only and masked paths
+  5. rlimits (setrlimit(2): raising a hard limit needs CAP_SYS_RESOURCE, so before it goes),
+     oom_score_adj, the user namespace (joined last, as labctl run does), the program found in PATH
+  6. stdio or the terminal (--console-socket); CREATED to `create`, which records the state and exits
+  7. block in open(exec.fifo, O_WRONLY) until `start` opens it for reading; write "0"
+  8. startContainer hooks; the cgroup namespace, the security profile and the user (confine.py); execve
+
+Why a FIFO, and why block there: `create` must return with the container fully made but its program
+not started, so that the caller can act in between (containerd sets up the network, CNI plugins add
+interfaces into PID 1's network namespace, a debugger attaches) and `start` may come from another
+process, minutes later, or never. A FIFO is the one file that makes open(2) itself wait for the other
+side: PID 1 sleeps in the kernel, needing no process of the runtime to stay alive, and `start` needs
+nothing but the path. PID 1 opened it with O_PATH before pivot_root (the state directory is out of
+reach after it) and reopens /proc/self/fd/N for writing, as runc does.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+from pathlib import Path
+
+from labctl.errors import LabError
+from labctl.kernel import handshake, rootfs
+from labctl.kernel.syscalls import NAMESPACE_FLAGS, sethostname, setns, unshare
+from labctl.runtime import cgroup as cgroups, confine, hooks, ocimounts
+from labctl.runtime.config import Config
+from labctl.runtime.stdio import Stdio
+from labctl.runtime.user import ResolvedUser, resolve_user
+
+CREATED = "created"   # the handshake message after which `create` may exit (handshake.py's READY/GO before it)
+
+
+def run(config: Config, stdio: Stdio, own_flags: int, end: handshake.ChildEnd) -> None:
+    """PID 1, from its fork to execve; never returns."""
+    oci = config.oci
+    try:
+        cgroups.join_self(config.cgroup)
+        join_namespaces(oci.namespace_paths, skip=("pid", "user"))
+        unshare(own_flags)
+        if config.hostname:
+            sethostname(config.hostname)
+        oci.state = dict(oci.state, pid=int(os.readlink("/proc/self")))   # the host's /proc still: our host PID
+        root = Path(config.root)
+        if config.loopback_up:
+            from labctl.runtime.pid1 import loopback_up
+            loopback_up()
+        ocimounts.prepare_root(root, oci.rootfs_propagation)
+        ocimounts.mount_all(root, oci.mounts, oci.devices)
+        confine.before_pivot_root(config.security)
+        end.send_ready()
+        if not end.wait_for_go():
+            os._exit(125)
+        hooks.run("createContainer", oci.hooks.get("createContainer"), oci.state)
+        env, who, program_path = inside(config)
+        stdio.install()
+        program = confine.compile_filter(config.security)
+        end.send_created()
+        end.close()
+    except BaseException as exc:
+        end.send_error(exc)
+        os._exit(127)
+    try:
+        wait_for_start(oci.start_fifo)
+        hooks.run("startContainer", oci.hooks.get("startContainer"), dict(oci.state, status="created"))
+        if config.new_cgroup_namespace:
+            from labctl.kernel.syscalls import CLONE_NEWCGROUP
+            unshare(CLONE_NEWCGROUP)
+        confine.become(who, config.workdir, config.security, program)
+        os.execve(program_path, config.argv, env)
+    except BaseException as exc:   # `create` has gone: the container's stderr is all there is
+        os.write(2, f"labctl-runtime: {getattr(exc, 'cause', None) or exc}\n".encode())
+    os._exit(127)
+
+
+def join_namespaces(paths: dict[str, str], skip: tuple[str, ...] = ()) -> None:
+    """setns(2) into each namespace given by path (linux.namespaces[].path)."""
+    for kind, path in paths.items():
+        if kind in skip:
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise LabError(f"cannot open the {kind} namespace {path}: {exc.strerror}",
+                           "give the path of a live namespace, e.g. /proc/PID/ns/" + kind) from None
+        try:
+            setns(fd, NAMESPACE_FLAGS[kind])
+        except OSError as exc:
+            raise LabError(f"cannot join the {kind} namespace {path}: {exc.strerror}",
+                           f"is {path} a {kind} namespace?") from None
+        finally:
+            os.close(fd)
+
+
+def inside(config: Config) -> tuple[dict[str, str], ResolvedUser, str]:
+    """Steps 4 and 5: returns the environment, the user and the program's path inside."""
+    oci = config.oci
+    rootfs.enter_root(Path(config.root))
+    ocimounts.after_pivot_root(oci.rootfs_propagation)
+    from labctl.runtime.pid1 import become_root_of, make_workdir
+    make_workdir(config.workdir)
+    for key, value in oci.sysctl.items():
+        write_sysctl(key, value)
+    confine.protect_filesystem(config.security)
+    for number, soft, hard in oci.rlimits:
+        resource.setrlimit(number, (_limit(soft), _limit(hard)))
+    if oci.oom_score_adj is not None:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(oci.oom_score_adj))
+    if config.userns_fd >= 0:
+        become_root_of(config.userns_fd)
+    os.umask(oci.umask if oci.umask is not None else 0o022)
+    env = dict(e.partition("=")[::2] for e in config.env)
+    home = resolve_user(str(oci.uid)).home if oci.uid else "/root"
+    env.setdefault("HOME", home)
+    who = ResolvedUser(oci.uid, oci.gid, sorted(set(oci.additional_gids)), home)
+    program = config.argv[0]
+    found = program if "/" in program else shutil.which(program, path=env.get("PATH", "/usr/bin:/bin"))
+    if not found or not os.path.exists(found):
+        raise LabError(f"exec: {program!r}: executable file not found in $PATH",
+                       "give process.args[0] as a program the root filesystem holds")
+    return env, who, found
+
+
+def _limit(value: int) -> int:
+    return resource.RLIM_INFINITY if value >= 2**63 else value
+
+
+def write_sysctl(key: str, value: str) -> None:
+    path = "/proc/sys/" + key.replace(".", "/")
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as exc:
+        raise LabError(f"sysctl {key}={value}: {exc.strerror}",
+                       "only namespaced sysctls (net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*) "
+                       "can be set for a container") from None
+
+
+def wait_for_start(fifo_fd: int) -> None:
+    """Step 7: open(2) blocks until `start` opens the FIFO for reading; then "0" tells it we are off."""
+    fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    os.close(fifo_fd)
+    os.write(fd, b"0")
+    os.close(fd)
