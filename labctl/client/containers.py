@@ -96,6 +96,8 @@ def _add_run(commands: Commands) -> None:
     p.add_argument("--name", help="a name for the container (default: a random one)")
     p.add_argument("-d", "--detach", action="store_true", help="run in the background, print the ID")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    p.add_argument("--runtime", default="labctl", choices=("labctl", "runc", "crun", "labctl-oci"),
+                   help="who makes the process: labctl itself, or an OCI runtime given the bundle")
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     add_container_flags(p)
     p.add_argument("image", help="image reference (`labctl images`), e.g. busybox")
@@ -142,7 +144,8 @@ def spec_from_args(args):
         network=args.network, memory=args.memory, cpus=args.cpus, pids_limit=args.pids_limit, volumes_=args.volume, tmpfs=args.tmpfs, ports=args.publish,
         entrypoint=args.entrypoint.split() if args.entrypoint is not None else None,
         security=from_flags(cap_add=args.cap_add, cap_drop=args.cap_drop, privileged=args.privileged,
-                            security_opt=args.security_opt, read_only=args.read_only, userns=args.userns))
+                            security_opt=args.security_opt, read_only=args.read_only, userns=args.userns),
+        runtime=getattr(args, "runtime", "labctl"))
 
 
 def cmd_run(args) -> int:

@@ -1,0 +1,117 @@
+"""`labctl run --runtime runc|crun|labctl-oci`: the container made by another OCI runtime, from the
+bundle labctl writes, with labctl's supervisor in containerd-shim's place.
+
+    labctl run ──fork──▶ S (setsid; prctl(PR_SET_CHILD_SUBREAPER): orphans of its children become its own)
+      │                  │ RUNTIME --root <container>/oci create --bundle <container>/bundle --pid-file P ID
+      │◀─── PID ─────────┤ (the runtime's create exits: PID 1 is reparented to S, the subreaper)
+      │ attach the network by PID, record "running"     (what containerd's CNI step does there too)
+      │──── GO ─────────▶│ RUNTIME start ID
+      │◀─── EOF ─────────┤ then supervise: waitpid(PID 1) (S is its parent now), teardown.finish
+The bundle is what `labctl bundle` writes, on the container's own overlay root (root.path absolute), with
+linux.cgroupsPath relative, "labctl/<name>": runc and crun place a relative path under their own cgroup,
+which is where labctl made the container's cgroup (resources.py), so stats and exec find it as ever.
+The handshake is labctl's own (kernel/handshake.py), so lifecycle.start treats both alike.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+
+from labctl.errors import LabError
+from labctl.kernel import handshake
+from labctl.runtime import oci
+from labctl.runtime.config import Config
+from labctl.runtime.create import Created
+from labctl.runtime.stdio import Stdio
+
+RUNTIMES = ("labctl", "runc", "crun", "labctl-oci")
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def runtime_binary(name: str) -> list[str]:
+    if name == "labctl-oci":   # labctl's own OCI runtime, through the bundle, as containerd would drive it
+        return [sys.executable, "-m", "labctl.runtime.ocicli"]
+    import shutil
+    path = shutil.which(name)
+    if not path:
+        raise LabError(f"--runtime {name}: {name} is not installed", f"`apt-get install {name}`, or --runtime labctl")
+    return [path]
+
+
+def write_config(container, config: Config) -> str:
+    """<container>/bundle/config.json for `config` (the user looked up in the container's own root)."""
+    from labctl.containers.bundle import resources
+    from labctl.runtime.user import resolve_user
+    who = resolve_user(config.user, passwd=f"{config.root}/etc/passwd", group=f"{config.root}/etc/group")
+    name = container.state["cgroup"]["name"] if container.state.get("cgroup") else ""
+    doc = oci.to_oci(config, config.root, who.uid, who.gid, [g for g in who.groups if g != who.gid],
+                     resources(container.spec), cgroups_path=f"labctl/{name}" if name else "")
+    doc["linux"]["namespaces"] = [n for n in doc["linux"]["namespaces"] if n["type"] != "time"]   # runc 1.1: none
+    doc["process"]["env"] = [e for e in doc["process"]["env"] if not e.startswith("HOME=")] + [f"HOME={who.home}"]
+    bundle = container.dir / "bundle"
+    bundle.mkdir(exist_ok=True)
+    with open(bundle / "config.json", "w") as f:
+        json.dump(doc, f)
+    return str(bundle)
+
+
+def create(container, config: Config, stdio: Stdio, runtime: str, supervise) -> Created:
+    """Fork S (the module docstring); returns once the runtime's `create` has made PID 1."""
+    bundle = write_config(container, config)
+    argv = runtime_binary(runtime) + ["--root", str(container.dir / "oci")]
+    pipes = handshake.Pipes()
+    child = os.fork()
+    if child == 0:
+        end = pipes.child()
+        try:
+            _shim(container, argv, bundle, stdio, end, supervise)
+        except BaseException as exc:
+            end.send_error(exc)
+        os._exit(127)
+    end = pipes.parent()
+    try:
+        message = end.expect(handshake.PID, f"{runtime} could not create the container", f"see {runtime}'s message")
+    except BaseException:
+        end.close()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(child, 0)
+        raise
+    created = Created(message.pid, message.supervisor, child, container.spec.detach, config.argv[0], end)
+    if container.spec.detach:
+        os.waitpid(child, 0)
+    end.expect(handshake.READY, f"{runtime} could not create the container", f"see {runtime}'s message")
+    return created
+
+
+def _shim(container, argv: list[str], bundle: str, stdio: Stdio, end: handshake.ChildEnd, supervise) -> None:
+    """S: the runtime's create, PID, READY; at GO its start; then wait, delete, supervise's teardown."""
+    from labctl.kernel.syscalls import prctl
+    os.setsid()
+    if container.spec.detach and os.fork():
+        os._exit(0)
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    pid_file = container.dir / "oci.pid"
+    io = {k: v for k, v in (("stdin", stdio.stdin), ("stdout", stdio.stdout), ("stderr", stdio.stderr)) if v is not None}
+    done = subprocess.run(argv + ["create", "--bundle", bundle, "--pid-file", str(pid_file), container.id],
+                          **io, **({} if "stderr" in io else {"stderr": subprocess.PIPE}))
+    if done.returncode != 0:
+        said = (done.stderr or b"").decode(errors="replace").strip().splitlines()
+        raise LabError(f"{argv[0]} create failed: {said[-1] if said else 'exit %d' % done.returncode}",
+                       "see the runtime's message; `labctl run --runtime labctl` is the reference")
+    pid = int(pid_file.read_text())
+    stdio.close()
+    end.send_pid(pid, supervisor=os.getpid())
+    end.send_ready()
+    if not end.wait_for_go():
+        subprocess.run(argv + ["delete", "--force", container.id], capture_output=True)
+        os._exit(125)
+    started = subprocess.run(argv + ["start", container.id], capture_output=True)
+    if started.returncode != 0:
+        subprocess.run(argv + ["delete", "--force", container.id], capture_output=True)
+        raise LabError(f"{argv[0]} start failed: {started.stderr.decode(errors='replace').strip()}",
+                       "see the runtime's message")
+    end.close()   # EOF: the command runs
+    supervise(pid)   # the runtime's state stays in <container>/oci, removed with the container
