@@ -19,6 +19,7 @@ import subprocess
 from pathlib import Path
 
 from labctl.containers import images, networking
+from labctl.containers.resources import oci_resources
 from labctl.containers.spec import ContainerSpec
 from labctl.errors import LabError
 from labctl.runtime import oci
@@ -34,20 +35,6 @@ def build_config(spec: ContainerSpec, root: str, files: dict[str, str] | None = 
                                          m.target, m.readonly) for m in spec.mounts],
         namespaces=NAMESPACES + (("net",) if networking.needs_namespace(spec.network) else ()),
         loopback_up=spec.network != "host", init_binary=_tini() if spec.init else None, security=spec.security)
-
-
-def resources(spec: ContainerSpec) -> dict:
-    """linux.resources from the limits (-m, --cpus, --pids-limit)."""
-    limits, out = spec.limits, {}
-    if limits.memory_bytes is not None:
-        out["memory"] = {"limit": limits.memory_bytes, "swap": limits.memory_swap_bytes or limits.memory_bytes}
-    if limits.cpu_quota_us is not None:
-        out["cpu"] = {"quota": limits.cpu_quota_us, "period": limits.cpu_period_us}
-    if limits.cpu_shares is not None:
-        out.setdefault("cpu", {})["shares"] = limits.cpu_shares
-    if limits.pids_max is not None:
-        out["pids"] = {"limit": limits.pids_max}
-    return out
 
 
 def write_bundle(spec: ContainerSpec, image: images.RunnableImage, directory: str | os.PathLike) -> Path:
@@ -72,7 +59,7 @@ def write_bundle(spec: ContainerSpec, image: images.RunnableImage, directory: st
         who = resolve_user(spec.user, passwd=str(rootfs / "etc/passwd"), group=str(rootfs / "etc/group"))
         config = build_config(spec, "rootfs", files)
         doc = oci.to_oci(config, "rootfs", who.uid, who.gid, [g for g in who.groups if g != who.gid],
-                         resources(spec))
+                         oci_resources(spec.limits))
         doc["process"]["terminal"] = spec.tty
         doc["process"]["env"] = [e for e in doc["process"]["env"] if not e.startswith("HOME=")] + [f"HOME={who.home}"]
         doc["annotations"] = {"org.opencontainers.image.ref.name": spec.image, "org.labctl.user": spec.user}

@@ -43,12 +43,12 @@ def runtime_binary(name: str) -> list[str]:
 
 def write_config(container, config: Config) -> str:
     """<container>/bundle/config.json for `config` (the user looked up in the container's own root)."""
-    from labctl.containers.bundle import resources
+    from labctl.containers.resources import oci_resources
     from labctl.runtime.user import resolve_user
     who = resolve_user(config.user, passwd=f"{config.root}/etc/passwd", group=f"{config.root}/etc/group")
     name = container.state["cgroup"]["name"] if container.state.get("cgroup") else ""
     doc = oci.to_oci(config, config.root, who.uid, who.gid, [g for g in who.groups if g != who.gid],
-                     resources(container.spec), cgroups_path=f"labctl/{name}" if name else "")
+                     oci_resources(container.spec.limits), cgroups_path=f"labctl/{name}" if name else "")
     doc["linux"]["namespaces"] = [n for n in doc["linux"]["namespaces"] if n["type"] != "time"]   # runc 1.1: none
     doc["process"]["env"] = [e for e in doc["process"]["env"] if not e.startswith("HOME=")] + [f"HOME={who.home}"]
     bundle = container.dir / "bundle"
