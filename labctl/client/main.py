@@ -21,6 +21,7 @@ GROUP_OF = {
     "doctor": "course", "steps": "course", "step": "course", "check": "course", "tour": "course",
     "cleanup": "course", "prepare": "course",
     "hint": "teaching", "progress": "teaching", "class": "teaching",
+    "exercise": "lab", "lab": "lab",
     "cgroup": "cgroups",
     "network": "network",
     "import": "images", "images": "images", "rmi": "images", "login": "images", "pull": "images",

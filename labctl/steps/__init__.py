@@ -55,7 +55,8 @@ class Step:
         return [sys.executable, "-m", self.module_name]
 
     def exercise_command(self, path: Path | None = None) -> list[str]:
-        return [sys.executable, str(path or self.exercise)]
+        """The student's exercise run with the lab's interpreter, lab/mycontainer importable."""
+        return [sys.executable, "-m", "labctl.steps.exercises", str(path or self.exercise)]
 
     def command_to_check(self, reference: bool = False, path: str | None = None) -> tuple[list[str], str]:
         """What `labctl check N` runs and judges, and how to name it: the reference solution, or the

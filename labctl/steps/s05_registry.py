@@ -110,7 +110,7 @@ def check(command: list[str]) -> list[str]:
                                                  timeout=60)
             last = output.splitlines()[-1] if output else "(no output)"
             checking.expect(status == 0, f"the exercise exited with status {status}: {last}",
-                            "run it by hand: python3 lab/05-registry/exercise.py 127.0.0.1:PORT lab/layered latest /tmp/out",
+                            "run it by hand: labctl registry start; labctl exercise 5 -- 127.0.0.1:5000 lab/layered latest /tmp/out",
                             verified, "the exercise ran and exited with status 0")
             written = out / "manifest.json"
             checking.expect(written.exists(), "the exercise wrote no manifest.json",

@@ -111,7 +111,7 @@ def check(command: list[str]) -> list[str]:
             checking.expect(ready and "ready" in out and run.popen.poll() is None,
                             "the exercise did not print `ready` and keep running"
                             + (f"; its output ended with: {out.splitlines()[-1]}" if out else ""),
-                            "run it by hand: `sudo python3 lab/08-ebpf/exercise.py PID` (a compiler error "
+                            "run it by hand: `sudo labctl exercise 8 -- PID` (a compiler error "
                             "names the line of C)", verified, "the program compiled, loaded and printed `ready`")
             for cmd in KNOWN_COMMANDS:   # the same programs in the container, its neighbour, and the host
                 box.run(f"{cmd} >/dev/null")
