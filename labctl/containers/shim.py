@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 
 from labctl.errors import LabError
 from labctl.kernel import handshake
@@ -32,13 +31,8 @@ PR_SET_CHILD_SUBREAPER = 36
 
 
 def runtime_binary(name: str) -> list[str]:
-    if name == "labctl-oci":   # labctl's own OCI runtime, through the bundle, as containerd would drive it
-        return [sys.executable, "-m", "labctl.runtime.ocicli"]
-    import shutil
-    path = shutil.which(name)
-    if not path:
-        raise LabError(f"--runtime {name}: {name} is not installed", f"`apt-get install {name}`, or --runtime labctl")
-    return [path]
+    from labctl.runtime import peers
+    return peers.command(name)
 
 
 def write_config(container, config: Config) -> str:
@@ -49,7 +43,6 @@ def write_config(container, config: Config) -> str:
     name = container.state["cgroup"]["name"] if container.state.get("cgroup") else ""
     doc = oci.to_oci(config, config.root, who.uid, who.gid, [g for g in who.groups if g != who.gid],
                      oci_resources(container.spec.limits), cgroups_path=f"labctl/{name}" if name else "")
-    doc["linux"]["namespaces"] = [n for n in doc["linux"]["namespaces"] if n["type"] != "time"]   # runc 1.1: none
     doc["process"]["env"] = [e for e in doc["process"]["env"] if not e.startswith("HOME=")] + [f"HOME={who.home}"]
     bundle = container.dir / "bundle"
     bundle.mkdir(exist_ok=True)

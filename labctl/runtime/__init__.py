@@ -22,6 +22,7 @@ The OCI runtime (step 10: `labctl-runtime`, runc's command line, driven by conta
   ocimounts.py    the bundle's mounts list carried out (runc's rootfs_linux.go), /dev's nodes
   ociexec.py      `exec`: one more process inside a running container
   hooks.py        prestart ... poststop, each with the state JSON on its stdin
+  peers.py        runc, crun and labctl-runtime as command lines (crun's hybrid-host workaround)
 
 Beyond labctl.kernel and labctl.state it imports the standard library only, so `labctl run` starts fast.
 """

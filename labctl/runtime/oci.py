@@ -83,7 +83,8 @@ def to_oci(config: Config, root_path: str = "rootfs", uid: int = 0, gid: int = 0
                "noNewPrivileges": sec.no_new_privileges}
     if additional_gids:
         process["user"]["additionalGids"] = list(additional_gids)
-    namespaces = [{"type": NS_OCI[k]} for k in config.namespaces]
+    # labctl's time namespace stays labctl's own: runc 1.1 knows none, and no container needs one
+    namespaces = [{"type": NS_OCI[k]} for k in config.namespaces if k != "time"]
     if config.new_cgroup_namespace:
         namespaces.append({"type": "cgroup"})
     linux: dict = {"namespaces": namespaces, "maskedPaths": list(sec.masked_paths),
