@@ -128,7 +128,7 @@ def test_two_creates_with_one_id_one_wins(bundle, root):
 
 @pytest.mark.parametrize("change, field", [
     (lambda d: d.pop("root"), "root.path"),
-    (lambda d: d["linux"]["namespaces"].append({"type": "bogus"}), "linux.namespaces[6].type"),
+    (lambda d: d["linux"]["namespaces"].append({"type": "bogus"}), "linux.namespaces[5].type"),
     (lambda d: d["mounts"].append({"destination": "data", "type": "tmpfs"}), "mounts[5].destination"),
     (lambda d: d["process"]["rlimits"].append({"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1})
      if d["process"].setdefault("rlimits", []) is not None else None, "process.rlimits[0].type"),
@@ -287,3 +287,48 @@ def test_exec_joins_the_container(bundle, root, tmp_path):
     done = rt(root, "exec", "--process", str(process), "e1")
     assert done.stdout.split() == [os.readlink(f"/proc/{pid}/ns/pid"), "oci-test"]
     assert json.loads(rt(root, "ps", "--format", "json", "e1").stdout) == [pid]
+
+
+@pytest.mark.root(False)
+def test_labctl_runs_config_survives_config_json_both_ways(tmp_path):
+    """What `labctl run` hands its runtime, written as config.json (to_oci) and read back (from_oci), is
+    the same process, profile and namespaces: run and the bundle are one description."""
+    from labctl.runtime import oci
+    from labctl.runtime.config import Config, Mount
+    from labctl.security.profile import from_flags
+    config = Config(root=str(tmp_path), argv=["sh", "-c", "id"], env=["A=b", "PATH=/bin"], workdir="/tmp",
+                    hostname="h", mounts=[Mount("tmpfs", "", "/run"), Mount("bind", "/etc", "/host-etc", True)],
+                    namespaces=("uts", "ipc", "mnt", "pid", "time", "net"),
+                    security=from_flags(cap_drop=["NET_RAW"], read_only=True))
+    (tmp_path / "config.json").write_text(json.dumps(oci.to_oci(config, str(tmp_path), uid=5, gid=6)))
+    back = oci.from_oci(tmp_path)
+    assert (back.argv, back.env, back.workdir, back.hostname) == (config.argv, config.env, config.workdir, "h")
+    assert set(back.namespaces) == set(config.namespaces) - {"time"} and back.new_cgroup_namespace
+    for key in ("capabilities", "no_new_privileges", "read_only", "masked_paths", "readonly_paths"):
+        assert getattr(back.security, key) == getattr(config.security, key), key
+    assert back.security.seccomp["defaultAction"] == "SCMP_ACT_ERRNO" and back.security.seccomp["syscalls"]
+    assert (back.oci.uid, back.oci.gid) == (5, 6)
+    dests = [m["destination"] for m in back.oci.mounts]
+    assert dests[:5] == ["/proc", "/dev", "/dev/pts", "/dev/shm", "/sys"] and dests[5:] == ["/run", "/host-etc"]
+    assert "rro" in back.oci.mounts[-1]["options"]
+
+
+@pytest.mark.root(False)
+@pytest.mark.parametrize("change, field", [
+    (lambda d: d.pop("ociVersion"), "ociVersion"),
+    (lambda d: d["process"].update(cwd="tmp"), "process.cwd"),
+    (lambda d: d["process"]["capabilities"]["bounding"].append("CAP_BOGUS"), "process.capabilities.bounding"),
+    (lambda d: d["linux"]["namespaces"].append({"type": "pid"}), "linux.namespaces[5].type"),
+    (lambda d: d["linux"]["namespaces"].append({"type": "user", "path": "proc/1/ns/user"}), "linux.namespaces[5].path"),
+    (lambda d: d["linux"].update(seccomp={"defaultAction": "SCMP_ACT_NOPE"}), "linux.seccomp.defaultAction"),
+    (lambda d: d["linux"].update(uidMappings=[{"containerID": 0, "hostID": 1, "size": 1}]), "linux.uidMappings"),
+    (lambda d: d.update(hooks={"prestart": [{"path": "relative"}]}), "hooks.prestart[0].path"),
+])
+def test_the_checker_names_the_field(change, field):
+    from labctl.errors import LabError
+    from labctl.runtime import ocicheck
+    doc = base_config(["true"])
+    change(doc)
+    with pytest.raises(LabError) as err:
+        ocicheck.check(doc)
+    assert field in err.value.cause and "\n" not in str(err.value)
