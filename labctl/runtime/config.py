@@ -63,5 +63,6 @@ class OciExtras:
     devices: list[dict] = field(default_factory=list)        # linux.devices: nodes made in /dev
     rootfs_propagation: str = ""                               # shared | slave | private | unbindable
     start_fifo: int = -1   # an O_PATH descriptor of exec.fifo: PID 1 blocks opening it until `start` (ocistate.py)
+    capabilities: dict[str, list[str]] = field(default_factory=dict)   # bounding, effective, ... each as given
     hooks: dict[str, list[dict]] = field(default_factory=dict)   # createContainer, startContainer: run by PID 1
     state: dict = field(default_factory=dict)                    # the state JSON hooks get on stdin

@@ -178,7 +178,11 @@ def from_oci(bundle: str | os.PathLike, doc: dict | None = None) -> Config:
         rlimits=[(rlimit_number(r["type"]), r["soft"], r["hard"]) for r in process.get("rlimits") or []],
         oom_score_adj=process.get("oomScoreAdj"), sysctl=dict(linux.get("sysctl") or {}),
         devices=list(linux.get("devices") or []), rootfs_propagation=linux.get("rootfsPropagation", ""),
+        capabilities={k: list(v or []) for k, v in (process.get("capabilities") or {}).items()},
         hooks={k: v for k, v in (doc.get("hooks") or {}).items() if k in ("createContainer", "startContainer")})
+    if "mnt" not in kinds:
+        raise LabError("labctl's runtime needs a mount namespace: linux.namespaces has no \"mount\"",
+                       'add {"type": "mount"} (runc needs one too for any mounts)')
     return Config(
         root=str(root), argv=list(process.get("args") or []), env=list(process.get("env") or []),
         workdir=process.get("cwd") or "/", user=f"{extras.uid}:{extras.gid}", hostname=doc.get("hostname", ""),

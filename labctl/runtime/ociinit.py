@@ -44,7 +44,7 @@ def run(config: Config, stdio: Stdio, own_flags: int, end: handshake.ChildEnd) -
     oci = config.oci
     try:
         cgroups.join_self(config.cgroup)
-        join_namespaces(oci.namespace_paths, skip=("pid", "user"))
+        join_namespaces(oci.namespace_paths, skip=("pid", "time", "user"))
         unshare(own_flags)
         if config.hostname:
             sethostname(config.hostname)
@@ -54,7 +54,7 @@ def run(config: Config, stdio: Stdio, own_flags: int, end: handshake.ChildEnd) -
             from labctl.runtime.pid1 import loopback_up
             loopback_up()
         ocimounts.prepare_root(root, oci.rootfs_propagation)
-        ocimounts.mount_all(root, oci.mounts, oci.devices)
+        ocimounts.mount_all(root, oci.mounts, oci.devices, config.cgroup)
         confine.before_pivot_root(config.security)
         end.send_ready()
         if not end.wait_for_go():
@@ -74,7 +74,7 @@ def run(config: Config, stdio: Stdio, own_flags: int, end: handshake.ChildEnd) -
         if config.new_cgroup_namespace:
             from labctl.kernel.syscalls import CLONE_NEWCGROUP
             unshare(CLONE_NEWCGROUP)
-        confine.become(who, config.workdir, config.security, program)
+        become(who, config, program)
         os.execve(program_path, config.argv, env)
     except BaseException as exc:   # `create` has gone: the container's stderr is all there is
         os.write(2, f"labctl-runtime: {getattr(exc, 'cause', None) or exc}\n".encode())
@@ -128,6 +128,28 @@ def inside(config: Config) -> tuple[dict[str, str], ResolvedUser, str]:
         raise LabError(f"exec: {program!r}: executable file not found in $PATH",
                        "give process.args[0] as a program the root filesystem holds")
     return env, who, found
+
+
+def become(who: ResolvedUser, config: Config, program: bytes | None) -> None:
+    """confine.become's order (the profile, the user, the working directory), with the spec's five
+    capability sets each as given, where labctl run gives one set to all."""
+    from labctl.kernel.syscalls import PR_SET_NO_NEW_PRIVS, prctl
+    from labctl.runtime.user import switch_user
+    from labctl.security import capabilities, seccomp
+    profile, sets = config.security, config.oci.capabilities
+    if profile.no_new_privileges:
+        prctl(PR_SET_NO_NEW_PRIVS, 1)
+    elif program is not None:
+        seccomp.load(program)
+    if sets:   # no process.capabilities: root keeps what it has, as runc leaves it
+        capabilities.drop_bounding(sets.get("bounding", []))
+        capabilities.keep_across_setuid()
+    switch_user(who)
+    os.chdir(config.workdir)
+    if sets:
+        capabilities.apply_sets(*(sets.get(k, []) for k in ("effective", "permitted", "inheritable", "ambient")))
+    if profile.no_new_privileges and program is not None:
+        seccomp.load(program)
 
 
 def _limit(value: int) -> int:

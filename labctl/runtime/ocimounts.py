@@ -102,10 +102,12 @@ def make_target(dest: Path, is_dir: bool) -> None:
         dest.touch()
 
 
-def mount_one(root: Path, m: dict) -> None:
+def mount_one(root: Path, m: dict, cgroup: dict | None = None) -> None:
     """Step 3 of the module docstring for one entry of the mounts list."""
     options = list(m.get("options") or [])
     kind = m.get("type") or ""
+    if kind == "cgroup":
+        return mount_cgroup(root, m, cgroup)
     if kind in ("bind", "rbind") and not {"bind", "rbind"} & set(options):
         options.insert(0, "rbind" if kind == "rbind" else "bind")
     flags, propagation, data, rro = parse_options(options)
@@ -131,16 +133,51 @@ def mount_one(root: Path, m: dict) -> None:
                        "check the mount's type, source and options in config.json") from None
 
 
+def mount_cgroup(root: Path, m: dict, cgroup: dict | None) -> None:
+    """A "cgroup" mount, as runc makes it: on a cgroup v2 host the container's own cgroup2 (a cgroup
+    namespace shows it as the root); on v1 (or hybrid), a tmpfs with each hierarchy's directory of the
+    container's cgroup bound under its name, then all read-only. Never the host's whole tree."""
+    flags, _, _, _ = parse_options(list(m.get("options") or []))
+    dest = secure_join(root, m["destination"])
+    make_target(dest, True)
+    hierarchies = (cgroup or {}).get("hierarchies", [])
+    safe = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    if hierarchies and all(h["version"] == 2 for h in hierarchies):
+        mount("cgroup2", str(dest), "cgroup2", (flags & MS_RDONLY) | safe)
+        return
+    mount("tmpfs", str(dest), "tmpfs", safe, "mode=755")
+    for mountpoint, directory in (cgroup or {}).get("dirs", {}).items():
+        target = dest / Path(mountpoint).name
+        target.mkdir(exist_ok=True)
+        mount(directory, str(target), None, MS_BIND | MS_REC)
+        mount(None, str(target), None, MS_BIND | MS_REMOUNT | MS_RDONLY | safe)
+    if flags & MS_RDONLY:
+        mount(None, str(dest), None, MS_REMOUNT | MS_RDONLY | safe)
+
+
 def prepare_root(root: Path, propagation: str) -> None:
-    """Steps 1 and 2 of the module docstring."""
+    """Steps 1 and 2 of the module docstring; the mount the root sits on made private, as runc's
+    rootfsParentMountPrivate: pivot_root(2) refuses a new root whose parent mount is shared."""
     mount(None, "/", None, (PROPAGATION.get(propagation) or MS_SLAVE) | MS_REC)
+    mount(None, parent_mount(root), None, MS_PRIVATE)
     mount(str(root), str(root), None, MS_BIND | MS_REC)
 
 
-def mount_all(root: Path, mounts: list[dict], devices: list[dict]) -> None:
+def parent_mount(path: Path) -> str:
+    """The mount point `path` is on: the longest mount point that is a prefix of it (mountinfo)."""
+    best = "/"
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].replace("\\040", " ")
+            if (str(path) == point or str(path).startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+                best = point
+    return best
+
+
+def mount_all(root: Path, mounts: list[dict], devices: list[dict], cgroup: dict | None = None) -> None:
     """Steps 3 and 4: every mount in order, then /dev's nodes if /dev is the runtime's own tmpfs."""
     for m in mounts:
-        mount_one(root, m)
+        mount_one(root, m, cgroup)
     dev = next((m for m in mounts if m["destination"].rstrip("/") == "/dev"), None)
     if dev is not None and "bind" not in (dev.get("type"), *(dev.get("options") or [])) \
             and "rbind" not in (dev.get("options") or []):
