@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -21,8 +22,14 @@ RUNTIME = [sys.executable, "-m", "labctl.runtime.ocicli"]
 
 
 def rt(root: Path, *words: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    done = subprocess.run(RUNTIME + ["--root", str(root), *words], capture_output=True, text=True,
-                          cwd=REPO, timeout=60, **kw)
+    """The runtime's command; its output through files, not pipes: a container's PID 1 inherits the
+    stdout and stderr of `create` (as with runc), and would hold a pipe open for its whole life."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        code = subprocess.run(RUNTIME + ["--root", str(root), *words], stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                              cwd=REPO, timeout=60, **kw).returncode
+        out.seek(0)
+        err.seek(0)
+        done = subprocess.CompletedProcess(words, code, out.read(), err.read())
     if check and done.returncode != 0:
         raise AssertionError(f"{words}: exit {done.returncode}: {done.stderr}")
     return done
@@ -118,9 +125,15 @@ def test_init_killed_between_create_and_start_is_stopped(bundle, root):
 
 def test_two_creates_with_one_id_one_wins(bundle, root):
     b = bundle(base_config(["sleep", "30"]))
+    errs = [tempfile.TemporaryFile("w+") for _ in range(2)]
     procs = [subprocess.Popen(RUNTIME + ["--root", str(root), "create", "--bundle", str(b), "same"], cwd=REPO,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    results = [(p.wait(60), p.stderr.read()) for p in procs]
+                              stdout=subprocess.DEVNULL, stderr=err, text=True) for err in errs]
+    results = []
+    for p, err in zip(procs, errs):
+        code = p.wait(60)
+        err.seek(0)
+        results.append((code, err.read()))
+        err.close()
     assert sorted(code for code, _ in results) == [0, 1]
     loser = next(err for code, err in results if code)
     assert "already exists" in loser and len(loser.strip().splitlines()) == 1

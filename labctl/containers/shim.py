@@ -88,10 +88,11 @@ def _shim(container, argv: list[str], bundle: str, stdio: Stdio, end: handshake.
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     pid_file = container.dir / "oci.pid"
     io = {k: v for k, v in (("stdin", stdio.stdin), ("stdout", stdio.stdout), ("stderr", stdio.stderr)) if v is not None}
-    done = subprocess.run(argv + ["create", "--bundle", bundle, "--pid-file", str(pid_file), container.id],
-                          **io, **({} if "stderr" in io else {"stderr": subprocess.PIPE}))
+    log = container.dir / "oci.log"   # the runtime's own errors (the container's stderr is the caller's)
+    done = subprocess.run(argv + ["--log", str(log), "create", "--bundle", bundle, "--pid-file", str(pid_file),
+                                  container.id], **io)
     if done.returncode != 0:
-        said = (done.stderr or b"").decode(errors="replace").strip().splitlines()
+        said = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
         raise LabError(f"{argv[0]} create failed: {said[-1] if said else 'exit %d' % done.returncode}",
                        "see the runtime's message; `labctl run --runtime labctl` is the reference")
     pid = int(pid_file.read_text())

@@ -40,7 +40,14 @@ def runtime_root(name: str):
 
 
 def call(name: str, root: str, *words: str, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(peers.command(name) + ["--root", root, *words], capture_output=True, text=True, timeout=60)
+    """One command of runtime `name`. Its output goes through files, not pipes: PID 1 inherits the
+    stdout and stderr of `create` and would keep a pipe open (a reader would wait for its end)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        code = subprocess.run(peers.command(name) + ["--root", root, *words], stdout=out, stderr=err,
+                              stdin=subprocess.DEVNULL, timeout=60).returncode
+        out.seek(0)
+        err.seek(0)
+        done = subprocess.CompletedProcess(words, code, out.read(), err.read())
     if check and done.returncode != 0:
         from labctl.errors import LabError
         raise LabError(f"{name} {words[0]} failed: {done.stderr.strip()[-300:]}", "see the runtime's message")

@@ -204,8 +204,11 @@ class ChildEnd:
         message = Message(ERROR, cause=cause or describe(exc), fix=getattr(exc, "fix", ""),
                           errno=getattr(exc, "errno", 0) or 0)
         if not isinstance(exc, (LabError, OSError)):
-            import traceback   # (its end, where the error was raised: the message stays under PIPE_BUF)
-            message.traceback = "".join(traceback.format_exception(exc))[-3000:]
+            try:   # (after pivot_root the host's standard library may be out of reach: then no traceback)
+                import traceback   # (its end, where the error was raised: the message stays under PIPE_BUF)
+                message.traceback = "".join(traceback.format_exception(exc))[-3000:]
+            except ImportError:
+                pass
         try:
             self._wait_until_pid_sent()
             _write(self.status, message)

@@ -9,8 +9,8 @@ carry them out; each is its own process, sharing only the state directory (ocist
                 to exec; remove the FIFO (from now on the status is "running"); poststart hooks
     state ID    the state JSON: ociVersion, id, status, pid, bundle, annotations
     kill ID SIG kill(2) PID 1 (created or running)
-    delete ID   refuse a running container unless --force (then SIGKILL); kill a created one; wait until
-                PID 1 is gone; the cgroup, poststop hooks, the state directory
+    delete ID   refuse a container that is not stopped (created or running) unless --force (then
+                SIGKILL); wait until PID 1 is gone; the cgroup, poststop hooks, the state directory
 """
 from __future__ import annotations
 
@@ -40,35 +40,13 @@ def parse_signal(text: str) -> int:
 
 
 def _cgroup_for(container_id: str, doc: dict) -> dict:
-    """The container's cgroup, `<own>/labctl/<name>` (labctl never writes outside its own subtree, so
-    linux.cgroupsPath names the cgroup, flattened, instead of placing it): limits from linux.resources."""
-    import re
-    from labctl.kernel import cgroups
-    from labctl.kernel.cgroups.limits import Limits
-    linux = doc.get("linux") or {}
-    res = linux.get("resources") or {}
-    mem, cpu, pids = res.get("memory") or {}, res.get("cpu") or {}, res.get("pids") or {}
-    limits = Limits(memory_bytes=mem.get("limit") if (mem.get("limit") or -1) > 0 else None,
-                    memory_swap_bytes=mem.get("swap"), cpu_shares=cpu.get("shares"),
-                    pids_max=pids.get("limit") if (pids.get("limit") or 0) > 0 else None)
-    if cpu.get("quota") and cpu["quota"] > 0:
-        limits.cpu_period_us = cpu.get("period") or 100_000
-        limits.cpus = cpu["quota"] / limits.cpu_period_us
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", linux.get("cgroupsPath") or f"oci-{container_id}").strip("-.")[-64:]
-    cg = cgroups.Cgroup.create(name or f"oci-{container_id}"[:64], limits)
-    return {"name": cg.name, "dirs": {str(k): str(v) for k, v in cg.dirs.items()},
-            "hierarchies": [cgroups.describe_hierarchy(h) for h in cg.layout.hierarchies() if h.mountpoint in cg.dirs],
-            "journal": str(cg.record.path) if cg.record else None}
+    from labctl.runtime import ocicgroup
+    return ocicgroup.create(container_id, doc.get("linux") or {})
 
 
 def _remove_cgroup(info: dict | None) -> None:
-    if not info:
-        return
-    from labctl.kernel import cgroups
-    cgroups.remove_cgroup(info["name"], info["hierarchies"])
-    if info.get("journal"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(info["journal"])
+    from labctl.runtime import ocicgroup
+    ocicgroup.remove(info)
 
 
 def create(root: str, container_id: str, bundle: str, pid_file: str | None = None,
@@ -92,7 +70,7 @@ def create(root: str, container_id: str, bundle: str, pid_file: str | None = Non
         made["cgroup"] = data["cgroup"] = _cgroup_for(container_id, doc)
         config.cgroup = made["cgroup"]
         config.userns_fd = _user_namespace(config, doc)
-        config.oci.state = ocistate.public(data)
+        config.oci.state = ocistate.for_hook(data, "creating")
         _start_init(config, data, console_socket)
         ocistate.save(path, _stored(data))
         if pid_file:
@@ -149,7 +127,7 @@ def _start_init(config, data: dict, console_socket: str | None) -> None:
     try:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(created.child, 0)   # S, which exited once PID 1 was forked
-        state = ocistate.public(data)
+        state = ocistate.for_hook(data, "created")
         hooks.run("prestart", data["hooks"].get("prestart"), state)
         hooks.run("createRuntime", data["hooks"].get("createRuntime"), state)
         end.send_go()
@@ -203,7 +181,7 @@ def start(root: str, container_id: str) -> None:
     finally:
         os.close(fd)
     fifo.unlink()
-    hooks.run_logged("poststart", data["hooks"].get("poststart"), ocistate.public(data))
+    hooks.run_logged("poststart", data["hooks"].get("poststart"), ocistate.for_hook(data, "running"))
 
 
 def kill(root: str, container_id: str, sig: str | int = "SIGTERM", all_processes: bool = False) -> None:
@@ -240,15 +218,15 @@ def delete(root: str, container_id: str, force: bool = False) -> None:
     """`delete`: see the module docstring."""
     data = ocistate.load(root, container_id)
     now = ocistate.status(data)
-    if now == "running" and not force:
-        raise LabError(f"cannot delete container {container_id!r}: it is running",
+    if now != "stopped" and not force:   # the spec: only a stopped container may be deleted
+        raise LabError(f"cannot delete container {container_id!r}: it is {now}",
                        f"stop it first (`kill {container_id} KILL`), or `delete --force`")
-    if now != "stopped":   # created (runc kills it too) or running with --force
+    if now != "stopped":
         with contextlib.suppress(ProcessLookupError):
             os.kill(data["pid"], signal.SIGKILL)
         if not _wait_gone(data, 10):
             raise LabError(f"container {container_id!r}'s PID 1 ({data['pid']}) did not die", "try again")
     _remove_cgroup(data.get("cgroup"))
-    stopped = dict(ocistate.public(data), status="stopped")
+    stopped = ocistate.for_hook(data, "stopped")
     _remove_dir(Path(data["_dir"]))
     hooks.run_logged("poststop", data["hooks"].get("poststop"), stopped)

@@ -36,7 +36,8 @@ from labctl.runtime.config import Config
 from labctl.runtime.stdio import Stdio
 from labctl.runtime.user import ResolvedUser, resolve_user
 
-CREATED = "created"   # the handshake message after which `create` may exit (handshake.py's READY/GO before it)
+CREATED = "created"
+PR_SET_DUMPABLE = 4   # the handshake message after which `create` may exit (handshake.py's READY/GO before it)
 
 
 def run(config: Config, stdio: Stdio, own_flags: int, end: handshake.ChildEnd) -> None:
@@ -66,8 +67,10 @@ def run(config: Config, stdio: Stdio, own_flags: int, end: handshake.ChildEnd) -
         end.send_created()
         end.close()
     except BaseException as exc:
-        end.send_error(exc)
-        os._exit(127)
+        try:
+            end.send_error(exc)
+        finally:
+            os._exit(127)   # whatever happens: PID 1 never returns into the runtime's own code
     try:
         wait_for_start(oci.start_fifo)
         hooks.run("startContainer", oci.hooks.get("startContainer"), dict(oci.state, status="created"))
@@ -117,6 +120,10 @@ def inside(config: Config) -> tuple[dict[str, str], ResolvedUser, str]:
             f.write(str(oci.oom_score_adj))
     if config.userns_fd >= 0:
         become_root_of(config.userns_fd)
+        # root inside is another uid to the kernel now, so it made us non-dumpable: /proc/self/fd would
+        # be the host root's and closed to us, exec.fifo with it. execve sets the flag anew anyway.
+        from labctl.kernel.syscalls import prctl
+        prctl(PR_SET_DUMPABLE, 1)
     os.umask(oci.umask if oci.umask is not None else 0o022)
     env = dict(e.partition("=")[::2] for e in config.env)
     home = resolve_user(str(oci.uid)).home if oci.uid else "/root"

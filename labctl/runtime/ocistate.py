@@ -111,3 +111,11 @@ def public(data: dict) -> dict:
     if data.get("created"):
         out["created"] = data["created"]
     return out
+
+
+def for_hook(data: dict, status: str) -> dict:
+    """The state a hook reads on stdin: the status the spec says it runs in (prestart "created",
+    poststart "running", poststop "stopped"), not what the kernel says a moment later (a short-lived
+    program may already have ended by the time poststart runs)."""
+    return {"ociVersion": OCI_VERSION, "id": data["id"], "status": status, "pid": data.get("pid", 0),
+            "bundle": data["bundle"], "annotations": data.get("annotations") or {}}
