@@ -105,10 +105,13 @@ def test_containerd_runs_a_container_through_labctl_runtime(containerd, tmp_path
     ctr, base = containerd
     image = _import_busybox(ctr, base)
     runtime = ["--runc-binary", labctl_runtime(), "--runc-root", str(base / "runtime-root")]
-    done = subprocess.run(ctr + ["run", "--rm", *runtime, image, "oci-echo", "sh", "-c", "echo hello from $(hostname)"],
+    done = subprocess.run(ctr + ["run", "--rm", *runtime, image, "oci-echo", "sh", "-c",
+                                 "echo hello; readlink /proc/self/ns/pid /proc/self/ns/mnt; echo $$"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "hello from oci-echo"
+    lines = done.stdout.split()
+    assert lines[0] == "hello" and lines[-1] == "1", done.stdout        # PID 1 of its own PID namespace
+    assert lines[1] != os.readlink("/proc/self/ns/pid") and lines[2] != os.readlink("/proc/self/ns/mnt")
 
     started = subprocess.run(ctr + ["run", "-d", *runtime, image, "oci-sleep", "sleep", "60"],
                              capture_output=True, text=True, timeout=120)

@@ -24,14 +24,17 @@ RUNTIME = [sys.executable, "-m", "labctl.runtime.ocicli"]
 def rt(root: Path, *words: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     """The runtime's command; its output through files, not pipes: a container's PID 1 inherits the
     stdout and stderr of `create` (as with runc), and would hold a pipe open for its whole life."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    root.parent.mkdir(parents=True, exist_ok=True)
+    err_path = root.parent / f"{words[0]}.stderr"   # for create: what PID 1 says later lands here too
+    with tempfile.TemporaryFile("w+") as out, open(err_path, "w+") as err:
         code = subprocess.run(RUNTIME + ["--root", str(root), *words], stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                               cwd=REPO, timeout=60, **kw).returncode
         out.seek(0)
         err.seek(0)
         done = subprocess.CompletedProcess(words, code, out.read(), err.read())
     if check and done.returncode != 0:
-        raise AssertionError(f"{words}: exit {done.returncode}: {done.stderr}")
+        said = (root.parent / "create.stderr").read_text() if (root.parent / "create.stderr").exists() else ""
+        raise AssertionError(f"{words}: exit {done.returncode}: {done.stderr} (create's stderr, PID 1's: {said})")
     return done
 
 
@@ -199,7 +202,8 @@ def test_every_field_is_honoured_by_kernel_state(bundle, root, tmp_path):
         p.update(cwd="/work", env=p["env"] + ["GREETING=hi"], oomScoreAdj=345, noNewPrivileges=True,
                  rlimits=[{"type": "RLIMIT_NOFILE", "soft": 123, "hard": 456}],
                  user={"uid": 1000, "gid": 1001, "additionalGids": [5, 7]},
-                 capabilities={k: ["CAP_CHOWN", "CAP_KILL"] for k in ("bounding", "effective", "permitted", "ambient")})
+                 capabilities={k: ["CAP_CHOWN", "CAP_KILL"] for k in ("bounding", "effective", "permitted", "inheritable",
+                                                                       "ambient")})
         doc["root"]["readonly"] = True
         doc["mounts"].append({"destination": "/data", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]})
         linux["namespaces"] = [n for n in linux["namespaces"] if n["type"] != "network"] + \
@@ -212,11 +216,12 @@ def test_every_field_is_honoured_by_kernel_state(bundle, root, tmp_path):
         rt(root, "start", "f1")
         pid = wait_status(root, "f1", "running")["pid"]
         time.sleep(0.2)
+        assert pid, (root.parent / "create.stderr").read_text()
         st = _status_fields(pid)
         assert st["Uid"].split()[0] == "1000" and st["Gid"].split()[0] == "1001"
         assert set(st["Groups"].split()) == {"5", "7"}
         assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2"
-        assert from_mask(st["CapBnd"]) == ["CAP_CHOWN", "CAP_KILL"]
+        assert from_mask(st["CapBnd"]) == ["CAP_CHOWN", "CAP_KILL"] == from_mask(st["CapAmb"])
         assert open(f"/proc/{pid}/oom_score_adj").read().strip() == "345"
         assert os.readlink(f"/proc/{pid}/cwd").endswith("/work")
         assert b"GREETING=hi" in open(f"/proc/{pid}/environ", "rb").read().split(b"\0")

@@ -42,13 +42,26 @@ def run_suite(runtime: str, out: Path) -> dict:
     return json.loads(out.read_text())["results"]
 
 
+#: Programs runc passes here that labctl fails on purpose, each for a rule of the lab (README, step 10).
+DEVIATIONS = {
+    # an absolute cgroupsPath ("/cgrouptest") is relative to the hierarchy's root: labctl writes nowhere
+    # outside <its own cgroup>/labctl/ (DESIGN.md), so it is placed there and the program looks elsewhere
+    "linux_cgroups_cpus": "cgroup outside the lab's subtree",
+    # no namespace at all, the mount namespace included: labctl never mounts in the host's mount
+    # namespace (runc does, and leaves the mounts behind if it fails); create is refused in one line
+    "linux_ns_itype": "mounts in the host's mount namespace",
+}
+
+
 def test_labctl_passes_every_validation_program_runc_passes(suite, tmp_path):
     if not shutil.which("runc"):
         pytest.skip("runc is not installed")
     runc = run_suite("runc", tmp_path / "runc.json")
     labctl = run_suite(labctl_runtime(), tmp_path / "labctl.json")
     regressions = sorted(n for n, r in runc.items() if r["passed"] and not labctl[n]["passed"])
-    assert regressions == [], {n: labctl[n] for n in regressions}
+    assert [n for n in regressions if n not in DEVIATIONS] == [], {n: labctl[n] for n in regressions}
+    assert sum(r["passed"] for r in labctl.values()) >= sum(r["passed"] for r in runc.values()), \
+        "labctl passes fewer programs than runc"
 
 
 def test_oci_runtime_tool_accepts_the_bundles_labctl_writes(suite, tmp_path):

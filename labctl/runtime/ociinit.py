@@ -57,6 +57,8 @@ def run(config: Config, stdio: Stdio, own_flags: int, end: handshake.ChildEnd) -
         ocimounts.prepare_root(root, oci.rootfs_propagation)
         ocimounts.mount_all(root, oci.mounts, oci.devices, config.cgroup)
         confine.before_pivot_root(config.security)
+        if stdio.console is not None:   # the terminal is opened inside, after pivot_root: its modules now
+            import fcntl, socket, termios  # noqa: F401,E401
         end.send_ready()
         if not end.wait_for_go():
             os._exit(125)

@@ -147,4 +147,5 @@ def apply_sets(effective: list[str], permitted: list[str], inheritable: list[str
     capset(effective=to_mask(effective), permitted=to_mask(permitted), inheritable=to_mask(inheritable))
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     for name in ambient:
-        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, NAMES.index(name))
+        if name in permitted and name in inheritable:   # the kernel's rule; runc, too, skips the others
+            prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, NAMES.index(name))
