@@ -209,7 +209,7 @@ def test_every_field_is_honoured_by_kernel_state(bundle, root, tmp_path):
         linux["namespaces"] = [n for n in linux["namespaces"] if n["type"] != "network"] + \
             [{"type": "network", "path": f"/proc/{holder.pid}/ns/net"}]
         linux["sysctl"] = {"net.ipv4.ip_forward": "1"}
-        linux["maskedPaths"] = ["/proc/kcore"]
+        linux["maskedPaths"] = ["/proc/keys"]
         linux["readonlyPaths"] = ["/proc/sys"]
         linux["resources"] = {"memory": {"limit": 64 << 20}, "pids": {"limit": 20}}
         rt(root, "create", "--bundle", str(bundle(doc)), "f1")
@@ -236,7 +236,7 @@ def test_every_field_is_honoured_by_kernel_state(bundle, root, tmp_path):
         assert "/data" in by_point and " - tmpfs " in by_point["/data"]
         assert " - proc " in by_point["/proc"] and " - sysfs " in by_point["/sys"]
         assert by_point["/proc/sys"].split()[5].startswith("ro")
-        assert "/proc/kcore" in by_point
+        assert "/proc/keys" in by_point and open(f"/proc/{pid}/root/proc/keys").read() == ""
         assert open(f"/proc/{pid}/root/proc/sys/net/ipv4/ip_forward").read().strip() == "1"
         assert open(f"/proc/{pid}/root/etc/hostname" if False else f"/proc/{pid}/root/proc/sys/kernel/hostname").read().strip() == "oci-test"
         cg = json.loads((root / "f1" / "state.json").read_text())["cgroup"]

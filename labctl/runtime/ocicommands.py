@@ -66,6 +66,7 @@ def create(root: str, container_id: str, bundle: str, pid_file: str | None = Non
     try:
         ocistate.save(path, _stored(data))
         os.mkfifo(path / "exec.fifo", 0o622)
+        os.chmod(path / "exec.fifo", 0o622)   # (mkfifo went through the umask) writable by PID 1, whatever user it is
         config.oci.start_fifo = os.open(path / "exec.fifo", os.O_PATH | os.O_CLOEXEC)
         made["cgroup"] = data["cgroup"] = _cgroup_for(container_id, doc)
         config.cgroup = made["cgroup"]
