@@ -106,7 +106,7 @@ def test_containerd_runs_a_container_through_labctl_runtime(containerd, tmp_path
     image = _import_busybox(ctr, base)
     runtime = ["--runc-binary", labctl_runtime(), "--runc-root", str(base / "runtime-root")]
     done = subprocess.run(ctr + ["run", "--rm", *runtime, image, "oci-echo", "sh", "-c",
-                                 "echo hello; readlink /proc/self/ns/pid /proc/self/ns/mnt; echo $$"],
+                                 "echo hello; readlink /proc/self/ns/pid; readlink /proc/self/ns/mnt; echo $$"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.split()

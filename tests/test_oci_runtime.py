@@ -237,7 +237,10 @@ def test_every_field_is_honoured_by_kernel_state(bundle, root, tmp_path):
         assert " - proc " in by_point["/proc"] and " - sysfs " in by_point["/sys"]
         assert by_point["/proc/sys"].split()[5].startswith("ro")
         assert "/proc/keys" in by_point and open(f"/proc/{pid}/root/proc/keys").read() == ""
-        assert open(f"/proc/{pid}/root/proc/sys/net/ipv4/ip_forward").read().strip() == "1"
+        # (a net.* sysctl file shows the network namespace of whoever opens it: read it from inside)
+        forward = subprocess.run(["nsenter", "-t", str(pid), "-n", "cat", "/proc/sys/net/ipv4/ip_forward"],
+                                 capture_output=True, text=True).stdout.strip()
+        assert forward == "1"
         assert open(f"/proc/{pid}/root/etc/hostname" if False else f"/proc/{pid}/root/proc/sys/kernel/hostname").read().strip() == "oci-test"
         cg = json.loads((root / "f1" / "state.json").read_text())["cgroup"]
         files = {Path(d).parent.parent.name: d for d in cg["dirs"].values()}

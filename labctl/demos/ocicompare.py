@@ -75,15 +75,19 @@ def kernel_view(pid: int) -> dict:
             "hostname": open(f"/proc/{pid}/root/proc/sys/kernel/hostname").read().strip()}
 
 
-def compare(bundle: str | os.PathLike, names: list[str] | None = None) -> dict[str, dict]:
-    """Create the bundle's container with each runtime (no start: PID 1 waits on its exec.fifo, its
-    namespaces, mounts and cgroup made), read kernel_view of PID 1, delete it."""
+def compare(bundle: str | os.PathLike, names: list[str] | None = None, started: bool = True) -> dict[str, dict]:
+    """Run the bundle's container with each runtime, read kernel_view of its PID 1, delete it. With
+    started=False the view is taken between create and start, which shows *when* each runtime applies
+    what: runc drops capabilities and loads seccomp before PID 1 waits on exec.fifo, labctl after."""
     views = {}
     for name in names or peers.available():
         with runtime_root(name) as root:
             cid = f"cmp-{name}-{os.getpid()}"
             try:
                 call(name, root, "create", "--bundle", str(bundle), cid)
+                if started:
+                    call(name, root, "start", cid)
+                    time.sleep(0.1)   # until the program has exec'd
                 views[name] = kernel_view(state(name, root, cid)["pid"])
             finally:
                 call(name, root, "delete", "--force", cid, check=False)

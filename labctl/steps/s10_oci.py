@@ -51,11 +51,14 @@ def demo() -> None:
         doc = json.loads((bundle / "config.json").read_text())
         ui.say(f"\n[bold]1. `labctl bundle busybox {bundle} sleep 30` wrote config.json; field by field:[/bold]")
         ui.table(["field", "value"], [[k, v] for k, v in walk(doc)])
-        ui.say("\n[bold]2. The same bundle created by each runtime, PID 1 waiting on its FIFO; the kernel's view:[/bold]")
-        views = ocicompare.compare(bundle)
-        rows = [[key] + [str(views[n][key]) for n in views] for key in next(iter(views.values()))
-                if key != "mount points"]
-        ui.table(["kernel state"] + list(views), rows)
+        for started, title in ((False, "created, PID 1 waiting on its FIFO"), (True, "started, `sleep 30` running")):
+            ui.say(f"\n[bold]2. The same bundle in each runtime, {title}; the kernel's view of PID 1:[/bold]")
+            views = ocicompare.compare(bundle, started=started)
+            rows = [[key] + [str(views[n][key]) for n in views] for key in next(iter(views.values()))
+                    if key != "mount points"]
+            ui.table(["kernel state"] + list(views), rows)
+        ui.say("Between create and start, runc has already dropped the capabilities and loaded the filter "
+               "(PID 1 waits as `runc init`, confined); labctl and crun do it after start, just before execve.")
         ui.say("\n[bold]3. create → start → kill → delete with labctl-runtime, the state JSON after each:[/bold]")
         for stage, state in ocicompare.lifecycle(bundle):
             ui.say(f"  {stage:10} {json.dumps(state) if state else '(gone: `state` says it does not exist)'}")
@@ -128,11 +131,14 @@ def _create(argv: list[str]) -> tuple[int | None, str]:
     and PID 1 must stay (it leaves the session with setsid, but may not have done so yet when `create`
     returns)."""
     import subprocess
-    try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20)
-    except subprocess.TimeoutExpired:
-        return None, "(it did not return within 20 s: does it wait for PID 1?)"
-    return done.returncode, done.stdout + done.stderr
+    # A file, not a pipe: PID 1 inherits create's stdout (as runc's does) and would hold a pipe open.
+    with tempfile.TemporaryFile("w+") as out:
+        try:
+            code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=20).returncode
+        except subprocess.TimeoutExpired:
+            return None, "(it did not return within 20 s: does it wait for PID 1?)"
+        out.seek(0)
+        return code, out.read()
 
 
 def _pid(state_dir: str) -> int | None:
