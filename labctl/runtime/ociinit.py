@@ -1,7 +1,8 @@
 """PID 1 of a container made from a bundle (`labctl-runtime create`): pid1.py's steps, as the spec
 orders them, and the wait between `create` and `start` (runc's standard_init_linux.go).
 
-  1. join the namespaces given by path (setns(2)); unshare the new ones; sethostname
+  1. join the namespaces given by path (setns(2)); unshare the new ones, the cgroup namespace with them
+     (PID 1 is in its cgroup already: the namespace is rooted there); sethostname
   2. the bundle's mounts (ocimounts.py), before pivot_root
   3. READY to `create`, which runs the prestart and createRuntime hooks (in the runtime's namespaces),
      then GO; PID 1 runs the createContainer hooks (in the container's namespaces, host paths)
@@ -11,7 +12,8 @@ orders them, and the wait between `create` and `start` (runc's standard_init_lin
      oom_score_adj, the user namespace (joined last, as labctl run does), the program found in PATH
   6. stdio or the terminal (--console-socket); CREATED to `create`, which records the state and exits
   7. block in open(exec.fifo, O_WRONLY) until `start` opens it for reading; write "0"
-  8. startContainer hooks; the cgroup namespace, the security profile and the user (confine.py); execve
+  8. startContainer hooks; the security profile and the user (confine.py's order, the five capability
+     sets as given); execve
 
 Why a FIFO, and why block there: `create` must return with the container fully made but its program
 not started, so that the caller can act in between (containerd sets up the network, CNI plugins add
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from labctl.errors import LabError
 from labctl.kernel import handshake, rootfs
-from labctl.kernel.syscalls import NAMESPACE_FLAGS, sethostname, setns, unshare
+from labctl.kernel.syscalls import CLONE_NEWCGROUP, NAMESPACE_FLAGS, sethostname, setns, unshare
 from labctl.runtime import cgroup as cgroups, confine, hooks, ocimounts
 from labctl.runtime.config import Config
 from labctl.runtime.stdio import Stdio
@@ -46,7 +48,7 @@ def run(config: Config, stdio: Stdio, own_flags: int, end: handshake.ChildEnd) -
     try:
         cgroups.join_self(config.cgroup)
         join_namespaces(oci.namespace_paths, skip=("pid", "time", "user"))
-        unshare(own_flags)
+        unshare(own_flags | (CLONE_NEWCGROUP if config.new_cgroup_namespace else 0))   # in its cgroup already
         if config.hostname:
             sethostname(config.hostname)
         oci.state = dict(oci.state, pid=int(os.readlink("/proc/self")))   # the host's /proc still: our host PID
@@ -76,9 +78,6 @@ def run(config: Config, stdio: Stdio, own_flags: int, end: handshake.ChildEnd) -
     try:
         wait_for_start(oci.start_fifo)
         hooks.run("startContainer", oci.hooks.get("startContainer"), dict(oci.state, status="created"))
-        if config.new_cgroup_namespace:
-            from labctl.kernel.syscalls import CLONE_NEWCGROUP
-            unshare(CLONE_NEWCGROUP)
         become(who, config, program)
         os.execve(program_path, config.argv, env)
     except BaseException as exc:   # `create` has gone: the container's stderr is all there is
