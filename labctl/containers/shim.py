@@ -41,14 +41,25 @@ def write_config(container, config: Config) -> str:
     from labctl.runtime.user import resolve_user
     who = resolve_user(config.user, passwd=f"{config.root}/etc/passwd", group=f"{config.root}/etc/group")
     name = container.state["cgroup"]["name"] if container.state.get("cgroup") else ""
+    # relative to the runtime's own cgroup: runc and crun add labctl/ themselves, labctl-runtime's lab node is it
+    path = name if container.spec.runtime == "labctl-oci" else f"labctl/{name}"
     doc = oci.to_oci(config, config.root, who.uid, who.gid, [g for g in who.groups if g != who.gid],
-                     oci_resources(container.spec.limits), cgroups_path=f"labctl/{name}" if name else "")
+                     oci_resources(container.spec.limits), cgroups_path=path if name else "")
     doc["process"]["env"] = [e for e in doc["process"]["env"] if not e.startswith("HOME=")] + [f"HOME={who.home}"]
     bundle = container.dir / "bundle"
     bundle.mkdir(exist_ok=True)
     with open(bundle / "config.json", "w") as f:
         json.dump(doc, f)
     return str(bundle)
+
+
+def delete(container) -> None:
+    """RUNTIME delete --force ID, once the container has ended (teardown.py): runc and crun remove the
+    cgroups they made in the hierarchies labctl does not use (cpuset, devices, freezer, ...)."""
+    if (container.dir / "oci").is_dir():
+        subprocess.run(runtime_binary(container.spec.runtime) + ["--root", str(container.dir / "oci"), "delete",
+                                                                 "--force", container.id],
+                       capture_output=True, stdin=subprocess.DEVNULL, timeout=30)
 
 
 def create(container, config: Config, stdio: Stdio, runtime: str, supervise) -> Created:

@@ -72,7 +72,13 @@ def kernel_view(pid: int) -> dict:
             "mount points": " ".join(sorted(m for m, _ in mounts)), "CapEff": len(view["CapEff"]),
             "CapBnd": len(view["CapBnd"]), "NoNewPrivs": view["NoNewPrivs"],
             "Seccomp": f"{view['Seccomp']} ({view['Seccomp_filters']} filter)" if view["Seccomp_filters"] else view["Seccomp"],
-            "hostname": open(f"/proc/{pid}/root/proc/sys/kernel/hostname").read().strip()}
+            "hostname": _hostname_of(pid)}
+
+
+def _hostname_of(pid: int) -> str:
+    """uname's nodename in the process's UTS namespace (/proc/sys/kernel/hostname shows the reader's)."""
+    from labctl.kernel.namespaces import hostname_of
+    return hostname_of(pid)
 
 
 def compare(bundle: str | os.PathLike, names: list[str] | None = None, started: bool = True) -> dict[str, dict]:

@@ -113,9 +113,7 @@ def _make(h, name: str, layout, limits, is_cpuset: bool) -> Path:
         if h.version == 2 and i > 0 and wanted:
             (directory / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in sorted(wanted)))
         directory = directory / part
-        if i == len(parts) - 1 and directory.exists():
-            raise LabError(f"the cgroup {directory} exists already", "another container uses this cgroupsPath: give another")
-        directory.mkdir(exist_ok=True)
+        directory.mkdir(exist_ok=True)   # an existing one is joined, as runc joins it (labctl run's, with --runtime)
         if is_cpuset:
             _inherit_cpuset(directory)
     return directory
