@@ -35,6 +35,9 @@ def main(root: str, args) -> int:
         process = {"args": args.args, "cwd": "/", "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]}
     else:
         raise LabError("exec needs --process FILE or a command", "e.g. `exec ID ps`")
+    if args.tty or args.console_socket or process.get("terminal"):
+        raise LabError("exec with a terminal (--tty, --console-socket, process.terminal) is not supported yet",
+                       "exec without a terminal; `labctl exec -it` gives one for labctl's own containers")
     doc = oci.read_config(data["bundle"])
     from labctl.runtime.ocicheck import check_process
     check_process(process)
