@@ -326,6 +326,9 @@ def remove(container: Container, force: bool = False) -> None:
                            f"stop it first (`labctl stop {container.name}`) or use `labctl rm -f`")
         kill(container)
     if container.dir.exists():
-        container = store.load(container.id)
+        try:
+            container = store.load(container.id)
+        except store.NoSuchContainer:   # --rm: its supervisor removed it between the two lines
+            return
         teardown(container)
         remove_files(container)
