@@ -62,7 +62,8 @@ def write_bundle(spec: ContainerSpec, image: images.RunnableImage, directory: st
                          oci_resources(spec.limits))
         doc["process"]["terminal"] = spec.tty
         doc["process"]["env"] = [e for e in doc["process"]["env"] if not e.startswith("HOME=")] + [f"HOME={who.home}"]
-        doc["annotations"] = {"org.opencontainers.image.ref.name": spec.image, "org.labctl.user": spec.user}
+        # ("org.opencontainers." keys are the spec's own: a runtime's annotations use their own prefix)
+        doc["annotations"] = {"org.labctl.image": spec.image, "org.labctl.user": spec.user}
         with open(bundle / "config.json", "w") as f:
             json.dump(doc, f, indent=2)
     except BaseException:
