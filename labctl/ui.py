@@ -38,6 +38,18 @@ def kernel(text: str) -> None:
     console().print(f"  [cyan]kernel>[/cyan] {text}")
 
 
+def shown(source: str, text: str) -> None:
+    """A fact read back from something other than the kernel, labelled with where it comes from:
+    a server's answer (`registry>`, `http>`), a program's output (`ps>`), labctl's own store (`store>`)."""
+    console().print(f"  [magenta]{source}>[/magenta] {text}")
+
+
+def quoted(text: str) -> None:
+    """Text from elsewhere (a program's output, the kernel log), printed as it is: no rich markup."""
+    from rich.markup import escape
+    console().print(f"[dim]{escape(text)}[/dim]")
+
+
 def ok(text: str) -> None:
     console().print(f"  [green]✔[/green] {text}")
 

@@ -20,8 +20,9 @@ with attacks.target_disk() as (major, minor, what):
     print(f"the host's block device the attacker aims at: {major}:{minor}, {what}")"""),
  new_markdown_cell("""## 1. Attack × defence
 First a `--privileged` container (every capability, no filter, every device, `/proc` and `/sys` as the
-host has them), then the same with **one** defence added, then `labctl run`'s default, which has them
-all. "absent" means this kernel was built without the feature (no `/proc/kcore`, no module loader)."""),
+host has them), then the defences added **one at a time**, each on top of the ones before: after
+`+ seccomp` the container has `labctl run`'s default profile, and `+ userns remap` is the last layer.
+"absent" means this kernel was built without the feature (no `/proc/kcore`, no module loader)."""),
  new_code_cell("""columns = attacks.matrix()
 for name, outcomes in columns.items():
     print(f"{name:16}", "  ".join(f"{a}={o.text}" for a, o in outcomes.items()))"""),
@@ -32,7 +33,7 @@ for name, outcomes in columns.items():
  new_code_cell("""from labctl.containers import lifecycle
 from labctl.steps.s09_security import status_fields
 for flags in ([], ["--privileged"]):
-    spec, image = lifecycle.build_spec("localhost/busybox:latest", ["sleep", "30"], detach=True, auto_remove=True,
+    spec, image = lifecycle.build_spec("localhost/busybox:latest", ["sleep", "30"], detach=True,
                                        security=attacks.default_profile() if not flags else attacks.privileged())
     container, _ = lifecycle.run(spec, image)
     try:

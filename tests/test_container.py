@@ -367,6 +367,8 @@ def test_step_7_demo_runs_and_leaves_nothing():
     result = run_labctl("step", "7", "--no-explain")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "hello from a volume" in result.stdout
+    # each line says where it comes from: ps's output is ps's, the HTTP answer the server's
+    assert "ps> PID   COMMAND" in result.stdout and "http> GET http://127.0.0.1:" in result.stdout
 
 
 def test_tty_is_the_containers_own_pty_with_the_window_size_and_exit_code():

@@ -253,3 +253,42 @@ def test_measurements_and_plots(store, tmp_path):
         assert ax.get_title() and "(MB)" in ax.get_ylabel() + ax.get_xlabel() or "(ms)" in ax.get_ylabel()
         assert ax.get_xlabel() and ax.get_ylabel()
     assert not list(overlay.overlays_dir().glob("lab-t4-plot*"))
+
+
+def test_image_inspect_follows_manifest_and_config_to_the_layer_directories(tmp_path):
+    """What `labctl image inspect` prints is what the store's files say: the manifest blob hashes to
+    the digest shown, its config entry is the config shown, and each layer directory shown is the
+    unpacked diff_id the config lists, in the same order."""
+    import json
+    import re
+    layout = ocilayout.write_layout(tmp_path / "layout", {"layered": ocilayout.whiteout_image()})
+    assert run_labctl("import", f"{layout}:layered", "--name", "localhost/t4-inspect:v1").returncode == 0
+    try:
+        store = ImageStore()
+        store.layer_dirs("localhost/t4-inspect:v1")       # unpacked, as a container would have them
+        result = run_labctl("image", "inspect", "localhost/t4-inspect:v1", env=dict(os.environ, COLUMNS="400"))
+        assert result.returncode == 0, result.stdout + result.stderr
+        manifest_digest = re.search(r"manifest \(RepoDigest\)\s+(sha256:\w+)", result.stdout).group(1)
+        blob = store.root / "blobs" / "sha256" / manifest_digest[7:]
+        assert "sha256:" + hashlib.sha256(blob.read_bytes()).hexdigest() == manifest_digest
+        manifest = json.loads(blob.read_bytes())
+        config_digest = re.search(r"config \(Id\)\s+(sha256:\w+)", result.stdout).group(1)
+        assert config_digest == manifest["config"]["digest"]
+        config = json.loads((store.root / "blobs" / "sha256" / config_digest[7:]).read_bytes())
+        dirs = re.findall(r"dir\s+(/\S+)", result.stdout)
+        assert [Path(d).name for d in dirs] == [d[7:] for d in config["rootfs"]["diff_ids"]]
+        assert all(Path(d).is_dir() for d in dirs)
+        assert re.findall(r"blob\s+(sha256:\w+)", result.stdout) == [l["digest"] for l in manifest["layers"]]
+    finally:
+        remove_image(ImageStore(), "localhost/t4-inspect:v1")
+
+
+def test_step_4_demo_prints_each_layer_directory_whole():
+    """The demo shows the overlay's lower directories as mountinfo has them: full paths, top first,
+    each an unpacked layer of the image (the README's Try it takes them from there)."""
+    import re
+    result = run_labctl("step", "4", "--no-explain", env=dict(os.environ, COLUMNS="400"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    shown = re.findall(r"lowerdir (\d) of 3(?: \(top\))?: (/\S+)", result.stdout)
+    layers = [str(p) for p in ImageStore().layer_dirs("localhost/layered:latest")]
+    assert [path for _, path in shown] == list(reversed(layers))

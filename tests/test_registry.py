@@ -566,5 +566,6 @@ def test_step5_demo_pulls_with_token_auth_draws_the_timeline_and_leaves_nothing(
         figure.unlink()
     result = run_labctl("step", "5", "--no-explain")
     assert result.returncode == 0, result.stderr
+    assert "registry> 401 with WWW-Authenticate" in result.stdout and "kernel>" not in result.stdout
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not any(p.name.startswith("registry-demo-") for p in (lab_state_dir / "tmp").iterdir())

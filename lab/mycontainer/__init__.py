@@ -10,7 +10,7 @@ that runs that part with the step's command-line contract, so `labctl check N` c
     step 5  registry.py     a manifest and a layer from a registry        (HTTP, sha256)
     step 6  network.py      a veth pair, an address, a default route      (netlink)
     step 7  container.py    `run`: parts 1, 2, 3 and 4 together, nothing else
-    step 9  security.py     (comes later) capabilities, seccomp, a user namespace
+    step 9  security.py     capabilities, no_new_privs, a seccomp filter   (prctl, capset, seccomp)
 
 libc.py is given: the C library through ctypes, the flags, thin wrappers that turn -1 into an OSError.
 

@@ -71,6 +71,7 @@ def cmd_check(args) -> int:
     from labctl import steps, ui
     from labctl.client.teaching import note_check
     from labctl.errors import CheckFailed
+    from labctl.steps import checking
     step = steps.get(args.number)
     if args.reference:
         from labctl.steps.solutions import require_solutions
@@ -80,9 +81,11 @@ def cmd_check(args) -> int:
     command, what = step.command_to_check(reference=args.reference, path=args.file)
     ui.heading(f"Checking step {step.number} ({step.topic}): {what}")
     try:
-        verified = module.check(command)
+        verified = checking.judge(module.check, command)
     except CheckFailed as exc:
         ui.bad(exc.cause)
+        for line in exc.details:
+            ui.quoted(f"    {line}")
         if exc.fix:
             ui.say(f"  [bold]hint:[/bold] {exc.fix}")
         ui.say("[red]FAIL[/red]")

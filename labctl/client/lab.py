@@ -54,6 +54,9 @@ def cmd_lab(args) -> int:
         step = int(args.number)
     except ValueError:
         raise LabError(f"{args.number!r} is not a step number", "give the step as a number, e.g. 2") from None
+    if args.action == "take":
+        from labctl.steps.solutions import require_solutions
+        require_solutions(f"`labctl lab take {step}`")
     done = mycontainer.put(step, "reference" if args.action == "take" else "skeleton")
     what = "the reference part" if args.action == "take" else "the skeleton (with its TODOs)"
     if not done.changed:

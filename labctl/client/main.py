@@ -24,7 +24,7 @@ GROUP_OF = {
     "exercise": "lab", "lab": "lab",
     "cgroup": "cgroups",
     "network": "network",
-    "import": "images", "images": "images", "rmi": "images", "login": "images", "pull": "images",
+    "import": "images", "images": "images", "image": "images", "rmi": "images", "login": "images", "pull": "images",
     "registry": "images",
     "run": "containers", "ps": "containers", "logs": "containers", "exec": "containers", "stop": "containers",
     "rm": "containers", "inspect": "containers", "stats": "containers", "volume": "containers",

@@ -42,7 +42,7 @@ def main(root: str, args) -> int:
     from labctl.runtime.ocicheck import check_process
     check_process(process)
     profile = _profile(process, doc)
-    program = confine.compile_filter(profile)   # here: libseccomp is the host's, PID 1's root is not
+    program = confine.filter_program(profile)   # here: libseccomp is the host's, PID 1's root is not
     r, w = os.pipe()
     child = cgroups.fork_into(data.get("cgroup"))
     if child == 0:

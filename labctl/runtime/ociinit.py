@@ -42,8 +42,9 @@ CREATED = "created"
 PR_SET_DUMPABLE = 4   # the handshake message after which `create` may exit (handshake.py's READY/GO before it)
 
 
-def run(config: Config, stdio: Stdio, own_flags: int, end: handshake.ChildEnd) -> None:
-    """PID 1, from its fork to execve; never returns."""
+def run(config: Config, stdio: Stdio, own_flags: int, end: handshake.ChildEnd, program: bytes | None) -> None:
+    """PID 1, from its fork to execve; never returns. `program`: the seccomp filter, compiled before the
+    fork (confine.filter_program)."""
     oci = config.oci
     try:
         cgroups.join_self(config.cgroup)
@@ -58,7 +59,6 @@ def run(config: Config, stdio: Stdio, own_flags: int, end: handshake.ChildEnd) -
             loopback_up()
         ocimounts.prepare_root(root, oci.rootfs_propagation)
         ocimounts.mount_all(root, oci.mounts, oci.devices, config.cgroup)
-        confine.before_pivot_root(config.security)
         if stdio.console is not None:   # the terminal is opened inside, after pivot_root: its modules now
             import fcntl, socket, termios  # noqa: F401,E401
         end.send_ready()
@@ -67,7 +67,6 @@ def run(config: Config, stdio: Stdio, own_flags: int, end: handshake.ChildEnd) -
         hooks.run("createContainer", oci.hooks.get("createContainer"), oci.state)
         env, who, program_path = inside(config)
         stdio.install()
-        program = confine.compile_filter(config.security)
         end.send_created()
         end.close()
     except BaseException as exc:

@@ -120,3 +120,12 @@ def run_reference(reference) -> None:
 
 def available() -> list[Step]:
     return [s for s in CURRICULUM if s.available]
+
+
+def save_figure(fig, name: str) -> str:
+    """Save a demo's figure as <state>/figures/NAME.png (100 dpi) and say where; returns the path."""
+    from labctl import state, ui
+    path = state.subdir("figures") / f"{name}.png"
+    fig.savefig(path, dpi=100)
+    ui.ok(f"figure: {path}")
+    return str(path)

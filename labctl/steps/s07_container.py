@@ -56,8 +56,8 @@ def pull_demo_image() -> str:
             result = registry.pull(reference, progress=False)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    ui.kernel(f"pulled {reference} from the lab registry: manifest {result.digest[:19]}…, "
-              f"stored as {result.reference}")
+    ui.shown("registry", f"pulled {reference} from the lab registry: manifest {result.digest[:19]}…, "
+             f"stored as {result.reference}")
     return result.reference
 
 
@@ -83,16 +83,19 @@ def demo() -> None:
                 limit_file = "memory.limit_in_bytes" if Path(d, "memory.limit_in_bytes").exists() else "memory.max"
                 ui.kernel(f"{d}/{limit_file} = {Path(d, limit_file).read_text().strip()}")
         body = _get(f"http://127.0.0.1:{DEMO_PORT}/")
-        ui.kernel(f"GET http://127.0.0.1:{DEMO_PORT}/ (DNAT to {container.state['network']['address']}:80) → {body!r}")
+        ui.shown("http", f"GET http://127.0.0.1:{DEMO_PORT}/ (DNAT to {container.state['network']['address']}:80) → {body!r}")
         ui.say("`labctl exec` into it: the same PID namespace (tini is PID 1, httpd its child), the cgroup namespace rooted at its cgroup:")
-        for line in _exec(container, ["sh", "-c", "ps -o pid,comm; head -3 /proc/self/cgroup"]).splitlines():
-            ui.kernel(line)
+        ps_out = _exec(container, ["ps", "-o", "pid,comm"])
+        for line in ps_out.splitlines():
+            ui.shown("ps", line)
+        for line in _exec(container, ["head", "-3", "/proc/self/cgroup"]).splitlines():
+            ui.kernel(f"/proc/self/cgroup inside: {line}")
         lifecycle.stop(container, timeout=2)
         ui.ok(f"`labctl stop`: SIGTERM to PID 1 (tini passes it to httpd), exit code {store.load(container.id).state.get('exit_code')}")
         spec2, img2 = lifecycle.build_spec(image, ["cat", "/www/index.html"], auto_remove=True,
                                            volumes_=[f"{DEMO_VOLUME}:/www:ro"])
         _, out = lifecycle.run_capture(spec2, img2)
-        ui.kernel(f"a new container reading the volume {DEMO_VOLUME}: {out.strip()!r}: the data outlived its container")
+        ui.shown("cat", f"a new container reading the volume {DEMO_VOLUME}: {out.strip()!r}: the data outlived its container")
     finally:
         lifecycle.remove(store.load(container.id), force=True)
         volumes.remove(DEMO_VOLUME, force=True)

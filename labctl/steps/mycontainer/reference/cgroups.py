@@ -3,6 +3,8 @@
 The reference version (`labctl lab take 3` copies it into lab/mycontainer).
 """
 import os
+import signal
+import time
 
 # Given: where the lab's cgroups go, on cgroup v1 and v2 alike (labctl finds the hierarchies in
 # /proc/self/mountinfo and /proc/self/cgroup, and on v2 enables the controllers for the children).
@@ -38,10 +40,19 @@ def join(directories):
 
 
 def remove(directories):
-    """Remove the cgroups, once no process is left in them."""
+    """Remove the cgroups: first end what the command left running in them, then the directories."""
     for directory in set(directories.values()):
-        if directory.exists():
-            os.rmdir(directory)
+        if not directory.exists():
+            continue
+        procs = directory / "cgroup.procs"
+        while procs.read_text().split():   # the command's background children, still inside
+            for pid in procs.read_text().split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.01)
+        os.rmdir(directory)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,10 +46,12 @@ def join(directories):
 
 
 def remove(directories):
-    """Remove the cgroups, once no process is left in them."""
+    """Remove the cgroups: first end what the command left running in them, then the directories."""
     # TODO 4: afterwards the directories are gone. rmdir(2) removes a cgroup once no process is left in
     #         it (EBUSY otherwise); a cgroup directory cannot be emptied file by file first (man 7
-    #         cgroups). Once per directory.
+    #         cgroups). The command may have left background children behind (`sh -c 'sleep 9 & exit'`):
+    #         cgroup.procs lists what is still inside; end them (kill(2)) and wait until it reads empty.
+    #         Once per directory.
     pass
 
 
