@@ -249,6 +249,10 @@ def test_every_field_is_honoured_by_kernel_state(bundle, root, tmp_path):
         assert memory and any(Path(d, f).exists() and Path(d, f).read_text().strip() == str(64 << 20)
                               for d in memory for f in ("memory.limit_in_bytes", "memory.max")), files
         assert any(str(pid) in Path(d, "cgroup.procs").read_text().split() for d in cg["dirs"].values())
+        listed = [Path(d, "devices.list").read_text().split("\n") for d in cg["dirs"].values()
+                  if Path(d, "devices.list").exists()]   # cgroup v1: the allowlist (v2: a BPF program)
+        assert all("c 1:3 rwm" in lines and "a *:* rwm" not in lines for lines in listed), listed
+        assert listed or cg.get("devices", {}).get("bpf_program"), "no device allowlist in force"
     finally:
         holder.kill()
         holder.wait()

@@ -15,7 +15,9 @@ specification, 1.0.2/1.1). Every field has a step of the course behind it:
     mounts                    step 2 (proc, a tmpfs /dev, devpts, shm, sysfs), step 7 (volumes, binds, tmpfs)
     linux.namespaces          step 1 (new ones, or joined by "path": setns(2))
     linux.uid/gidMappings     step 9 (--userns remap: the user namespace's maps)
-    linux.resources, cgroupsPath   step 3 (memory.limit, cpu.quota/period/shares, pids.limit)
+    linux.resources, cgroupsPath   step 3 (memory.limit, cpu.quota/period/shares, pids.limit), and
+                              step 9's device allowlist (resources.devices: the devices cgroup, or a BPF
+                              program on cgroup v2)
     linux.seccomp             step 9, in the OCI's format: the rules Docker's profile keeps for these
                               capabilities on this machine, its includes/excludes resolved
     linux.maskedPaths/readonlyPaths   step 9; linux.sysctl, linux.devices, linux.rootfsPropagation
@@ -95,8 +97,9 @@ def to_oci(config: Config, root_path: str = "rootfs", uid: int = 0, gid: int = 0
         linux["gidMappings"] = [_mapping(m) for m in sec.gid_map]
     if sec.seccomp is not None:
         linux["seccomp"] = seccomp_to_oci(sec.seccomp, caps)
-    if resources:
-        linux["resources"] = resources
+    resources = dict(resources or {})
+    resources["devices"] = device_rules(sec.privileged)
+    linux["resources"] = resources
     if cgroups_path:
         linux["cgroupsPath"] = cgroups_path
     doc = {"ociVersion": OCI_VERSION, "process": process, "root": {"path": root_path, "readonly": sec.read_only},
@@ -110,6 +113,17 @@ def _exec_argv(config: Config) -> list[str]:
 
 def _mapping(m: IdMap) -> dict:
     return {"containerID": m.inside, "hostID": m.outside, "size": m.count}
+
+
+def device_rules(privileged: bool) -> list[dict]:
+    """linux.resources.devices: step 9's allowlist (security/devices.py) in the spec's words."""
+    from labctl.security.devices import rules_for
+    out = []
+    for rule in rules_for(privileged):
+        entry = {"allow": rule.allow, "type": rule.type, "access": rule.access}
+        entry.update({k: v for k, v in (("major", rule.major), ("minor", rule.minor)) if v is not None})
+        out.append(entry)
+    return out
 
 
 def labctl_mounts(config: Config) -> list[dict]:

@@ -12,6 +12,7 @@ is thus where the spec puts it (the runtime's own cgroup is the lab's node); an 
     cpu.cpus, cpu.mems          cpuset.cpus, cpuset.mems (cgroup v1: a new cpuset has none, so each
                                 level is first given its parent's, or no process could join it)
     pids.limit                  pids.max
+    devices                     step 9's allowlist: devices.allow/deny (v1), a BPF program (v2)
 The journal records the cgroup by its whole path, so `labctl cleanup` finds it after a crash; delete
 removes the directories it made above the leaf too, once empty.
 """
@@ -85,6 +86,8 @@ def create(container_id: str, linux: dict) -> dict:
         cg = cgroups.Cgroup(name, layout, {Path(k): Path(v) for k, v in info["dirs"].items() if
                                            cpuset is None or k != str(cpuset.mountpoint)}, rec)
         cg.set_limits(limits)
+        if resources.get("devices"):
+            info["devices"] = apply_devices(cg, resources["devices"])
         if cpuset is not None:
             leaf = Path(info["dirs"][str(cpuset.mountpoint)])
             for key in ("cpus", "mems"):
@@ -98,6 +101,28 @@ def create(container_id: str, linux: dict) -> dict:
         remove(info)
         raise
     return info
+
+
+def apply_devices(cg, entries: list[dict]) -> dict:
+    """linux.resources.devices, in order, with step 9's mechanisms (security/devices.py): the v1 devices
+    controller's list and, where the cgroup has a cgroup2 directory, a BPF device program."""
+    from labctl.security import devices
+    rules = [devices.Rule(e.get("type") or "a", e.get("major"), e.get("minor"), e.get("access") or "rwm",
+                          allow=bool(e.get("allow"))) for e in entries]
+    v1 = cg.path("devices")
+    unified = cg.layout.unified
+    v2 = cg.dirs.get(unified.mountpoint) if unified else None
+    done = {"rules": [r.describe() for r in rules]}
+    if v1 is not None:
+        devices.write_v1(v1, rules)
+    if v2 is not None and rules != devices.PRIVILEGED:
+        try:
+            done["bpf_program"] = devices.attach_program(v2, rules)
+        except OSError as exc:
+            if v1 is None:
+                raise LabError(f"cannot attach the device filter to {v2}: {exc.strerror}",
+                               "cgroup v2 needs CONFIG_CGROUP_BPF and bpf(2)") from None
+    return done
 
 
 def _make(h, name: str, layout, limits, is_cpuset: bool) -> Path:
