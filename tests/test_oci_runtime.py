@@ -358,3 +358,19 @@ def test_the_checker_names_the_field(change, field):
     with pytest.raises(LabError) as err:
         ocicheck.check(doc)
     assert field in err.value.cause and "\n" not in str(err.value)
+
+
+def test_labctl_bundle_runs_in_labctl_runtime_as_the_images_user(tmp_path, root):
+    """`labctl bundle` with run's flags: the user looked up in the image's /etc/passwd when the bundle is
+    written (config.json holds numbers), the limits in linux.resources, and the bundle runs."""
+    bundle = tmp_path / "b"
+    made = subprocess.run([sys.executable, "-m", "labctl", "bundle", "-u", "nobody", "-m", "32m", "-e", "X=1",
+                           "busybox", str(bundle), "sh", "-c", "id -u; id -g; echo $X"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert made.returncode == 0, made.stderr
+    doc = json.loads((bundle / "config.json").read_text())
+    assert doc["process"]["user"]["uid"] == 65534 and doc["linux"]["resources"]["memory"]["limit"] == 32 << 20
+    assert (bundle / "rootfs" / "bin" / "busybox").exists()
+    done = rt(root, "run", "--bundle", str(bundle), "b1", check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["65534", str(doc["process"]["user"]["gid"]), "1"]
