@@ -22,6 +22,7 @@ The OCI runtime (step 10: `labctl-runtime`, runc's command line, driven by conta
   ocistate.py     <root>/<id>/state.json and exec.fifo; the status read from the kernel
   ociinit.py      PID 1 of a bundle: the spec's order, and the wait on exec.fifo between create and start
   ocimounts.py    the bundle's mounts list carried out (runc's rootfs_linux.go), /dev's nodes
+  ocicgroup.py    linux.cgroupsPath and linux.resources: the cgroup, nested under the lab's node
   ociexec.py      `exec`: one more process inside a running container
   hooks.py        prestart ... poststop, each with the state JSON on its stdin
   peers.py        runc, crun and labctl-runtime as command lines (crun's hybrid-host workaround)
