@@ -211,7 +211,7 @@ def test_every_field_is_honoured_by_kernel_state(bundle, root, tmp_path):
         linux["sysctl"] = {"net.ipv4.ip_forward": "1"}
         linux["maskedPaths"] = ["/proc/keys"]
         linux["readonlyPaths"] = ["/proc/sys"]
-        linux["resources"] = {"memory": {"limit": 64 << 20}, "pids": {"limit": 20}}
+        linux["resources"].update(memory={"limit": 64 << 20}, pids={"limit": 20})   # (devices: step 9's list)
         rt(root, "create", "--bundle", str(bundle(doc)), "f1")
         rt(root, "start", "f1")
         pid = wait_status(root, "f1", "running")["pid"]
