@@ -109,7 +109,8 @@ def apply_devices(cg, entries: list[dict]) -> dict:
     from labctl.security import devices
     rules = [devices.Rule(e.get("type") or "a", e.get("major"), e.get("minor"), e.get("access") or "rwm",
                           allow=bool(e.get("allow"))) for e in entries]
-    rules += [r for r in devices.RULES[1:] if r not in rules]   # runc's AllowedDevices: /dev/null & co. always
+    given = {(str(r), r.allow) for r in rules}
+    rules += [r for r in devices.RULES[1:] if (str(r), r.allow) not in given]   # runc's AllowedDevices, always
     v1 = cg.path("devices")
     unified = cg.layout.unified
     v2 = cg.dirs.get(unified.mountpoint) if unified else None
