@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -374,3 +375,20 @@ def test_labctl_bundle_runs_in_labctl_runtime_as_the_images_user(tmp_path, root)
     done = rt(root, "run", "--bundle", str(bundle), "b1", check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["65534", str(doc["process"]["user"]["gid"]), "1"]
+
+
+def test_phase_times_figure_from_measured_runs(tmp_path):
+    """The notebook's figure, from create/start/delete times measured now (labctl-runtime and runc)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from labctl.demos import ocicompare
+    from labctl.plots.oci import phase_times
+    names = ["labctl"] + (["runc"] if shutil.which("runc") else [])
+    bundle = ocicompare.make_bundle(tmp_path / "b", ["/bin/true"])
+    times = {name: ocicompare.time_phases(bundle, name, repeat=2) for name in names}
+    assert all(len(v) == 2 and min(v) > 0 for t in times.values() for v in t.values())
+    fig = phase_times(times)
+    ax = fig.axes[0]
+    assert "phase" in ax.get_title() and "ms" in ax.get_ylabel()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["create", "start", "delete"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == names
