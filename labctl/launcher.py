@@ -1,6 +1,7 @@
 """The `labctl` command on PATH: a small launcher script that starts the venv's Python without `site`.
 
     .venv/bin/python -m labctl.launcher /usr/local/bin/labctl   # what vagrant/provision.sh runs
+    .venv/bin/python -m labctl.launcher /usr/local/bin/labctl-runtime   # step 10's OCI runtime, the same way
 
 Why: a normal start of the venv's Python spends ~33 ms of its ~42 ms in the `site` module: it scans
 three site-packages directories (the venv's, and Debian's two, for bcc), executes every `.pth` file
@@ -34,9 +35,11 @@ TEMPLATE = '''#!{python} -S
 import os, sys
 sys.path[:] = [p for p in os.environ.get("PYTHONPATH", "").split(":") if p] + {path!r}
 sys.prefix = sys.exec_prefix = {prefix!r}
-from labctl.client.main import main
+from {module} import main
 sys.exit(main())
 '''
+#: What each launcher runs: `labctl`, and step 10's OCI runtime with runc's command line.
+ENTRY_POINTS = {"labctl": "labctl.client.main", "labctl-runtime": "labctl.runtime.ocicli"}
 
 
 def venv_sys_path(python: str) -> tuple[list[str], str]:
@@ -51,11 +54,11 @@ def _no_pythonpath() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
-def render(python: str, repo: str) -> str:
+def render(python: str, repo: str, module: str = ENTRY_POINTS["labctl"]) -> str:
     """The launcher's text for the venv interpreter `python` and the repository (clone) at `repo`."""
     path, prefix = venv_sys_path(python)
     path = [repo] + [p for p in path if p != repo]
-    return TEMPLATE.format(python=python, path=path, prefix=prefix)
+    return TEMPLATE.format(python=python, path=path, prefix=prefix, module=module)
 
 
 def install(target: str | os.PathLike, python: str | None = None, repo: str | None = None) -> bool:
@@ -63,8 +66,8 @@ def install(target: str | os.PathLike, python: str | None = None, repo: str | No
     Returns whether anything changed."""
     python = python or sys.executable
     repo = repo or str(Path(__file__).resolve().parent.parent)
-    text = render(python, repo)
     target = Path(target)
+    text = render(python, repo, ENTRY_POINTS.get(target.name, ENTRY_POINTS["labctl"]))
     if not target.is_symlink() and target.is_file() and target.read_text() == text:
         return False
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")

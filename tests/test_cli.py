@@ -69,7 +69,7 @@ _REQUIRED = {"step": ["1"], "check": ["1"], "hint": ["1"], "import": ["x"], "ima
              "login": ["host", "-u", "u"],
              "pull": ["x"], "registry": ["status"], "run": ["busybox"], "logs": ["c"], "exec": ["c"],
              "stop": ["c"], "rm": ["c"], "inspect": ["c"], "volume": ["ls"], "jupyter": ["url"], "exercise": ["1"],
-             "lab": ["status"]}
+             "lab": ["status"], "bundle": ["busybox", "/tmp/b"]}
 
 
 def test_run_imports_one_command_group_and_the_standard_library_only():

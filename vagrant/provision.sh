@@ -43,6 +43,7 @@ PACKAGES=(
   iproute2 nftables iptables kmod procps psmisc    # networking (step 6), modules, ps
   docker-registry skopeo umoci                     # the lab registry and the OCI oracles (steps 4, 5)
   runc crun tini                                   # reference runtimes (steps 7, 10), init for --init
+  containerd                                       # step 10: containerd drives labctl-runtime (its test starts its own)
   hyperfine apache2-utils                          # benchmarks; htpasswd for the registry tests
   python3-cryptography                             # RS256 tokens for the registry token auth (step 5)
   python3-zstandard zstd                           # zstd-compressed layers (step 5 pulls them)
@@ -66,6 +67,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 else
   say "Debian packages: all present"
+fi
+# containerd is started by step 10's test on a private socket and root, never as the system's service
+if command -v systemctl >/dev/null && systemctl is-enabled containerd.service >/dev/null 2>&1; then
+  systemctl disable containerd.service >/dev/null 2>&1 || true
+  [ "$IN_CHROOT" = 1 ] || systemctl stop containerd.service >/dev/null 2>&1 || true
 fi
 
 # 2. Kernel headers for bcc: the exact ones for the running kernel, else the distribution's, linked in.
@@ -124,6 +130,8 @@ fi
 # labctl on PATH: a launcher that starts the venv's Python without `site` (5-15 ms off every
 # `labctl run`; see labctl/launcher.py). Rewritten only when its content would change.
 "$VENV/bin/python" -m labctl.launcher /usr/local/bin/labctl | sed 's/^/provision: /'
+# step 10: labctl's OCI runtime with runc's command line, for containerd (`ctr run --runc-binary`) and runtime-tools
+"$VENV/bin/python" -m labctl.launcher /usr/local/bin/labctl-runtime | sed 's/^/provision: /'
 
 # 4b. --userns remap (step 9): root in such a container is an unprivileged range of the host's ids,
 # 100000-165535 as Docker's dockremap gets by default, named for labctl in /etc/subuid and /etc/subgid

@@ -12,6 +12,7 @@ One module per command group, each with its parsers beside its commands:
   network.py     network ls|rm (step 6)
   images.py      import, images, rmi (step 4); login, pull, registry (step 5)
   containers.py  run, ps, logs, exec, stop, rm, inspect, stats, volume (step 7)
+  runtime.py     bundle, runtime (step 10: an OCI bundle; labctl's OCI runtime, runc's command line)
   trace.py       trace (step 8)
   jupyter.py     jupyter url|serve (the classroom VM's notebooks)
   parsing.py     what their parsers share

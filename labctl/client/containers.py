@@ -96,7 +96,16 @@ def _add_run(commands: Commands) -> None:
     p.add_argument("--name", help="a name for the container (default: a random one)")
     p.add_argument("-d", "--detach", action="store_true", help="run in the background, print the ID")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    p.add_argument("--runtime", default="labctl", choices=("labctl", "runc", "crun", "labctl-oci"),
+                   help="who makes the process: labctl itself, or an OCI runtime given the bundle")
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+    add_container_flags(p)
+    p.add_argument("image", help="image reference (`labctl images`), e.g. busybox")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments (default: the image's Cmd)")
+
+
+def add_container_flags(p) -> None:
+    """The flags that describe the container itself: `labctl run`'s and `labctl bundle`'s."""
     p.add_argument("-t", "--tty", action="store_true", help="give the container a terminal (a pty)")
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V", help="set an environment variable")
     p.add_argument("-w", "--workdir", help="working directory inside the container")
@@ -122,22 +131,27 @@ def _add_run(commands: Commands) -> None:
     p.add_argument("--read-only", action="store_true", help="mount the container's root filesystem read-only")
     p.add_argument("--userns", choices=("host", "remap"), default="host",
                    help="remap: root inside is an unprivileged uid of the host (/etc/subuid)")
-    p.add_argument("image", help="image reference (`labctl images`), e.g. busybox")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments (default: the image's Cmd)")
+
+
+def spec_from_args(args):
+    """`labctl run`'s (or `bundle`'s) flags -> (ContainerSpec, image), through lifecycle.build_spec."""
+    from labctl.containers import lifecycle
+    from labctl.security.profile import from_flags
+    return lifecycle.build_spec(
+        args.image, args.command, name=getattr(args, "name", None) or "", env=args.env, workdir=args.workdir,
+        user=args.user, hostname=args.hostname, tty=args.tty, interactive=getattr(args, "interactive", False),
+        detach=getattr(args, "detach", False), auto_remove=getattr(args, "rm", False), init=args.init,
+        network=args.network, memory=args.memory, cpus=args.cpus, pids_limit=args.pids_limit, volumes_=args.volume, tmpfs=args.tmpfs, ports=args.publish,
+        entrypoint=args.entrypoint.split() if args.entrypoint is not None else None,
+        security=from_flags(cap_add=args.cap_add, cap_drop=args.cap_drop, privileged=args.privileged,
+                            security_opt=args.security_opt, read_only=args.read_only, userns=args.userns),
+        runtime=getattr(args, "runtime", "labctl"))
 
 
 def cmd_run(args) -> int:
     from labctl.containers import lifecycle
-    from labctl.security.profile import from_flags
     require_root("`labctl run`")
-    spec, image = lifecycle.build_spec(
-        args.image, args.command, name=args.name or "", env=args.env, workdir=args.workdir, user=args.user,
-        hostname=args.hostname, tty=args.tty, interactive=args.interactive, detach=args.detach,
-        auto_remove=args.rm, init=args.init, network=args.network, memory=args.memory, cpus=args.cpus,
-        pids_limit=args.pids_limit, volumes_=args.volume, tmpfs=args.tmpfs, ports=args.publish,
-        entrypoint=args.entrypoint.split() if args.entrypoint is not None else None,
-        security=from_flags(cap_add=args.cap_add, cap_drop=args.cap_drop, privileged=args.privileged,
-                            security_opt=args.security_opt, read_only=args.read_only, userns=args.userns))
+    spec, image = spec_from_args(args)
     try:
         container, code = lifecycle.run(spec, image)
     except CommandFailed as exc:   # the command could not start: exit 126 or 127, as Docker

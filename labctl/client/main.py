@@ -28,6 +28,7 @@ GROUP_OF = {
     "registry": "images",
     "run": "containers", "ps": "containers", "logs": "containers", "exec": "containers", "stop": "containers",
     "rm": "containers", "inspect": "containers", "stats": "containers", "volume": "containers",
+    "bundle": "runtime", "runtime": "runtime",
     "trace": "trace",
     "jupyter": "jupyter",
 }
@@ -64,6 +65,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
+    if words[:1] == ["runtime"]:   # runc's command line, parsed whole by ocicli (options first: no REMAINDER)
+        from labctl.runtime.ocicli import main as runtime_main
+        return runtime_main(words[1:], prog="labctl runtime")
     parser = build_parser(only=next((w for w in words if not w.startswith("-")), None))
     if not parser.complete:
         parser = build_parser()

@@ -49,7 +49,7 @@ def build_spec(image_ref: str, command: list[str], *, name: str = "", env: list[
                init: bool = False, network: str = "none", memory: str | None = None, cpus: float | None = None,
                pids_limit: int | None = None, volumes_: list[str] = (), tmpfs: list[str] = (),
                ports: list[str] = (), entrypoint: list[str] | None = None,
-               security: SecurityProfile | None = None) -> tuple[ContainerSpec, images.RunnableImage]:
+               security: SecurityProfile | None = None, runtime: str = "labctl") -> tuple[ContainerSpec, images.RunnableImage]:
     """The command line plus the image's config -> a ContainerSpec (Docker's rules, see spec.py)."""
     from labctl.kernel.cgroups.limits import parse_limits
     if name:
@@ -79,10 +79,13 @@ def build_spec(image_ref: str, command: list[str], *, name: str = "", env: list[
         workdir=workdir or config.get("WorkingDir") or "/", user=user or config.get("User") or "root",
         hostname=hostname or "", name=name, tty=tty, interactive=interactive, detach=detach,
         auto_remove=auto_remove, init=init, network=network, limits=limits, mounts=mounts,
-        ports=[specs.parse_port(p) for p in ports], security=security or from_flags())
+        ports=[specs.parse_port(p) for p in ports], security=security or from_flags(), runtime=runtime)
     networking.check_ports(spec.ports)   # before anything exists: "port is already allocated"
     if tty and detach:
         raise LabError("-d with -t is not supported by the lab", "run detached without -t, and use `labctl logs`")
+    if runtime != "labctl" and (tty or security and security.userns != "host"):
+        raise LabError(f"--runtime {runtime} is given the bundle without -t or --userns remap here",
+                       "drop -t/--userns, or use --runtime labctl")
     return spec, image
 
 
@@ -182,7 +185,13 @@ def start(container: Container, config: Config, stdio: Stdio) -> int:
     else 0."""
     spec = container.spec
     try:
-        created = runtime.create(config, stdio, lambda pid1: supervisor.supervise(container, pid1), detach=spec.detach)
+        if spec.runtime != "labctl":   # another OCI runtime, given the bundle (shim.py)
+            from labctl.containers import shim
+            created = shim.create(container, config, stdio, spec.runtime,
+                                  lambda pid1: supervisor.supervise(container, pid1))
+        else:
+            created = runtime.create(config, stdio, lambda pid1: supervisor.supervise(container, pid1),
+                                     detach=spec.detach)
     finally:
         if config.userns_fd >= 0:   # PID 1 is in the user namespace now (or gone): our reference goes
             os.close(config.userns_fd)
@@ -318,6 +327,9 @@ def remove(container: Container, force: bool = False) -> None:
                            f"stop it first (`labctl stop {container.name}`) or use `labctl rm -f`")
         kill(container)
     if container.dir.exists():
-        container = store.load(container.id)
+        try:
+            container = store.load(container.id)
+        except store.NoSuchContainer:   # --rm: its supervisor removed it between the two lines
+            return
         teardown(container)
         remove_files(container)

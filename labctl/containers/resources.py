@@ -61,3 +61,17 @@ def read_stats(info: dict | None):
     if not info:
         return None
     return open_cgroup(info).stats()
+
+
+def oci_resources(limits: Limits) -> dict:
+    """config.json's linux.resources for the limits (-m, --cpus, --cpu-shares, --pids-limit)."""
+    out: dict = {}
+    if limits.memory_bytes is not None:
+        out["memory"] = {"limit": limits.memory_bytes, "swap": limits.memory_swap_bytes or limits.memory_bytes}
+    if limits.cpu_quota_us is not None:
+        out["cpu"] = {"quota": limits.cpu_quota_us, "period": limits.cpu_period_us}
+    if limits.cpu_shares is not None:
+        out.setdefault("cpu", {})["shares"] = limits.cpu_shares
+    if limits.pids_max is not None:
+        out["pids"] = {"limit": limits.pids_max}
+    return out

@@ -46,6 +46,7 @@ class ContainerSpec:
     mounts: list[Mount] = field(default_factory=list)
     ports: list[PortMapping] = field(default_factory=list)
     security: SecurityProfile = field(default_factory=SecurityProfile)   # step 9
+    runtime: str = "labctl"   # step 10: labctl (in-process), or an OCI runtime given the bundle (shim.py)
 
     def to_json(self) -> dict:
         return asdict(self)

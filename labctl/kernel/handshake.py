@@ -37,6 +37,7 @@ from labctl.errors import ChildError, LabError
 PID = "pid"
 READY = "ready"
 GO = "go"
+CREATED = "created"   # OCI runtime only (runtime/ociinit.py): PID 1 is made and waits on exec.fifo
 ERROR = "error"
 
 _LENGTH = 4   # bytes of the length before each message
@@ -194,13 +195,20 @@ class ChildEnd:
         self._wait_until_pid_sent()
         _write(self.status, Message(READY))
 
+    def send_created(self) -> None:
+        """Send CREATED (the OCI runtime's PID 1, after GO: it now waits for `start` on its FIFO)."""
+        _write(self.status, Message(CREATED))
+
     def send_error(self, exc: BaseException, cause: str = "") -> None:
         """Send ERROR for `exc` (the cause given, or describe(exc)); never raises: the child exits next."""
         message = Message(ERROR, cause=cause or describe(exc), fix=getattr(exc, "fix", ""),
                           errno=getattr(exc, "errno", 0) or 0)
         if not isinstance(exc, (LabError, OSError)):
-            import traceback   # (its end, where the error was raised: the message stays under PIPE_BUF)
-            message.traceback = "".join(traceback.format_exception(exc))[-3000:]
+            try:   # (after pivot_root the host's standard library may be out of reach: then no traceback)
+                import traceback   # (its end, where the error was raised: the message stays under PIPE_BUF)
+                message.traceback = "".join(traceback.format_exception(exc))[-3000:]
+            except ImportError:
+                pass
         try:
             self._wait_until_pid_sent()
             _write(self.status, message)

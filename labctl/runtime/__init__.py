@@ -14,5 +14,18 @@ prepares all that and hands over a Config; below it are the kernel primitives (l
   user.py     the user, looked up in the image's own /etc/passwd and /etc/group
   stdio.py    the process's stdin/stdout/stderr, or a terminal opened inside (--console-socket)
 
+The OCI runtime (step 10: `labctl-runtime`, runc's command line, driven by containerd or runtime-tools):
+  oci.py          config.json <-> Config: to_oci (what `labctl run` would do), from_oci (a bundle)
+  ocicheck.py     a config.json checked against the spec, one line naming the bad field
+  ocicli.py       the command line: create, start, state, kill, delete, run, exec, ps, list, spec
+  ocicommands.py  the five operations, each its own process, sharing only the state directory
+  ocistate.py     <root>/<id>/state.json and exec.fifo; the status read from the kernel
+  ociinit.py      PID 1 of a bundle: the spec's order, and the wait on exec.fifo between create and start
+  ocimounts.py    the bundle's mounts list carried out (runc's rootfs_linux.go), /dev's nodes
+  ocicgroup.py    linux.cgroupsPath and linux.resources: the cgroup, nested under the lab's node
+  ociexec.py      `exec`: one more process inside a running container
+  hooks.py        prestart ... poststop, each with the state JSON on its stdin
+  peers.py        runc, crun and labctl-runtime as command lines (crun's hybrid-host workaround)
+
 Beyond labctl.kernel and labctl.state it imports the standard library only, so `labctl run` starts fast.
 """

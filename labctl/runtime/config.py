@@ -3,7 +3,9 @@
 The caller (containers/lifecycle.py) fills it in before the fork, from the image's config and the
 command line, so that PID 1 only carries it out. An OCI runtime reads the same facts from a bundle's
 config.json (`process.args`, `process.env`, `process.cwd`, `process.user`, `root.path`, `hostname`,
-`mounts`, `linux.namespaces`, `linux.cgroupsPath`); step 10 writes and reads that file.
+`mounts`, `linux.namespaces`, `linux.cgroupsPath`); step 10 writes and reads that file (runtime/oci.py),
+and what only a config.json can say (mount options, namespaces joined by path, rlimits, sysctl, ...)
+rides along in OciExtras.
 """
 from __future__ import annotations
 
@@ -42,3 +44,25 @@ class Config:
     cgroup: dict | None = None         # containers/resources.py's description: {"name", "dirs", "hierarchies"}
     security: SecurityProfile = field(default_factory=SecurityProfile)   # step 9: applied last by PID 1
     userns_fd: int = -1   # --userns remap: an open user namespace for PID 1 to join (OCI: a namespace's "path")
+    oci: OciExtras | None = None   # step 10: what only a bundle's config.json says (runtime/oci.py); None for `run`
+
+
+@dataclass
+class OciExtras:
+    """The fields of an OCI config.json that `labctl run`'s flags never set (runtime/oci.py reads them).
+    With these, PID 1 follows the spec's mounts list instead of labctl's own layout (ocimounts.py)."""
+    mounts: list[dict] = field(default_factory=list)          # config.json "mounts", in order
+    namespace_paths: dict[str, str] = field(default_factory=dict)   # kind -> a namespace to join, setns(2)
+    uid: int = 0
+    gid: int = 0
+    additional_gids: list[int] = field(default_factory=list)
+    umask: int | None = None
+    rlimits: list[tuple[int, int, int]] = field(default_factory=list)   # (RLIMIT_*, soft, hard)
+    oom_score_adj: int | None = None
+    sysctl: dict[str, str] = field(default_factory=dict)
+    devices: list[dict] = field(default_factory=list)        # linux.devices: nodes made in /dev
+    rootfs_propagation: str = ""                               # shared | slave | private | unbindable
+    start_fifo: int = -1   # an O_PATH descriptor of exec.fifo: PID 1 blocks opening it until `start` (ocistate.py)
+    capabilities: dict[str, list[str]] = field(default_factory=dict)   # bounding, effective, ... each as given
+    hooks: dict[str, list[dict]] = field(default_factory=dict)   # createContainer, startContainer: run by PID 1
+    state: dict = field(default_factory=dict)                    # the state JSON hooks get on stdin

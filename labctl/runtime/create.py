@@ -129,11 +129,18 @@ def _supervisor(config: Config, stdio: Stdio, flags: int, own_flags: int, end: h
     os.setsid()   # its own session: a Ctrl-C or hangup at labctl's terminal does not reach it
     if detach and os.fork():
         os._exit(0)   # the double fork: S is no child of labctl, and labctl need not wait for it
+    joined = [k for k in FOR_CHILDREN if k in (config.oci.namespace_paths if config.oci else {})]
     own_namespaces = {NAMESPACE_FLAGS[kind]: os.open(f"/proc/self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
-                      for kind in FOR_CHILDREN if flags & NAMESPACE_FLAGS[kind]}
+                      for kind in FOR_CHILDREN if flags & NAMESPACE_FLAGS[kind] or kind in joined}
+    if joined:   # a bundle's linux.namespaces[].path for pid or time: setns(2) too applies to children only
+        from labctl.runtime.ociinit import join_namespaces
+        join_namespaces({k: config.oci.namespace_paths[k] for k in joined})
     unshare(flags)
     pid = end.fork(lambda: cgroups.fork_into(config.cgroup))   # born in the container's cgroup (v2)
     if pid == 0:
+        if config.oci is not None:   # a bundle's container (`labctl-runtime create`): the spec's order
+            from labctl.runtime import ociinit
+            ociinit.run(config, stdio, own_flags, end, program)   # never returns
         pid1.run(config, stdio, own_flags, end, program)   # never returns
     if config.userns_fd >= 0:
         os.close(config.userns_fd)   # PID 1 has its copy: S keeps no reference to the container's user namespace

@@ -22,7 +22,7 @@ from labctl.errors import LabError
 
 #: step -> its part of the runtime (the module name in lab/mycontainer/).
 PARTS = {1: "namespaces", 2: "rootfs", 3: "cgroups", 4: "overlay", 5: "registry", 6: "network", 7: "container",
-         9: "security"}
+         9: "security", 10: "oci"}
 VERSIONS = ("reference", "skeleton")
 HERE = Path(__file__).resolve().parent
 

@@ -1,0 +1,122 @@
+"""`labctl run --runtime runc|crun|labctl-oci`: the container made by another OCI runtime, from the
+bundle labctl writes, with labctl's supervisor in containerd-shim's place.
+
+    labctl run ──fork──▶ S (setsid; prctl(PR_SET_CHILD_SUBREAPER): orphans of its children become its own)
+      │                  │ RUNTIME --root <container>/oci create --bundle <container>/bundle --pid-file P ID
+      │◀─── PID ─────────┤ (the runtime's create exits: PID 1 is reparented to S, the subreaper)
+      │ attach the network by PID, record "running"     (what containerd's CNI step does there too)
+      │──── GO ─────────▶│ RUNTIME start ID
+      │◀─── EOF ─────────┤ then supervise: waitpid(PID 1) (S is its parent now), teardown.finish
+The bundle is what `labctl bundle` writes, on the container's own overlay root (root.path absolute), with
+linux.cgroupsPath relative, "labctl/<name>": runc and crun place a relative path under their own cgroup,
+which is where labctl made the container's cgroup (resources.py), so stats and exec find it as ever.
+The handshake is labctl's own (kernel/handshake.py), so lifecycle.start treats both alike.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+
+from labctl.errors import LabError
+from labctl.kernel import handshake
+from labctl.runtime import oci
+from labctl.runtime.config import Config
+from labctl.runtime.create import Created
+from labctl.runtime.stdio import Stdio
+
+RUNTIMES = ("labctl", "runc", "crun", "labctl-oci")
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def runtime_binary(name: str) -> list[str]:
+    from labctl.runtime import peers
+    return peers.command(name)
+
+
+def write_config(container, config: Config) -> str:
+    """<container>/bundle/config.json for `config` (the user looked up in the container's own root)."""
+    from labctl.containers.resources import oci_resources
+    from labctl.runtime.user import resolve_user
+    who = resolve_user(config.user, passwd=f"{config.root}/etc/passwd", group=f"{config.root}/etc/group")
+    name = container.state["cgroup"]["name"] if container.state.get("cgroup") else ""
+    # relative to the runtime's own cgroup: runc and crun add labctl/ themselves, labctl-runtime's lab node is it
+    path = name if container.spec.runtime == "labctl-oci" else f"labctl/{name}"
+    doc = oci.to_oci(config, config.root, who.uid, who.gid, [g for g in who.groups if g != who.gid],
+                     oci_resources(container.spec.limits), cgroups_path=path if name else "")
+    doc["process"]["env"] = [e for e in doc["process"]["env"] if not e.startswith("HOME=")] + [f"HOME={who.home}"]
+    bundle = container.dir / "bundle"
+    bundle.mkdir(exist_ok=True)
+    with open(bundle / "config.json", "w") as f:
+        json.dump(doc, f)
+    return str(bundle)
+
+
+def delete(container) -> None:
+    """RUNTIME delete --force ID, once the container has ended (teardown.py): runc and crun remove the
+    cgroups they made in the hierarchies labctl does not use (cpuset, devices, freezer, ...)."""
+    if (container.dir / "oci").is_dir():
+        subprocess.run(runtime_binary(container.spec.runtime) + ["--root", str(container.dir / "oci"), "delete",
+                                                                 "--force", container.id],
+                       capture_output=True, stdin=subprocess.DEVNULL, timeout=30)
+
+
+def create(container, config: Config, stdio: Stdio, runtime: str, supervise) -> Created:
+    """Fork S (the module docstring); returns once the runtime's `create` has made PID 1."""
+    bundle = write_config(container, config)
+    argv = runtime_binary(runtime) + ["--root", str(container.dir / "oci")]
+    pipes = handshake.Pipes()
+    child = os.fork()
+    if child == 0:
+        end = pipes.child()
+        try:
+            _shim(container, argv, bundle, stdio, end, supervise)
+        except BaseException as exc:
+            end.send_error(exc)
+        os._exit(127)
+    end = pipes.parent()
+    try:
+        message = end.expect(handshake.PID, f"{runtime} could not create the container", f"see {runtime}'s message")
+    except BaseException:
+        end.close()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(child, 0)
+        raise
+    created = Created(message.pid, message.supervisor, child, container.spec.detach, config.argv[0], end)
+    if container.spec.detach:
+        os.waitpid(child, 0)
+    end.expect(handshake.READY, f"{runtime} could not create the container", f"see {runtime}'s message")
+    return created
+
+
+def _shim(container, argv: list[str], bundle: str, stdio: Stdio, end: handshake.ChildEnd, supervise) -> None:
+    """S: the runtime's create, PID, READY; at GO its start; then wait, delete, supervise's teardown."""
+    from labctl.kernel.syscalls import prctl
+    os.setsid()
+    if container.spec.detach and os.fork():
+        os._exit(0)
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    pid_file = container.dir / "oci.pid"
+    io = {k: v for k, v in (("stdin", stdio.stdin), ("stdout", stdio.stdout), ("stderr", stdio.stderr)) if v is not None}
+    log = container.dir / "oci.log"   # the runtime's own errors (the container's stderr is the caller's)
+    done = subprocess.run(argv + ["--log", str(log), "create", "--bundle", bundle, "--pid-file", str(pid_file),
+                                  container.id], **io)
+    if done.returncode != 0:
+        said = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+        raise LabError(f"{argv[0]} create failed: {said[-1] if said else 'exit %d' % done.returncode}",
+                       "see the runtime's message; `labctl run --runtime labctl` is the reference")
+    pid = int(pid_file.read_text())
+    stdio.close()
+    end.send_pid(pid, supervisor=os.getpid())
+    end.send_ready()
+    if not end.wait_for_go():
+        subprocess.run(argv + ["delete", "--force", container.id], capture_output=True)
+        os._exit(125)
+    started = subprocess.run(argv + ["start", container.id], capture_output=True)
+    if started.returncode != 0:
+        subprocess.run(argv + ["delete", "--force", container.id], capture_output=True)
+        raise LabError(f"{argv[0]} start failed: {started.stderr.decode(errors='replace').strip()}",
+                       "see the runtime's message")
+    end.close()   # EOF: the command runs
+    supervise(pid)   # the runtime's state stays in <container>/oci, removed with the container
