@@ -11,6 +11,7 @@ One module per command group, each with its parsers beside its commands:
   images.py      import, images, rmi (step 4); login, pull, registry (step 5)
   containers.py  run, ps, logs, exec, stop, rm, inspect, stats, volume (step 7)
   trace.py       trace (step 8)
+  daemon.py      daemon [start|stop|status] (step 11: the REST API the commands are clients of)
   jupyter.py     jupyter url|serve (the classroom VM's notebooks)
   parsing.py     what their parsers share
   main.py        main(): assembles the groups into one command line

@@ -26,6 +26,7 @@ GROUP_OF = {
     "registry": "images",
     "run": "containers", "ps": "containers", "logs": "containers", "exec": "containers", "stop": "containers",
     "rm": "containers", "inspect": "containers", "stats": "containers", "volume": "containers",
+    "daemon": "daemon",
     "trace": "trace",
     "jupyter": "jupyter",
 }
