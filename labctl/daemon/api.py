@@ -17,6 +17,7 @@ from labctl.errors import CommandFailed, LabError, NoSuchContainer
 API_VERSION = "1.41"
 MIN_API_VERSION = "1.12"
 MAX_BODY = 1 << 20          # JSON request bodies; an image archive (load) is streamed, not held
+BODY_TIMEOUT = 30.0         # seconds a client may take to send a JSON body (a slow client is dropped)
 
 
 class ApiError(Exception):
@@ -76,9 +77,17 @@ def number(request: web.Request, name: str, default: int | None = None) -> int |
 
 async def json_body(request: web.Request, required: bool = True) -> dict:
     """The request's JSON object (capped at MAX_BODY); 400 with one line for anything else."""
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
+    if (request.content_length or 0) > MAX_BODY:
         raise ApiError(413, f"request body larger than {MAX_BODY} bytes")
+    raw = b""
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            async for chunk in request.content.iter_any():
+                raw += chunk
+                if len(raw) > MAX_BODY:
+                    raise ApiError(413, f"request body larger than {MAX_BODY} bytes")
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within {BODY_TIMEOUT:.0f} s") from None
     if not raw.strip():
         if required:
             raise ApiError(400, "a JSON body is required")

@@ -45,9 +45,13 @@ def running(socket_path: str = DEFAULT_SOCKET) -> dict | None:
             info = json.load(f)
     except (OSError, ValueError):
         return None
-    if state.process_start_time(info.get("pid", 0)) != info.get("start_time"):
-        return None
-    return info
+    return info if _alive(info.get("pid", 0), info.get("start_time")) else None
+
+
+def _alive(pid: int, start_time: int | None) -> bool:
+    """That process runs: same PID and start time, and not a zombie (a killed daemon's parent is whatever
+    adopts orphans, which may be slow to reap it)."""
+    return state.process_start_time(pid) == start_time and state.process_state(pid) not in ("Z", "X")
 
 
 def ping(socket_path: str, timeout: float = 2.0) -> bool:
@@ -69,6 +73,7 @@ def ping(socket_path: str, timeout: float = 2.0) -> bool:
 def announce(socket_path: str) -> list:
     """In the daemon, before it listens: journal it, its socket and PID file; write the PID file."""
     me = os.getpid()
+    _forget_predecessor(socket_path)   # a killed daemon's records: this one takes over its socket
     records = [state.record_process(me, "labctl daemon"), state.record_path(socket_path, "the daemon's socket"),
                state.record_path(pid_file(socket_path), "the daemon's PID file")]
     state.atomic_write_json(pid_file(socket_path), {"pid": me, "start_time": state.process_start_time(me),
@@ -89,8 +94,7 @@ def daemon_records(socket_path: str | None = None) -> set[str]:
     """The journal records of a daemon that still runs: `labctl cleanup` leaves them (--all does not)."""
     keep = set()
     for rec in state.records():
-        if rec.data.get("what") == "labctl daemon" and \
-                state.process_start_time(rec.data["pid"]) == rec.data.get("start_time"):
+        if rec.data.get("what") == "labctl daemon" and _alive(rec.data["pid"], rec.data.get("start_time")):
             keep.add(str(rec.path))
             keep |= {str(r.path) for r in state.records() if r.kind == "path" and
                      r.path.name.split("-")[1] == rec.path.name.split("-")[1]}   # the same PID wrote them
@@ -150,6 +154,10 @@ def _remove_leftovers(socket_path: str) -> None:
     for path in (socket_path, pid_file(socket_path)):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+    _forget_predecessor(socket_path)
+
+
+def _forget_predecessor(socket_path: str) -> None:
     state.forget_dead_processes()
     for rec in state.records():
         if rec.kind == "path" and rec.data.get("path") in (socket_path, pid_file(socket_path)):

@@ -19,8 +19,9 @@ from aiohttp import web
 
 from labctl.daemon import streams
 from labctl.daemon.api import ApiError, blocking, find_container, json_body, number
+from labctl.errors import LabError
 
-EXEC_FIELDS = {"AttachStdin", "Detach", "AttachStdout", "AttachStderr", "DetachKeys", "Tty", "Env", "Cmd", "Privileged",
+EXEC_FIELDS = {"AttachStdin", "Detach", "Container", "AttachStdout", "AttachStderr", "DetachKeys", "Tty", "Env", "Cmd", "Privileged",
                "User", "WorkingDir", "ConsoleSize"}
 
 
@@ -116,9 +117,20 @@ async def start(request: web.Request) -> web.StreamResponse:
         raise ApiError(409, f"exec {record['ID']} has already run")
     container = await find_container(record["ContainerID"])
     tty = bool(body.get("Tty", record["ProcessConfig"]["tty"]))
-    child, ours = await blocking(_spawn, record, container, tty)
-    record.update(Running=True, Pid=child)
+    # the 101 first, then the process: a client reads the headers before any output can arrive
     conn = None if body.get("Detach") else await streams.Hijacked.open(request, tty)
+    try:
+        child, ours = await blocking(_spawn, record, container, tty)
+    except LabError as exc:   # Docker's way: the stream carries the error, the exit code says 126/127
+        record["ExitCode"] = getattr(exc, "exit_code", 126)
+        if conn is None:
+            raise
+        with contextlib.suppress(ConnectionResetError):
+            await conn.write(f"OCI runtime exec failed: {exc}\r\n".encode() if tty else
+                             streams.frame(2, f"OCI runtime exec failed: {exc}\n".encode()))
+        conn.close()
+        return conn.response()
+    record.update(Running=True, Pid=child)
     copies, feeding = [], None
     if conn is not None:
         copies = [asyncio.ensure_future(_copy_out(conn, fd, n, tty)) for n, fd in ((1, ours[1]), (2, ours[2])) if fd]

@@ -61,7 +61,7 @@ async def info(request: web.Request) -> web.Response:
         "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Log": ["local"]},
         "MemoryLimit": True, "SwapLimit": True, "CpuShares": True, "CpuCfsPeriod": True, "CpuCfsQuota": True, "PidsLimit": True,
         "IPv4Forwarding": True, "Debug": False, "NFd": len(os.listdir("/proc/self/fd")),
-        "NGoroutines": len(request.app["engine"].tasks), "SystemTime": "", "LoggingDriver": "local",
+        "NGoroutines": len(request.app["engine"].tasks), "SystemTime": "", "LoggingDriver": "json-file",
         "CgroupDriver": "cgroupfs", "CgroupVersion": _cgroup_version(), "NEventsListener":
             len(request.app["engine"].bus.subscribers), "KernelVersion": platform.release(),
         "OperatingSystem": _os_name(), "OSVersion": "", "OSType": "linux", "Architecture": platform.machine(),

@@ -185,6 +185,9 @@ def inspect(container, image_id: str) -> dict:
         "Image": image_id, "Name": "/" + container.name, "RestartCount": 0, "Driver": "overlay",
         "Platform": "linux", "LogPath": str(container.dir / "log"),
         "HostConfig": {"NetworkMode": spec.network, "AutoRemove": bool(st.get("auto_remove")),
+                       # (docker-py reads logs back only from these two drivers' names; the lab's log is a
+                       # plain file of both streams, served by GET /logs like json-file's)
+                       "LogConfig": {"Type": "json-file", "Config": {}},
                        "Memory": limits.memory_bytes or 0,
                        "NanoCpus": int((limits.cpus or 0) * 1e9), "PidsLimit": limits.pids_max,
                        "Privileged": spec.security.privileged, "CapAdd": None, "CapDrop": None,
