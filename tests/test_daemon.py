@@ -159,6 +159,29 @@ def test_images_pull_tag_and_rmi(daemon, tmp_path):
     assert missing.returncode == 1 and "No such image" in missing.stderr
 
 
+def test_save_and_load_a_docker_archive(daemon, tmp_path):
+    from labctl.images.store import ImageStore
+    archive = tmp_path / "saved.tar"
+    assert docker(daemon, "tag", "busybox", "saved:v1").returncode == 0
+    assert docker(daemon, "save", "-o", str(archive), "saved:v1").returncode == 0
+    assert docker(daemon, "rmi", "saved:v1").returncode == 0
+    assert "docker.io/library/saved:v1" not in ImageStore().refs()
+    loaded = docker(daemon, "load", "-i", str(archive))
+    assert loaded.returncode == 0 and "saved:v1" in loaded.stdout, loaded.stderr
+    assert "docker.io/library/saved:v1" in ImageStore().refs()
+    assert docker(daemon, "rmi", "saved:v1").returncode == 0
+
+
+def test_stdin_and_a_terminal(daemon):
+    fed = docker(daemon, "run", "--rm", "-i", "busybox", "cat", input="piped in\n")
+    assert (fed.returncode, fed.stdout) == (0, "piped in\n"), fed.stderr
+    # `script` gives the docker CLI a terminal of its own, so that it asks for one (-t)
+    terminal = subprocess.run(["script", "-qec", f"{DOCKER} run -it --rm busybox sh -c 'tty; exit 5'", "/dev/null"],
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                              env=dict(os.environ, DOCKER_HOST=f"unix://{daemon}"))
+    assert terminal.returncode == 5 and "/dev/pts/0" in terminal.stdout, terminal.stdout
+
+
 def test_networks_and_volumes(daemon):
     made = docker(daemon, "network", "create", "labnet")
     assert made.returncode == 0, made.stderr
@@ -192,7 +215,7 @@ def test_events_stream_live(daemon):
 
 def test_errors_are_dockers_and_the_daemon_stays_up(daemon):
     gone = docker(daemon, "rm", "no-such-container")
-    assert gone.returncode == 1 and "No such container: no-such-container" in gone.stderr
+    assert gone.returncode == 1 and gone.stderr == "Error: No such container: no-such-container\n"
     assert raw_request(daemon, "POST", "/v1.41/containers/create", b"{not json") [0] == 400
     status, body = raw_request(daemon, "POST", "/v1.41/containers/create", b'{"Image": "busybox", "Bogus": 1}')
     assert status == 400 and "Bogus" in body["message"]

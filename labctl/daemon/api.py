@@ -45,7 +45,9 @@ def status_of(exc: LabError) -> int:
 
 
 def error_response(status: int, message: str) -> web.Response:
-    return web.json_response({"message": message}, status=status)
+    """The docker CLI prints the message only when the type is exactly application/json (no charset)."""
+    return web.Response(body=json.dumps({"message": message}).encode(), status=status,
+                        headers={"Content-Type": "application/json"})
 
 
 def message_of(exc: LabError) -> str:

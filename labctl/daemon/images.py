@@ -50,7 +50,9 @@ def _groups() -> dict[str, dict]:
 def resolve(name: str) -> tuple[str, dict]:
     """An image by reference (as `docker` and `labctl` accept it) or by ID (prefix, with or without
     sha256:): (config digest, its group). 404 if none."""
-    from labctl.containers.images import _candidates
+    from labctl.containers.images import _candidates, open_image
+    with contextlib.suppress(LabError):
+        open_image(name)   # the lab's own images (busybox, ...) are imported on first use, as `labctl run` does
     groups = _groups()
     wanted = set(_candidates(name))
     for config_digest, group in groups.items():
