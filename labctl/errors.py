@@ -85,7 +85,12 @@ class ChildError(Exception):
 
 
 class CheckFailed(LabError):
-    """A `labctl check` judgement that failed: the cause says what the kernel showed, the fix what to do."""
+    """A `labctl check` judgement that failed: the cause says what the kernel showed, the fix what to do;
+    `details` (filled by labctl.steps.checking.judge) what the exercise and the kernel log showed."""
+
+    def __init__(self, cause: str, fix: str = ""):
+        super().__init__(cause, fix)
+        self.details: list[str] = []
 
 
 def require_root(what: str = "this command") -> None:

@@ -24,7 +24,8 @@ def heading(text: str) -> None:
 
 def markdown(text: str) -> None:
     from rich.markdown import Markdown
-    console().print(Markdown(text))
+    # soft_wrap (the console's default, for long kernel lines) would crop list items at the width
+    console().print(Markdown(text), soft_wrap=False)
 
 
 def say(text: str = "") -> None:
@@ -35,6 +36,18 @@ def say(text: str = "") -> None:
 def kernel(text: str) -> None:
     """A fact read back from the kernel (procfs, sysfs, netlink): shown distinctly from narration."""
     console().print(f"  [cyan]kernel>[/cyan] {text}")
+
+
+def shown(source: str, text: str) -> None:
+    """A fact read back from something other than the kernel, labelled with where it comes from:
+    a server's answer (`registry>`, `http>`), a program's output (`ps>`), labctl's own store (`store>`)."""
+    console().print(f"  [magenta]{source}>[/magenta] {text}")
+
+
+def quoted(text: str) -> None:
+    """Text from elsewhere (a program's output, the kernel log), printed as it is: no rich markup."""
+    from rich.markup import escape
+    console().print(f"[dim]{escape(text)}[/dim]")
 
 
 def ok(text: str) -> None:

@@ -26,7 +26,8 @@ for label, proc in procs.items():
     new_code_cell("""inodes = {"this notebook": namespaces.namespace_inodes("self")}
 inodes.update({label: namespaces.namespace_inodes(proc.pid) for label, proc in procs.items()})
 namespace_sharing(inodes, reference="this notebook");"""),
-    new_markdown_cell("""Orange cells are new namespaces: their inode differs from ours. The `uts only` process still shares
+    new_markdown_cell("""Cells marked NEW (hatched) are new namespaces: their inode differs from ours; "shared" cells
+have our inode. The `uts only` process still shares
 our PID namespace, so it is not PID 1 (its NSpid has one entry); the others are PID 1 of their own.
 
 Joining a namespace is `setns(2)`: `run_in_namespaces_of` forks a child that joins the PID namespace

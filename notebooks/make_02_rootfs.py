@@ -37,6 +37,16 @@ box_dev = len(os.listdir(f"/proc/{box.pid}/root/dev"))
 visibility({"host": [host_procs, host_mounts, host_dev], "container": [box_procs, box_mounts, box_dev]},
            ["processes in /proc", "mounts", "entries in /dev"],
            "What the host and the container can see", "count (log scale)");"""),
+    new_markdown_cell("""## The mount tree, before and after pivot_root
+One more container, whose setup copies its own `/proc/self/mountinfo` just before `pivot_root`; then
+we read it again from the host once the container runs. Each mount has an id and the id of the mount
+it sits on: before, the image's root is a bind mount deep in a copy of the host's tree; after, the same
+mount (same id) is `/`, and the host's mounts are gone with the detached old root."""),
+    new_code_cell("""from labctl.demos import mounts
+from labctl.plots.mounts import mount_trees
+before, after, root_path = mounts.around_pivot_root(root)
+print(f"before pivot_root: {len(before)} mounts; after: {len(after)}")
+mount_trees(before, after, root_path);"""),
     new_code_cell("""box.kill()
 import shutil; shutil.rmtree(probe_dir)
 print("container stopped, exit status", box.returncode)"""),

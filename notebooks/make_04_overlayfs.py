@@ -55,14 +55,20 @@ try:
                 f"regular file, {st.st_size} bytes (copied up)")
         print(f"upperdir/{rel}: {kind}")
     print("the lower layer's keep.txt is unchanged:", repr((layers[1] / "srv/keep.txt").read_text()))
+    snapshot = measurements.stack_snapshot(root)   # what upper, each lower and work hold now
 finally:
     root.remove()
 print("mounted after remove:", state.is_mountpoint(str(root.merged)))"""),
+    new_markdown_cell("""## The stack, layer by layer
+One row per directory of that overlay, as the kernel stacked them (the merged view on top, then the
+upper directory, then the image's layers top first), one column per path some layer changes. The
+copy-up, the whiteout (a character device 0/0) and the opaque directories are hatched and named."""),
+    new_code_cell("""from labctl.plots import overlay as overlay_plots
+overlay_plots.overlay_stack(snapshot);"""),
     new_markdown_cell("""## Shared base layers: N containers vs N full copies
 Start 1..20 container roots of busybox (each writes a 4 KiB file), and measure the disk actually used
 (`st_blocks`, each inode once), against copying each root filesystem in full."""),
-    new_code_cell("""from labctl.plots import overlay as overlay_plots
-points = measurements.measure_sharing(store, "localhost/busybox:latest", 20, prefix=f"lab-nb4s-{os.getpid()}")
+    new_code_cell("""points = measurements.measure_sharing(store, "localhost/busybox:latest", 20, prefix=f"lab-nb4s-{os.getpid()}")
 image_bytes = sum(measurements.disk_usage(d) for d in store.layer_dirs("localhost/busybox:latest"))
 print(f"20 containers: {points[-1].shared_bytes/1e6:.2f} MB shared vs {points[-1].copies_bytes/1e6:.2f} MB as copies")
 overlay_plots.sharing_figure(points, image_bytes);"""),

@@ -18,12 +18,14 @@ from labctl import state
 
 store = imagestore.ImageStore(state.new_tmpdir("nb5-store-"))   # a private store, removed at the end
 results = {}
-with labregistry.token_auth_registry() as (server, credentials, tokens):
+with labregistry.token_auth_registry(("busybox", "multiarch", "layered")) as (server, credentials, tokens):
     image = f"{server.host}/lab/multiarch"
     results["first pull"] = registry.pull(image, store=store, credentials=credentials, progress=False)
     results["same again"] = registry.pull(image, store=store, credentials=credentials, progress=False)
     results["--platform linux/arm64/v8"] = registry.pull(image, store=store, credentials=credentials,
                                                         platform="linux/arm64/v8", progress=False)
+    layered_store = imagestore.ImageStore(state.new_tmpdir("nb5-layered-"))   # empty: all 3 layers come
+    layered = registry.pull(f"{server.host}/lab/layered", store=layered_store, credentials=credentials, progress=False)
     issued = list(tokens.issued)
 # the registry and the token server are stopped here: everything below reads what was recorded
 for name, r in results.items():
@@ -42,11 +44,13 @@ the certificate in its `rootcertbundle`, or whose `access` does not cover the re
     new_code_cell("""token_event = next(e for e in first.events if e.kind == "token")   # the claims labctl received
 print(json.dumps(token_event.data["claims"], indent=2))
 assert token_event.data["claims"] in issued                            # ...are what the token server signed"""),
-    new_markdown_cell("""## The timeline
-Above: every HTTP request (from sending it to the response headers) and every blob (from asking for it
-to its digest verified). Below: blob bytes received over time; the dashed line is the image's size."""),
+    new_markdown_cell("""## The timeline of a pull with three layers
+`lab/layered` has three layers, pulled into an empty store: the config first, then the layers in
+parallel (four at a time). Above: every HTTP request (from sending it to the response headers) and
+every blob (from asking for it to its digest verified). Below: each blob's bytes received over time,
+as a share of its size, and the whole image's."""),
     new_code_cell("""from labctl.plots.registry import pull_timeline
-fig = pull_timeline(first.events, title=f"labctl pull {image}")"""),
+fig = pull_timeline(layered.log.events, title=f"labctl pull {server.host}/lab/layered (3 layers)")"""),
     new_markdown_cell("""## Content addressing, checked on disk
 Each blob the store holds is named by the sha256 of its bytes: hash the files and compare. The arm64
 pull chose the other entry of the index, so its config says `arm64`."""),
@@ -59,7 +63,8 @@ pull chose the other entry of the index, so its config says `arm64`."""),
     print(f"{name:28} architecture={config['architecture']:6} variant={config.get('variant', '-'):3} "
           f"{len(manifest['layers'])} layer(s), every blob's sha256 matches its name")"""),
     new_code_cell("""import shutil
-shutil.rmtree(store.root)"""),
+shutil.rmtree(store.root)
+shutil.rmtree(layered_store.root)"""),
 ]
 
 write_notebook(cells, "05-registry.ipynb")

@@ -54,6 +54,15 @@ them: masquerade makes their connections arrive from the host's address on its l
     seen = network.in_netns(client.pid, nettool.whoami, up.address, 7)
     print(f"the container {client.address} connected to {up.address}; upstream saw it come from {seen}")
     print(f"the host's address on the upstream link is {up.host_address}")"""),
+    new_markdown_cell("""## The packet path, and the NAT rewrite the kernel recorded
+One more connection from a container to the upstream. The masquerade rule counts the packets it
+matched (`counter`); conntrack keeps the connection's original tuple and its reply tuple, read here by
+netlink (what `conntrack -L` shows): the reply goes to the host's address, and conntrack rewrites it back."""),
+    new_code_cell("""from labctl.demos.natpath import nat_exchange
+path = nat_exchange(net)
+print(path["rule"])
+print("conntrack:", path["conntrack"])
+plots.packet_path(path);"""),
     new_markdown_cell("""## What the bridge costs
 
 The lab's TCP tool (`python -m labctl.demos.nettool`) measures round-trip time (64-byte ping-pongs on one

@@ -23,6 +23,14 @@ cells = [
          "    print(f'{kind:7} {\"shared\" if shared else \"new\"}')\n"
          "print(enter.exec_capture(c, ['sh', '-c', 'ps -o pid,comm; cat /proc/self/cgroup | head -3'])[1])\n"
          "lifecycle.remove(store.load(c.id), force=True)"),
+    md("## The order in which `labctl run` builds a container\nAn eBPF program (step 8's, `labctl trace --build`) "
+       "records every syscall of `labctl run --rm -m 32m --network bridge busybox /bin/true` and its children; "
+       "each call is explained by the step that teaches it. One row per phase, in order:"),
+    code("from labctl.tracing import buildtrace\nfrom labctl.plots import tracing as trace_plots\n\n"
+         "def build():\n    spec, image = lifecycle.build_spec('busybox', ['/bin/true'], auto_remove=True, memory='32m',\n"
+         "                                       network='bridge')\n    lifecycle.run_capture(spec, image)\n\n"
+         "calls, start = buildtrace.trace_construction(build=build)\n"
+         "trace_plots.build_order(calls, start, title='labctl run, phase by phase');"),
     md("## `labctl stats` over time\nFour containers with different workloads and limits, sampled from their cgroups. "
        "The CPU quota caps a spinning shell at `--cpus`; a tmpfs filling up is charged to the memory cgroup and "
        "climbs towards `-m`."),

@@ -20,8 +20,9 @@ with attacks.target_disk() as (major, minor, what):
     print(f"the host's block device the attacker aims at: {major}:{minor}, {what}")"""),
  new_markdown_cell("""## 1. Attack × defence
 First a `--privileged` container (every capability, no filter, every device, `/proc` and `/sys` as the
-host has them), then the same with **one** defence added, then `labctl run`'s default, which has them
-all. "absent" means this kernel was built without the feature (no `/proc/kcore`, no module loader)."""),
+host has them), then the defences added **one at a time**, each on top of the ones before: after
+`+ seccomp` the container has `labctl run`'s default profile, and `+ userns remap` is the last layer.
+"absent" means this kernel was built without the feature (no `/proc/kcore`, no module loader)."""),
  new_code_cell("""columns = attacks.matrix()
 for name, outcomes in columns.items():
     print(f"{name:16}", "  ".join(f"{a}={o.text}" for a, o in outcomes.items()))"""),
@@ -32,7 +33,7 @@ for name, outcomes in columns.items():
  new_code_cell("""from labctl.containers import lifecycle
 from labctl.steps.s09_security import status_fields
 for flags in ([], ["--privileged"]):
-    spec, image = lifecycle.build_spec("localhost/busybox:latest", ["sleep", "30"], detach=True, auto_remove=True,
+    spec, image = lifecycle.build_spec("localhost/busybox:latest", ["sleep", "30"], detach=True,
                                        security=attacks.default_profile() if not flags else attacks.privileged())
     container, _ = lifecycle.run(spec, image)
     try:
@@ -47,19 +48,9 @@ for flags in ([], ["--privileged"]):
  new_markdown_cell("""## 3. The denied calls, live
 Step 8's tracers watch one container; this one (`labctl trace NAME --denied`) keeps the system calls that
 returned EPERM or EACCES (`raw_syscalls:sys_exit`). The attacker runs in a default container while it
-watches."""),
- new_code_cell("""import threading, time
-from labctl.tracing import Scope
-from labctl.tracing.denied import DeniedTracer
-attacker = attacks.build_attacker()
-spec, image = lifecycle.build_spec("localhost/busybox:latest", ["sh", "-c", "sleep 4; /attack/attacker only mount userns clock module; sleep 1"],
-                                   detach=True, volumes_=[f"{attacker.parent}:/attack:ro"], tmpfs=["/tmp"])
-container, _ = lifecycle.run(spec, image)
-try:
-    with DeniedTracer(Scope.of_pid(container.pid, label="attacked")) as tracer:
-        events = list(tracer.stream(duration=7))   # bcc compiles in a second or two first
-finally:
-    lifecycle.remove(container, force=True)
+watches: seccomp's EPERM for `unshare`, the missing capabilities' EPERM for the others."""),
+ new_code_cell("""from labctl.tracing.denied import DeniedTracer
+events = attacks.denied_calls(("mount", "userns", "clock", "module"))
 t0 = events[0]["ts"] if events else 0
 print(DeniedTracer.HEADER)
 for ev in events:

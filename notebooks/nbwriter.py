@@ -4,6 +4,9 @@
     python notebooks/make_03_cgroups.py OUT.ipynb  # writes OUT.ipynb instead (tests compare the two)
 
 Cell ids are numbered rather than random, so running a generator again changes no byte of its notebook.
+The committed notebooks also carry outputs, from a run in the classroom VM: after regenerating one, run
+`flock /tmp/labctl-tests.lock python3 notebooks/execute_in_vm.py NN` (as root) to give it outputs again
+(tests/test_notebooks_generated.py compares the cells only).
 """
 import sys
 from pathlib import Path

@@ -47,6 +47,10 @@ def lab_state_dir(tmp_path_factory):
     """One state directory for the whole run, so the tests never touch a user's /var/lib/labctl."""
     path = tmp_path_factory.mktemp("labctl-state")
     os.environ["LABCTL_STATE_DIR"] = str(path)
+    # nor a student's progress record (every `labctl check` writes one), nor the class's settings
+    course = tmp_path_factory.mktemp("labctl-course")
+    os.environ["LABCTL_PROGRESS_FILE"] = str(course / "progress.json")
+    os.environ["LABCTL_CLASS_FILE"] = str(course / "class.toml")
     yield path
 
 

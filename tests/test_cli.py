@@ -65,9 +65,11 @@ def test_only_the_command_on_the_line_is_built_from_the_group_that_defines_it():
     assert not cli.build_parser(only="no-such-command").complete   # main() then builds them all
 
 
-_REQUIRED = {"step": ["1"], "check": ["1"], "import": ["x"], "rmi": ["x"], "login": ["host", "-u", "u"],
+_REQUIRED = {"step": ["1"], "check": ["1"], "hint": ["1"], "import": ["x"], "image": ["inspect", "x"], "rmi": ["x"],
+             "login": ["host", "-u", "u"],
              "pull": ["x"], "registry": ["status"], "run": ["busybox"], "logs": ["c"], "exec": ["c"],
-             "stop": ["c"], "rm": ["c"], "inspect": ["c"], "volume": ["ls"], "jupyter": ["url"]}
+             "stop": ["c"], "rm": ["c"], "inspect": ["c"], "volume": ["ls"], "jupyter": ["url"], "exercise": ["1"],
+             "lab": ["status"]}
 
 
 def test_run_imports_one_command_group_and_the_standard_library_only():

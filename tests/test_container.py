@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_labctl
+from helpers import run_labctl, student_lab
 from labctl.kernel import namespaces
 from labctl import state
 
@@ -332,10 +332,11 @@ def test_cleanup_all_removes_a_running_container():
     assert result.stdout.strip()[:12] not in labctl_ok("ps", "-a")
 
 
-def test_check_fails_on_skeleton_with_a_hint():
-    result = run_labctl("check", "7")
+def test_check_fails_on_skeleton_with_a_hint(tmp_path):
+    """Steps 1 to 4 done, container.py still the skeleton: the exercise says what is missing."""
+    result = run_labctl("check", "7", env=student_lab(tmp_path, take=[1, 2, 3, 4]))
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "not an overlay" in result.stdout and "TODO 2" in result.stdout
+    assert "no process running `sleep 1007` appeared" in result.stdout and "container.py" in result.stdout
 
 
 def test_check_passes_on_reference():
@@ -345,23 +346,29 @@ def test_check_passes_on_reference():
 
 
 def test_check_passes_on_a_completed_exercise(tmp_path):
-    skeleton = (Path(__file__).parent.parent / "lab/07-container/exercise.py").read_text()
-    solved = skeleton.replace(
-        "    # TODO 1:", "    cgroup = cgroups.Cgroup.create(name, cgroups.parse_limits(memory=memory))\n    # TODO 1:").replace(
-        "    # TODO 2:", "    root = overlay.ContainerRoot.create(ImageStore(), IMAGE, name)\n    # TODO 2:").replace(
-        "    # TODO 3:", "    kinds = kinds + ('net',)\n"
-                        "    setup = lambda: rootfs.setup_container_root(root.merged, readonly=False)\n    # TODO 3:").replace(
-        "        # TODO 4:", "        cgroup.add(proc.pid)\n        # TODO 4:")
-    path = tmp_path / "solved.py"
-    path.write_text(solved)
-    result = run_labctl("check", "7", "--file", str(path))
+    """A container made entirely of the student's parts 1 to 4 and 7 (the reference parts, as taken with
+    `labctl lab take N`)."""
+    result = run_labctl("check", "7", env=student_lab(tmp_path, take=[1, 2, 3, 4, 7]))
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "pivot_root, not chroot" in result.stdout and "its cgroup was removed" in result.stdout
+
+
+def test_check_fails_when_the_students_root_filesystem_part_is_a_chroot(tmp_path):
+    """The whole runtime done, but step 2's switch_root chroots: /proc/<pid>/root and the container's own
+    mountinfo look right; joining its mount namespace lands on the host's /, and the check says so."""
+    chroot = [('    os.chdir(rootfs)\n    pivot_root(".", ".")\n    umount2(".", MNT_DETACH)\n', '    os.chroot(rootfs)\n')]
+    env = student_lab(tmp_path, take=[1, 2, 3, 4, 7], edits={"rootfs.py": chroot})
+    result = run_labctl("check", "7", env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "its root is a chroot" in result.stdout and "pivot_root" in result.stdout and "rootfs.py" in result.stdout
 
 
 def test_step_7_demo_runs_and_leaves_nothing():
     result = run_labctl("step", "7", "--no-explain")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "hello from a volume" in result.stdout
+    # each line says where it comes from: ps's output is ps's, the HTTP answer the server's
+    assert "ps> PID   COMMAND" in result.stdout and "http> GET http://127.0.0.1:" in result.stdout
 
 
 def test_tty_is_the_containers_own_pty_with_the_window_size_and_exit_code():

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from helpers import run_labctl
+from helpers import run_labctl, student_lab
 from labctl.kernel import namespaces
 from labctl.errors import ChildError, LabError
 from labctl.kernel.syscalls import namespace_inode
@@ -123,19 +123,16 @@ def test_check_passes_on_reference():
 
 
 def test_check_passes_on_a_completed_exercise(tmp_path):
-    from pathlib import Path
-    skeleton = (Path(__file__).parent.parent / "lab/01-namespaces/exercise.py").read_text()
-    solved = skeleton.replace(
-        "    pid = os.fork()  #",
-        "    check(libc.unshare(CLONE_NEWUTS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWNS), 'unshare')\n"
-        "    pid = os.fork()  #").replace(
-        "        os.execvp(command[0], command)",
-        "        check(libc.sethostname(hostname.encode(), len(hostname.encode())), 'sethostname')\n"
-        "        os.execvp(command[0], command)")
-    assert solved != skeleton
-    (tmp_path / "exercise.py").write_text(solved)
-    result = run_labctl("check", "1", "--file", str(tmp_path / "exercise.py"))
+    """The student's step 1 part (here the reference part, taken as `labctl lab take 1` does)."""
+    result = run_labctl("check", "1", env=student_lab(tmp_path, take=[1]))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_check_shows_a_hostname_passed_as_str(tmp_path):
+    """ctypes passes a str as wchar_t*: sethostname gets 'l\0a\0b...' and stops at the first NUL."""
+    env = student_lab(tmp_path, take=[1], edits={"namespaces.py": [("raw = name.encode()", "raw = name")]})
+    result = run_labctl("check", "1", env=env)
+    assert result.returncode == 1 and "hostname 'l'" in result.stdout, result.stdout + result.stderr
 
 
 def test_step_1_demo_runs():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_labctl
+from helpers import run_labctl, student_lab
 from layerbuild import entry as e, layer, rich_image
 from labctl.images import archive as imageimport, ocilayout
 from labctl.demos import overlay as measurements
@@ -198,28 +198,46 @@ def test_cli_import_images_rmi(tmp_path):
     assert bad.returncode == 2 and "does not exist" in bad.stderr
 
 
-def _solve(tmp_path, lowerdir_expr: str) -> Path:
-    skeleton = (Path(__file__).parent.parent / "lab/04-overlayfs/exercise.py").read_text()
-    solved = skeleton.replace('    options = ""',
-                              f'    options = f"lowerdir={lowerdir_expr},upperdir={{upper}},workdir={{work}}"').replace(
-        "    print(f\"mounted overlay",
-        "    check(libc.mount(b'overlay', merged.encode(), b'overlay', 0, options.encode()), 'mount')\n"
-        "    print(f\"mounted overlay")
-    assert solved != skeleton
-    path = tmp_path / "exercise.py"
-    path.write_text(solved)
-    return path
-
-
 def test_check_passes_on_a_completed_exercise(tmp_path):
-    result = run_labctl("check", "4", "--file", str(_solve(tmp_path, "{':'.join(reversed(layers))}")))
+    """The student's step 4 part (the reference part, taken as `labctl lab take 4` does)."""
+    result = run_labctl("check", "4", env=student_lab(tmp_path, take=[4]))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_check_catches_layers_in_image_order(tmp_path):
-    result = run_labctl("check", "4", "--file", str(_solve(tmp_path, "{':'.join(layers)}")))
+    env = student_lab(tmp_path, take=[4], edits={"overlay.py": [("reversed(layers)", "layers")]})
+    result = run_labctl("check", "4", env=env)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "top first" in result.stdout
+
+
+def _overlay_on(path: Path) -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == str(path) and line.split(" - ")[1].startswith("overlay ") for line in f)
+
+
+@pytest.mark.parametrize("take", [[], [4]], ids=["skeleton", "done"])
+def test_the_exercise_says_mounted_only_when_the_kernel_shows_the_mount(tmp_path, take):
+    """The driver prints "mounted overlay" only when /proc/self/mountinfo has the overlay: not for the
+    skeleton, which mounts nothing (it says so and exits 1)."""
+    env = student_lab(tmp_path, take=take)
+    merged, upper, work, low1, low2 = (tmp_path / d for d in ("m", "u", "w", "l1", "l2"))
+    for d in (merged, upper, work, low1, low2):
+        d.mkdir()
+    (low1 / "bottom.txt").write_text("1")
+    (low2 / "top.txt").write_text("2")
+    try:
+        result = run_labctl("exercise", "4", "--", str(merged), str(upper), str(work), str(low1), str(low2),
+                            env=env)
+        mounted = _overlay_on(merged)
+    finally:
+        if _overlay_on(merged):
+            subprocess.run(["umount", str(merged)], check=True)
+    assert mounted == bool(take)
+    assert ("mounted overlay on" in result.stdout) == mounted, result.stdout + result.stderr
+    assert result.returncode == (0 if mounted else 1), result.stdout + result.stderr
+    if not mounted:
+        assert "no overlay is mounted on" in result.stderr
 
 
 def test_measurements_and_plots(store, tmp_path):
@@ -235,3 +253,42 @@ def test_measurements_and_plots(store, tmp_path):
         assert ax.get_title() and "(MB)" in ax.get_ylabel() + ax.get_xlabel() or "(ms)" in ax.get_ylabel()
         assert ax.get_xlabel() and ax.get_ylabel()
     assert not list(overlay.overlays_dir().glob("lab-t4-plot*"))
+
+
+def test_image_inspect_follows_manifest_and_config_to_the_layer_directories(tmp_path):
+    """What `labctl image inspect` prints is what the store's files say: the manifest blob hashes to
+    the digest shown, its config entry is the config shown, and each layer directory shown is the
+    unpacked diff_id the config lists, in the same order."""
+    import json
+    import re
+    layout = ocilayout.write_layout(tmp_path / "layout", {"layered": ocilayout.whiteout_image()})
+    assert run_labctl("import", f"{layout}:layered", "--name", "localhost/t4-inspect:v1").returncode == 0
+    try:
+        store = ImageStore()
+        store.layer_dirs("localhost/t4-inspect:v1")       # unpacked, as a container would have them
+        result = run_labctl("image", "inspect", "localhost/t4-inspect:v1", env=dict(os.environ, COLUMNS="400"))
+        assert result.returncode == 0, result.stdout + result.stderr
+        manifest_digest = re.search(r"manifest \(RepoDigest\)\s+(sha256:\w+)", result.stdout).group(1)
+        blob = store.root / "blobs" / "sha256" / manifest_digest[7:]
+        assert "sha256:" + hashlib.sha256(blob.read_bytes()).hexdigest() == manifest_digest
+        manifest = json.loads(blob.read_bytes())
+        config_digest = re.search(r"config \(Id\)\s+(sha256:\w+)", result.stdout).group(1)
+        assert config_digest == manifest["config"]["digest"]
+        config = json.loads((store.root / "blobs" / "sha256" / config_digest[7:]).read_bytes())
+        dirs = re.findall(r"dir\s+(/\S+)", result.stdout)
+        assert [Path(d).name for d in dirs] == [d[7:] for d in config["rootfs"]["diff_ids"]]
+        assert all(Path(d).is_dir() for d in dirs)
+        assert re.findall(r"blob\s+(sha256:\w+)", result.stdout) == [l["digest"] for l in manifest["layers"]]
+    finally:
+        remove_image(ImageStore(), "localhost/t4-inspect:v1")
+
+
+def test_step_4_demo_prints_each_layer_directory_whole():
+    """The demo shows the overlay's lower directories as mountinfo has them: full paths, top first,
+    each an unpacked layer of the image (the README's Try it takes them from there)."""
+    import re
+    result = run_labctl("step", "4", "--no-explain", env=dict(os.environ, COLUMNS="400"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    shown = re.findall(r"lowerdir (\d) of 3(?: \(top\))?: (/\S+)", result.stdout)
+    layers = [str(p) for p in ImageStore().layer_dirs("localhost/layered:latest")]
+    assert [path for _, path in shown] == list(reversed(layers))

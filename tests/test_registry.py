@@ -20,7 +20,7 @@ import pytest
 
 from conftest import REPO, SESSION_PIDS
 from faults import FaultyProxy
-from helpers import run_labctl
+from helpers import run_labctl, student_lab
 from helpers import run_labctl as run_cli
 from labctl.images import store as imagestore, labregistry, mediatypes, ocilayout, reference, distribution as registry
 from labctl import state
@@ -537,26 +537,6 @@ def test_registry_start_status_stop_and_cleanup_stop_it(tmp_path):
 # labctl check 5 (it starts its own registry, runs the exercise, hashes what it wrote)
 
 
-def _solve(tmp_path, verify: bool = True) -> Path:
-    source = (REPO / "lab/05-registry/exercise.py").read_text()
-    source = source.replace('    manifest_bytes = b""\n',
-                            '    manifest_bytes = get(f"{base}/manifests/{tag}", ACCEPT).read()\n')
-    source = source.replace("        pass\n", """        response = get(f"{base}/blobs/{layer['digest']}")
-        while chunk := response.read(65536):
-            sha256.update(chunk)
-            size += len(chunk)
-            out.write(chunk)
-""")
-    check = """    if sha256.hexdigest() != expected_hex or size != layer["size"]:
-        os.unlink(tmp)
-        sys.exit("digest mismatch")
-""" if verify else ""
-    source = source.replace("    # TODO 4", check + "    os.rename(tmp, os.path.join(blob_dir, expected_hex))\n    # TODO 4")
-    path = tmp_path / ("solved.py" if verify else "unverified.py")
-    path.write_text(source)
-    return path
-
-
 def test_check_fails_on_the_skeleton():
     result = run_labctl("check", "5")
     assert result.returncode == 1 and "FAIL" in result.stdout and "TODO 1" in result.stdout
@@ -568,10 +548,15 @@ def test_check_passes_on_the_reference():
     assert "a corrupted blob was refused" in result.stdout
 
 
+NO_VERIFY = [("    if got_hex != want_hex or size != layer[\"size\"]:", "    if False:")]
+
+
 def test_check_passes_a_completed_exercise_and_fails_one_that_does_not_verify(tmp_path):
-    done = run_labctl("check", "5", "--file", str(_solve(tmp_path)))
+    """The student's step 5 part (the reference part, `labctl lab take 5`), and the same without TODO 3."""
+    done = run_labctl("check", "5", env=student_lab(tmp_path / "done", take=[5]))
     assert done.returncode == 0, done.stdout + done.stderr
-    unverified = run_labctl("check", "5", "--file", str(_solve(tmp_path, verify=False)))
+    unverified = run_labctl("check", "5", env=student_lab(tmp_path / "unverified", take=[5],
+                                                          edits={"registry.py": NO_VERIFY}))
     assert unverified.returncode == 1 and "corrupted blob" in unverified.stdout and "TODO 3" in unverified.stdout
 
 
@@ -581,5 +566,6 @@ def test_step5_demo_pulls_with_token_auth_draws_the_timeline_and_leaves_nothing(
         figure.unlink()
     result = run_labctl("step", "5", "--no-explain")
     assert result.returncode == 0, result.stderr
+    assert "registry> 401 with WWW-Authenticate" in result.stdout and "kernel>" not in result.stdout
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not any(p.name.startswith("registry-demo-") for p in (lab_state_dir / "tmp").iterdir())

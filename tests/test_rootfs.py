@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_labctl
+from helpers import run_labctl, student_lab
 from labctl.images import labimage
 from labctl.kernel import namespaces, rootfs
 from labctl import state
@@ -85,8 +85,9 @@ def test_missing_rootfs_is_one_clear_error(tmp_path):
         namespaces.spawn(["true"], setup=lambda: rootfs.setup_container_root(tmp_path / "nope"))
 
 
-def test_check_fails_on_skeleton_with_a_hint():
-    result = run_labctl("check", "2")
+def test_check_fails_on_skeleton_with_a_hint(tmp_path):
+    """Step 1 done, step 2's part still the skeleton."""
+    result = run_labctl("check", "2", env=student_lab(tmp_path, take=[1]))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "is not" in result.stdout and "pivot_root" in result.stdout
 
@@ -97,31 +98,30 @@ def test_check_passes_on_reference():
 
 
 def test_check_passes_on_a_completed_exercise(tmp_path):
-    skeleton = (REPO / "lab/02-rootfs/exercise.py").read_text()
-    solution = '''    mount(None, "/", None, MS_REC | MS_PRIVATE)
-    mount(rootfs, rootfs, None, MS_BIND | MS_REC)
-    mount("proc", rootfs + "/proc", "proc")
-    os.chdir(rootfs); pivot_root(".", "."); umount2(".", MNT_DETACH); os.chdir("/")
-'''
-    marker = '    """Runs in the child (PID 1 of the new PID namespace, in the new mount namespace)."""\n'
-    solved = skeleton.replace(marker, marker + solution)
-    assert solved != skeleton
-    (tmp_path / "exercise.py").write_text(solved)
-    result = run_labctl("check", "2", "--file", str(tmp_path / "exercise.py"))
+    """The student's parts of steps 1 and 2 (the reference parts, taken as `labctl lab take N` does)."""
+    result = run_labctl("check", "2", env=student_lab(tmp_path, take=[1, 2]))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+CHROOT = [('    os.chdir(rootfs)\n    pivot_root(".", ".")\n    umount2(".", MNT_DETACH)\n',
+           '    os.chroot(rootfs)\n')]
+
+
 def test_check_catches_a_chroot_only_solution(tmp_path):
-    skeleton = (REPO / "lab/02-rootfs/exercise.py").read_text()
-    marker = '    """Runs in the child (PID 1 of the new PID namespace, in the new mount namespace)."""\n'
-    solved = skeleton.replace(marker, marker + '''    mount(None, "/", None, MS_REC | MS_PRIVATE)
-    mount("proc", rootfs + "/proc", "proc")
-    os.chroot(rootfs); os.chdir("/")
-''')
-    (tmp_path / "exercise.py").write_text(solved)
-    result = run_labctl("check", "2", "--file", str(tmp_path / "exercise.py"))
+    result = run_labctl("check", "2", env=student_lab(tmp_path, take=[1, 2], edits={"rootfs.py": CHROOT}))
     assert result.returncode == 1
     assert "chroot" in result.stdout
+
+
+def test_the_runtime_refuses_to_mount_in_the_hosts_mount_namespace(tmp_path):
+    """Step 2 done, step 1 not: the given spawn() stops before rootfs.py's mounts reach the host."""
+    def mount_table():
+        with open("/proc/self/mountinfo") as f:
+            return sorted(line.split()[4] for line in f)
+    before = mount_table()
+    result = run_labctl("check", "2", env=student_lab(tmp_path, take=[2]))
+    assert result.returncode == 1 and "still in the host's mount namespace" in result.stdout, result.stdout
+    assert mount_table() == before
 
 
 def test_step_2_demo_shows_escape_then_none():

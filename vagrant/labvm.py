@@ -32,7 +32,8 @@ BUILDER = REPO / "vagrant" / "build-image.sh"
 #: cgroup v2 code paths are why this tier exists. Files that do not exist (yet) are left out.
 GUEST_TEST_FILES = ["tests/test_cgroups.py", "tests/test_namespaces.py", "tests/test_rootfs.py",
                     "tests/test_overlay.py", "tests/test_tracing.py", "tests/test_container.py",
-                    "tests/test_run_speed.py", "tests/test_security_userns.py"]
+                    "tests/test_run_speed.py", "tests/test_security_userns.py",
+                    "tests/test_security_devices.py"]
 #: Slow tests stay on the host: the guest is 10-20x slower.
 GUEST_MARKERS = "not slow and not vm"
 #: What is not copied into the guest (the guest keeps the venv it was built with).
@@ -233,6 +234,18 @@ class GuestVM:
     def provision(self) -> subprocess.CompletedProcess:
         """provision.sh with the copied tree: quick, since the venv was built into the image."""
         return self.run("/vagrant/vagrant/provision.sh", timeout=900, check=True)
+
+
+def copy_back(vm: GuestVM, guest_dir: str, dest: Path) -> list[Path]:
+    """Copy the files of `guest_dir` in the guest into `dest` on the host (tar over ssh); returns them.
+    notebooks/execute_in_vm.py uses it to bring the executed notebooks home."""
+    dest.mkdir(parents=True, exist_ok=True)
+    argv = vm._ssh_argv("sudo -n tar -C " + shlex.quote(guest_dir) + " -cf - .")
+    with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE) as ssh:
+        subprocess.run(["tar", "-C", str(dest), "-xf", "-", "--no-same-owner"], stdin=ssh.stdout, check=True)
+    if ssh.returncode != 0:
+        raise VMError(f"copying {guest_dir} out of the guest failed (ssh/tar status {ssh.returncode})")
+    return sorted(p for p in dest.rglob("*") if p.is_file())
 
 
 def main(argv: list[str]) -> int:

@@ -49,6 +49,7 @@ PACKAGES=(
   ca-certificates curl git
   strace                                           # the cgroups tests audit every write the lab makes
   python3-seccomp                                  # libseccomp's binding: the seccomp filter (step 9)
+  gcc libc6-dev                                    # step 9's attacker, a static C program built on first use
   chromium chromium-driver python3-selenium        # the notebooks tested in a real browser (VM tier)
   python3-aiohttp                                  # the daemon's HTTP server (step 11)
   docker.io                                        # step 11: the docker CLI as a client of the lab's daemon

@@ -1,17 +1,19 @@
 #!/usr/bin/env python3
 """Step 8 exercise: count the programs one container executes, with an eBPF program on a tracepoint.
 
-Usage (as root):  python3 exercise.py PID        PID: any host PID of a process in the container
+Usage (as root):  labctl exercise 8 -- PID    PID: any host PID of a process in the container
+   e.g.           sudo labctl exercise 8 -- 12345
                   ... prints "ready" once attached; press Ctrl-C to stop: it prints "execs: N"
-Judge it with:    labctl check 8
+Judge it with:    sudo labctl check 8
 
-Complete the lines marked TODO. README.md in this folder explains the helper and the tracepoint.
+Complete the TODOs (this step stands on its own: it watches a container, it is not part of one).
+README.md in this folder explains the helper and the tracepoint.
 """
 import os
 import signal
 import sys
 
-from bcc import BPF   # Debian's python3-bpfcc; the lab's venv sees it (--system-site-packages)
+from bcc import BPF   # Debian's python3-bpfcc; the lab's venv, which `labctl exercise` uses, sees it
 
 # The BPF program, in C. bcc compiles it with clang when BPF(text=...) runs, and the kernel's
 # verifier checks it before it may run. PIDNS_DEV and PIDNS_INO are macros given on the command line.
@@ -22,11 +24,14 @@ BPF_ARRAY(execs, u64, 1);     /* one counter, readable from Python as b["execs"]
 int count_exec(struct tracepoint__sched__sched_process_exec *args)
 {
     struct bpf_pidns_info ns = {};
-    /* TODO 1: return 0 unless the current task lives in the container's PID namespace.
-     *         bpf_get_ns_current_pid_tgid(PIDNS_DEV, PIDNS_INO, &ns, sizeof(ns)) returns 0 when it does. */
+    /* TODO 1: afterwards nothing below runs for a task outside the container's PID namespace (the one
+     *         whose nsfs device and inode are PIDNS_DEV and PIDNS_INO). A BPF helper looks the current
+     *         task up in a PID namespace named that way, and its return value says whether it is there:
+     *         man 7 bpf-helpers, bpf_get_ns_current_pid_tgid (what it returns, and when). */
 
     int zero = 0;
-    /* TODO 2: add one to the counter:  execs.increment(zero); */
+    /* TODO 2: afterwards slot 0 of `execs` is one higher. bcc gives its maps methods that update a
+     *         slot atomically, in the kernel: bcc's reference_guide.md, "Maps", the increment method. */
 
     return 0;
 }
@@ -39,12 +44,15 @@ def main():
     pid = int(sys.argv[1])
     st = os.stat(f"/proc/{pid}/ns/pid")   # the PID namespace is a file: its device and inode name it
 
-    # TODO 3: hand the namespace's device and inode to the C program (st.st_dev and st.st_ino).
+    # TODO 3: afterwards the C program's PIDNS_DEV and PIDNS_INO are the device and inode of that
+    #         namespace file (st above: os.stat's st_dev, st_ino). bcc passes cflags to clang, where
+    #         -DNAME=VALUE defines a macro (clang's manual, "Preprocessor options").
     cflags = ["-DPIDNS_DEV=0", "-DPIDNS_INO=0"]
 
     b = BPF(text=PROGRAM, cflags=cflags)
-    # TODO 4: attach count_exec to the tracepoint sched:sched_process_exec.
-    #         b.attach_tracepoint(tp="sched:sched_process_exec", fn_name="count_exec")
+    # TODO 4: afterwards count_exec runs each time any process completes an execve(2): attached to the
+    #         scheduler's tracepoint for that event (its name is in the C argument's type; the list is in
+    #         /sys/kernel/tracing/events/sched/). bcc's reference_guide.md, "attach_tracepoint".
 
     print("ready", flush=True)
     signal.signal(signal.SIGTERM, signal.default_int_handler)   # SIGTERM stops it like Ctrl-C

@@ -6,6 +6,8 @@ REST clients, as `docker` is dockerd's.
 
 One module per command group, each with its parsers beside its commands:
   course.py      doctor, steps, step, check, tour, cleanup, prepare (the curriculum; no Docker counterpart)
+  teaching.py    hint, progress, class (the hint ladder, the student's record, the solutions setting)
+  lab.py         exercise, lab take|reset|status (the student's runtime, lab/mycontainer)
   cgroups.py     cgroup info|run (step 3)
   network.py     network ls|rm (step 6)
   images.py      import, images, rmi (step 4); login, pull, registry (step 5)

@@ -23,7 +23,8 @@ def add_commands(commands: Commands) -> None:
 
     p = commands.add("check", cmd_check, "judge your exercise for a step by what the kernel shows",
                      ["labctl check 1", "labctl check 2 --file ~/my-rootfs-solution.py",
-                      "labctl check 1 --reference   # what passing looks like"])
+                      "labctl check 1 --reference   # what passing looks like (if the class shows solutions)",
+                      "labctl progress              # every check's result is recorded there"])
     p.add_argument("number", help="the step number")
     p.add_argument("--reference", action="store_true", help="judge the reference solution instead")
     p.add_argument("--file", help="the exercise to judge (default: lab/NN-topic/exercise.py)")
@@ -68,23 +69,32 @@ def cmd_step(args) -> int:
 
 def cmd_check(args) -> int:
     from labctl import steps, ui
+    from labctl.client.teaching import note_check
     from labctl.errors import CheckFailed
+    from labctl.steps import checking
     step = steps.get(args.number)
+    if args.reference:
+        from labctl.steps.solutions import require_solutions
+        require_solutions(f"`labctl check {step.number} --reference`")
     require_root(f"`labctl check {step.number}`")
     module = step.load()
     command, what = step.command_to_check(reference=args.reference, path=args.file)
     ui.heading(f"Checking step {step.number} ({step.topic}): {what}")
     try:
-        verified = module.check(command)
+        verified = checking.judge(module.check, command)
     except CheckFailed as exc:
         ui.bad(exc.cause)
+        for line in exc.details:
+            ui.quoted(f"    {line}")
         if exc.fix:
             ui.say(f"  [bold]hint:[/bold] {exc.fix}")
         ui.say("[red]FAIL[/red]")
+        note_check(step.number, args.reference, exc.cause)
         return 1
     for line in verified:
         ui.ok(line)
     ui.say("[green]PASS[/green]")
+    note_check(step.number, args.reference, None)
     return 0
 
 

@@ -20,6 +20,11 @@ def add_commands(commands: Commands) -> None:
     p = commands.add("images", cmd_images, "list the images in the store", ["labctl images", "labctl images -q"])
     p.add_argument("-q", "--quiet", action="store_true", help="references only")
 
+    p = commands.add("image", cmd_image, "show what an image is made of: manifest, config, each layer's digests "
+                     "and directory", ["labctl image inspect localhost/layered:latest"])
+    p.add_argument("action", choices=("inspect",))
+    p.add_argument("reference", metavar="REFERENCE")
+
     p = commands.add("rmi", cmd_rmi, "remove an image reference, then unreferenced blobs and layers",
                      ["labctl rmi localhost/layered:latest", "labctl rmi --force localhost/busybox:latest"])
     p.add_argument("references", nargs="+", metavar="REFERENCE")
@@ -85,6 +90,25 @@ def cmd_images(args) -> int:
             print(row[0])
         return 0
     ui.table(("reference", "manifest", "layers", "size", "containers"), rows, title="Images in the store")
+    return 0
+
+
+def cmd_image(args) -> int:
+    from labctl import ui
+    from labctl.images import inspect
+    from labctl.images.store import ImageStore
+    store = ImageStore()
+    image = inspect.describe(store, args.reference)
+    ui.say(f"[bold]{image.reference}[/bold]")
+    ui.say(f"  manifest (RepoDigest)  {image.manifest_digest}   {store.blob_path(image.manifest_digest)}")
+    ui.say(f"  config (Id)            {image.config_digest}   {store.blob_path(image.config_digest)}")
+    ui.say("  layers, bottom first (OverlayFS's lowerdir lists them top first):")
+    for i, layer in enumerate(image.layers):
+        where = "bottom" if i == 0 else "top" if i == len(image.layers) - 1 else "middle"
+        ui.say(f"  {i + 1} ({where})  blob     {layer.blob}  ({layer.size} bytes, compressed, as pulled)")
+        ui.say(f"  {'':{len(str(i + 1)) + len(where) + 3}}  diff_id  {layer.diff_id}  (the uncompressed tar)")
+        ui.say(f"  {'':{len(str(i + 1)) + len(where) + 3}}  dir      {layer.directory}"
+               + ("" if layer.unpacked else "  (not unpacked yet)"))
     return 0
 
 

@@ -20,9 +20,11 @@ from labctl.client.parsing import Commands, Formatter, examples
 GROUP_OF = {
     "doctor": "course", "steps": "course", "step": "course", "check": "course", "tour": "course",
     "cleanup": "course", "prepare": "course",
+    "hint": "teaching", "progress": "teaching", "class": "teaching",
+    "exercise": "lab", "lab": "lab",
     "cgroup": "cgroups",
     "network": "network",
-    "import": "images", "images": "images", "rmi": "images", "login": "images", "pull": "images",
+    "import": "images", "images": "images", "image": "images", "rmi": "images", "login": "images", "pull": "images",
     "registry": "images",
     "run": "containers", "ps": "containers", "logs": "containers", "exec": "containers", "stop": "containers",
     "rm": "containers", "inspect": "containers", "stats": "containers", "volume": "containers",
@@ -43,6 +45,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         "labctl tour                   # every step, live, in order",
                         "labctl step 1                 # namespaces, explained and shown",
                         "labctl check 1                # judge your lab/01-namespaces/exercise.py",
+                        "labctl hint 1                 # stuck? the next hint: concept, syscall, code",
+                        "labctl progress               # your checks and hints so far",
                         "labctl cleanup                # remove whatever a crashed step left"))
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     parser.add_argument("--version", action="version", version=f"labctl {__version__}")

@@ -48,13 +48,14 @@ def exec_in(container: Container, argv: list[str], stdio: Stdio | None = None, u
     kinds = [kind for kind in KINDS if theirs[kind] != ours[kind]]
     environment = dict(e.partition("=")[::2] for e in container.spec.env)
     environment.update(dict(e.partition("=")[::2] for e in env))
+    program = confine.filter_program(container.spec.security)   # compiled (or kept) before the fork
     pipes = handshake.Pipes(with_go=False)
     child = cgroups.fork_into(cgroup)   # os.fork(), the child born in the container's cgroup (v2)
     if child == 0:
         end = pipes.child()
         try:
             _exec_child(pid, kinds, cgroup, argv, environment, user or container.spec.user,
-                        workdir or container.spec.workdir, container.spec.security, stdio, end)
+                        workdir or container.spec.workdir, container.spec.security, program, stdio, end)
         except BaseException as exc:
             end.send_error(exc)
         os._exit(127)
@@ -107,11 +108,9 @@ def exec_foreground(container: Container, argv: list[str], *, tty: bool = False,
     return wait(child)
 
 
-def _exec_child(pid, kinds, cgroup, argv, environment, user, workdir, security: SecurityProfile, stdio: Stdio,
-                end: handshake.ChildEnd) -> None:
+def _exec_child(pid, kinds, cgroup, argv, environment, user, workdir, security: SecurityProfile,
+                program: bytes | None, stdio: Stdio, end: handshake.ChildEnd) -> None:
     cgroups.join_self(cgroup)
-    confine.before_pivot_root(security)   # before setns(mnt) leaves the host's files behind
-    program = confine.compile_filter(security)
     join_namespaces_of(pid, kinds)
     inner = os.fork()
     if inner:

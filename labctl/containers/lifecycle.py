@@ -150,7 +150,8 @@ def _root_and_cgroup(container: Container, image: images.RunnableImage, userns_f
 
     def make_cgroup() -> None:
         try:
-            made["cgroup"] = resources.create(f"labctl-{container.short_id}", container.spec.limits)
+            made["cgroup"] = resources.create(f"labctl-{container.short_id}", container.spec.limits,
+                                              container.spec.security.privileged)
         except BaseException as exc:
             made["error"] = exc
     worker = threading.Thread(target=make_cgroup, name="cgroup")

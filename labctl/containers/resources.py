@@ -5,6 +5,10 @@ CFS quota, --pids-limit -> pids.max). The container gets a cgroup even without l
 one, so `stats` can account for it and `exec` can join it. What is stored in the container's record is
 enough for another process (the supervisor, `labctl stats`) to find the cgroup again, and for the runtime
 to start PID 1 and exec'd processes in it (labctl/runtime/cgroup.py).
+
+Step 9 adds the device allowlist (labctl/security/devices.py), written into the new cgroup before PID 1
+is forked into it: the v1 devices controller's list and, where the container has a cgroup2 directory,
+the BPF device program attached to it. Both go when the cgroup's directories are removed.
 """
 from __future__ import annotations
 
@@ -15,13 +19,22 @@ if TYPE_CHECKING:
     from labctl.kernel.cgroups.limits import Limits
 
 
-def create(name: str, limits: Limits) -> dict:
-    """Create (journaled by labctl.kernel.cgroups) the cgroup and write the limits; returns what to store."""
+def create(name: str, limits: Limits, privileged: bool = False) -> dict:
+    """Create (journaled by labctl.kernel.cgroups) the cgroup, write the limits and the device allowlist
+    (step 9: before any process is in it, so PID 1 never runs without it); returns what to store."""
     from labctl.kernel import cgroups
+    from labctl.security import devices
     cg = cgroups.Cgroup.create(name, limits)
+    try:
+        unified = cg.layout.unified
+        allowlist = devices.apply(cg.path("devices"), cg.dirs.get(unified.mountpoint) if unified else None,
+                                  privileged)
+    except BaseException:
+        cg.remove()
+        raise
     return {"name": name, "dirs": {str(k): str(v) for k, v in cg.dirs.items()},
             "hierarchies": [cgroups.describe_hierarchy(h) for h in cg.layout.hierarchies() if h.mountpoint in cg.dirs],
-            "journal": str(cg.record.path) if cg.record else None}
+            "journal": str(cg.record.path) if cg.record else None, "devices": allowlist}
 
 
 def remove(info: dict | None) -> None:

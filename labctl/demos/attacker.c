@@ -32,6 +32,7 @@ static const char *errno_name(int e)
     case ENOENT: return "ENOENT";   case EINVAL: return "EINVAL";   case ENOEXEC: return "ENOEXEC";
     case ENOSYS: return "ENOSYS";   case EBUSY: return "EBUSY";     case ENXIO: return "ENXIO";
     case ENODEV: return "ENODEV";   case EFAULT: return "EFAULT";   case ENOSPC: return "ENOSPC";
+    case ENODATA: return "ENODATA"; /* our own mark: the read returned nothing (a masked, empty file) */
     default: return "E?";
     }
 }

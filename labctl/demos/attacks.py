@@ -17,7 +17,8 @@ with the errno the kernel gave:
 
 A kernel built without the feature (no /proc/kcore, no module loader) reports the attack as absent.
 The defences are the fields of labctl.security.profile.SecurityProfile, added one at a time to a
---privileged container (DEFENCES), and all together in the default container.
+--privileged container, each on top of the ones before (defences()); after the fifth, the container has
+`labctl run`'s default profile.
 """
 from __future__ import annotations
 
@@ -163,16 +164,21 @@ def _with(**fields):
 
 
 def defences() -> list[tuple[str, object]]:
-    """(name, profile -> profile with that defence added), in the order the demo adds them."""
-    from labctl.security import capabilities, paths, seccomp
+    """(name, profile -> profile with that defence added), in the order the demo adds them to a
+    --privileged container, each on top of the ones before: every step stops attacks the ones before
+    let through. After "seccomp" the profile is `labctl run`'s default; "userns remap" is the last layer.
+    (Seccomp comes after capabilities on purpose: Docker's profile allows mount, unshare and the clock to
+    a container that holds CAP_SYS_ADMIN or CAP_SYS_TIME, so alone, on a privileged container, it stops
+    nothing those capabilities cover.)"""
+    from labctl.security import capabilities, paths
     from labctl.security.profile import from_flags
     default = from_flags()
     return [
+        ("device allowlist", _with(privileged=False)),
+        ("masked paths", _with(masked_paths=list(paths.MASKED), readonly_paths=list(paths.READONLY))),
+        ("no_new_privs", _with(no_new_privileges=True)),
         ("capabilities", _with(capabilities=list(capabilities.DEFAULT))),
         ("seccomp", _with(seccomp=default.seccomp, seccomp_source="default")),
-        ("masked paths", _with(masked_paths=list(paths.MASKED), readonly_paths=list(paths.READONLY))),
-        ("devices", _with(privileged=False, masked_paths=[], readonly_paths=[])),
-        ("no_new_privs", _with(no_new_privileges=True)),
         ("userns remap", lambda p: dataclasses.replace(p, **_userns_fields())),
     ]
 
@@ -227,13 +233,13 @@ def _run(lifecycle, image: str, profile, argv: list[str], volumes: list[str], us
 
 
 def matrix() -> dict[str, dict[str, Outcome]]:
-    """{column: {attack: Outcome}}: --privileged, --privileged plus each defence alone, and the default.
+    """{column: {attack: Outcome}}: --privileged, then each defence added to the ones before (defences()).
     What the step 9 plot draws: which defence stops which attack, measured."""
-    base = privileged()
-    columns = {"--privileged": run_in_labctl(base)}
+    profile = privileged()
+    columns = {"--privileged": run_in_labctl(profile)}
     for name, add in defences():
-        columns[f"+ {name}"] = run_in_labctl(add(base))
-    columns["default"] = run_in_labctl(default_profile())
+        profile = add(profile)
+        columns[f"+ {name}"] = run_in_labctl(profile)
     return columns
 
 
@@ -286,3 +292,27 @@ def _runc(runc: str, rootfs: Path, mnt: Path, argv: list[str], uid: int) -> dict
     finally:
         subprocess.run([runc, "delete", "--force", container_id], capture_output=True)
         shutil.rmtree(bundle, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Watching what the kernel refuses, live (step 8's tracers, scoped to the attacked container)
+
+
+def denied_calls(names: tuple[str, ...] = ("mount", "userns", "clock", "module"), seconds: float = 3.0) -> list[dict]:
+    """Run these attacks in a default container under labctl.tracing.denied's tracer: the calls the kernel
+    refused it with EPERM or EACCES, as events. The attacker waits for /tmp/go, which is created
+    (through /proc/PID/root) once the tracer is attached: bcc compiles for a second or more first."""
+    from labctl.containers import lifecycle
+    from labctl.tracing import Scope
+    from labctl.tracing.denied import DeniedTracer
+    attacker = build_attacker()
+    script = f"while [ ! -e /tmp/go ]; do sleep 0.1; done; /attack/attacker only {' '.join(names)}; sleep 1"
+    spec, image = lifecycle.build_spec("localhost/busybox:latest", ["sh", "-c", script], detach=True,
+                                       volumes_=[f"{attacker.parent}:/attack:ro"], tmpfs=["/tmp"])
+    container, _ = lifecycle.run(spec, image)
+    try:
+        with DeniedTracer(Scope.of_pid(container.pid, label=container.name)) as tracer:
+            open(f"/proc/{container.pid}/root/tmp/go", "w").close()
+            return list(tracer.stream(duration=seconds))
+    finally:
+        lifecycle.remove(container, force=True)

@@ -122,3 +122,41 @@ def measure_sharing(store, reference: str, max_containers: int = 20, write_bytes
         state.remove_path(str(copies))
         rec.forget()
     return points
+
+
+def layer_entries(directory: str | os.PathLike) -> dict[str, str]:
+    """{relative path: what it is} for every entry below one layer (or merged) directory, read with lstat
+    and getxattr: "dir", "opaque dir" (trusted.overlay.opaque=y), "whiteout" (a character device 0/0),
+    "symlink", "file N B"."""
+    from labctl.kernel.overlay import is_opaque, is_whiteout
+    import stat
+    entries = {}
+    for top, dirs, files in os.walk(directory):
+        for name in dirs + files:
+            path = os.path.join(top, name)
+            st = os.lstat(path)
+            rel = os.path.relpath(path, directory)
+            if stat.S_ISDIR(st.st_mode):
+                entries[rel] = "opaque dir" if is_opaque(path) else "dir"
+            elif is_whiteout(path):
+                entries[rel] = "whiteout"
+            elif stat.S_ISLNK(st.st_mode):
+                entries[rel] = "symlink"
+            else:
+                entries[rel] = f"file {st.st_size} B"
+    return entries
+
+
+def stack_snapshot(root: ContainerRoot) -> dict:
+    """What each directory of a mounted container root holds now, for plots.overlay.overlay_stack:
+    {"merged": entries, "upper": (path, entries), "lowers": [(path, entries), ...] top first, as the
+    kernel has them in /proc/self/mountinfo's lowerdir=, "work": (path, entries)}."""
+    from labctl.kernel.overlay import mount_options
+    options = mount_options(root.merged)
+    if options is None:
+        from labctl.errors import LabError
+        raise LabError(f"no overlay is mounted on {root.merged}", "mount it first (ContainerRoot.create)")
+    return {"merged": layer_entries(root.merged),
+            "upper": (options["upperdir"], layer_entries(options["upperdir"])),
+            "lowers": [(d, layer_entries(d)) for d in options["lowerdir"].split(":")],
+            "work": (options["workdir"], layer_entries(options["workdir"]))}

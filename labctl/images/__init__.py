@@ -18,5 +18,7 @@ One concern per module:
   store.py         the content-addressed store: blobs by digest, refs, unpacked layers, garbage
                    collection (`labctl rmi`)
   layers.py        safe layer unpacking: no traversal, no links out, OCI whiteouts to overlay whiteouts
+  inspect.py       an image digest by digest: manifest, config, each layer's blob, diff_id and
+                   directory (`labctl image inspect`, step 4's demo)
   labimage.py      the busybox root filesystem built locally, which every step can use without a network
 """

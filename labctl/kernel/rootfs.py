@@ -80,8 +80,9 @@ def enter_root(root: Path) -> None:
     os.chdir("/")
 
 
-def setup_container_root(rootfs: str | os.PathLike, readonly: bool = True, tmp_tmpfs: bool = True) -> None:
-    """The whole step 2 sequence; call it inside a new mount (and PID) namespace, e.g. as spawn's setup."""
+def prepare_root(rootfs: str | os.PathLike, tmp_tmpfs: bool = True) -> Path:
+    """Steps 1-3 of the sequence: private propagation, the root bound onto itself, /proc, /dev, /sys
+    (and a tmpfs /tmp) mounted beneath it. The host's mounts are all still there, above it."""
     root = check_rootfs(rootfs).resolve()
     make_mounts_private()
     mount(str(root), str(root), None, MS_BIND | MS_REC)
@@ -90,6 +91,16 @@ def setup_container_root(rootfs: str | os.PathLike, readonly: bool = True, tmp_t
     mount_sys_readonly(root)
     if tmp_tmpfs:
         mount("tmpfs", str(root / "tmp"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m")
+    return root
+
+
+def setup_container_root(rootfs: str | os.PathLike, readonly: bool = True, tmp_tmpfs: bool = True,
+                         before_pivot=None) -> None:
+    """The whole step 2 sequence; call it inside a new mount (and PID) namespace, e.g. as spawn's setup.
+    `before_pivot()`, if given, runs just before pivot_root (step 2's figure reads the mount table there)."""
+    root = prepare_root(rootfs, tmp_tmpfs)
+    if before_pivot:
+        before_pivot()
     enter_root(root)
     if readonly:
         mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)

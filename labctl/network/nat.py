@@ -24,6 +24,8 @@ from labctl.network import Network
 from labctl.network.ports import DEFAULT_HOST_IP, PortMapping
 
 COMMENT_PREFIX = "labctl:"
+#: The masquerade rule's comment; the rule counts what it rewrites (`counter`: packets and bytes).
+MASQUERADE_COMMENT = "containers go out with the host's address"
 
 
 def rule_comment(owner: str) -> str:
@@ -67,7 +69,7 @@ def table_script(net: Network) -> str:
   }}
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
-    ip saddr {subnet} oifname != "{bridge}" masquerade comment "containers go out with the host's address"
+    ip saddr {subnet} oifname != "{bridge}" counter masquerade comment "{MASQUERADE_COMMENT}"
     oifname "{bridge}" ip saddr 127.0.0.0/8 masquerade comment "host to a published port on 127.0.0.1"
     oifname "{bridge}" ip saddr {subnet} ct status dnat masquerade comment "a container to its own published port"
   }}

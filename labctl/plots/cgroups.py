@@ -67,18 +67,24 @@ def pids_vs_limit(run: "PidsRun"):
     """The number of processes in a fork bomb's cgroup over time, against pids.max."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.step(_seconds(run.samples), [s.pids_current for s in run.samples], where="post",
-            label="processes (pids.current)")
-    ax.axhline(run.pids_max, color="red", linestyle="--", label=f"limit pids.max = {run.pids_max}")
+    # Where the count reaches the limit the two lines coincide: the count is drawn thick and solid, the
+    # limit thin and dashed on top of it, so each shows through the other (and both are in the legend).
+    ax.step(_seconds(run.samples), [s.pids_current for s in run.samples], where="post", color="tab:blue",
+            linewidth=3, zorder=2, label="processes (pids.current)")
+    ax.axhline(run.pids_max, color="red", linestyle=(0, (4, 4)), linewidth=1.5, zorder=3,
+               label=f"limit pids.max = {run.pids_max}")
     ax.set_title("A fork bomb under pids.max")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("processes in the cgroup")
     ax.set_ylim(bottom=0, top=run.pids_max * 1.5)
     refused = ax.twinx()
     refused.plot(_seconds(run.samples), [s.pids_refused or 0 for s in run.samples], color="gray", linewidth=1,
+                 linestyle=":",
                  label="forks refused so far (pids.events max)")
     refused.set_ylabel("forks refused (count)")
     refused.set_ylim(bottom=0)
+    ax.set_zorder(refused.get_zorder() + 1)   # the count above the twin axis' line too
+    ax.patch.set_visible(False)
     lines = ax.get_legend_handles_labels()
     more = refused.get_legend_handles_labels()
     ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right")

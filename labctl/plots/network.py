@@ -81,3 +81,63 @@ def veth_counters(results: dict):
     fig.suptitle("IFLA_STATS64 of the host ends of the veth pairs during the measurement")
     fig.tight_layout()
     return fig
+
+
+def _ns_band(ax, x0: float, x1: float, label: str, hatch: str) -> None:
+    from matplotlib.patches import FancyBboxPatch
+    ax.add_patch(FancyBboxPatch((x0, 0.28), x1 - x0, 0.6, boxstyle="round,pad=0.01", facecolor="#f4f4f4",
+                                edgecolor="#555555", hatch=hatch, linewidth=1, zorder=0))
+    ax.text((x0 + x1) / 2, 0.85, label, ha="center", va="center", fontsize=9, fontweight="bold",
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+
+
+def packet_path(path: dict):
+    """The path of one TCP connection from a container to the lab's upstream namespace, box by box
+    (eth0, its veth, the bridge lab0, the host's routing and the nft masquerade rule, the upstream
+    link, the upstream's eth0), with the packet's addresses before and after the rewrite, the rule's
+    counter, and the conntrack entry that rewrites the replies back. `path` is what
+    labctl.demos.natpath.nat_exchange() measured."""
+    plt = _pyplot()
+    c, up, ct = path["container"], path["upstream"], path["conntrack"]
+    sport = ct["original"][1] if ct else path["seen_from"][1]
+    counted = path["counted"]
+    boxes = [(f"eth0\n{c['address']}", "container"),
+             (f"{path['veth']}\n(veth, host end)", "veth"),
+             (f"{path['bridge']}\nbridge, gateway\n{path['gateway']}", "bridge"),
+             (f"nft table {path['table']}\npostrouting: masquerade\ncounter: "
+              + (f"{counted[0]} packet(s), {counted[1]} B" if counted else "(no counter)"), "rule"),
+             (f"{up['host_link']}\n{up['host_address']}", "uplink"),
+             (f"eth0\n{up['address']}:{path['port']}", "upstream")]
+    fig, ax = plt.subplots(figsize=(14, 5.6))
+    xs = [0.07, 0.24, 0.39, 0.56, 0.74, 0.91]
+    _ns_band(ax, 0.0, 0.15, f"container (PID {c['pid']})\nnet namespace", "..")
+    _ns_band(ax, 0.165, 0.815, "the host's network namespace", "")
+    _ns_band(ax, 0.83, 0.995, f"{up['netns']}\n(stand-in upstream)", "..")
+    drawn = [ax.text(x, 0.55, text, ha="center", va="center", fontsize=9,
+                     bbox={"boxstyle": "round,pad=0.4", "facecolor": "#ffe3b3" if kind == "rule" else "white",
+                           "edgecolor": "#c44e52" if kind == "rule" else "#333333",
+                           "linewidth": 2 if kind == "rule" else 1})
+             for x, (text, kind) in zip(xs, boxes)]
+    for a, b in zip(drawn, drawn[1:]):   # from the right edge of one box to the left edge of the next
+        ax.annotate("", xy=(-0.12, 0.5), xycoords=b, xytext=(1.12, 0.5), textcoords=a,
+                    arrowprops={"arrowstyle": "-|>", "color": "#4c72b0", "linewidth": 1.5})
+    before = f"src {c['address']}:{sport}\ndst {up['address']}:{path['port']}"
+    after = f"src {up['host_address']}:{sport}  ← rewritten\ndst {up['address']}:{path['port']}"
+    ax.text(0.31, 0.2, f"the packet as sent:\n{before}", ha="center", va="center", fontsize=9, family="monospace")
+    ax.text(0.80, 0.2, f"after the masquerade:\n{after}", ha="center", va="center", fontsize=9,
+            family="monospace", fontweight="bold")
+    rx, tx = path.get("veth_packets", (0, 0))
+    entry = (f"conntrack: original {ct['original'][0]}:{ct['original'][1]} → {ct['original'][2]}:{ct['original'][3]}"
+             f"   reply {ct['reply'][0]}:{ct['reply'][1]} → {ct['reply'][2]}:{ct['reply'][3]}   [{ct['status']}]"
+             if ct else "conntrack: no entry found for this connection")
+    ax.text(0.5, 0.05, f"{entry}\nthe replies come back to {up['host_address']} and conntrack rewrites them to "
+            f"{c['address']}; the veth counted {rx} packets from the container and {tx} to it, the rule counted "
+            f"{counted[0] if counted else '?'}: a nat chain sees only a connection's first packet",
+            ha="center", va="center", fontsize=8.5, bbox={"facecolor": "#eef3f8", "edgecolor": "#4c72b0"})
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.05, 0.95)
+    ax.axis("off")
+    ax.set_title(f"A container's connection to {up['address']}:{path['port']}, through {path['bridge']} "
+                 "and source NAT (read after a real exchange)")
+    fig.tight_layout()
+    return fig

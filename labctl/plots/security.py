@@ -21,8 +21,8 @@ def _pyplot():
 
 
 def attack_matrix(columns: dict[str, dict[str, "Outcome"]], attacks: list[str] | None = None):
-    """One row per attack, one column per profile (--privileged, each defence alone, the default); each
-    cell says what the kernel answered: WORKS, or the call and errno that stopped it."""
+    """One row per attack, one column per profile (--privileged, then each defence added to the ones
+    before); each cell says what the kernel answered: WORKS, or the call and errno that stopped it."""
     from matplotlib.patches import Patch, Rectangle
     plt = _pyplot()
     attacks = attacks or [a for a in next(iter(columns.values()))]
@@ -44,7 +44,8 @@ def attack_matrix(columns: dict[str, dict[str, "Outcome"]], attacks: list[str] |
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
-    ax.set_title("Which defence stops which attack (measured: the call that failed and its errno)")
+    ax.set_title("Defences added one at a time: which stops which attack\n"
+                 "(measured: the call that failed and its errno)")
     ax.legend(handles=[Patch(facecolor=STYLE[True][0], hatch="xx", label="the attack works"),
                        Patch(facecolor=STYLE[False][0], label="stopped by the kernel"),
                        Patch(facecolor=STYLE[None][0], hatch="..", label="not in this kernel")],

@@ -41,36 +41,105 @@ def syscall_histogram(counts: Mapping[str, Mapping[str, int]], top: int = 10):
     return fig
 
 
+STEP_TOPICS = {1: "namespaces", 2: "root filesystem", 3: "cgroups", 4: "OverlayFS", 6: "network", 0: "other"}
+STEP_HATCHES = {1: "", 2: "//", 3: "..", 4: "xx", 6: "\\\\", 0: "--"}
+
+
+def runs(calls: Sequence, key) -> list[list]:
+    """Consecutive calls with the same key(call), as lists: the rows of the figures below."""
+    groups: list[list] = []
+    for c in calls:
+        if groups and key(groups[-1][-1]) == key(c):
+            groups[-1].append(c)
+        else:
+            groups.append([c])
+    return groups
+
+
+def _row_label(group: Sequence) -> str:
+    first = group[0]
+    if len(group) == 1:
+        return first.text if len(first.text) < 80 else first.text[:77] + "..."
+    return f"{first.name} ×{len(group)}: {first.why}"[:90]
+
+
 def construction_timeline(calls: Sequence, start_ns: int):
-    """The syscalls that built a container, one row per call in order: time (ms) across, the marker
-    at entry and a bar to its return, coloured by the curriculum step that explains it, the row labelled with the process (labctl,
-    helper, PID 1) and the call. The dashed line is pivot_root: after it the container no longer
-    sees the host's files."""
+    """The syscalls that built a container, in order: one row per run of the same call by the same
+    process (mount ×4, mknodat ×6), a marker at each call's entry and a bar to its return, coloured
+    and shaded by the curriculum step that explains it (a band per phase, named at the right), the
+    row labelled with the process (labctl, helper, PID 1). The dashed line is pivot_root: after it
+    the container no longer sees the host's files."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(12, 0.28 * len(calls) + 1.6))
-    end = max([(c.ts - start_ns) / 1e6 for c in calls] + [1])
-    for y, c in enumerate(calls):
-        x = (c.ts - start_ns) / 1e6
-        colour = STEP_COLOURS.get(c.step, "#999999")
-        took = getattr(c, "duration", 0) / 1e6
-        ax.scatter([x], [y], color=colour, s=30, zorder=3)
-        ax.plot([x, x + took], [y, y], color=colour, linewidth=3, zorder=2)   # entry to return
-        text = c.text if len(c.text) < 90 else c.text[:87] + "..."
-        if took >= 0.5:
-            text += f"  ({took:.1f} ms)"
-        ax.text(x + took + end * 0.01, y, text, va="center", fontsize=7)
-        if c.name == "pivot_root":
-            ax.axvline(x, color="#333333", linestyle="--", linewidth=1, label="pivot_root")
+    rows = runs(calls, lambda c: (c.role, c.name, c.step))
+    fig, ax = plt.subplots(figsize=(13, 0.36 * len(rows) + 2.2))
+    end = max([(c.ts - start_ns + c.duration) / 1e6 for c in calls] + [1])
+    y = 0
+    for phase in runs(rows, lambda group: group[0].step):
+        step = phase[0][0].step
+        colour = STEP_COLOURS.get(step, "#999999")
+        ax.axhspan(y - 0.5, y + len(phase) - 0.5, facecolor=colour, alpha=0.12, hatch=STEP_HATCHES.get(step, ""),
+                   edgecolor=colour, linewidth=0)
+        ax.text(end * 1.98, y + len(phase) / 2 - 0.5, f"step {step}" if step else "other", va="center",
+                ha="right", fontsize=9, color=colour, fontweight="bold")
+        for group in phase:
+            for c in group:
+                x = (c.ts - start_ns) / 1e6
+                ax.scatter([x], [y], color=colour, s=28, zorder=3)
+                ax.plot([x, x + c.duration / 1e6], [y, y], color=colour, linewidth=3, zorder=2)
+                if c.name == "pivot_root":
+                    ax.axvline(x, color="#333333", linestyle="--", linewidth=1, label="pivot_root")
+            last = group[-1]
+            ax.text((last.ts - start_ns + last.duration) / 1e6 + end * 0.01, y, _row_label(group), va="center",
+                    fontsize=8.5)
+            y += 1
     for step, colour in STEP_COLOURS.items():
         if any(c.step == step for c in calls):
-            ax.scatter([], [], color=colour, label=f"explained in step {step}" if step else "other")
-    ax.legend(loc="lower left", fontsize=8)
-    ax.set_yticks(range(len(calls)), [c.role for c in calls], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlim(0, end * 1.9)
+            ax.scatter([], [], color=colour, label=f"step {step}: {STEP_TOPICS[step]}" if step else "other")
+    ax.legend(loc="lower left", fontsize=8.5)
+    ax.set_yticks(range(len(rows)), [group[0].role for group in rows], fontsize=8.5)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlim(0, end * 2.0)
     ax.set_xlabel("time since the build began (ms)")
     ax.set_ylabel("process making the call")
-    ax.set_title("A container being built: the lab's own syscalls, traced with eBPF")
+    ax.set_title(f"A container being built: {len(calls)} syscalls of the lab's own, traced with eBPF, "
+                 f"in {len(rows)} rows")
+    fig.tight_layout()
+    return fig
+
+
+def build_order(calls: Sequence, start_ns: int, title: str = "The order in which a container is built"):
+    """Phases of a build, in order: each run of consecutive calls explained by the same step is one
+    numbered row, a bar from its first call to its last return with a tick per call, and what it did
+    (mkdir ×10, write ×2). Colour and hatching say the step. `calls` from buildtrace.trace_construction."""
+    plt = _pyplot()
+    from collections import Counter
+    from matplotlib.patches import Patch
+    phases = runs(calls, lambda c: c.step)
+    fig, ax = plt.subplots(figsize=(13, 0.42 * len(phases) + 2.2))
+    end = max([(c.ts - start_ns + c.duration) / 1e6 for c in calls] + [1])
+    for y, phase in enumerate(phases):
+        step = phase[0].step
+        colour = STEP_COLOURS.get(step, "#999999")
+        t0 = (phase[0].ts - start_ns) / 1e6
+        t1 = max((c.ts - start_ns + c.duration) / 1e6 for c in phase)
+        ax.barh(y, max(t1 - t0, end / 300), left=t0, height=0.6, color=colour, alpha=0.8,
+                hatch=STEP_HATCHES.get(step, ""), edgecolor="#333333")
+        ax.scatter([(c.ts - start_ns) / 1e6 for c in phase], [y] * len(phase), marker="|", color="black",
+                   s=60, zorder=3)
+        names = Counter(f"execve {c.strings[0].rsplit('/', 1)[-1]}" if c.name == "execve" and c.strings else c.name
+                        for c in phase)
+        what = ", ".join(f"{name} ×{n}" if n > 1 else name for name, n in names.items())
+        ax.text(t1 + end * 0.01, y, f"{y + 1}. step {step} ({STEP_TOPICS.get(step, '?')}): {what}"[:100],
+                va="center", fontsize=9)
+    ax.legend(handles=[Patch(facecolor=STEP_COLOURS[s], hatch=STEP_HATCHES[s], edgecolor="#333333",
+                             label=f"step {s}: {STEP_TOPICS[s]}") for s in STEP_COLOURS
+                       if any(c.step == s for c in calls)], loc="lower left", fontsize=8.5)
+    ax.set_yticks(range(len(phases)), [str(i + 1) for i in range(len(phases))], fontsize=9)
+    ax.set_ylim(len(phases) - 0.5, -0.5)
+    ax.set_xlim(0, end * 1.7)
+    ax.set_xlabel("time since the build began (ms)")
+    ax.set_ylabel("phase, in order")
+    ax.set_title(f"{title}: {len(calls)} syscalls in {len(phases)} phases (eBPF trace)")
     fig.tight_layout()
     return fig
 

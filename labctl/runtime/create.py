@@ -13,6 +13,9 @@ for `runc create` and `runc start`), over the handshake of labctl/kernel/handsha
       │───────────────────────────────── GO ───────────────────────────────────▶ unshare(CGROUP), setuid,
       │ Created.start() returns at EOF: the command runs                          chdir, execve(the command)
 
+Before the fork the caller also gets the seccomp filter's BPF program (confine.filter_program), which
+PID 1 loads just before execve: compiling it inside would add its time to every start.
+
 S itself unshares only the PID and time namespaces (they apply to its next child, PID 1): had it
 unshared the mount namespace, PID 1's pivot_root would move S's root into the container too, and S
 could no longer reach the state directory to record the exit. PID 1 unshares the rest itself.
@@ -37,7 +40,7 @@ from labctl.errors import CommandFailed, LabError
 from labctl.kernel import handshake
 from labctl.kernel.namespaces import namespace_flags
 from labctl.kernel.syscalls import NAMESPACE_FLAGS, setns, unshare
-from labctl.runtime import cgroup as cgroups, pid1
+from labctl.runtime import cgroup as cgroups, confine, pid1
 from labctl.runtime.config import Config
 from labctl.runtime.stdio import Stdio
 
@@ -88,12 +91,13 @@ def create(config: Config, stdio: Stdio, supervise: Callable[[int], None], detac
     READY, or raise what went wrong inside. `supervise(pid1)` is what S goes on to do: it never returns."""
     flags = namespace_flags(k for k in config.namespaces if k in FOR_CHILDREN)         # S's unshare
     own_flags = namespace_flags(k for k in config.namespaces if k not in FOR_CHILDREN)  # PID 1's own
+    program = confine.filter_program(config.security)   # the seccomp filter, compiled (or kept) before the fork
     pipes = handshake.Pipes()
     child = os.fork()
     if child == 0:
         end = pipes.child()
         try:
-            _supervisor(config, stdio, flags, own_flags, end, detach, supervise)
+            _supervisor(config, stdio, flags, own_flags, end, detach, supervise, program)
         except BaseException as exc:
             end.send_error(exc)
         os._exit(127)
@@ -120,7 +124,7 @@ def create(config: Config, stdio: Stdio, supervise: Callable[[int], None], detac
 
 
 def _supervisor(config: Config, stdio: Stdio, flags: int, own_flags: int, end: handshake.ChildEnd,
-                detach: bool, supervise: Callable[[int], None]) -> None:
+                detach: bool, supervise: Callable[[int], None], program: bytes | None) -> None:
     """Runs in the forked child: becomes S (see the module docstring)."""
     os.setsid()   # its own session: a Ctrl-C or hangup at labctl's terminal does not reach it
     if detach and os.fork():
@@ -130,7 +134,7 @@ def _supervisor(config: Config, stdio: Stdio, flags: int, own_flags: int, end: h
     unshare(flags)
     pid = end.fork(lambda: cgroups.fork_into(config.cgroup))   # born in the container's cgroup (v2)
     if pid == 0:
-        pid1.run(config, stdio, own_flags, end)   # never returns
+        pid1.run(config, stdio, own_flags, end, program)   # never returns
     if config.userns_fd >= 0:
         os.close(config.userns_fd)   # PID 1 has its copy: S keeps no reference to the container's user namespace
     # unshare(CLONE_NEWPID|CLONE_NEWTIME) holds for every later child of S, not only PID 1; once PID 1

@@ -9,7 +9,7 @@ It runs as PID 1 of the new PID and time namespaces the supervisor made (create.
   4. mounts, all in the private mount namespace (the host never sees them, and they vanish with it),
      on the overlay root labctl mounted (step 4): /proc, /dev, /sys (read-only but for --privileged),
      /etc/hosts, /etc/resolv.conf, /etc/hostname, volumes and bind mounts, tmpfs mounts, and tini for
-     --init; libseccomp's binding is imported now, while the host's /usr/lib is still reachable
+     --init
   5. pivot_root into it (step 2); create the working directory (as Docker does)
   6. step 9: /proc's and /sys's read-only and masked paths, and with --read-only the root itself made
      read-only (confine.py): mounts, so while PID 1 still has CAP_SYS_ADMIN over its mount namespace
@@ -17,14 +17,14 @@ It runs as PID 1 of the new PID and time namespaces the supervisor made (create.
      stays the host user namespace's: security/userns.py), and become its root, uid 100000 on the host.
      What PID 1 created in the upper layer before (mount points, the working directory) was chowned to
      that uid. Then look the user up in the image's own /etc/passwd
-  7. stdin, stdout, stderr (or the terminal, stdio.py); READY to labctl; compile the seccomp filter
-     while labctl attaches the network and writes the record; then wait for its GO
+  7. stdin, stdout, stderr (or the terminal, stdio.py); READY to labctl, then wait for its GO
   8. after GO: unshare(CLONE_NEWCGROUP). PID 1 is in the container's cgroup by then, so the cgroup
      namespace is rooted at the container's own cgroup and /proc/self/cgroup reads "/" inside.
   9. the security profile and the user (confine.py, runc's order): no_new_privs, the seccomp filter
      (before the capabilities go, unless no_new_privs is set), the bounding set, setgroups, setgid,
      setuid (unsharing and mounting need root, so the user comes late), chdir into the working
      directory as that user, capset, the filter if no_new_privs is set (as late as possible), execve.
+     The filter's BPF program was compiled before the fork (create.py, confine.filter_program).
 Every step is a plain function of step 1 to 3's and step 9's modules; the order is the lesson.
 """
 from __future__ import annotations
@@ -53,7 +53,7 @@ def exec_argv(config: Config) -> list[str]:
     return ([INIT_PATH, "--"] if config.init_binary else []) + config.argv
 
 
-def run(config: Config, stdio: Stdio, own_flags: int, end: handshake.ChildEnd) -> None:
+def run(config: Config, stdio: Stdio, own_flags: int, end: handshake.ChildEnd, program: bytes | None) -> None:
     """PID 1, from its fork to execve (the steps in the module docstring); never returns."""
     argv = exec_argv(config)
     try:
@@ -63,7 +63,6 @@ def run(config: Config, stdio: Stdio, own_flags: int, end: handshake.ChildEnd) -
         env, who = prepare(config)
         stdio.install()
         end.send_ready()
-        program = confine.compile_filter(config.security)   # meanwhile labctl does its part
         if not end.wait_for_go():
             os._exit(125)   # labctl went away before GO
         finish(config, who, program)
@@ -151,7 +150,6 @@ def prepare(config: Config) -> tuple[dict[str, str], ResolvedUser]:
     mount_volumes(root, config, owner)
     if config.init_binary:
         bind(config.init_binary, _mount_point(root, INIT_PATH, False, owner), readonly=True)
-    confine.before_pivot_root(config.security)
     rootfs.enter_root(root)
     make_workdir(config.workdir, owner)   # before --read-only makes the root read-only (Docker makes it at create)
     confine.protect_filesystem(config.security)

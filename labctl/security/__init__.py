@@ -1,4 +1,6 @@
-"""The security profile of a container (step 9): what a root process inside may still do to the host.
+"""The security profile of a container (step 9): what a root process inside may still do to the host;
+Docker's default profile (capabilities, seccomp, masked paths), as runc applies it.
+
 Docker's counterpart is split between the daemon, which decides the default profile (moby's
 `oci/caps` and `profiles/seccomp/default.json`), and runc, which applies it (libcontainer's
 capabilities, seccomp and devices packages) just before the container's command is exec'd.
@@ -17,5 +19,7 @@ capabilities, seccomp and devices packages) just before the container's command 
                    the image's layers shown through idmapped mounts
 
 It sits beside labctl.kernel: it imports the kernel's primitives and the standard library (libseccomp's
-Python binding only inside PID 1), never the containers layer above.
+Python binding only to compile a filter or check a profile file), never the layers above. *When* each
+piece is applied (the order is forced: each needs a privilege the next takes away) is the runtime's
+part: labctl/runtime/confine.py, called by PID 1 (runtime/pid1.py) and by `labctl exec`.
 """

@@ -20,11 +20,11 @@ and some rules look at arguments: clone and unshare only without namespace flags
 through int 0x80 is then judged by the rules for that ABI, instead of killing the process as a foreign
 architecture.
 
-libseccomp (Debian's python3-seccomp) turns the rules into the BPF program. Its Python binding is
-imported only in PID 1 (and to check a profile file's syscall names), never by `labctl --help`. PID 1
-compiles the program while labctl finishes its part (between READY and GO) and loads it at the last
-moment (runtime/confine.py): the same split as runc, which exports libseccomp's program and loads it
-with seccomp(2) itself (libcontainer/seccomp/patchbpf).
+libseccomp (Debian's python3-seccomp) turns the rules into the BPF program (compile_filter). Its
+Python binding is imported only to compile (and to check a profile file's syscall names), never by
+`labctl --help`. The program is made before the fork and loaded by PID 1 at the last moment (load,
+runtime/confine.py): the same split as runc, which exports libseccomp's program and loads it with
+seccomp(2) itself (libcontainer/seccomp/patchbpf).
 """
 from __future__ import annotations
 
@@ -194,11 +194,6 @@ class _FileNumber:
 
     def fileno(self) -> int:
         return self.fd
-
-
-def prepare() -> None:
-    """Import libseccomp's binding while the host's /usr/lib is still reachable (before pivot_root)."""
-    import seccomp  # noqa: F401  (cached in sys.modules for compile_filter)
 
 
 def load(program: bytes) -> None:

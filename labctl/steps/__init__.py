@@ -9,6 +9,10 @@ without importing a step module). A step module `labctl/steps/sNN_topic.py` prov
   reference(argv) -> int       the reference solution, with the same command-line contract as
                                lab/NN-topic/exercise.py; `python -m labctl.steps.sNN_topic ARGS` runs it
 Step modules are imported only when used, so `labctl --help` stays fast.
+
+Beside the steps, what the course keeps about them: hints.py (each step's hint ladder, data in
+lab/NN-topic/hints.toml), progress.py (the student's record of checks and hints), solutions.py (the
+class setting that hides solutions; require_solutions(what) is the one gate for anything showing one).
 """
 from __future__ import annotations
 
@@ -51,7 +55,8 @@ class Step:
         return [sys.executable, "-m", self.module_name]
 
     def exercise_command(self, path: Path | None = None) -> list[str]:
-        return [sys.executable, str(path or self.exercise)]
+        """The student's exercise run with the lab's interpreter, lab/mycontainer importable."""
+        return [sys.executable, "-m", "labctl.steps.exercises", str(path or self.exercise)]
 
     def command_to_check(self, reference: bool = False, path: str | None = None) -> tuple[list[str], str]:
         """What `labctl check N` runs and judges, and how to name it: the reference solution, or the
@@ -115,3 +120,12 @@ def run_reference(reference) -> None:
 
 def available() -> list[Step]:
     return [s for s in CURRICULUM if s.available]
+
+
+def save_figure(fig, name: str) -> str:
+    """Save a demo's figure as <state>/figures/NAME.png (100 dpi) and say where; returns the path."""
+    from labctl import state, ui
+    path = state.subdir("figures") / f"{name}.png"
+    fig.savefig(path, dpi=100)
+    ui.ok(f"figure: {path}")
+    return str(path)

@@ -118,6 +118,8 @@ def check(command: list[str]) -> list[str]:
         _check_placement_and_limits(command + args + ["sleep", "1003"], expected, verified)
         tidy()
         _check_exit_and_removal(command + args + ["sh", "-c", "exit 7"], expected, verified)
+        _check_background_children(command + args + ["sh", "-c", BACKGROUND], expected, verified)
+        tidy()
         _check_memory_bites(command + args + [sys.executable, "-c", MEMORY_PROVER], expected, verified)
         tidy()
         _check_pids_bite(command + args + [sys.executable, "-c", PIDS_PROVER], expected, verified)
@@ -169,10 +171,43 @@ def _check_exit_and_removal(argv, expected, verified) -> None:
                     "the exercise removed its cgroups when the command ended")
 
 
+#: A command that ends while the processes it started in the background live on, in the cgroup.
+BACKGROUND = "sleep 1006 & sleep 1006 & exit 5"
+
+
+def _check_background_children(argv, expected, verified) -> None:
+    """The README's third "Try it": the command's background children outlive it, so the cgroup is
+    not empty when the command ends, and rmdir gives EBUSY until the exercise empties it."""
+    with checking.running(argv) as run:
+        status = checking.exit_status(run, timeout=15)
+        left = sorted({str(d) for _, d, _ in expected.values() if d.exists()})
+    did = f"with `sh -c '{BACKGROUND}'` (two children left running in the background) the exercise "
+    if status is None:
+        raise CheckFailed(did + "did not end within 15 s",
+                          "wait for the command's own PID only, then empty and remove the cgroup (TODO 4)")
+    wrong = [f"exited with status {status}, not the command's 5"] if status != 5 else []
+    wrong += [f"left its cgroup behind: {', '.join(left)} (the check removes it now)"] if left else []
+    checking.expect(not wrong, did + " and ".join(wrong),
+                    "when the command has ended, processes it started may still be in the cgroup, and rmdir "
+                    "fails with EBUSY until none is left: kill what cgroup.procs lists (on v2, writing 1 to "
+                    "cgroup.kill does it), wait until it is empty, then rmdir (TODO 4)", verified,
+                    "a command that leaves children in the background: its status 5 passed on, the cgroup "
+                    "emptied and removed")
+
+
 def _check_memory_bites(argv, expected, verified) -> None:
     h, directory, _ = expected["memory"]
     with checking.running(argv) as run:
-        pid = checking.process_with_argv(run, ["sleep", "1004"], timeout=30)
+        try:
+            pid = checking.process_with_argv(run, ["sleep", "1004"], timeout=30)
+        except CheckFailed:
+            swapping = _swap_unlimited(h, directory)
+            if swapping:
+                raise CheckFailed(f"a child allocating without end was not OOM-killed within 30 s: {swapping}",
+                                  "limit swap as well: memory.memsw.limit_in_bytes (v1: memory + swap, written "
+                                  "after memory.limit_in_bytes) equal to the memory limit, or memory.swap.max "
+                                  "(v2: swap alone) 0, as labctl's --memory does") from None
+            raise
         if h.version == 2:
             events = dict(line.split() for line in (directory / "memory.events").read_text().splitlines())
             kills, peak_file = int(events.get("oom_kill", 0)), directory / "memory.peak"
@@ -188,6 +223,22 @@ def _check_memory_bites(argv, expected, verified) -> None:
                     f"of {MEMORY_BYTES >> 20} MiB")
     checking.expect(peak <= MEMORY_BYTES, f"{peak_file} shows {peak} bytes, above the limit", "set the limit first",
                     verified, f"{peak_file.name} = {peak} <= {MEMORY_BYTES}")
+
+
+def _swap_unlimited(h: hierarchy.Hierarchy, directory: Path) -> str | None:
+    """Why memory can go to swap instead of the OOM killer: the host has swap and the cgroup may use it."""
+    with open("/proc/meminfo") as f:
+        swap_total = next((int(line.split()[1]) for line in f if line.startswith("SwapTotal:")), 0)
+    if swap_total == 0:
+        return None
+    file = directory / ("memory.swap.max" if h.version == 2 else "memory.memsw.limit_in_bytes")
+    if not file.exists():
+        return f"this host has {swap_total >> 10} MiB of swap and its kernel accounts no swap per cgroup"
+    value = file.read_text().strip()
+    if value in ("0", str(MEMORY_BYTES)):
+        return None
+    return (f"this host has {swap_total >> 10} MiB of swap and {file.name} is {value}: "
+            "the pages over the limit were swapped out instead")
 
 
 def _check_pids_bite(argv, expected, verified) -> None:

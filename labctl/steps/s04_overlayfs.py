@@ -12,7 +12,7 @@ from labctl.images import archive as imageimport
 from labctl.demos import overlay as measurements
 from labctl.kernel import overlay
 from labctl import state, ui
-from labctl.errors import require_root
+from labctl.errors import CheckFailed, require_root
 from labctl.images.store import ImageStore
 from labctl.kernel.syscalls import mount
 
@@ -51,6 +51,21 @@ def _show_upper_entry(upper: Path, rel: str) -> str:
     return f"stat {rel} in upperdir: regular file, {st.st_size} bytes"
 
 
+def _show_mount(store: ImageStore, merged: Path, opts: dict[str, str]) -> None:
+    """The overlay's directories as /proc/self/mountinfo lists them, each lower one named by its layer."""
+    from labctl.images import inspect
+    layers = {str(layer.directory): (i, layer) for i, layer in enumerate(inspect.describe(store, DEMO_IMAGE).layers)}
+    lowers = opts["lowerdir"].split(":")
+    ui.kernel(f"/proc/self/mountinfo: {merged} type overlay, with")
+    for n, lower in enumerate(lowers):
+        i, layer = layers.get(lower, (None, None))
+        ui.kernel(f"  lowerdir {n + 1} of {len(lowers)}{' (top)' if n == 0 else ''}: {lower}"
+                  + (f"  = image layer {i + 1}, diff_id {layer.diff_id[:19]}…" if layer else ""))
+    ui.kernel(f"  upperdir: {opts.get('upperdir')}")
+    ui.kernel(f"  workdir:  {opts.get('workdir')}")
+    ui.say(f"  (`labctl image inspect {DEMO_IMAGE}` follows the image's manifest and config to these directories)")
+
+
 def demo() -> None:
     require_root("the OverlayFS demo")
     store = ImageStore()
@@ -60,8 +75,7 @@ def demo() -> None:
         opts = overlay.mount_options(root.merged)
         lowers = opts["lowerdir"].split(":")
         ui.say(f"Mounted {DEMO_IMAGE} ({len(lowers)} layers) as a container root filesystem:")
-        ui.kernel(f"/proc/self/mountinfo: {root.merged} type overlay, lowerdir = {len(lowers)} layer "
-                  f"directories (top first: …/{Path(lowers[0]).name[:12]}), upperdir=…/{root.upper.name}")
+        _show_mount(store, root.merged, opts)
         top = Path(lowers[0])
         ui.kernel(f"in the image's top layer: {_show_upper_entry(top, 'etc/motd').replace('upperdir', 'the layer')}"
                   f"; {_show_upper_entry(top, 'srv/data').replace('upperdir', 'the layer')}")
@@ -80,8 +94,14 @@ def demo() -> None:
         (root.merged / "home").mkdir()
         ui.kernel(_show_upper_entry(root.upper, "home"))
         ui.kernel(f"upperdir now holds: {sorted(str(p.relative_to(root.upper)) for p in root.upper.rglob('*'))}")
+        snapshot = measurements.stack_snapshot(root)
+        for path, entries in snapshot["lowers"]:
+            ui.kernel(f"lowerdir {path}: {len(entries)} entries")
     finally:
         root.remove()
+    from labctl.plots.overlay import overlay_stack
+    from labctl.steps import save_figure
+    save_figure(overlay_stack(snapshot), "04-overlay-stack")
 
     ui.say("4. Five containers of one image share its layers; each adds only its upper layer:")
     points = measurements.measure_sharing(store, "localhost/busybox:latest", 5, prefix=f"lab-demo4s-{os.getpid()}")
@@ -109,13 +129,13 @@ def check(command: list[str]) -> list[str]:
         d.mkdir()
     mount_rec = state.record_mount(str(merged), "step 4 check: the exercise's overlay")
     try:
-        status, output = checking.run_to_end(command + [str(merged), str(upper), str(work)] + layers, timeout=30)
+        checking.run_to_end(command + [str(merged), str(upper), str(work)] + layers, timeout=30)
         opts = overlay.mount_options(merged)
-        checking.expect(opts is not None,
-                        f"nothing of type overlay is mounted on {merged} (the exercise exited with {status}"
-                        + (f"; it printed: {output.splitlines()[-1]}" if output else "") + ")",
-                        "build the option string (TODO 1) and call mount(\"overlay\", MERGED, \"overlay\", 0, "
-                        "options) (TODO 2)", verified, f"an overlay is mounted on {merged} (/proc/self/mountinfo)")
+        if opts is None:
+            said = [line for line in checking.kernel_log() if line.startswith("overlayfs:")]
+            raise CheckFailed(f"nothing of type overlay is mounted on {merged}"
+                              + (f"; the kernel said why: {said[-1]!r}" if said else ""), _mount_fix(said))
+        verified.append(f"an overlay is mounted on {merged} (/proc/self/mountinfo)")
         want_lower = ":".join(reversed(layers))
         checking.expect(opts.get("lowerdir") == want_lower,
                         f"lowerdir is {opts.get('lowerdir')!r}; expected the {len(layers)} layers top first",
@@ -152,6 +172,30 @@ def check(command: list[str]) -> list[str]:
         state.remove_path(str(base))
         path_rec.forget()
     return verified
+
+
+#: What OverlayFS logs when it refuses a mount (fs/overlayfs/params.c, super.c), and what to change.
+MOUNT_FIXES = (
+    ("missing 'workdir'", "add workdir=WORK to the options: with an upperdir, OverlayFS needs its scratch "
+                          "directory (TODO 1)"),
+    ("missing 'upperdir'", "add upperdir=UPPER to the options: a workdir needs an upperdir (TODO 1)"),
+    ("missing 'lowerdir'", "the options need lowerdir=TOP:...:BOTTOM (TODO 1)"),
+    ("failed to resolve", "a directory named in the options does not exist: look at the path the kernel "
+                          "quotes (a typo, or a ':' or ',' out of place) (TODO 1)"),
+    ("same mount", "workdir must be on the same filesystem as upperdir: use the WORK you were given"),
+    ("separate subtrees", "workdir and upperdir must be two separate directories, neither inside the other"),
+    ("bad mount option", "an option name is misspelt: lowerdir=, upperdir=, workdir= (TODO 1)"),
+)
+
+
+def _mount_fix(said: list[str]) -> str:
+    """The fix for the kernel's last word on the mount, or the general one when it said nothing."""
+    for needle, fix in MOUNT_FIXES:
+        if said and needle in said[-1]:
+            return fix
+    if said:
+        return "change what the kernel's message names in the option string (TODO 1)"
+    return "build the option string (TODO 1) and call mount(\"overlay\", MERGED, \"overlay\", 0, options) (TODO 2)"
 
 
 def reference(argv: list[str]) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 from labctl.steps import checking
 from labctl.images import store as imagestore, labregistry, mediatypes, distribution as registry
 from labctl import state, ui
-from labctl.errors import LabError
+from labctl.errors import CheckFailed, LabError
 from labctl.images.pulllog import Event, PullLog
 
 EXPLANATION = """
@@ -44,18 +44,22 @@ def _narrate(event: Event) -> None:
         ui.say(f"{stamp} ← [{colour}]{text.split(' ← ')[0]}[/{colour}]")
     elif kind == "token":
         claims = event.data.get("claims", {})
-        ui.kernel(f"token: iss={claims.get('iss')} sub={claims.get('sub')} aud={claims.get('aud')} "
-                  f"access={json.dumps(claims.get('access'))} (RS256 JWT, the registry checks its signature)")
-    elif kind in ("challenge", "manifest", "platform", "cached", "retry"):
-        ui.kernel(text)
+        ui.shown("token server", f"token: iss={claims.get('iss')} sub={claims.get('sub')} aud={claims.get('aud')} "
+                 f"access={json.dumps(claims.get('access'))} (RS256 JWT, the registry checks its signature)")
+    elif kind in ("challenge", "manifest"):
+        ui.shown("registry", text)
+    elif kind == "platform":
+        ui.shown("index", text)
+    elif kind in ("cached", "retry"):
+        ui.shown("labctl", text)
     elif kind == "blob-done":
         ui.ok(text)
 
 
 def demo() -> None:
     ui.say("Starting docker-registry on 127.0.0.1 with token auth (a token server issuing RS256 JWTs), "
-           "seeded with the lab's busybox image and a two-platform index...")
-    with labregistry.token_auth_registry() as (server, credentials, tokens):
+           "seeded with the lab's busybox image, a two-platform index and a 3-layer image...")
+    with labregistry.token_auth_registry(("busybox", "multiarch", "layered")) as (server, credentials, tokens):
         image = f"{server.host}/lab/multiarch"
         ui.say(f"\n[bold]labctl pull {image}[/bold] as {credentials[0]!r}, one request at a time:")
         store = imagestore.ImageStore(state.new_tmpdir("step5-store-"))
@@ -76,10 +80,18 @@ def demo() -> None:
             again = registry.pull(image, store=store, credentials=credentials, progress=False,
                                   log=PullLog(narrate=_narrate))
             ui.ok(f"second pull: {again.blobs_fetched} blobs, {again.transferred} bytes transferred")
+            layered = f"{server.host}/lab/layered"
+            empty = imagestore.ImageStore(state.new_tmpdir("step5-layered-"))   # nothing shared: every layer comes
+            try:
+                three = registry.pull(layered, store=empty, credentials=credentials, progress=False)
+            finally:
+                shutil.rmtree(empty.root, ignore_errors=True)
+            ui.ok(f"{layered} into an empty store: {three.blobs_fetched} blobs, {three.transferred} bytes, "
+                  "its 3 layers fetched in parallel")
             figure = state.subdir("figures") / "05-pull-timeline.png"
             from labctl.plots.registry import pull_timeline
-            pull_timeline(log.events, figure, title=f"labctl pull {image}")
-            ui.ok(f"timeline of the first pull: {figure}")
+            pull_timeline(three.log.events, figure, title=f"labctl pull {layered} (3 layers)")
+            ui.ok(f"timeline of that pull: {figure}")
         finally:
             shutil.rmtree(store.root, ignore_errors=True)
     ui.ok("registry and token server stopped, their storage removed")
@@ -108,9 +120,11 @@ def check(command: list[str]) -> list[str]:
             out = work / "out-1"
             status, output = checking.run_to_end(command + [server.host, "lab/layered", "latest", str(out)],
                                                  timeout=60)
+            if status != 0 and "404" in output and not (out / "manifest.json").exists():
+                _explain_404(server.host, "lab/layered", "latest")
             last = output.splitlines()[-1] if output else "(no output)"
             checking.expect(status == 0, f"the exercise exited with status {status}: {last}",
-                            "run it by hand: python3 lab/05-registry/exercise.py 127.0.0.1:PORT lab/layered latest /tmp/out",
+                            "run it by hand: labctl registry start; labctl exercise 5 -- 127.0.0.1:5000 lab/layered latest /tmp/out",
                             verified, "the exercise ran and exited with status 0")
             written = out / "manifest.json"
             checking.expect(written.exists(), "the exercise wrote no manifest.json",
@@ -150,6 +164,31 @@ def check(command: list[str]) -> list[str]:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return verified
+
+
+def _explain_404(host: str, repository: str, tag: str) -> None:
+    """An exercise that got a 404: if this registry answers 404 to the manifest request without an
+    Accept header (asked now, live), that is what the exercise ran into."""
+    import urllib.error
+    import urllib.request
+    url = f"http://{host}/v2/{repository}/manifests/{tag}"
+    try:
+        urllib.request.urlopen(url, timeout=10).close()
+        return
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            return
+        try:
+            said = json.loads(exc.read())["errors"][0]
+            said = f"{said['code']}: {said['message']}"
+        except (ValueError, KeyError, IndexError, TypeError):
+            said = "(no error body)"
+    except OSError:
+        return
+    raise CheckFailed(f"the exercise got HTTP 404 although the manifest is there: asked without an Accept header, "
+                   f"this registry answers GET {url} with 404 {said}",
+                   "send the Accept header (ACCEPT: the OCI and Docker v2 manifest types) with the manifest "
+                   "request (TODO 1): the README's \"Accept header matters\" paragraph explains why")
 
 
 def reference(argv: list[str]) -> int:

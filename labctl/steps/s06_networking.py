@@ -119,8 +119,23 @@ def demo() -> None:
         if upstream:
             upstream.remove()
         web.stop()
+    _show_nat_path(net)
     left = [l.name for l in network.links(prefix="lab") if l.master == net.bridge or l.name == net.bridge]
     ui.ok(f"containers stopped: veths, DNAT rules, addresses{'' if left else ', the bridge and the table'} removed")
+
+
+def _show_nat_path(net) -> None:
+    """One more connection to the upstream, and what the kernel kept of its NAT rewrite (the figure)."""
+    from labctl.demos.natpath import nat_exchange
+    from labctl.plots.network import packet_path
+    from labctl.steps import save_figure
+    ui.say("\nOne more connection from a container to the upstream, and what the kernel kept of its rewrite:")
+    path = nat_exchange(net)
+    ui.kernel(f"nft list table ip {net.table}: {path['rule']}")
+    ct = path["conntrack"]
+    if ct:
+        ui.kernel(f"conntrack (NETLINK_NETFILTER): original {ct['original']}, reply {ct['reply']} [{ct['status']}]")
+    save_figure(packet_path(path), "06-packet-path")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,7 +162,15 @@ def check(command: list[str]) -> list[str]:
         args = [netns, net.bridge, host_ifname, f"{address}/{net.prefixlen}", net.gateway]
         status, output = checking.run_to_end(command + args, timeout=60)
         verified.append(f"ran the exercise with {' '.join(args)} (exit status {status})")
-        _judge(verified, net, netns, host_ifname, address, upstream, output)
+        try:
+            _judge(verified, net, netns, host_ifname, address, upstream)
+        except CheckFailed as exc:
+            if status == 0:
+                raise
+            # What is missing follows from where the exercise stopped: say where first.
+            last = output.splitlines()[-1] if output else "(no output)"
+            raise CheckFailed(f"the exercise stopped with status {status} before it was done: {last!r}; "
+                              f"so {exc.cause}", f"fix what it printed first; then: {exc.fix}") from None
     finally:
         if server:
             server.close()
@@ -160,11 +183,10 @@ def check(command: list[str]) -> list[str]:
     return verified
 
 
-def _judge(verified, net, netns, host_ifname, address, upstream, output) -> None:
-    hint_out = f" (the exercise printed: {output.splitlines()[-1]})" if output else ""
+def _judge(verified, net, netns, host_ifname, address, upstream) -> None:
     host_end = network.link_stats(host_ifname)
     checking.expect(host_end is not None and host_end.kind == "veth",
-                    f"there is no veth named {host_ifname} on the host{hint_out}",
+                    f"there is no veth named {host_ifname} on the host",
                     "create the pair with host.link('add', ifname=host_ifname, kind='veth', peer=peer) (TODO 1)",
                     verified, f"{host_ifname} is a veth on the host (RTM_GETLINK)")
     checking.expect(host_end.master == net.bridge,

@@ -56,8 +56,8 @@ def pull_demo_image() -> str:
             result = registry.pull(reference, progress=False)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    ui.kernel(f"pulled {reference} from the lab registry: manifest {result.digest[:19]}…, "
-              f"stored as {result.reference}")
+    ui.shown("registry", f"pulled {reference} from the lab registry: manifest {result.digest[:19]}…, "
+             f"stored as {result.reference}")
     return result.reference
 
 
@@ -83,16 +83,19 @@ def demo() -> None:
                 limit_file = "memory.limit_in_bytes" if Path(d, "memory.limit_in_bytes").exists() else "memory.max"
                 ui.kernel(f"{d}/{limit_file} = {Path(d, limit_file).read_text().strip()}")
         body = _get(f"http://127.0.0.1:{DEMO_PORT}/")
-        ui.kernel(f"GET http://127.0.0.1:{DEMO_PORT}/ (DNAT to {container.state['network']['address']}:80) → {body!r}")
+        ui.shown("http", f"GET http://127.0.0.1:{DEMO_PORT}/ (DNAT to {container.state['network']['address']}:80) → {body!r}")
         ui.say("`labctl exec` into it: the same PID namespace (tini is PID 1, httpd its child), the cgroup namespace rooted at its cgroup:")
-        for line in _exec(container, ["sh", "-c", "ps -o pid,comm; head -3 /proc/self/cgroup"]).splitlines():
-            ui.kernel(line)
+        ps_out = _exec(container, ["ps", "-o", "pid,comm"])
+        for line in ps_out.splitlines():
+            ui.shown("ps", line)
+        for line in _exec(container, ["head", "-3", "/proc/self/cgroup"]).splitlines():
+            ui.kernel(f"/proc/self/cgroup inside: {line}")
         lifecycle.stop(container, timeout=2)
         ui.ok(f"`labctl stop`: SIGTERM to PID 1 (tini passes it to httpd), exit code {store.load(container.id).state.get('exit_code')}")
         spec2, img2 = lifecycle.build_spec(image, ["cat", "/www/index.html"], auto_remove=True,
                                            volumes_=[f"{DEMO_VOLUME}:/www:ro"])
         _, out = lifecycle.run_capture(spec2, img2)
-        ui.kernel(f"a new container reading the volume {DEMO_VOLUME}: {out.strip()!r}: the data outlived its container")
+        ui.shown("cat", f"a new container reading the volume {DEMO_VOLUME}: {out.strip()!r}: the data outlived its container")
     finally:
         lifecycle.remove(store.load(container.id), force=True)
         volumes.remove(DEMO_VOLUME, force=True)
@@ -116,8 +119,8 @@ def _get(url: str) -> str:
 
 
 def check(command: list[str]) -> list[str]:
-    """Judge `command NAME MEMORY sleep N`: an overlay root, new namespaces incl. net, the hostname,
-    a memory-limited cgroup, PID 1, and the exit status passed on."""
+    """Judge `command NAME MEMORY sleep N`: an overlay root it pivoted into, new namespaces incl. net, the
+    hostname, a memory-limited cgroup, PID 1, the exit status passed on, and its cgroup removed after."""
     from labctl.containers import images
     images.open_image("busybox")       # the exercise mounts localhost/busybox:latest
     verified: list[str] = []
@@ -127,10 +130,12 @@ def check(command: list[str]) -> list[str]:
     try:
         return _judge(command, name, marker, verified)
     finally:
-        # the exercise was SIGKILLed mid-run: undo the cgroup and overlay it journaled
+        # the exercise was SIGKILLed mid-run: undo what it journaled (the reference solution) or left
+        # under its name (a student's runtime: its cgroup, its overlay's directories)
         for rec in reversed(state.records()):
             if rec.path not in before:
                 state.undo_record(rec)
+        _remove_leftovers(name)
 
 
 def _judge(command: list[str], name: str, marker: list[str], verified: list[str]) -> list[str]:
@@ -140,27 +145,69 @@ def _judge(command: list[str], name: str, marker: list[str], verified: list[str]
         root = next((m for m in _mounts(pid) if m[0] == "/"), None)
         checking.expect(root is not None and root[1] == "overlay",
                         f"the command's root filesystem is {root[1] if root else 'unknown'}, not an overlay",
-                        "mount the image with overlay.ContainerRoot.create (TODO 2) and pivot_root into it "
-                        "with rootfs.setup_container_root as spawn's setup (TODO 3)", verified,
+                        "mount the image's layers with your step 4 part in the child, then enter that root with "
+                        "your step 2 part (lab/mycontainer/container.py, TODO 3)", verified,
                         "its root (/) is an overlay of the image's layers")
+        checking.expect(_pivoted(pid), "its root is a chroot, not the root of its mount namespace: a process that "
+                        "joins that namespace (as `labctl exec` does) lands on the host's /, with every host mount",
+                        "your step 2 part must pivot_root into the new root and detach the old one "
+                        "(lab/mycontainer/rootfs.py, switch_root), not chroot", verified,
+                        "the root of its mount namespace is that overlay (pivot_root, not chroot)")
         shared = [k for k, _, _, s in namespaces.describe_namespaces(pid, ("uts", "pid", "ipc", "mnt", "net")) if s]
         checking.expect(not shared, f"the command shares the host's {', '.join(shared)} namespace(s)",
-                        "add 'net' to the namespaces you spawn with (TODO 3)", verified,
-                        "uts, pid, ipc, mnt and net namespaces are its own")
+                        "spawn it with step 1's namespaces plus CLONE_NEWNET (lab/mycontainer/container.py, TODO 4)",
+                        verified, "uts, pid, ipc, mnt and net namespaces are its own")
         checking.expect(namespaces.hostname_of(pid) == name, f"its hostname is {namespaces.hostname_of(pid)!r}",
-                        "pass hostname=NAME to namespaces.spawn", verified, f"its hostname is {name!r}")
+                        "give the container the hostname NAME (TODO 4)", verified, f"its hostname is {name!r}")
         limit = _memory_limit(pid)
         checking.expect(limit == 48 << 20, f"the command's memory cgroup limit is {limit}, not 48 MiB",
-                        "create a cgroup with cgroups.Cgroup.create(NAME, cgroups.parse_limits(memory=MEMORY)) "
-                        "(TODO 1) and add PID 1 to it before proc.start() (TODO 4)", verified,
+                        "create a cgroup NAME with the memory limit (TODO 1) and join it in the child before "
+                        "anything else (TODO 2), with your step 3 part", verified,
                         "it runs in a cgroup limited to 48 MiB")
         nspid = namespaces.pid_inside(pid)
         checking.expect(nspid[-1] == 1, f"the command is PID {nspid[-1]} inside", "exec the command as PID 1",
                         verified, "it is PID 1 inside")
+        cgroup = _memory_cgroup_dir(pid)
+        _end_gently(run, pid)
+    checking.expect(cgroup is None or not cgroup.exists(), f"the container ended, and its cgroup {cgroup} is still there",
+                    "remove the cgroup once the command has ended (your step 3 part's remove)", verified,
+                    "its cgroup was removed when it ended")
     status, _ = checking.run_to_end(command + [name + "x", "32m", "sh", "-c", "exit 7"], timeout=20)
     checking.expect(status == 7, f"the command exited with 7 but the exercise exited with {status}",
                     "exit with the container's status", verified, "the exit status is passed on")
     return verified
+
+
+def _pivoted(pid: int) -> bool:
+    """Is the process's root the root of its mount namespace? Compares /proc/<pid>/root with the / that a
+    process joining that namespace (setns(2), which sets the root to the namespace's root) sees."""
+    own = os.stat(f"/proc/{pid}/root/")
+    seen = namespaces.run_in_namespaces_of(pid, lambda: f"{os.stat('/').st_dev}:{os.stat('/').st_ino}", kinds=("mnt",))
+    return seen == f"{own.st_dev}:{own.st_ino}"
+
+
+def _end_gently(run: checking.Run, pid: int) -> None:
+    """Kill the container's PID 1 only, so the exercise sees it end and tidies up as it should."""
+    import signal
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    checking.exit_status(run, timeout=10)
+
+
+def _remove_leftovers(name: str) -> None:
+    """What a student's runtime killed mid-run leaves under the container's names: cgroups, and the
+    overlay's directories in the temporary folder (mycontainer-NAME-*)."""
+    import glob
+    import shutil
+    import tempfile
+    from labctl.kernel import cgroups
+    described = [cgroups.describe_hierarchy(h) for h in cgroups.detect().hierarchies()]
+    for n in (name, name + "x"):
+        cgroups.remove_cgroup(n, described)
+        for leftover in glob.glob(os.path.join(tempfile.gettempdir(), f"mycontainer-{n}-*")):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _mounts(pid: int) -> list[tuple[str, str]]:
@@ -174,20 +221,26 @@ def _mounts(pid: int) -> list[tuple[str, str]]:
 
 def _memory_limit(pid: int) -> int | None:
     """The memory limit of the cgroup the process is in, read from the cgroup filesystem (v1 or v2)."""
+    directory = _memory_cgroup_dir(pid)
+    for candidate in ([directory / "memory.limit_in_bytes", directory / "memory.max"] if directory else []):
+        if candidate.exists():
+            text = candidate.read_text().strip()
+            if text.isdigit() and int(text) < 1 << 50:
+                return int(text)
+    return None
+
+
+def _memory_cgroup_dir(pid: int) -> Path | None:
+    """The directory of the cgroup that holds the process's memory controller (v1 or v2)."""
+    v2 = None
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
         hid, controllers, path = line.split(":", 2)
         if "memory" in controllers.split(","):
-            candidates = [f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"]
-        elif hid == "0":
-            candidates = [f"/sys/fs/cgroup{path}/memory.max", f"/sys/fs/cgroup/unified{path}/memory.max"]
-        else:
-            continue
-        for candidate in candidates:
-            if os.path.exists(candidate):
-                text = Path(candidate).read_text().strip()
-                if text.isdigit() and int(text) < 1 << 50:
-                    return int(text)
-    return None
+            return Path(f"/sys/fs/cgroup/memory{path}")
+        if hid == "0":
+            v2 = next((Path(d) for d in (f"/sys/fs/cgroup{path}", f"/sys/fs/cgroup/unified{path}")
+                       if os.path.exists(f"{d}/memory.max")), None)
+    return v2
 
 
 def reference(argv: list[str]) -> int:

@@ -15,7 +15,8 @@ from labctl.errors import CheckFailed, require_root
 EXPLANATION = """
 **eBPF** runs small, verified programs inside the kernel, attached to hooks. The lab uses
 **tracepoints** only (`/sys/kernel/tracing/events/<category>/<event>`): stable hooks whose arguments
-are described in a `format` file, present even where kprobes are not.
+are described in a `format` file, present even where kprobes are not. The classroom VM's kernel
+(Debian's 6.1) has kprobes; the development machine's (6.18) was built without them.
 
 | tracer | tracepoints | like bcc's |
 |---|---|---|
@@ -29,7 +30,9 @@ are described in a `format` file, present even where kprobes are not.
 A container is a set of namespaces, so each program asks the kernel whether the current task is in
 the container's **PID namespace**: `bpf_get_ns_current_pid_tgid(dev, ino, ...)` with the device and
 inode of `/proc/<pid>/ns/pid`. No kernel struct is read, so the programs do not depend on the
-kernel's internal layout (this machine has 6.1 headers and a newer kernel).
+kernel's internal layout, which only headers of the running kernel describe: the classroom VM has
+them (`linux-headers-$(uname -r)`), the development machine has 6.1 headers under a 6.18 kernel.
+`labctl doctor` (and the first table below) shows what this machine has.
 """
 
 #: The exercise with its four TODOs done: the reference solution, same command-line contract.
@@ -109,12 +112,12 @@ def check(command: list[str]) -> list[str]:
             ready = checking.wait_until(lambda: "ready" in run.output() or run.popen.poll() is not None, 60)
             out = run.output()
             checking.expect(ready and "ready" in out and run.popen.poll() is None,
-                            "the exercise did not print `ready` and keep running"
-                            + (f"; its output ended with: {out.splitlines()[-1]}" if out else ""),
-                            "run it by hand: `sudo python3 lab/08-ebpf/exercise.py PID` (a compiler error "
-                            "names the line of C)", verified, "the program compiled, loaded and printed `ready`")
+                            "the exercise did not print `ready` and keep running",
+                            "the compiler's first error (with its line of C) or the traceback above says "
+                            "what stopped it; run it by hand: `sudo labctl exercise 8 -- PID`", verified, "the program compiled, loaded and printed `ready`")
+            _expect_exec_tracepoint([run.popen.pid] + run.descendants(), verified)
             for cmd in KNOWN_COMMANDS:   # the same programs in the container, its neighbour, and the host
-                box.run(f"{cmd} >/dev/null")
+                box.run(f"{cmd} >/dev/null; {FORK_ONLY}")
                 other.run(f"{cmd} >/dev/null")
                 subprocess.run(["/bin/busybox", "sh", "-c", f"{cmd} >/dev/null"], check=False)
             time.sleep(0.2)
@@ -132,13 +135,42 @@ def check(command: list[str]) -> list[str]:
                           "(TODO 2), and pass the namespace's st_dev and st_ino (TODO 3)")
     if counted > expected:
         raise CheckFailed(f"the program counted {counted} execs, but the container ran {expected}: it counts "
-                          "the second container's and the host's too",
-                          "return early unless bpf_get_ns_current_pid_tgid(PIDNS_DEV, PIDNS_INO, ...) == 0 (TODO 1)")
+                          "the second container's and the host's too, or the container's forks (it also forked "
+                          f"{len(KNOWN_COMMANDS)} subshells that exec'd nothing)",
+                          "return early unless bpf_get_ns_current_pid_tgid(PIDNS_DEV, PIDNS_INO, ...) == 0 (TODO 1); "
+                          "count execs only (TODO 4)")
     checking.expect(counted == expected, f"the program counted {counted} execs; the container ran {expected}",
                     "count every sched_process_exec of the namespace, once", verified,
                     f"it counted exactly the {expected} programs the container executed, none of the "
                     f"{2 * expected} run at the same time in a second container and on the host")
     return verified
+
+
+#: A subshell running a builtin: busybox sh forks for it and execs nothing.
+FORK_ONLY = "( : )"
+
+
+def _expect_exec_tracepoint(pids: list[int], verified: list[str]) -> None:
+    """Which tracepoints the exercise's processes attached programs to, as the kernel lists them
+    (`bpftool perf show`: the perf events that hold a BPF program, by process and fd)."""
+    import json
+    import shutil
+    bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
+    if not os.path.exists(bpftool):
+        return      # judged by the count alone
+    shown = subprocess.run([bpftool, "perf", "show", "--json"], capture_output=True, text=True)
+    if shown.returncode != 0:
+        return
+    attached = sorted({e.get("tracepoint", "?") for e in json.loads(shown.stdout or "[]")
+                       if e.get("pid") in pids and e.get("fd_type") == "tracepoint"})
+    checking.expect("sched_process_exec" in attached,
+                    f"the program is attached to {', '.join(attached) or 'no tracepoint'} (bpftool perf show), "
+                    "not sched_process_exec" + (": a fork makes a new process running the same program; "
+                                                "only an exec starts another program" if "sched_process_fork"
+                                                in attached else ""),
+                    "attach count_exec to the tracepoint that fires when a process executes a new program: "
+                    "sched:sched_process_exec (TODO 4)", verified,
+                    f"bpftool perf show: its program is attached to {', '.join(attached)}")
 
 
 def reference(argv: list[str]) -> int:

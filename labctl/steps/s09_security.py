@@ -30,7 +30,7 @@ and `labctl trace NAME --denied` shows each call the kernel refused it, live.
 
 #: What check 9 runs as the "normal workload": it must keep working under the student's filter.
 WORKLOAD = "echo hello > /tmp/lab-wl-$$ && cat /tmp/lab-wl-$$ && ls / > /dev/null && wc -c /etc/hostname " \
-           "> /dev/null && rm /tmp/lab-wl-$$ && date > /dev/null && id > /dev/null"
+           "> /dev/null && rm /tmp/lab-wl-$$ && date > /dev/null && id > /dev/null && sleep 0.01"
 BUSYBOX = "/bin/busybox"   # busybox-static: the same binary the lab image is made of
 #: The attacks the exercise's three defences must stop, and the TODO behind each.
 CHECKED_ATTACKS = {"mount": "TODO 1 (no CAP_SYS_ADMIN) or TODO 3 (mount not allowed)",
@@ -53,15 +53,16 @@ def demo() -> None:
     from labctl.security import capabilities
     require_root("the security demo")
     ui.markdown(EXPLANATION)
-    ui.say("\n[bold]1. The attacker, in a --privileged container, then with each defence added alone.[/bold] "
-           "Each cell is what the kernel answered (the call and its errno), measured now:")
+    ui.say("\n[bold]1. The attacker, in a --privileged container, then with the defences added one at a time.[/bold] "
+           "Each cell is what the kernel answered (the call and its errno), measured now; after `+ seccomp` "
+           "the container has `labctl run`'s default profile:")
     columns = attacks.matrix()
     names = [a for a in attacks.ATTACKS if any(a in c for c in columns.values())]
     ui.table(["attack"] + list(columns), [[a] + [columns[c][a].text if a in columns[c] else "-" for c in columns]
                                           for a in names], title="attack x defence")
     ui.say("\n[bold]2. What the kernel holds for a default container[/bold] (/proc/PID/status of its PID 1):")
     from labctl.containers import lifecycle
-    spec, image = lifecycle.build_spec("localhost/busybox:latest", ["sleep", "30"], detach=True, auto_remove=True)
+    spec, image = lifecycle.build_spec("localhost/busybox:latest", ["sleep", "30"], detach=True)
     container, _ = lifecycle.run(spec, image)
     try:
         fields = status_fields(container.pid)
@@ -70,10 +71,27 @@ def demo() -> None:
         ui.kernel(f"NoNewPrivs: {fields['NoNewPrivs']}   Seccomp: {fields['Seccomp']} (2 = filter)")
     finally:
         lifecycle.remove(container, force=True)
-    ui.say("\n[bold]3. The same attacks in runc[/bold], with `runc spec`'s default config on the same root:")
+    from labctl.security import devices
+    ui.say("\n[bold]3. The device allowlist on cgroup v2[/bold]: there is no devices.allow file; labctl generates "
+           "this eBPF program (BPF_PROG_TYPE_CGROUP_DEVICE) from the rules, loads it with bpf(2) and attaches "
+           "it to the container's cgroup. The kernel runs it on every open and mknod of a device node:")
+    for line in devices.listing(devices.RULES).splitlines()[:24]:
+        ui.shown("program", line)
+    ui.say(f"  ... ({len(devices.instructions(devices.RULES))} instructions; "
+           "`sudo bpftool prog dump xlated id ID` shows the kernel's copy, `labctl inspect` its id)")
+    ui.say("\n[bold]4. What the kernel refuses, live.[/bold] Step 8's tracer on raw_syscalls:sys_exit, scoped to one "
+           "default container, keeps the calls that returned EPERM or EACCES while the attacker runs in it "
+           "(`labctl trace NAME --denied` does the same for any container):")
+    from labctl.tracing.denied import DeniedTracer
+    events = attacks.denied_calls()
+    for ev in events:
+        ui.kernel(DeniedTracer.format(ev, events[0]["ts"]))
+    if not events:
+        ui.warn("the tracer saw no refused call (is bcc working? `labctl doctor`)")
+    ui.say("\n[bold]5. The same attacks in runc[/bold], with `runc spec`'s default config on the same root:")
     runc = attacks.run_in_runc()
-    ui.table(("attack", "runc spec", "labctl default"),
-             [(a, runc[a].text, columns["default"][a].text) for a in names if a in runc])
+    default = columns["+ seccomp"]
+    ui.table(("attack", "runc spec", "labctl default"), [(a, runc[a].text, default[a].text) for a in names if a in runc])
 
 
 def check(command: list[str]) -> list[str]:
@@ -92,7 +110,7 @@ def check(command: list[str]) -> list[str]:
                     f"the workload failed under your filter (exit {status}): {output.strip()[-200:]}",
                     "a call it needs is not in ALLOWED (TODO 4): count its calls with step 8's tracer "
                     "(README.md, \"Choosing the allowlist\"), or run it under `strace -f` and look for EPERM",
-                    verified, "the workload (sh, echo, cat, ls, wc, rm, date, id) still works")
+                    verified, "the workload (sh, echo, cat, ls, wc, rm, date, id, sleep) still works")
     return verified
 
 
@@ -143,7 +161,7 @@ def reference(argv: list[str]) -> int:
     if not argv:
         print("usage: python -m labctl.steps.s09_security COMMAND [ARGS...]", file=sys.stderr)
         return 2
-    from labctl.steps.mycontainer.reference import security
+    security = reference_part()
     sys.stdout.flush()
     pid = os.fork()
     if pid == 0:
@@ -156,6 +174,21 @@ def reference(argv: list[str]) -> int:
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
+
+
+def reference_part():
+    """The reference part itself (labctl/steps/mycontainer/reference/security.py, what `labctl lab take 9`
+    gives), loaded as a module of the student's package, so that its `from .libc import ...` finds the
+    given lab/mycontainer/libc.py."""
+    import importlib
+    import importlib.util
+    from labctl.steps import lab_root, mycontainer
+    sys.path.insert(0, str(lab_root()))
+    importlib.import_module("mycontainer")
+    spec = importlib.util.spec_from_file_location("mycontainer.reference_security", mycontainer.packaged(9, "reference"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 if __name__ == "__main__":

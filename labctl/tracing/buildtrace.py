@@ -191,9 +191,9 @@ def run_construction(hostname: str = "lab-build", command: tuple[str, ...] = ("/
 
 
 def trace_construction(hostname: str = "lab-build", command: tuple[str, ...] = ("/bin/true",),
-                       debug: bool = False) -> tuple[list[Call], int]:
-    """Build a container (run_construction) in a child process under BuildTracer; returns
-    (annotated calls, start ns).
+                       debug: bool = False, build=None) -> tuple[list[Call], int]:
+    """Build a container (run_construction, or the callable `build`, e.g. step 7's `labctl run`) in a
+    child process under BuildTracer; returns (annotated calls, start ns).
 
     The child is forked first and waits on a pipe, so the tracer is attached and following it
     before it makes its first syscall of the construction."""
@@ -212,7 +212,7 @@ def trace_construction(hostname: str = "lab-build", command: tuple[str, ...] = (
             os.close(go_w)
             os.close(done_r)
             if os.read(go_r, 1) == b"g":
-                run_construction(hostname, command)
+                build() if build else run_construction(hostname, command)
                 status = 0
         except BaseException as exc:
             with contextlib.suppress(OSError):
@@ -229,9 +229,8 @@ def trace_construction(hostname: str = "lab-build", command: tuple[str, ...] = (
             os.write(go_w, b"g")
             os.close(go_w)
             go_w = -1
-            _, status = os.waitpid(builder, 0)
+            calls, status = _collect_until_exit(tracer, builder)
             error = os.read(done_r, 1000).decode(errors="replace")
-            calls = tracer.drain()
         if status != 0:
             from labctl.errors import LabError
             raise LabError(f"building the traced container failed: {error or 'status ' + str(status)}",
@@ -247,6 +246,17 @@ def trace_construction(hostname: str = "lab-build", command: tuple[str, ...] = (
         if go_w >= 0:
             os.close(go_w)
     return annotate(calls, builder), start
+
+
+def _collect_until_exit(tracer: BuildTracer, pid: int) -> tuple[list[Call], int]:
+    """Read the ring buffer while the builder runs (a long build, e.g. `labctl run` importing Python
+    modules, fills it: the kernel drops what does not fit), then what is left once it has exited."""
+    calls: list[Call] = []
+    while True:
+        calls += tracer.poll(20)
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return calls + tracer.drain(), status
 
 
 def format_timeline(calls: list[Call], start_ns: int) -> list[str]:

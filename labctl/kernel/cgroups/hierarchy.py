@@ -35,7 +35,9 @@ LAB_NODE = "labctl"
 SUPERVISOR_LEAF = "supervisor"
 
 #: The controllers the lab uses, by their v2 names; v1 calls io "blkio" and splits cpuacct from cpu.
-V1_NAMES = {"memory": "memory", "cpu": "cpu", "cpuacct": "cpuacct", "pids": "pids", "io": "blkio"}
+#: v1's devices controller has no v2 counterpart: there a BPF program does its work (security/devices.py).
+V1_NAMES = {"memory": "memory", "cpu": "cpu", "cpuacct": "cpuacct", "pids": "pids", "io": "blkio",
+            "devices": "devices"}
 V2_CONTROLLERS = ("memory", "cpu", "pids", "io")
 
 

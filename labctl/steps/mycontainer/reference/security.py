@@ -18,13 +18,13 @@ KEEP = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD"
         "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
         "CAP_AUDIT_WRITE")
 
-#: What step 9's workload (busybox sh running echo, cat, ls, wc, rm, date, id) calls, as step 8's
+#: What step 9's workload (busybox sh running echo, cat, ls, wc, rm, date, id, sleep) calls, as step 8's
 #: `labctl trace NAME --syscalls` counted it; and what runs between the filter and execve (execve itself).
-ALLOWED = ("access", "arch_prctl", "brk", "clone", "close", "dup2", "execve", "exit", "exit_group", "fcntl",
-           "getdents64", "getegid", "geteuid", "getgid", "getgroups", "getpid", "getppid", "getrandom", "getuid",
-           "ioctl", "lseek", "mprotect", "newfstatat", "openat", "prctl", "prlimit64", "read", "readlink",
-           "rseq", "rt_sigaction", "rt_sigreturn", "sendfile", "set_robust_list", "set_tid_address", "uname",
-           "unlink", "wait4", "write")
+ALLOWED = ("access", "arch_prctl", "brk", "clock_nanosleep", "clone", "close", "dup2", "execve", "exit",
+           "exit_group", "fcntl", "getdents64", "getegid", "geteuid", "getgid", "getgroups", "getpid",
+           "getppid", "getrandom", "getuid", "ioctl", "lseek", "mprotect", "newfstatat", "openat", "prctl",
+           "prlimit64", "read", "readlink", "rseq", "rt_sigaction", "rt_sigreturn", "sendfile",
+           "set_robust_list", "set_tid_address", "uname", "unlink", "wait4", "write")
 
 #: Capability numbers, from <linux/capability.h> (the bit of each in /proc/PID/status's Cap* masks).
 CAPABILITIES = {

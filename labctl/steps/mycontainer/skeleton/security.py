@@ -64,13 +64,13 @@ def drop_capabilities(keep):
     """Keep only the capabilities named in `keep`, in every set."""
     # TODO 1: afterwards /proc/self/status shows CapBnd, CapPrm and CapEff with exactly the bits of `keep`
     #         (CAPABILITIES gives each bit) and CapInh, CapAmb zero. Three steps, in this order:
-    #         - the bounding set: one prctl(2) call per capability to drop, up to last_capability()
+    #         - the bounding set: one prctl(2) call per capability to drop, up to the number last_capability returns
     #           (man 2 prctl, PR_CAPBSET_DROP; it needs CAP_SETPCAP, so do it while you still have that);
     #         - the ambient set: prctl(2) PR_CAP_AMBIENT with PR_CAP_AMBIENT_CLEAR_ALL;
     #         - permitted, effective and inheritable: one capset(2) call (man 2 capset: a CapHeader with
     #           _LINUX_CAPABILITY_VERSION_3 and pid 0, and an array of two CapData: capabilities 0-31 in
     #           the first, 32-63 in the second).
-    #         libc.prctl and libc.syscall exist; libc.py's check() turns -1 into an OSError with errno.
+    #         libc.prctl and libc.capset exist; libc.py's check turns -1 into an OSError with errno.
     pass
 
 
