@@ -21,6 +21,7 @@ from aiohttp import web
 
 from labctl.daemon import streams, translate
 from labctl.daemon.api import ApiError, blocking, find_container, flag, json_body, number
+from labctl.containers.logs import last_lines
 from labctl.daemon.engine import attributes
 
 
@@ -83,11 +84,19 @@ async def wait(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def until_started(engine, container):
+    """The container, reloaded once it is no longer "created" (a request that came before or during
+    its start: attach and wait come before it, as the docker CLI sends them)."""
+    while container.status == "created":
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(engine.started_event(container.id).wait(), 0.5)
+        container = await find_container(container.id)
+    return container
+
+
 async def exit_code(engine, container, condition: str = "next-exit") -> int:
     """Wait as the condition says; the exit code."""
-    if container.id in engine.pending:   # created, not started yet: its exit comes after its start
-        await engine.started_event(container.id).wait()
-        container = await find_container(container.id)
+    container = await until_started(engine, container)
     if container.status == "running" or container.id in engine.exits:
         code = await engine.watch(container)
     else:
@@ -108,8 +117,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
     offset = 0 if flag(request, "logs") or not path.exists() else path.stat().st_size
     feeding = None
     try:
-        if container.id in engine.pending:
-            await engine.started_event(container.id).wait()
+        container = await until_started(engine, container)
         if stdin:
             target = engine.masters.get(container.id) if tty else engine.stdin.get(container.id)
             if target is not None:
@@ -142,7 +150,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
     offset = 0
     if tail != "all":
         try:
-            offset = await blocking(streams.last_lines, path, max(0, int(tail)))
+            offset = await blocking(last_lines, path, max(0, int(tail)))
         except ValueError:
             raise ApiError(400, f"invalid tail {tail!r}: a number of lines, or all") from None
     engine = _engine(request)

@@ -168,19 +168,3 @@ async def follow_file(path, offset: int, done: asyncio.Future | None, grew: asyn
             for waiter in pending:
                 if waiter is not done:
                     waiter.cancel()
-
-
-def last_lines(path, count: int) -> int:
-    """The offset in the file where its last `count` lines begin (`docker logs --tail N`)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return 0
-    end = len(data) - 1 if data.endswith(b"\n") else len(data)
-    position = end
-    for _ in range(count):
-        position = data.rfind(b"\n", 0, position)
-        if position < 0:
-            return 0
-    return position + 1
