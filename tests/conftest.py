@@ -83,7 +83,7 @@ def lab_objects(state_dir: Path) -> dict[str, set[str]]:
 #: Lock files that each guard one shared, long-lived thing (the image store, a bridge's addresses, a
 #: layer digest, which every store that unpacks that layer locks again): a set bounded by what exists,
 #: not by how often labctl runs. Any other (one per container, say) must go with what it locks.
-SHARED_LOCKS = re.compile(r"(image-store|image-refs|auth|rootfs-build|container-names|network-.+|layer-[0-9a-f]+)\.lock")
+SHARED_LOCKS = re.compile(r"(image-store|image-refs|auth|rootfs-build|container-names|daemon-networks|network-.+|layer-[0-9a-f]+)\.lock")
 
 
 def _lock_files(state_dir: Path) -> set[str]:

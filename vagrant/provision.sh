@@ -52,6 +52,8 @@ PACKAGES=(
   python3-seccomp                                  # libseccomp's binding: the seccomp filter (step 9)
   gcc libc6-dev                                    # step 9's attacker, a static C program built on first use
   chromium chromium-driver python3-selenium        # the notebooks tested in a real browser (VM tier)
+  python3-aiohttp                                  # the daemon's HTTP server (step 11)
+  docker.io                                        # step 11: the docker CLI as a client of the lab's daemon
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -73,6 +75,18 @@ if command -v systemctl >/dev/null && systemctl is-enabled containerd.service >/
   systemctl disable containerd.service >/dev/null 2>&1 || true
   [ "$IN_CHROOT" = 1 ] || systemctl stop containerd.service >/dev/null 2>&1 || true
 fi
+
+# 1b. Step 11: the docker CLI is a client of labctl's daemon, never of dockerd: Debian's docker.io
+# enables dockerd and containerd, so keep them off (the lab's tests never start them). The daemon's
+# socket belongs to the group labctl: membership is root on this machine, as the group docker is.
+if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+  for unit in docker.socket docker.service containerd.service; do
+    if systemctl is-enabled -q "$unit" 2>/dev/null || systemctl is-active -q "$unit" 2>/dev/null; then
+      systemctl disable --now -q "$unit" && say "disabled $unit (the lab's daemon serves the docker CLI)"
+    fi
+  done
+fi
+getent group labctl >/dev/null || { groupadd --system labctl && say "created the group labctl (the daemon's socket)"; }
 
 # 2. Kernel headers for bcc: the exact ones for the running kernel, else the distribution's, linked in.
 KREL=$(uname -r)

@@ -129,7 +129,11 @@ def cmd_cleanup(args) -> int:
     running = [] if args.all else cleanup.live_containers()
     if running:
         ui.say(f"Left running: {', '.join(c.name for c in running)} (`labctl cleanup --all` removes them too).")
-    errors = state.cleanup(report=ui.ok, keep=cleanup.records_of(running))
+    keep = cleanup.records_of(running)
+    if not args.all:   # a daemon that runs is no leftover (step 11); --all stops it too
+        from labctl.daemon.control import daemon_records
+        keep |= daemon_records()
+    errors = state.cleanup(report=ui.ok, keep=keep)
     for path in cleanup.sweep_old_lock_files():
         ui.ok(f"removed {path}")
     if (state.state_dir() / "images").is_dir():   # what a crashed pull or import left in the image store

@@ -28,7 +28,7 @@ def add_commands(commands: Commands) -> None:
     p = commands.add("rmi", cmd_rmi, "remove an image reference, then unreferenced blobs and layers",
                      ["labctl rmi localhost/layered:latest", "labctl rmi --force localhost/busybox:latest"])
     p.add_argument("references", nargs="+", metavar="REFERENCE")
-    p.add_argument("--force", action="store_true", help="untag even if a container uses it (its layers stay)")
+    p.add_argument("-f", "--force", action="store_true", help="untag even if a container uses it (its layers stay)")
 
     p = commands.add("login", cmd_login,
                      "store credentials for a registry (password from standard input, file mode 0600)",
@@ -45,6 +45,7 @@ def add_commands(commands: Commands) -> None:
                       "labctl pull --stall-timeout 120 127.0.0.1:5000/lab/busybox   # a slow registry"])
     p.add_argument("image", help="an image reference: [HOST[:PORT]/]NAME[:TAG][@sha256:DIGEST]")
     p.add_argument("--platform", help="OS/ARCH[/VARIANT] to choose from an index (default: this host's)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the reference pulled")
     p.add_argument("--username", "-u", help="log in as this user; the password is read from stdin")
     p.add_argument("--stall-timeout", type=float, metavar="SECONDS",
                    help="give up on a transfer that makes no progress (or crawls below 1 KiB/s) for this "
@@ -163,8 +164,11 @@ def cmd_pull(args) -> int:
     from labctl.images.store import ImageStore
     credentials = (args.username, _password_from_stdin(args.username)) if args.username else None
     result = distribution.pull(args.image, platform=args.platform, credentials=credentials,
-                               stall_timeout=args.stall_timeout)
+                               stall_timeout=args.stall_timeout, progress=False if args.quiet else None)
     layer_dirs = ImageStore().ensure_layers(result.digest)   # unpacked once, ready for an overlay mount
+    if args.quiet:
+        print(result.reference)
+        return 0
     if result.platform:
         ui.say(f"platform {result.platform} chosen from the index")
     if result.blobs_fetched == 0:

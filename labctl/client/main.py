@@ -29,6 +29,7 @@ GROUP_OF = {
     "run": "containers", "ps": "containers", "logs": "containers", "exec": "containers", "stop": "containers",
     "rm": "containers", "inspect": "containers", "stats": "containers", "volume": "containers",
     "bundle": "runtime", "runtime": "runtime",
+    "daemon": "daemon",
     "trace": "trace",
     "jupyter": "jupyter",
 }
@@ -49,6 +50,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         "labctl progress               # your checks and hints so far",
                         "labctl cleanup                # remove whatever a crashed step left"))
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    parser.add_argument("--host", metavar="unix:///PATH",
+                        help="send run/ps/logs/exec/stop/rm/images/pull to the daemon there (also $LABCTL_HOST)")
     parser.add_argument("--version", action="version", version=f"labctl {__version__}")
     commands = Commands(parser.add_subparsers(dest="command", metavar="COMMAND"), only)
     if only is None:
@@ -68,10 +71,19 @@ def main(argv: list[str] | None = None) -> int:
     if words[:1] == ["runtime"]:   # runc's command line, parsed whole by ocicli (options first: no REMAINDER)
         from labctl.runtime.ocicli import main as runtime_main
         return runtime_main(words[1:], prog="labctl runtime")
-    parser = build_parser(only=next((w for w in words if not w.startswith("-")), None))
+    daemon = None
+    if "--host" in words or os.environ.get("LABCTL_HOST"):   # step 11: a client of the daemon
+        from labctl.client import remote
+        words = list(words)
+        daemon = remote.host(words)
+        argv = words
+    command = next((w for w in words if not w.startswith("-")), None)
+    parser = build_parser(only=command)
     if not parser.complete:
         parser = build_parser()
     args = parser.parse_args(argv)
+    if daemon and command in remote.COMMANDS:
+        return remote.dispatch(daemon, command, args)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

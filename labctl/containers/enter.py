@@ -114,7 +114,10 @@ def _exec_child(pid, kinds, cgroup, argv, environment, user, workdir, security: 
     join_namespaces_of(pid, kinds)
     inner = os.fork()
     if inner:
+        # the waiting parent holds no descriptor but 0-2: had it kept the caller's (a daemon's end of this
+        # or another process's stdin pipe), that pipe would never reach EOF while it waits (close_range(2))
         end.close()
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         os._exit(wait(inner))
     os.chdir("/")
     who = resolve_user(user)

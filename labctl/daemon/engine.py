@@ -1,0 +1,237 @@
+"""The daemon's side of a container's life: create and start through lifecycle.py (what `labctl run`
+calls), then watch it end, from the kernel, whoever started it.
+
+    POST /containers/create  build_spec + lifecycle.create: the record, the overlay root, the cgroup;
+                             the runtime Config waits in memory for the start (Docker's "created")
+    POST /containers/{id}/start   lifecycle.start, always detached: the supervisor is double-forked, so
+                             it is no child of the daemon and outlives it (live restore). Its stdout and
+                             stderr go to the container's log file (O_APPEND), which attach and logs read;
+                             with a TTY the daemon holds the pty master and copies it into that file
+    the exit                 pidfd_open(2) of the supervisor: readable once it has ended, i.e. once it has
+                             recorded PID 1's exit code and torn down (supervisor.py). The daemon wakes,
+                             reads the code from the record, publishes "die", and for AutoRemove removes
+                             the container itself (as dockerd does: the shim never removes anything)
+
+Restart the daemon and restore() finds the running containers in the state directory and watches them
+again; those that ended meanwhile have their exit code in their record, written by their supervisor.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+
+from labctl.daemon.api import ApiError, blocking
+from labctl.daemon.events import EventBus
+
+
+class Engine:
+    def __init__(self):
+        self.bus = EventBus()
+        self.pending: dict[str, object] = {}          # id -> the runtime Config of a created container
+        self.exits: dict[str, asyncio.Future] = {}    # id -> its exit code, once it has ended
+        self.removed: dict[str, asyncio.Event] = {}   # id -> set once an AutoRemove container is gone
+        self.stdin: dict[str, int] = {}               # id -> the write end of PID 1's stdin (OpenStdin)
+        self.masters: dict[str, int] = {}             # id -> the pty master of a TTY container
+        self.output: dict[str, asyncio.Event] = {}    # id -> set when the daemon appended to its log
+        self.copiers: dict[str, asyncio.Task] = {}    # id -> the task copying its pty master to its log
+        self.started: dict[str, asyncio.Event] = {}   # id -> set once it has been started
+        self.execs: dict[str, dict] = {}              # exec ID -> its record (execs.py)
+        self.tasks: set[asyncio.Task] = set()
+
+    def started_event(self, container_id: str) -> asyncio.Event:
+        return self.started.setdefault(container_id, asyncio.Event())
+
+    # -- create and start ---------------------------------------------------------------------
+    def create_blocking(self, arguments: dict, auto_remove: bool):
+        """build_spec + lifecycle.create (in a thread). Returns the Container."""
+        from labctl.containers import lifecycle
+        from labctl.security.profile import from_flags
+        arguments = dict(arguments)
+        security = from_flags(**arguments.pop("security"))
+        spec, image = lifecycle.build_spec(arguments.pop("image_ref"), arguments.pop("command"),
+                                           security=security, **arguments)
+        spec.detach = True   # the supervisor is double-forked: no child of the daemon (live restore)
+        container, config = lifecycle.create(spec, image)
+        container.update(auto_remove=auto_remove, daemon=True)
+        self.pending[container.id] = config
+        return container
+
+    def start_blocking(self, container) -> int | None:
+        """lifecycle.start with the log file (or a terminal) as stdio, in a thread. With a TTY, returns
+        the log file's descriptor: start() copies the pty master (self.masters) into it."""
+        from labctl.containers import lifecycle
+        from labctl.runtime.stdio import Stdio
+        config = self.pending.pop(container.id, None)
+        if config is None:
+            raise ApiError(409, f"container {container.name} cannot be started: "
+                                f"it is {container.status}, and the lab starts a container once")
+        log = os.open(container.dir / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        console = None
+        if container.spec.tty:
+            from labctl.containers.terminal import console_socket
+            console, theirs = console_socket()
+            stdio = Stdio(console=theirs)
+        elif container.spec.interactive:
+            stdin, self.stdin[container.id] = os.pipe()
+            stdio = Stdio(stdin, log, log)
+        else:
+            stdio = Stdio(os.open(os.devnull, os.O_RDONLY), log, log)
+        try:
+            lifecycle.start(container, config, stdio)
+            if console is None:
+                return None
+            from labctl.containers.terminal import receive_master
+            self.masters[container.id], console = receive_master(console), None
+            os.set_blocking(self.masters[container.id], False)
+            return log
+        except BaseException:
+            self.close_stdin(container.id)
+            raise
+        finally:
+            stdio.close()   # PID 1 has its copies (without a TTY, of the log file too)
+            if console is not None:   # a TTY whose master never came: the log is ours to close
+                os.close(console)
+                os.close(log)
+
+    async def start(self, container) -> None:
+        try:
+            log = await blocking(self.start_blocking, container)
+        finally:   # started or failed: whoever waits for its exit may look now
+            self.started_event(container.id).set()
+            self.watch(container)
+        if log is not None:
+            self.copiers[container.id] = asyncio.get_running_loop().create_task(
+                self._copy_terminal(container.id, self.masters[container.id], log))
+        self.bus.publish("container", "start", container.id, **attributes(container))
+
+    async def _copy_terminal(self, container_id: str, master: int, log: int) -> None:
+        """A TTY container's output: from the pty master into its log file (attach and logs read it)."""
+        loop = asyncio.get_running_loop()
+        readable = asyncio.Event()
+        loop.add_reader(master, readable.set)
+        try:
+            while True:
+                await readable.wait()
+                readable.clear()
+                try:
+                    data = os.read(master, 65536)
+                except BlockingIOError:
+                    continue
+                except OSError:   # EIO: the last process holding the terminal has ended
+                    break
+                if not data:
+                    break
+                os.write(log, data)
+                self.output.setdefault(container_id, asyncio.Event()).set()
+        finally:
+            loop.remove_reader(master)
+            os.close(log)
+            self.masters.pop(container_id, None)
+            self.copiers.pop(container_id, None)
+            os.close(master)
+
+    def close_stdin(self, container_id: str) -> None:
+        fd = self.stdin.pop(container_id, None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    # -- the end of a container ---------------------------------------------------------------
+    def watch(self, container) -> asyncio.Future:
+        """The future of the container's exit code; starts watching it if nobody does yet."""
+        future = self.exits.get(container.id)
+        if future is None:
+            future = self.exits[container.id] = asyncio.get_running_loop().create_future()
+            self._spawn(self._monitor(container))
+        return future
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _monitor(self, container) -> None:
+        from labctl import state
+        for key in ("supervisor", "pid"):   # the supervisor, else (killed) PID 1 itself
+            pid = container.state.get(f"{key}_pid" if key == "supervisor" else "pid")
+            start = container.state.get(f"{key}_start" if key == "supervisor" else "pid_start")
+            if pid:
+                await self._ended(pid, start, state.process_start_time)
+        code = await blocking(_exit_code, container)
+        self.exits[container.id].set_result(code)
+        self.close_stdin(container.id)
+        copier = self.copiers.get(container.id)
+        if copier is not None:   # a TTY's last output: in the log before "die" and before attach ends
+            with contextlib.suppress(Exception):
+                await copier
+        self.bus.publish("container", "die", container.id, exitCode=str(code), **attributes(container))
+        if container.state.get("auto_remove"):
+            await self.remove(container, force=True)
+
+    @staticmethod
+    async def _ended(pid: int, start: int | None, start_time) -> None:
+        """Until the process of that PID and start time has ended (pidfd_open: no polling, no PID reuse)."""
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        try:
+            if start is None or start_time(pid) != start:
+                return   # the PID is another process's now: ours ended long ago
+            readable = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            loop.add_reader(fd, readable.set)
+            try:
+                await readable.wait()
+            finally:
+                loop.remove_reader(fd)
+        finally:
+            os.close(fd)
+
+    async def remove(self, container, force: bool = False, volumes: bool = False) -> None:
+        from labctl.containers import lifecycle
+        self.pending.pop(container.id, None)
+        await blocking(lifecycle.remove, container, force)
+        event = self.removed.setdefault(container.id, asyncio.Event())
+        event.set()
+        self.bus.publish("container", "destroy", container.id, **attributes(container))
+
+    # -- the daemon's own start ---------------------------------------------------------------
+    async def restore(self) -> list[str]:
+        """Live restore: watch every running container again; remove the AutoRemove ones that ended
+        while no daemon ran (their exit code is in their record). Returns the names of those watched."""
+        from labctl.containers import reconcile
+        watched = []
+        for container in await blocking(reconcile.reconcile_all):
+            if container.status == "running":
+                self.watch(container)
+                watched.append(container.name)
+            elif container.state.get("auto_remove") and container.state.get("daemon"):
+                with contextlib.suppress(Exception):
+                    await self.remove(container, force=True)
+        return watched
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        for fd in list(self.stdin.values()) + list(self.masters.values()):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def attributes(container) -> dict:
+    return {"name": container.name, "image": container.spec.image}
+
+
+def _exit_code(container) -> int:
+    """After the supervisor ended: the exit code it recorded (reconciling, if it was killed first)."""
+    from labctl.containers import reconcile, store
+    try:
+        reconcile.reconcile(container)
+        fresh = store.load(container.id)
+    except store.NoSuchContainer:
+        return container.state.get("exit_code") or 0
+    container.state = fresh.state
+    code = fresh.state.get("exit_code")
+    return 137 if code is None else code

@@ -1,0 +1,66 @@
+"""Exporting images from the store as a docker-archive (`docker save`), the format archive.py imports.
+
+    manifest.json                       [{"Config": "<hex>.json", "RepoTags": [...], "Layers": ["<hex>/layer.tar", ...]}]
+    <config hex>.json                   the image config, byte for byte (its sha256 is the image ID)
+    <diff_id hex>/layer.tar             each layer uncompressed: its sha256 is the diff_id the config lists
+
+The archive is written as a stream (tarfile's "w|" mode) to a callback, so a daemon can send it while
+it is being made, without a temporary file.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import tarfile
+from typing import Callable
+
+from labctl.errors import LabError
+from labctl.images.store import ImageStore
+
+
+class _Sink(io.RawIOBase):
+    def __init__(self, put: Callable[[bytes], None]):
+        self.put = put
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.put(bytes(data))
+        return len(data)
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _layer_tar(store: ImageStore, descriptor: dict) -> bytes:
+    blob = store.read_blob(descriptor["digest"])
+    media = descriptor.get("mediaType", "")
+    if "gzip" in media or blob[:2] == b"\x1f\x8b":
+        return gzip.decompress(blob)
+    if "zstd" in media:
+        raise LabError(f"layer {descriptor['digest'][:19]} is zstd-compressed", "save an image with gzip layers")
+    return blob
+
+
+def docker_archive(store: ImageStore, images: list[tuple[str, list[str]]], put: Callable[[bytes], None]) -> None:
+    """images: [(manifest digest, [references to list as its RepoTags])] -> a docker-archive, to put()."""
+    entries = []
+    with tarfile.open(fileobj=_Sink(put), mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for manifest_digest, tags in images:
+            manifest = store.read_json(manifest_digest)
+            config_digest = manifest["config"]["digest"]
+            config = store.read_blob(config_digest)
+            diff_ids = json.loads(config)["rootfs"]["diff_ids"]
+            _add(tar, f"{config_digest[7:]}.json", config)
+            layers = []
+            for descriptor, diff_id in zip(manifest["layers"], diff_ids):
+                path = f"{diff_id[7:]}/layer.tar"
+                _add(tar, path, _layer_tar(store, descriptor))
+                layers.append(path)
+            entries.append({"Config": f"{config_digest[7:]}.json", "RepoTags": tags, "Layers": layers})
+        _add(tar, "manifest.json", json.dumps(entries).encode())
