@@ -33,7 +33,7 @@ def phase_times(times: dict[str, dict[str, list[float]]]):
     ax.set_xticks(range(len(phases)), phases)
     ax.set_ylabel("time per command (ms, median; bars: min to max)")
     ax.set_xlabel("OCI operation (one process each, as containerd's shim calls them)")
-    ax.set_title("One bundle, three OCI runtimes: the cost of each phase")
+    ax.set_title(f"One bundle, {len(runtimes)} OCI runtimes: the cost of each phase")
     ax.legend(title="runtime")
     fig.tight_layout()
     return fig
