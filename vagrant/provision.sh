@@ -79,10 +79,16 @@ fi
 # 1b. Step 11: the docker CLI is a client of labctl's daemon, never of dockerd: Debian's docker.io
 # enables dockerd and containerd, so keep them off (the lab's tests never start them). The daemon's
 # socket belongs to the group labctl: membership is root on this machine, as the group docker is.
-if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+# Disabled in the image too (build-image.sh runs this in a chroot, where systemctl edits the unit links
+# offline): a dockerd started at boot sets the FORWARD policy to drop and loads br_netfilter, and the
+# lab's bridge then carries nothing between containers.
+if command -v systemctl >/dev/null && { [ -d /run/systemd/system ] || [ "$IN_CHROOT" = 1 ]; }; then
   for unit in docker.socket docker.service containerd.service; do
-    if systemctl is-enabled -q "$unit" 2>/dev/null || systemctl is-active -q "$unit" 2>/dev/null; then
-      systemctl disable --now -q "$unit" && say "disabled $unit (the lab's daemon serves the docker CLI)"
+    if systemctl is-enabled -q "$unit" 2>/dev/null; then
+      systemctl disable -q "$unit" && say "disabled $unit (the lab's daemon serves the docker CLI)"
+    fi
+    if [ "$IN_CHROOT" = 0 ] && systemctl is-active -q "$unit" 2>/dev/null; then
+      systemctl stop -q "$unit" && say "stopped $unit"
     fi
   done
 fi
