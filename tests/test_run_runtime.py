@@ -67,3 +67,34 @@ def test_ps_logs_exec_stats_stop_rm_work_whoever_made_it(runtime):
         removed = labctl("rm", "-f", name)
     assert removed.returncode == 0, removed.stderr
     assert name not in labctl("ps", "-a").stdout
+
+
+def _cgroup_dirs_named(name: str) -> list[str]:
+    """Every directory called `name` in any cgroup hierarchy mounted (the kernel's cgroupfs, walked)."""
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split() for line in f]
+    for fields in mounts:
+        if fields[fields.index("-") + 1] in ("cgroup", "cgroup2"):
+            for root, dirs, _ in os.walk(fields[4]):
+                found += [os.path.join(root, d) for d in dirs if d == name]
+    return found
+
+
+@pytest.mark.parametrize("runtime", ["runc", "crun"])
+def test_cleanup_removes_the_runtimes_cgroups_when_its_state_is_lost(runtime):
+    """A crash that took the runtime's own state with it (killed between its create and labctl's record):
+    `runc delete` cannot find the container, so its cgroups in the hierarchies labctl does not use
+    (name=systemd, freezer, ...) would stay. cleanup removes them by path, judged by walking cgroupfs."""
+    _needs(runtime)
+    from labctl.containers import store
+    started = labctl("run", "-d", "--runtime", runtime, "busybox", "sleep", "60")
+    assert started.returncode == 0, started.stderr
+    container = store.load(started.stdout.strip())
+    name = container.state["cgroup"]["name"]
+    assert _cgroup_dirs_named(name), "the container has cgroups"
+    os.kill(container.state["supervisor_pid"], 9)
+    os.kill(container.pid, 9)
+    shutil.rmtree(container.dir / "oci")            # what the runtime knew of it: gone with the crash
+    assert labctl("cleanup", "--all").returncode == 0
+    assert _cgroup_dirs_named(name) == []

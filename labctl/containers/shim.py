@@ -55,11 +55,56 @@ def write_config(container, config: Config) -> str:
 
 def delete(container) -> None:
     """RUNTIME delete --force ID, once the container has ended (teardown.py): runc and crun remove the
-    cgroups they made in the hierarchies labctl does not use (cpuset, devices, freezer, ...)."""
+    cgroups they made in the hierarchies labctl does not use (cpuset, devices, freezer, name=systemd, ...).
+    When the runtime cannot (a crash left it no state: killed between its create and the record), what it
+    made there is removed by path, as it would have: leftover_cgroups()."""
     if (container.dir / "oci").is_dir():
         subprocess.run(runtime_binary(container.spec.runtime) + ["--root", str(container.dir / "oci"), "delete",
                                                                  "--force", container.id],
                        capture_output=True, stdin=subprocess.DEVNULL, timeout=30)
+    name = (container.state.get("cgroup") or {}).get("name")
+    if name and container.spec.runtime in ("runc", "crun"):
+        remove_leftover_cgroups(name)
+
+
+def remove_leftover_cgroups(name: str) -> None:
+    """rmdir what runc or crun left of labctl/<name> (leftover_cgroups), and the labctl/ it made above it in
+    the hierarchies labctl itself does not use, once empty. A cgroup with a process left is not empty
+    and stays, for `cleanup` to kill first; labctl's own labctl/ directories are pruned by labctl, under
+    its lock (kernel/cgroups)."""
+    from labctl.kernel import cgroups
+    ours = {str(h.lab_dir) for h in cgroups.detect().hierarchies()}
+    for directory in leftover_cgroups(name):
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+    for parent in leftover_cgroups(""):
+        if str(parent) not in ours:
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+
+
+def leftover_cgroups(name: str) -> list:
+    """<hierarchy>/<our own cgroup>/labctl/<name> in every cgroup hierarchy mounted: where runc puts the
+    relative cgroupsPath "labctl/<name>" that write_config gives it (relative to its own cgroup, which is
+    the supervisor's, as ours); crun 1.8 takes it from the hierarchy's root instead, so that too."""
+    from pathlib import Path
+    from labctl.kernel.cgroups.hierarchy import _own_cgroups
+    own_v1, own_v2 = _own_cgroups()
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for fields in (line.split() for line in f):
+            sep = fields.index("-")
+            if fields[sep + 1] == "cgroup2" and own_v2 is not None:
+                own = own_v2
+            elif fields[sep + 1] == "cgroup":
+                own = next((own_v1[o] for o in fields[sep + 3].split(",") if o in own_v1), None)
+            else:
+                continue
+            for base in {own, "/"} - {None}:
+                directory = Path(fields[4]) / base.lstrip("/") / "labctl" / name   # name "": labctl/ itself
+                if directory.is_dir():
+                    found.append(directory)
+    return found
 
 
 def create(container, config: Config, stdio: Stdio, runtime: str, supervise) -> Created:

@@ -58,20 +58,10 @@ def _labctl_runner(filtered: bool):
 
 def oci_seccomp(capabilities: list[str]) -> dict:
     """Docker's default profile as the OCI runtime spec's linux.seccomp, for this machine and these
-    capabilities: what dockerd writes into a bundle's config.json."""
+    capabilities: what dockerd writes into a bundle's config.json (runtime/oci.py converts it)."""
+    from labctl.runtime.oci import seccomp_to_oci
     from labctl.security import seccomp
-    profile = seccomp.default_profile()
-    arches, rules = seccomp.select(profile, capabilities)
-    out = {"defaultAction": profile["defaultAction"], "architectures": arches, "syscalls": []}
-    if "defaultErrnoRet" in profile:
-        out["defaultErrnoRet"] = profile["defaultErrnoRet"]
-    for rule in rules:
-        entry = {"names": rule.get("names") or [rule["name"]], "action": rule["action"]}
-        for key in ("errnoRet", "args"):
-            if rule.get(key):
-                entry[key] = rule[key]
-        out["syscalls"].append(entry)
-    return out
+    return seccomp_to_oci(seccomp.default_profile(), capabilities)
 
 
 def _runc_runner(filtered: bool):
