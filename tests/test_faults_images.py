@@ -234,3 +234,11 @@ def test_rmi_names_the_containers_that_use_the_image_not_their_ids(tmp_path):
         root.remove()
     assert container_id not in str(named.value) and container_id not in str(unnamed.value)
     assert container_id[:12] in str(unnamed.value) and store.refs()
+
+
+def test_a_registry_name_that_does_not_resolve_is_one_line(env):
+    """Run in a network namespace of its own (`unshare -n`: no route, no DNS server reachable), so the
+    lookup fails here and no packet leaves the machine; it used to end in socket.gaierror's traceback."""
+    result = subprocess.run(["unshare", "-n", sys.executable, "-m", "labctl", "pull", "-q", "nosuch.invalid/lab/x"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    one_line_error(result, "cannot resolve", "nosuch.invalid")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import socket
 import sys
 import threading
 import time
@@ -118,6 +119,10 @@ class Client:
                 raise TransferStalled(f"{parts.netloc} sent no answer to {method} {parts.path} within "
                                       f"{self.timeout:g} s", "is the registry stuck? try again, or allow "
                                       "more time with --stall-timeout SECONDS") from None
+            if isinstance(exc, socket.gaierror):   # the name does not resolve: no retry will change that
+                raise RegistryError(f"cannot resolve the registry's name {parts.hostname!r} ({exc.strerror})",
+                                    "check the image reference's registry, or use the lab's: "
+                                    "`labctl registry start`, then 127.0.0.1:5000/lab/busybox") from None
             raise
         self.log.add("response", f"{raw.status} {raw.reason} ← {method} {url}", method=method, url=url,
                      status=raw.status, started=started.t, length=int(raw.headers.get("Content-Length") or 0))
