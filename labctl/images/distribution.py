@@ -23,7 +23,6 @@ from __future__ import annotations
 import http.client
 import json
 import random
-import socket
 import sys
 import threading
 import time
@@ -39,7 +38,8 @@ from labctl.images.mediatypes import (ACCEPT, INDEX_TYPES, MANIFEST_TYPES, MEDIA
                                       choose_manifest, host, parse_platform)
 from labctl.images.pulllog import PullLog
 from labctl.images.store import ImageStore
-from labctl.images.transfer import MANIFEST_DEADLINE, Cancel, TransferStalled, Watch, run_parallel, stall_timeout
+from labctl.images.transfer import (MANIFEST_DEADLINE, Cancel, Watch, run_parallel, stall_timeout,
+                                    unanswered)
 
 MAX_MANIFEST_BYTES = 4 << 20        # what registries accept; larger is not a manifest
 CHUNK = 64 << 10
@@ -115,14 +115,9 @@ class Client:
         except BaseException as exc:
             self._drop_connection(parts.scheme, parts.netloc)
             self.cancel.check()    # a socket shut down by a cancel: not a network failure
-            if isinstance(exc, TimeoutError):
-                raise TransferStalled(f"{parts.netloc} sent no answer to {method} {parts.path} within "
-                                      f"{self.timeout:g} s", "is the registry stuck? try again, or allow "
-                                      "more time with --stall-timeout SECONDS") from None
-            if isinstance(exc, socket.gaierror):   # the name does not resolve: no retry will change that
-                raise RegistryError(f"cannot resolve the registry's name {parts.hostname!r} ({exc.strerror})",
-                                    "check the image reference's registry, or use the lab's: "
-                                    "`labctl registry start`, then 127.0.0.1:5000/lab/busybox") from None
+            final = unanswered(exc, parts, method, self.timeout)
+            if final:
+                raise final from None
             raise
         self.log.add("response", f"{raw.status} {raw.reason} ← {method} {url}", method=method, url=url,
                      status=raw.status, started=started.t, length=int(raw.headers.get("Content-Length") or 0))

@@ -23,6 +23,7 @@ import os
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 
 from labctl.images.auth import RegistryError
@@ -39,6 +40,19 @@ class TransferStalled(RegistryError):
 
 class Cancelled(Exception):
     """The pull was cancelled (Ctrl-C, SIGTERM, or another download failed): a download thread stops."""
+
+
+def unanswered(exc: BaseException, url: urllib.parse.SplitResult, method: str, timeout: float) -> RegistryError | None:
+    """What a request that got no answer means to the user, when no retry will change it (else None):
+    silence for the stall timeout (TimeoutError), or a registry name that does not resolve."""
+    if isinstance(exc, TimeoutError):
+        return TransferStalled(f"{url.netloc} sent no answer to {method} {url.path} within {timeout:g} s",
+                               "is the registry stuck? try again, or allow more time with --stall-timeout SECONDS")
+    if isinstance(exc, socket.gaierror):
+        return RegistryError(f"cannot resolve the registry's name {url.hostname!r} ({exc.strerror})",
+                             "check the image reference's registry, or use the lab's: "
+                             "`labctl registry start`, then 127.0.0.1:5000/lab/busybox")
+    return None
 
 
 def stall_timeout(value: float | None = None) -> float:
