@@ -224,6 +224,10 @@ def browser(server):
                 "--window-size=1280,2000"):
         options.add_argument(arg)
     kernels_before = _kernel_ids(server)
+    # "eager": get() returns at DOMContentLoaded; what the test needs next (the listing, the notebook, the
+    # kernel) is waited for element by element, each with its own timeout and a screenshot when it fails.
+    # Under the VM's emulated CPU, "normal" (every subresource loaded) once took longer than 600 s.
+    options.page_load_strategy = "eager"
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(BROWSER_TIMEOUT)
     try:

@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.vm, pytest.mark.root]
 #: Caps in seconds, so the tier fits CI's 90 minutes next to the host suite.
 GUEST_TESTS_TIMEOUT = int(os.environ.get("LABCTL_VM_TEST_TIMEOUT", "1800"))
 TOUR_TIMEOUT = 900
-JUPYTER_TIMEOUT = 900
+JUPYTER_TIMEOUT = 1500
 GUEST_ARTIFACTS = "/tmp/labctl-artifacts"
 TIMINGS: dict[str, float] = {}
 
