@@ -143,7 +143,7 @@ class Engine:
         future = self.exits.get(container.id)
         if future is None:
             future = self.exits[container.id] = asyncio.get_running_loop().create_future()
-            self._spawn(self._monitor(container))
+            self._spawn(self._monitor(container, future))
         return future
 
     def _spawn(self, coroutine) -> None:
@@ -151,7 +151,7 @@ class Engine:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _monitor(self, container) -> None:
+    async def _monitor(self, container, future: asyncio.Future) -> None:
         from labctl import state
         for key in ("supervisor", "pid"):   # the supervisor, else (killed) PID 1 itself
             pid = container.state.get(f"{key}_pid" if key == "supervisor" else "pid")
@@ -159,7 +159,7 @@ class Engine:
             if pid:
                 await self._ended(pid, start, state.process_start_time)
         code = await blocking(_exit_code, container)
-        self.exits[container.id].set_result(code)
+        future.set_result(code)
         self.close_stdin(container.id)
         copier = self.copiers.get(container.id)
         if copier is not None:   # a TTY's last output: in the log before "die" and before attach ends
@@ -193,9 +193,19 @@ class Engine:
         from labctl.containers import lifecycle
         self.pending.pop(container.id, None)
         await blocking(lifecycle.remove, container, force)
-        event = self.removed.setdefault(container.id, asyncio.Event())
-        event.set()
+        self.removed.setdefault(container.id, asyncio.Event()).set()   # wait?condition=removed holds it
+        self.forget(container.id)
         self.bus.publish("container", "destroy", container.id, **attributes(container))
+
+    def forget(self, container_id: str) -> None:
+        """A removed container's bookkeeping goes with it: the daemon's memory does not grow with the
+        number of containers it has ever run (tests/test_daemon_load.py measures it). Whoever still
+        waits holds its own reference to the future or the event."""
+        for table in (self.exits, self.removed, self.started, self.output):
+            table.pop(container_id, None)
+        self.close_stdin(container_id)
+        for exec_id in [e for e, r in self.execs.items() if r["ContainerID"] == container_id]:
+            self.execs.pop(exec_id)
 
     # -- the daemon's own start ---------------------------------------------------------------
     async def restore(self) -> list[str]:
