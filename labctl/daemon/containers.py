@@ -22,7 +22,7 @@ from aiohttp import web
 from labctl.daemon import streams, translate
 from labctl.daemon.api import ApiError, blocking, find_container, flag, json_body, number
 from labctl.containers.logs import last_lines
-from labctl.daemon.engine import attributes
+from labctl.daemon.engine import attributes, check_restartable
 
 
 def _engine(request: web.Request):
@@ -56,7 +56,10 @@ async def start(request: web.Request) -> web.Response:
         return web.Response(status=304)
     engine = _engine(request)
     try:
-        await engine.start(container)
+        if container.status == "exited" and container.id not in engine.pending:
+            await engine.start_again(container)   # docker start of a stopped container
+        else:
+            await engine.start(container)
     except Exception as exc:
         from labctl.errors import CommandFailed
         if isinstance(exc, CommandFailed):   # the words the docker CLI turns into exit 127 or 126
@@ -213,9 +216,18 @@ async def kill(request: web.Request) -> web.Response:
 
 
 async def restart(request: web.Request) -> web.Response:
+    """stop (SIGTERM, SIGKILL after t seconds) if it runs, then start again: a new PID 1, in the same
+    root filesystem (what the container wrote is kept), a new cgroup."""
+    from labctl.containers import lifecycle
     container = await find_container(request.match_info["id"])
-    raise ApiError(501, f"restart of {container.name}: the lab starts a container once "
-                        "(run a new one with the same options)")
+    engine = _engine(request)
+    check_restartable(container)   # before it is stopped, not after
+    if container.status == "running":
+        await blocking(lifecycle.stop, container, float(number(request, "t", 10)))
+        await _ended(request, container)
+        container = await find_container(container.id)
+    await engine.start_again(container)
+    return web.Response(status=204)
 
 
 async def delete(request: web.Request) -> web.Response:

@@ -64,8 +64,7 @@ class Engine:
         from labctl.runtime.stdio import Stdio
         config = self.pending.pop(container.id, None)
         if config is None:
-            raise ApiError(409, f"container {container.name} cannot be started: "
-                                f"it is {container.status}, and the lab starts a container once")
+            raise ApiError(409, f"container {container.name} cannot be started: it is {container.status}")
         log = os.open(container.dir / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
         console = None
         if container.spec.tty:
@@ -104,6 +103,18 @@ class Engine:
             self.copiers[container.id] = asyncio.get_running_loop().create_task(
                 self._copy_terminal(container.id, self.masters[container.id], log))
         self.bus.publish("container", "start", container.id, **attributes(container))
+
+    async def start_again(self, container) -> None:
+        """`docker start` of an exited container, the second half of `docker restart`: lifecycle.create_again
+        (the overlay mounted again over the upper layer it kept, a new cgroup), then start() as for a new
+        one. Its last run's exit and output events are forgotten: wait and attach follow the new run."""
+        from labctl.containers import lifecycle
+        check_restartable(container)
+        config = await blocking(lifecycle.create_again, container)
+        for table in (self.exits, self.started, self.output):
+            table.pop(container.id, None)
+        self.pending[container.id] = config
+        await self.start(container)
 
     async def _copy_terminal(self, container_id: str, master: int, log: int) -> None:
         """A TTY container's output: from the pty master into its log file (attach and logs read it)."""
@@ -228,6 +239,12 @@ class Engine:
         for fd in list(self.stdin.values()) + list(self.masters.values()):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def check_restartable(container) -> None:
+    if container.state.get("auto_remove"):
+        raise ApiError(409, f"container {container.name} was run with --rm (AutoRemove): the lab removes "
+                            "it when it stops, so it cannot start again (run it without --rm)")
 
 
 def attributes(container) -> dict:

@@ -1,0 +1,84 @@
+"""Step 11: a container's second life through the daemon (`docker restart`, `docker start` of a stopped
+one) and other OCI runtimes behind it (`docker run --runtime runc`), with the real docker CLI.
+
+What the tests believe: /proc (the old PID 1 gone, a new one there, PID 1 of a PID namespace of its own,
+in the container's cgroup), the container's root filesystem (what the first run wrote is still there),
+and the OCI runtime's own state directory (runc's `state` says it made the container).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from labctl import state
+from labctl.containers import store
+from test_daemon import DOCKER, alive, daemon, docker  # noqa: F401  (daemon: the module's fixture)
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(not os.path.exists(DOCKER),
+                                                   reason="needs Debian's docker CLI (apt-get install docker.io)")]
+
+
+def pid_1(container_id: str) -> tuple[int, int]:
+    """(host PID, start time) of the container's PID 1, checked with the kernel: it is PID 1 in its PID
+    namespace (the last NSpid field), which is not ours."""
+    pid = store.load(container_id).pid
+    with open(f"/proc/{pid}/status") as f:
+        nspid = next(line.split()[1:] for line in f if line.startswith("NSpid:"))
+    assert nspid[-1] == "1" and len(nspid) > 1
+    assert os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
+    return pid, state.process_start_time(pid)
+
+
+def gone(pid: int, start: int) -> bool:
+    """That process (PID and start time: a reused PID is another process) no longer runs."""
+    return state.process_start_time(pid) != start or not alive(pid)
+
+
+def in_cgroup(pid: int, container_id: str) -> bool:
+    with open(f"/proc/{pid}/cgroup") as f:
+        return f"labctl-{container_id[:12]}" in f.read()
+
+
+def test_restart_gives_a_new_pid_1_in_the_same_root(daemon):
+    started = docker(daemon, "run", "-d", "--name", "again", "busybox", "sh", "-c",
+                     "echo run >> /runs; echo up; exec sleep 600")
+    assert started.returncode == 0, started.stderr
+    container_id = started.stdout.strip()
+    try:
+        old = pid_1(container_id)
+        assert in_cgroup(old[0], container_id)
+        restarted = docker(daemon, "restart", "-t", "1", "again")
+        assert restarted.returncode == 0, restarted.stderr
+        new = pid_1(container_id)
+        assert gone(*old) and alive(new[0]) and new != old
+        assert in_cgroup(new[0], container_id)                     # a new cgroup of the same name
+        with open(f"/proc/{new[0]}/root/runs") as f:               # the root it wrote to the first time
+            assert f.read() == "run\nrun\n"
+        assert docker(daemon, "logs", "again").stdout == "up\nup\n"
+        assert docker(daemon, "inspect", "--format", "{{.State.Status}} {{.State.Pid}}",
+                      "again").stdout.split() == ["running", str(new[0])]
+        assert docker(daemon, "stop", "-t", "1", "again").returncode == 0
+        assert gone(*new)
+        assert docker(daemon, "start", "again").returncode == 0    # a stopped container starts again too
+        third = pid_1(container_id)
+        assert gone(*new) and alive(third[0])
+    finally:
+        removed = docker(daemon, "rm", "-f", "again")
+    assert removed.returncode == 0 and not os.path.exists(store.containers_dir() / container_id)
+
+
+def test_restart_of_an_auto_remove_container_is_refused_and_it_runs_on(daemon):
+    started = docker(daemon, "run", "-d", "--rm", "--name", "once", "busybox", "sleep", "600")
+    assert started.returncode == 0, started.stderr
+    try:
+        pid = pid_1(started.stdout.strip())
+        refused = docker(daemon, "restart", "once")
+        assert refused.returncode == 1 and "--rm" in refused.stderr, refused.stderr
+        assert not gone(*pid)                                      # refused before anything was stopped
+    finally:
+        docker(daemon, "rm", "-f", "once")
+    missing = docker(daemon, "restart", "no-such-container")
+    assert missing.returncode == 1 and "No such container" in missing.stderr
