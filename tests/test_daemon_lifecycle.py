@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -37,6 +38,14 @@ def gone(pid: int, start: int) -> bool:
     return state.process_start_time(pid) != start or not alive(pid)
 
 
+def logs_become(daemon, name: str, expected: str, timeout: float = 10.0) -> str:
+    """The container's log once it says `expected` (its PID 1 runs on its own time after the start)."""
+    deadline = time.monotonic() + timeout
+    while (said := docker(daemon, "logs", name).stdout) != expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return said
+
+
 def in_cgroup(pid: int, container_id: str) -> bool:
     with open(f"/proc/{pid}/cgroup") as f:
         return f"labctl-{container_id[:12]}" in f.read()
@@ -55,9 +64,9 @@ def test_restart_gives_a_new_pid_1_in_the_same_root(daemon):
         new = pid_1(container_id)
         assert gone(*old) and alive(new[0]) and new != old
         assert in_cgroup(new[0], container_id)                     # a new cgroup of the same name
+        assert logs_become(daemon, "again", "up\nup\n") == "up\nup\n"   # the log file is kept too
         with open(f"/proc/{new[0]}/root/runs") as f:               # the root it wrote to the first time
             assert f.read() == "run\nrun\n"
-        assert docker(daemon, "logs", "again").stdout == "up\nup\n"
         assert docker(daemon, "inspect", "--format", "{{.State.Status}} {{.State.Pid}}",
                       "again").stdout.split() == ["running", str(new[0])]
         assert docker(daemon, "stop", "-t", "1", "again").returncode == 0
@@ -82,3 +91,45 @@ def test_restart_of_an_auto_remove_container_is_refused_and_it_runs_on(daemon):
         docker(daemon, "rm", "-f", "once")
     missing = docker(daemon, "restart", "no-such-container")
     assert missing.returncode == 1 and "No such container" in missing.stderr
+
+
+@pytest.mark.parametrize("runtime", ["runc", "crun"])
+def test_docker_run_runtime_gives_the_bundle_to_that_oci_runtime(daemon, runtime):
+    """`docker run --runtime runc` is `labctl run --runtime runc`: the OCI runtime makes PID 1 from the
+    bundle, and its own state says so (runc's, under the container's directory)."""
+    from labctl.runtime import peers
+    if runtime not in peers.available():
+        pytest.skip(f"{runtime} is not installed")
+    fg = docker(daemon, "run", "--rm", "--runtime", runtime, "busybox", "sh", "-c", "echo hi; exit 3")
+    assert (fg.returncode, fg.stdout) == (3, "hi\n"), fg.stderr
+    started = docker(daemon, "run", "-d", "--runtime", runtime, "--name", f"via{runtime}", "busybox",
+                     "sh", "-c", "echo up; exec sleep 600")
+    assert started.returncode == 0, started.stderr
+    container_id = started.stdout.strip()
+    oci_state = peers.command(runtime) + ["--root", str(store.containers_dir() / container_id / "oci"),
+                                          "state", container_id]
+    try:
+        pid = pid_1(container_id)
+        said = subprocess.run(oci_state, capture_output=True, text=True, timeout=30)
+        assert said.returncode == 0, said.stderr
+        assert (json.loads(said.stdout)["status"], json.loads(said.stdout)["pid"]) == ("running", pid[0])
+        assert in_cgroup(pid[0], container_id)
+        assert docker(daemon, "inspect", "--format", "{{.HostConfig.Runtime}}", container_id).stdout.strip() == runtime
+        assert logs_become(daemon, container_id, "up\n") == "up\n"
+        assert docker(daemon, "restart", "-t", "1", container_id).returncode == 0   # the runtime makes it anew
+        old, pid = pid, pid_1(container_id)
+        assert gone(*old) and json.loads(subprocess.run(oci_state, capture_output=True, text=True,
+                                                        timeout=30).stdout)["pid"] == pid[0]
+    finally:
+        removed = docker(daemon, "rm", "-f", container_id)
+    assert removed.returncode == 0 and gone(*pid)
+    assert not os.path.exists(store.containers_dir() / container_id)
+
+
+def test_an_unknown_runtime_is_refused_with_the_known_ones(daemon):
+    refused = docker(daemon, "run", "--rm", "--runtime", "nosuch", "busybox", "true")
+    assert refused.returncode == 125 and "unknown or invalid runtime name: nosuch" in refused.stderr
+    assert "runc" in refused.stderr or "labctl" in refused.stderr
+    runtimes = json.loads(docker(daemon, "info", "--format", "{{json .Runtimes}}").stdout)
+    assert "labctl" in runtimes and all(os.path.exists(v["path"]) for k, v in runtimes.items()
+                                        if k in ("runc", "crun"))
