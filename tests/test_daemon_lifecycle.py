@@ -133,3 +133,51 @@ def test_an_unknown_runtime_is_refused_with_the_known_ones(daemon):
     runtimes = json.loads(docker(daemon, "info", "--format", "{{json .Runtimes}}").stdout)
     assert "labctl" in runtimes and all(os.path.exists(v["path"]) for k, v in runtimes.items()
                                         if k in ("runc", "crun"))
+
+
+def parse_stamp(line: str) -> tuple[float, str]:
+    """`2026-12-01T14:09:00.123456789Z text` -> (seconds since the epoch, text)."""
+    import datetime
+    stamp, _, text = line.partition(" ")
+    assert stamp.endswith("Z") and len(stamp.split(".")[1]) == 10, stamp       # nine digits, as dockerd's
+    when = datetime.datetime.strptime(stamp[:26], "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp(), text
+
+
+def test_logs_timestamps_and_tail_through_docker_and_labctl(daemon):
+    """`logs -t`: each line after when it was written, as the supervisor saw it arrive; the two lines a
+    sleep apart are that far apart, and both after PID 1 began (its start time, from /proc)."""
+    from helpers import run_labctl
+    started = docker(daemon, "run", "-d", "--name", "stamped", "busybox", "sh", "-c",
+                     "echo one; sleep 1.5; echo two; exec sleep 600")
+    assert started.returncode == 0, started.stderr
+    container_id = started.stdout.strip()
+    try:
+        boot = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+        began = boot + pid_1(container_id)[1] / os.sysconf("SC_CLK_TCK")   # /proc/<pid>/stat's start time
+        assert logs_become(daemon, "stamped", "one\ntwo\n") == "one\ntwo\n"
+        stamped = docker(daemon, "logs", "-t", "stamped")
+        assert stamped.returncode == 0, stamped.stderr
+        (t1, one), (t2, two) = [parse_stamp(line) for line in stamped.stdout.splitlines()]
+        assert (one, two) == ("one", "two")
+        assert began - 0.05 <= t1 <= t2 - 1.4 and t2 <= time.time()
+        last = docker(daemon, "logs", "-t", "--tail", "1", "stamped").stdout
+        assert last == stamped.stdout.splitlines(keepends=True)[1]
+        assert run_labctl("logs", "-t", "stamped").stdout == stamped.stdout          # the same file, read locally
+        remote = run_labctl("--host", f"unix://{daemon}", "logs", "-t", "--tail", "1", "stamped")
+        assert remote.stdout == last, remote.stderr
+    finally:
+        docker(daemon, "rm", "-f", "stamped")
+
+
+def test_logs_timestamps_of_a_container_started_without_the_daemon_are_refused(daemon):
+    from helpers import run_labctl
+    started = run_labctl("run", "-d", "--name", "nodaemon", "busybox", "echo", "x")
+    assert started.returncode == 0, started.stderr
+    try:
+        refused = docker(daemon, "logs", "-t", "nodaemon")
+        assert refused.returncode == 1 and "has no times" in refused.stderr, refused.stderr
+        local = run_labctl("logs", "-t", "nodaemon")
+        assert local.returncode != 0 and "has no times" in local.stderr and len(local.stderr.splitlines()) == 1
+    finally:
+        run_labctl("rm", "-f", "nodaemon")

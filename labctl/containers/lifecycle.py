@@ -216,18 +216,19 @@ def image_store():
     return ImageStore()
 
 
-def start(container: Container, config: Config, stdio: Stdio) -> int:
+def start(container: Container, config: Config, stdio: Stdio, output: int | None = None) -> int:
     """The runtime creates PID 1 (through the supervisor); while it waits for GO, attach the network and
     record "running"; then let it exec. Returns the supervisor's PID if it is our child (foreground),
-    else 0."""
+    else 0. `output`: the read end of a pipe that is PID 1's stdout, for the supervisor to copy into the
+    log with times (containers/logs.py; the daemon's containers)."""
     spec = container.spec
     try:
         if spec.runtime != "labctl":   # another OCI runtime, given the bundle (shim.py)
             from labctl.containers import shim
             created = shim.create(container, config, stdio, spec.runtime,
-                                  lambda pid1: supervisor.supervise(container, pid1))
+                                  lambda pid1: supervisor.supervise(container, pid1, output))
         else:
-            created = runtime.create(config, stdio, lambda pid1: supervisor.supervise(container, pid1),
+            created = runtime.create(config, stdio, lambda pid1: supervisor.supervise(container, pid1, output),
                                      detach=spec.detach)
     finally:
         if config.userns_fd >= 0:   # PID 1 is in the user namespace now (or gone): our reference goes

@@ -54,44 +54,50 @@ class Engine:
         spec.detach = True   # the supervisor is double-forked: no child of the daemon (live restore)
         container, config = lifecycle.create(spec, image)
         container.update(auto_remove=auto_remove, daemon=True)
+        for path in (container.dir / "log", container.dir / "log.times"):   # attach may open it before the start
+            path.touch(0o640)
         self.pending[container.id] = config
         return container
 
-    def start_blocking(self, container) -> int | None:
-        """lifecycle.start with the log file (or a terminal) as stdio, in a thread. With a TTY, returns
-        the log file's descriptor: start() copies the pty master (self.masters) into it."""
+    def start_blocking(self, container) -> tuple[int, int] | None:
+        """lifecycle.start, in a thread. PID 1's stdout and stderr: a pipe, which its supervisor copies into
+        the log with each chunk's time (containers/logs.py), or (-t) a terminal, whose master the daemon
+        copies: then the log's and log.times' descriptors are returned for start() to copy into."""
         from labctl.containers import lifecycle
         from labctl.runtime.stdio import Stdio
         config = self.pending.pop(container.id, None)
         if config is None:
             raise ApiError(409, f"container {container.name} cannot be started: it is {container.status}")
-        log = os.open(container.dir / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
-        console = None
+        output = console = None
         if container.spec.tty:
             from labctl.containers.terminal import console_socket
             console, theirs = console_socket()
             stdio = Stdio(console=theirs)
-        elif container.spec.interactive:
-            stdin, self.stdin[container.id] = os.pipe()
-            stdio = Stdio(stdin, log, log)
         else:
-            stdio = Stdio(os.open(os.devnull, os.O_RDONLY), log, log)
+            output, written = os.pipe()
+            if container.spec.interactive:
+                stdin, self.stdin[container.id] = os.pipe()
+            else:
+                stdin = os.open(os.devnull, os.O_RDONLY)
+            stdio = Stdio(stdin, written, written)
         try:
-            lifecycle.start(container, config, stdio)
+            lifecycle.start(container, config, stdio, output)
             if console is None:
                 return None
             from labctl.containers.terminal import receive_master
             self.masters[container.id], console = receive_master(console), None
             os.set_blocking(self.masters[container.id], False)
-            return log
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+            return (os.open(container.dir / "log", flags, 0o640),
+                    os.open(f"{container.dir / 'log'}.times", flags, 0o640))
         except BaseException:
             self.close_stdin(container.id)
             raise
         finally:
-            stdio.close()   # PID 1 has its copies (without a TTY, of the log file too)
-            if console is not None:   # a TTY whose master never came: the log is ours to close
-                os.close(console)
-                os.close(log)
+            stdio.close()   # PID 1 has its copies, the supervisor its copy of the pipe's read end
+            for fd in (output, console):
+                if fd is not None:
+                    os.close(fd)
 
     async def start(self, container) -> None:
         try:
@@ -116,8 +122,10 @@ class Engine:
         self.pending[container.id] = config
         await self.start(container)
 
-    async def _copy_terminal(self, container_id: str, master: int, log: int) -> None:
-        """A TTY container's output: from the pty master into its log file (attach and logs read it)."""
+    async def _copy_terminal(self, container_id: str, master: int, log: tuple[int, int]) -> None:
+        """A TTY container's output: from the pty master into its log file, with the times (attach and
+        logs read them)."""
+        from labctl.containers.logs import append
         loop = asyncio.get_running_loop()
         readable = asyncio.Event()
         loop.add_reader(master, readable.set)
@@ -133,11 +141,12 @@ class Engine:
                     break
                 if not data:
                     break
-                os.write(log, data)
+                append(*log, data)
                 self.output.setdefault(container_id, asyncio.Event()).set()
         finally:
             loop.remove_reader(master)
-            os.close(log)
+            for fd in log:
+                os.close(fd)
             self.masters.pop(container_id, None)
             self.copiers.pop(container_id, None)
             os.close(master)
