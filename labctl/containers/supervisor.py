@@ -9,6 +9,12 @@ process (see bench/run.py). When PID 1 has exited it records the status (128+N f
 reports it) and only then imports the lab's modules to tear down the cgroup and the network, and the
 record itself for --rm (containers/teardown.py).
 
+A container the daemon started writes its stdout and stderr into a pipe, not into its log file: S holds
+the read end and copies it into the log in a thread (threading is the one more module it imports),
+noting each chunk's arrival time for `logs -t` (copy_output; containers/logs.py reads it). S is the one
+process that lives exactly as long as the container, daemon or no daemon: the times are kept while the
+daemon is down too.
+
     labctl run -d ──fork──▶ A ──setsid, fork──▶ S ──unshare──fork──▶ PID 1 (the command)
                   (exits)      (exits at once)      └──execve(python -I -S supervisor.py)──waitpid(PID 1)
 """
