@@ -257,7 +257,7 @@ def ps(path: str, args) -> int:
 def logs(path: str, args) -> int:
     conn = Connection(path)
     conn.send("GET", f"/containers/{args.container}/logs?stdout=1&stderr=1&follow={int(args.follow)}"
-                     f"&tail={getattr(args, 'tail', None) or 'all'}")
+                     f"&tail={getattr(args, 'tail', None) or 'all'}&timestamps={int(getattr(args, 'timestamps', False))}")
     status, headers, data = conn.response(stream=True)
     if status >= 400:
         conn.close()

@@ -118,21 +118,7 @@ def create(spec: ContainerSpec, image: images.RunnableImage) -> tuple[Container,
             userns_fd = userns.new_user_namespace(spec.security.uid_map, spec.security.gid_map)
         root, cg = _root_and_cgroup(container, image, userns_fd, owner)
         container.update(cgroup=cg, root=str(root.merged))
-        files = {}
-        for inside_path, content in networking.etc_files(spec.network, spec.hostname).items():
-            host_file = container.dir / Path(inside_path).name
-            host_file.write_text(content)
-            if owner:
-                os.chown(host_file, *owner)   # root inside may edit /etc/hosts, as Docker lets it
-            files[inside_path] = str(host_file)
-        mounts = [Mount(m.kind, volumes.resolve_source(m.kind, m.source, owner) if m.kind != "tmpfs" else "",
-                        m.target, m.readonly) for m in spec.mounts]
-        config = Config(
-            root=str(root.merged), argv=spec.argv, env=spec.env, workdir=spec.workdir, user=spec.user,
-            hostname=spec.hostname, files=files, mounts=mounts, cgroup=cg,
-            namespaces=NAMESPACES + (("net",) if networking.needs_namespace(spec.network) else ()),
-            loopback_up=spec.network != "host", init_binary=_tini() if spec.init else None,
-            security=spec.security, userns_fd=userns_fd)
+        config = _config(container, str(root.merged), cg, userns_fd, owner)
     except BaseException:
         if userns_fd >= 0:
             os.close(userns_fd)
@@ -142,6 +128,57 @@ def create(spec: ContainerSpec, image: images.RunnableImage) -> tuple[Container,
         undo_container(container.id)
         raise
     return container, config
+
+
+def _config(container: Container, root: str, cg: dict, userns_fd: int, owner) -> Config:
+    """The runtime's Config for PID 1: the spec, the mounted root, the cgroup, /etc/hosts & co."""
+    spec = container.spec
+    files = {}
+    for inside_path, content in networking.etc_files(spec.network, spec.hostname).items():
+        host_file = container.dir / Path(inside_path).name
+        host_file.write_text(content)
+        if owner:
+            os.chown(host_file, *owner)   # root inside may edit /etc/hosts, as Docker lets it
+        files[inside_path] = str(host_file)
+    mounts = [Mount(m.kind, volumes.resolve_source(m.kind, m.source, owner) if m.kind != "tmpfs" else "",
+                    m.target, m.readonly) for m in spec.mounts]
+    return Config(
+        root=root, argv=spec.argv, env=spec.env, workdir=spec.workdir, user=spec.user,
+        hostname=spec.hostname, files=files, mounts=mounts, cgroup=cg,
+        namespaces=NAMESPACES + (("net",) if networking.needs_namespace(spec.network) else ()),
+        loopback_up=spec.network != "host", init_binary=_tini() if spec.init else None,
+        security=spec.security, userns_fd=userns_fd)
+
+
+def create_again(container: Container) -> Config:
+    """An exited container made ready to start again (`docker start`, `docker restart`): its overlay
+    mounted again over the upper layer it kept, a new cgroup (the supervisor removed the old one), a new
+    Config. What the container wrote survives; its processes, cgroup and network are new. It is
+    "created" again, by this process, first: reconcile (`ps` in another process) leaves it alone."""
+    from labctl.kernel.overlay import ContainerRoot
+    spec = container.spec
+    if container.status == "running":
+        raise LabError(f"container {container.name} is running", f"stop it first, or `docker restart {container.name}`")
+    ended = {k: container.state.get(k) for k in ("status", "exit_code")}
+    container.update(status="created", exit_code=None, creator_pid=os.getpid(),
+                     creator_start=state.process_start_time(os.getpid()))
+    owner = userns.host_root(spec.security.uid_map, spec.security.gid_map)
+    userns_fd = -1
+    try:
+        if owner:
+            userns_fd = userns.new_user_namespace(spec.security.uid_map, spec.security.gid_map)
+        root = ContainerRoot.open(container.id)
+        root.mount_again(image_store(), userns_fd if userns_fd >= 0 else None)
+        container.update(root=str(root.merged))
+        container.update(cgroup=resources.create(f"labctl-{container.short_id}", spec.limits,
+                                                 spec.security.privileged))
+        return _config(container, str(root.merged), container.state["cgroup"], userns_fd, owner)
+    except BaseException:
+        if userns_fd >= 0:
+            os.close(userns_fd)
+        container.update(**ended)
+        teardown(container)   # the cgroup and the overlay mount go again: as it was, exited
+        raise
 
 
 def _root_and_cgroup(container: Container, image: images.RunnableImage, userns_fd: int, owner):
@@ -179,18 +216,19 @@ def image_store():
     return ImageStore()
 
 
-def start(container: Container, config: Config, stdio: Stdio) -> int:
+def start(container: Container, config: Config, stdio: Stdio, output: int | None = None) -> int:
     """The runtime creates PID 1 (through the supervisor); while it waits for GO, attach the network and
     record "running"; then let it exec. Returns the supervisor's PID if it is our child (foreground),
-    else 0."""
+    else 0. `output`: the read end of a pipe that is PID 1's stdout, for the supervisor to copy into the
+    log with times (containers/logs.py; the daemon's containers)."""
     spec = container.spec
     try:
         if spec.runtime != "labctl":   # another OCI runtime, given the bundle (shim.py)
             from labctl.containers import shim
             created = shim.create(container, config, stdio, spec.runtime,
-                                  lambda pid1: supervisor.supervise(container, pid1))
+                                  lambda pid1: supervisor.supervise(container, pid1, output))
         else:
-            created = runtime.create(config, stdio, lambda pid1: supervisor.supervise(container, pid1),
+            created = runtime.create(config, stdio, lambda pid1: supervisor.supervise(container, pid1, output),
                                      detach=spec.detach)
     finally:
         if config.userns_fd >= 0:   # PID 1 is in the user namespace now (or gone): our reference goes

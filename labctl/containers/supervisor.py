@@ -9,6 +9,12 @@ process (see bench/run.py). When PID 1 has exited it records the status (128+N f
 reports it) and only then imports the lab's modules to tear down the cgroup and the network, and the
 record itself for --rm (containers/teardown.py).
 
+A container the daemon started writes its stdout and stderr into a pipe, not into its log file: S holds
+the read end and copies it into the log in a thread (threading is the one more module it imports),
+noting each chunk's arrival time for `logs -t` (copy_output; containers/logs.py reads it). S is the one
+process that lives exactly as long as the container, daemon or no daemon: the times are kept while the
+daemon is down too.
+
     labctl run -d ──fork──▶ A ──setsid, fork──▶ S ──unshare──fork──▶ PID 1 (the command)
                   (exits)      (exits at once)      └──execve(python -I -S supervisor.py)──waitpid(PID 1)
 """
@@ -17,6 +23,8 @@ import sys
 
 #: The directory that holds the labctl package: what the minimal Python puts on its sys.path.
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+#: Seconds the copier may take after PID 1's exit (a process forked meanwhile may hold the pipe a moment).
+COPY_GRACE = 2.0
 
 
 def wait_for(pid: int) -> int:
@@ -32,15 +40,21 @@ def wait_for(pid: int) -> int:
     return os.WEXITSTATUS(status)
 
 
-def supervise(container, pid1: int) -> None:
+def supervise(container, pid1: int, output: int | None = None) -> None:
     """What S does once PID 1 runs (the runtime calls it in S): wait for PID 1, then end the container.
-    Never returns. Detached, S first becomes the minimal Python of the module docstring."""
+    Never returns. Detached, S first becomes the minimal Python of the module docstring. `output`: the
+    read end of the pipe that is PID 1's stdout and stderr (a container the daemon started), which S
+    copies into the log, with the times (copy_output)."""
     if container.spec.detach:
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
         here = os.path.join(PACKAGE_ROOT, "labctl", "containers", "supervisor.py")
-        os.execv(sys.executable, [sys.executable, "-I", "-S", here, container.id, str(pid1)])
+        copying = []
+        if output is not None:
+            os.set_inheritable(output, True)   # through the execve
+            copying = [str(output), str(container.dir / "log")]
+        os.execv(sys.executable, [sys.executable, "-I", "-S", here, container.id, str(pid1), *copying])
     code = wait_for(pid1)
     try:
         _finish(container.id, code)
@@ -54,9 +68,37 @@ def _finish(container_id: str, code: int) -> None:
     teardown.finish(container_id, code)
 
 
+def copy_output(fd: int, log_path: str) -> None:
+    """PID 1's output from the pipe into its log, each chunk's offset and arrival time first into
+    log.times (the format containers/logs.py reads for `logs -t`), until every writer has closed it."""
+    import time
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+    log, times = os.open(log_path, flags, 0o640), os.open(log_path + ".times", flags, 0o640)
+    try:
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except InterruptedError:
+                continue
+            if not data:
+                break
+            os.write(times, b"%d %d\n" % (os.fstat(log).st_size, time.time_ns()))
+            os.write(log, data)
+    finally:
+        for f in (fd, log, times):
+            os.close(f)
+
+
 def main(argv: list[str]) -> int:
     container_id, pid = argv[0], int(argv[1])
+    copier = None
+    if len(argv) > 3:   # copy in a thread: PID 1's exit is waited for (and recorded) whatever its output does
+        import threading
+        copier = threading.Thread(target=copy_output, args=(int(argv[2]), argv[3]), daemon=True)
+        copier.start()
     code = wait_for(pid)
+    if copier is not None:   # the pipe's EOF: every process of the PID namespace is gone once PID 1 is
+        copier.join(COPY_GRACE)
     sys.path.insert(0, PACKAGE_ROOT)
     import site   # now that the container has ended, load site-packages like a normal interpreter
     site.main()

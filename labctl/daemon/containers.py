@@ -21,8 +21,8 @@ from aiohttp import web
 
 from labctl.daemon import streams, translate
 from labctl.daemon.api import ApiError, blocking, find_container, flag, json_body, number
-from labctl.containers.logs import last_lines
-from labctl.daemon.engine import attributes
+from labctl.containers.logs import Stamper, last_lines, no_times
+from labctl.daemon.engine import attributes, check_restartable
 
 
 def _engine(request: web.Request):
@@ -56,7 +56,10 @@ async def start(request: web.Request) -> web.Response:
         return web.Response(status=304)
     engine = _engine(request)
     try:
-        await engine.start(container)
+        if container.status == "exited" and container.id not in engine.pending:
+            await engine.start_again(container)   # docker start of a stopped container
+        else:
+            await engine.start(container)
     except Exception as exc:
         from labctl.errors import CommandFailed
         if isinstance(exc, CommandFailed):   # the words the docker CLI turns into exit 127 or 126
@@ -113,8 +116,11 @@ async def attach(request: web.Request) -> web.StreamResponse:
     conn = await streams.Hijacked.open(request, tty)
     stdin = flag(request, "stdin") and container.spec.interactive
     output = flag(request, "stdout") or flag(request, "stderr")
-    path = container.dir / "log"
-    offset = 0 if flag(request, "logs") or not path.exists() else path.stat().st_size
+    try:   # open now: the log is there from the create on, and a --rm container's goes with it at its end
+        log = open(container.dir / "log", "rb")
+    except FileNotFoundError:
+        log = container.dir / "log"
+    offset = 0 if flag(request, "logs") or not hasattr(log, "read") else os.fstat(log.fileno()).st_size
     feeding = None
     try:
         container = await until_started(engine, container)
@@ -125,7 +131,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
                 feeding = asyncio.ensure_future(streams.copy_in(conn, target, at_eof))
         if output:
             done = engine.watch(container) if container.status == "running" or container.id in engine.exits else None
-            async for chunk in streams.follow_file(path, offset, done, engine.output.get(container.id)):
+            async for chunk in streams.follow_file(log, offset, done, engine.output.get(container.id)):
                 await conn.write(chunk if tty else streams.frame(1, chunk))
         elif feeding is not None:
             await engine.watch(container)
@@ -134,14 +140,14 @@ async def attach(request: web.Request) -> web.StreamResponse:
     finally:
         if feeding is not None:
             feeding.cancel()
+        if hasattr(log, "close"):
+            log.close()
         conn.close()
     return conn.response()
 
 
 async def logs(request: web.Request) -> web.StreamResponse:
     container = await find_container(request.match_info["id"])
-    if flag(request, "timestamps"):
-        raise ApiError(400, "timestamps: the lab's log file keeps the bytes, not when they were written")
     path = container.dir / "log"
     if not path.exists():
         raise ApiError(400, f"{container.name} has no log: only containers started detached "
@@ -153,6 +159,9 @@ async def logs(request: web.Request) -> web.StreamResponse:
             offset = await blocking(last_lines, path, max(0, int(tail)))
         except ValueError:
             raise ApiError(400, f"invalid tail {tail!r}: a number of lines, or all") from None
+    stamper = Stamper(path, offset) if flag(request, "timestamps") else None
+    if stamper is not None and not stamper.has_times():
+        raise ApiError(400, str(no_times(container.name)))
     engine = _engine(request)
     done = engine.watch(container) if flag(request, "follow") and container.status == "running" else None
     tty = container.spec.tty
@@ -160,7 +169,11 @@ async def logs(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     with contextlib.suppress(ConnectionResetError):
         async for chunk in streams.follow_file(path, offset, done, engine.output.get(container.id)):
-            await response.write(chunk if tty else streams.frame(1, chunk))
+            chunk = stamper.feed(chunk) if stamper else chunk   # (whole lines only, each after its time)
+            if chunk:
+                await response.write(chunk if tty else streams.frame(1, chunk))
+        if stamper and (rest := stamper.flush()):
+            await response.write(rest if tty else streams.frame(1, rest))
     return response
 
 
@@ -213,9 +226,18 @@ async def kill(request: web.Request) -> web.Response:
 
 
 async def restart(request: web.Request) -> web.Response:
+    """stop (SIGTERM, SIGKILL after t seconds) if it runs, then start again: a new PID 1, in the same
+    root filesystem (what the container wrote is kept), a new cgroup."""
+    from labctl.containers import lifecycle
     container = await find_container(request.match_info["id"])
-    raise ApiError(501, f"restart of {container.name}: the lab starts a container once "
-                        "(run a new one with the same options)")
+    engine = _engine(request)
+    check_restartable(container)   # before it is stopped, not after
+    if container.status == "running":
+        await blocking(lifecycle.stop, container, float(number(request, "t", 10)))
+        await _ended(request, container)
+        container = await find_container(container.id)
+    await engine.start_again(container)
+    return web.Response(status=204)
 
 
 async def delete(request: web.Request) -> web.Response:

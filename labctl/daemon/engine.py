@@ -54,45 +54,50 @@ class Engine:
         spec.detach = True   # the supervisor is double-forked: no child of the daemon (live restore)
         container, config = lifecycle.create(spec, image)
         container.update(auto_remove=auto_remove, daemon=True)
+        for path in (container.dir / "log", container.dir / "log.times"):   # attach may open it before the start
+            path.touch(0o640)
         self.pending[container.id] = config
         return container
 
-    def start_blocking(self, container) -> int | None:
-        """lifecycle.start with the log file (or a terminal) as stdio, in a thread. With a TTY, returns
-        the log file's descriptor: start() copies the pty master (self.masters) into it."""
+    def start_blocking(self, container) -> tuple[int, int] | None:
+        """lifecycle.start, in a thread. PID 1's stdout and stderr: a pipe, which its supervisor copies into
+        the log with each chunk's time (containers/logs.py), or (-t) a terminal, whose master the daemon
+        copies: then the log's and log.times' descriptors are returned for start() to copy into."""
         from labctl.containers import lifecycle
         from labctl.runtime.stdio import Stdio
         config = self.pending.pop(container.id, None)
         if config is None:
-            raise ApiError(409, f"container {container.name} cannot be started: "
-                                f"it is {container.status}, and the lab starts a container once")
-        log = os.open(container.dir / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
-        console = None
+            raise ApiError(409, f"container {container.name} cannot be started: it is {container.status}")
+        output = console = None
         if container.spec.tty:
             from labctl.containers.terminal import console_socket
             console, theirs = console_socket()
             stdio = Stdio(console=theirs)
-        elif container.spec.interactive:
-            stdin, self.stdin[container.id] = os.pipe()
-            stdio = Stdio(stdin, log, log)
         else:
-            stdio = Stdio(os.open(os.devnull, os.O_RDONLY), log, log)
+            output, written = os.pipe()
+            if container.spec.interactive:
+                stdin, self.stdin[container.id] = os.pipe()
+            else:
+                stdin = os.open(os.devnull, os.O_RDONLY)
+            stdio = Stdio(stdin, written, written)
         try:
-            lifecycle.start(container, config, stdio)
+            lifecycle.start(container, config, stdio, output)
             if console is None:
                 return None
             from labctl.containers.terminal import receive_master
             self.masters[container.id], console = receive_master(console), None
             os.set_blocking(self.masters[container.id], False)
-            return log
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+            return (os.open(container.dir / "log", flags, 0o640),
+                    os.open(f"{container.dir / 'log'}.times", flags, 0o640))
         except BaseException:
             self.close_stdin(container.id)
             raise
         finally:
-            stdio.close()   # PID 1 has its copies (without a TTY, of the log file too)
-            if console is not None:   # a TTY whose master never came: the log is ours to close
-                os.close(console)
-                os.close(log)
+            stdio.close()   # PID 1 has its copies, the supervisor its copy of the pipe's read end
+            for fd in (output, console):
+                if fd is not None:
+                    os.close(fd)
 
     async def start(self, container) -> None:
         try:
@@ -105,8 +110,22 @@ class Engine:
                 self._copy_terminal(container.id, self.masters[container.id], log))
         self.bus.publish("container", "start", container.id, **attributes(container))
 
-    async def _copy_terminal(self, container_id: str, master: int, log: int) -> None:
-        """A TTY container's output: from the pty master into its log file (attach and logs read it)."""
+    async def start_again(self, container) -> None:
+        """`docker start` of an exited container, the second half of `docker restart`: lifecycle.create_again
+        (the overlay mounted again over the upper layer it kept, a new cgroup), then start() as for a new
+        one. Its last run's exit and output events are forgotten: wait and attach follow the new run."""
+        from labctl.containers import lifecycle
+        check_restartable(container)
+        config = await blocking(lifecycle.create_again, container)
+        for table in (self.exits, self.started, self.output):
+            table.pop(container.id, None)
+        self.pending[container.id] = config
+        await self.start(container)
+
+    async def _copy_terminal(self, container_id: str, master: int, log: tuple[int, int]) -> None:
+        """A TTY container's output: from the pty master into its log file, with the times (attach and
+        logs read them)."""
+        from labctl.containers.logs import append
         loop = asyncio.get_running_loop()
         readable = asyncio.Event()
         loop.add_reader(master, readable.set)
@@ -122,11 +141,12 @@ class Engine:
                     break
                 if not data:
                     break
-                os.write(log, data)
+                append(*log, data)
                 self.output.setdefault(container_id, asyncio.Event()).set()
         finally:
             loop.remove_reader(master)
-            os.close(log)
+            for fd in log:
+                os.close(fd)
             self.masters.pop(container_id, None)
             self.copiers.pop(container_id, None)
             os.close(master)
@@ -143,7 +163,7 @@ class Engine:
         future = self.exits.get(container.id)
         if future is None:
             future = self.exits[container.id] = asyncio.get_running_loop().create_future()
-            self._spawn(self._monitor(container))
+            self._spawn(self._monitor(container, future))
         return future
 
     def _spawn(self, coroutine) -> None:
@@ -151,7 +171,7 @@ class Engine:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _monitor(self, container) -> None:
+    async def _monitor(self, container, future: asyncio.Future) -> None:
         from labctl import state
         for key in ("supervisor", "pid"):   # the supervisor, else (killed) PID 1 itself
             pid = container.state.get(f"{key}_pid" if key == "supervisor" else "pid")
@@ -159,7 +179,7 @@ class Engine:
             if pid:
                 await self._ended(pid, start, state.process_start_time)
         code = await blocking(_exit_code, container)
-        self.exits[container.id].set_result(code)
+        future.set_result(code)
         self.close_stdin(container.id)
         copier = self.copiers.get(container.id)
         if copier is not None:   # a TTY's last output: in the log before "die" and before attach ends
@@ -193,9 +213,19 @@ class Engine:
         from labctl.containers import lifecycle
         self.pending.pop(container.id, None)
         await blocking(lifecycle.remove, container, force)
-        event = self.removed.setdefault(container.id, asyncio.Event())
-        event.set()
+        self.removed.setdefault(container.id, asyncio.Event()).set()   # wait?condition=removed holds it
+        self.forget(container.id)
         self.bus.publish("container", "destroy", container.id, **attributes(container))
+
+    def forget(self, container_id: str) -> None:
+        """A removed container's bookkeeping goes with it: the daemon's memory does not grow with the
+        number of containers it has ever run (tests/test_daemon_load.py measures it). Whoever still
+        waits holds its own reference to the future or the event."""
+        for table in (self.exits, self.removed, self.started, self.output):
+            table.pop(container_id, None)
+        self.close_stdin(container_id)
+        for exec_id in [e for e, r in self.execs.items() if r["ContainerID"] == container_id]:
+            self.execs.pop(exec_id)
 
     # -- the daemon's own start ---------------------------------------------------------------
     async def restore(self) -> list[str]:
@@ -218,6 +248,12 @@ class Engine:
         for fd in list(self.stdin.values()) + list(self.masters.values()):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def check_restartable(container) -> None:
+    if container.state.get("auto_remove"):
+        raise ApiError(409, f"container {container.name} was run with --rm (AutoRemove): the lab removes "
+                            "it when it stops, so it cannot start again (run it without --rm)")
 
 
 def attributes(container) -> dict:

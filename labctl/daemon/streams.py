@@ -143,9 +143,10 @@ async def copy_in(conn: Hijacked, fd: int, at_eof=None) -> None:
 
 async def follow_file(path, offset: int, done: asyncio.Future | None, grew: asyncio.Event | None = None):
     """The bytes of a log file from `offset`: all of it, then (with `done`, a future that resolves when
-    the writer has ended) what is appended, until `done` and the last bytes are read."""
+    the writer has ended) what is appended, until `done` and the last bytes are read. `path` may be the
+    file already open (attach opens it early: a --rm container's supervisor removes it when done)."""
     try:
-        f = open(path, "rb")
+        f = path if hasattr(path, "read") else open(path, "rb")
     except FileNotFoundError:
         return
     with f:

@@ -68,10 +68,19 @@ async def info(request: web.Request) -> web.Response:
         "NCPU": os.cpu_count(), "MemTotal": mem_total, "IndexServerAddress": "", "RegistryConfig": None,
         "DockerRootDir": str(state.state_dir()), "Name": platform.node(), "Labels": [],
         "ExperimentalBuild": False, "ServerVersion": labctl.__version__,
-        "Runtimes": {"labctl": {"path": "labctl.runtime"}}, "DefaultRuntime": "labctl",
+        "Runtimes": _runtimes(), "DefaultRuntime": "labctl",
         "Swarm": {"LocalNodeState": "inactive", "ControlAvailable": False, "NodeID": "", "NodeAddr": ""},
         "LiveRestoreEnabled": True, "Isolation": "", "InitBinary": "tini",
         "SecurityOptions": ["name=seccomp,profile=default", "name=no-new-privileges"], "Warnings": []})
+
+
+def _runtimes() -> dict:
+    """The runtimes `docker run --runtime` may name: labctl's own, and the OCI runtimes installed here."""
+    import shutil
+    from labctl.containers.shim import RUNTIMES
+    paths = {"labctl": "labctl.runtime", "labctl-oci": "labctl.runtime.ocicli"}
+    return {name: {"path": paths.get(name) or shutil.which(name)} for name in RUNTIMES
+            if name in paths or shutil.which(name)}
 
 
 def _os_name() -> str:

@@ -25,7 +25,6 @@ UNSUPPORTED_HOST = ("Devices", "VolumesFrom", "Links", "PidMode", "IpcMode", "UT
                     "CgroupParent", "ExtraHosts", "Dns", "DnsSearch", "DnsOptions", "GroupAdd", "Sysctls",
                     "DeviceRequests", "PublishAllPorts", "VolumeDriver", "CpusetCpus", "CpuQuota", "CpuPeriod",
                     "BlkioWeight", "OomKillDisable", "ShmSize")
-DEFAULT_RUNTIMES = ("", "labctl")
 
 
 def _strslice(value, what: str) -> list[str] | None:
@@ -87,8 +86,7 @@ def run_arguments(body: dict, name: str = "") -> dict:
     refused = [k for k in UNSUPPORTED_HOST if host.get(k) not in (None, "", [], {}, 0, False, -1)]
     if refused:
         raise ApiError(400, f"HostConfig field(s) not supported by the lab's daemon: {', '.join(refused)}")
-    if (host.get("Runtime") or "") not in DEFAULT_RUNTIMES:
-        raise ApiError(400, f"unknown runtime {host['Runtime']!r}: this daemon runs containers with labctl's own")
+    runtime = runtime_of(host.get("Runtime"))
     image = body.get("Image")
     if not image or not isinstance(image, str):
         raise ApiError(400, "the container config names no image (\"Image\")")
@@ -103,10 +101,22 @@ def run_arguments(body: dict, name: str = "") -> dict:
         memory=str(host["Memory"]) if host.get("Memory") else None,
         cpus=host["NanoCpus"] / 1e9 if host.get("NanoCpus") else None,
         pids_limit=pids if pids and pids > 0 else None, volumes_=volumes, tmpfs=tmpfs, ports=ports,
-        entrypoint=_entrypoint(body.get("Entrypoint")),
+        entrypoint=_entrypoint(body.get("Entrypoint")), runtime=runtime,
         security=dict(cap_add=host.get("CapAdd") or [], cap_drop=host.get("CapDrop") or [],
                       privileged=bool(host.get("Privileged")), security_opt=host.get("SecurityOpt") or [],
                       read_only=bool(host.get("ReadonlyRootfs"))))
+
+
+def runtime_of(name: str | None) -> str:
+    """HostConfig.Runtime (`docker run --runtime NAME`) -> labctl run's --runtime: "" is the daemon's
+    default, labctl's own; runc, crun and labctl-oci are given the bundle, as `labctl run --runtime` does
+    (containers/shim.py: labctl's supervisor in containerd-shim's place)."""
+    from labctl.containers.shim import RUNTIMES
+    if not name:
+        return "labctl"
+    if name not in RUNTIMES:
+        raise ApiError(400, f"unknown or invalid runtime name: {name} (this daemon has {', '.join(RUNTIMES)})")
+    return name
 
 
 def _entrypoint(value) -> list[str] | None:
@@ -191,7 +201,7 @@ def inspect(container, image_id: str) -> dict:
                        "Memory": limits.memory_bytes or 0,
                        "NanoCpus": int((limits.cpus or 0) * 1e9), "PidsLimit": limits.pids_max,
                        "Privileged": spec.security.privileged, "CapAdd": None, "CapDrop": None,
-                       "Init": spec.init, "ReadonlyRootfs": spec.security.read_only, "Runtime": "labctl",
+                       "Init": spec.init, "ReadonlyRootfs": spec.security.read_only, "Runtime": spec.runtime,
                        "PortBindings": {f"{p.container_port}/{p.protocol}": [{"HostIp": p.host_ip,
                                                                                 "HostPort": str(p.host_port)}]
                                         for p in spec.ports},

@@ -182,6 +182,22 @@ class ContainerRoot:
                            "`labctl ps` lists the containers") from None
         return cls(container_id, path, info["reference"], info["manifest"], info["diff_ids"])
 
+    def mount_again(self, store, userns_fd: int | None = None) -> None:
+        """Mount an exited container's root again, over the upper layer it kept (`docker start` or
+        `restart` of a stopped container): what it wrote is there, the image's layers below it again.
+        The kernel takes the old work directory back (overlayfs empties its work/work itself)."""
+        if self.mounted:
+            return
+        with state.locked("image-store", shared=True):
+            lowers = store.ensure_layers(self.manifest_digest)
+            mount_rec = state.record_mount(str(self.merged), f"container {self.container_id} overlay")
+            try:
+                with idmapped_layers(lowers, self.path / "idmapped", userns_fd) as shown:
+                    mount_overlay(list(reversed(shown)), self.merged, self.upper, self.work)
+            except BaseException:
+                mount_rec.forget()
+                raise
+
     @property
     def mounted(self) -> bool:
         return state.is_mountpoint(str(self.merged))
