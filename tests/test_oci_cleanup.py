@@ -1,0 +1,98 @@
+"""Step 10: what a crash of labctl-runtime leaves, and `labctl cleanup` removing it (runtime/ocicleanup.py),
+judged by the filesystem (the state directory, <state>/seccomp), cgroupfs and /proc; never by what
+cleanup printed. A container whose PID 1 lives is no leftover: cleanup leaves it, --all removes it."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from test_oci_runtime import RUNTIME, base_config, bundle, busybox_rootfs, root, rt, state, wait_status  # noqa: F401
+
+pytestmark = pytest.mark.root
+DEFAULT_ROOT = Path("/run/labctl-runtime")
+
+
+def labctl_cleanup(*words: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "labctl", "cleanup", *words], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def start_time(pid: int) -> int | None:
+    from labctl.runtime.ocistate import process_start
+    return process_start(pid)
+
+
+def cgroup_dirs(saved: dict) -> list[Path]:
+    return [Path(d) for d in saved["cgroup"]["dirs"].values()]
+
+
+def test_cleanup_removes_what_a_create_killed_halfway_left(bundle, tmp_path):
+    """SIGKILL `create` (default --root) while its prestart hook runs: PID 1 made, in its cgroup,
+    waiting for GO; the state directory written. After cleanup: no directory, no cgroup, no PID 1."""
+    marker = tmp_path / "hook-runs"
+    doc = base_config(["sleep", "30"])
+    doc["linux"]["cgroupsPath"] = "crashed/leaf"
+    doc["hooks"] = {"prestart": [{"path": "/bin/sh", "args": [
+        "sh", "-c", f"touch {marker}; while [ -e {marker} ]; do sleep 0.05; done"]}]}
+    cid = f"crash-{os.getpid()}"
+    create = subprocess.Popen(RUNTIME + ["create", "--bundle", str(bundle(doc)), cid], cwd=REPO,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not marker.exists() and create.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert marker.exists(), "the prestart hook never ran"
+    saved = json.loads((DEFAULT_ROOT / cid / "state.json").read_text())
+    pids = {int(p) for d in cgroup_dirs(saved) for p in (d / "cgroup.procs").read_text().split()}
+    assert pids, "no PID 1 in the container's cgroup"
+    starts = {pid: start_time(pid) for pid in pids}
+    create.send_signal(signal.SIGKILL)
+    create.wait()
+    marker.unlink()   # the hook (the dead create's orphan now) ends
+    assert (DEFAULT_ROOT / cid).is_dir(), "the killed create left nothing to clean up"
+    labctl_cleanup()
+    assert not (DEFAULT_ROOT / cid).exists()
+    assert not any(d.exists() or d.parent.exists() for d in cgroup_dirs(saved)), "the cgroup (or crashed/) is left"
+    assert all(start_time(pid) != start for pid, start in starts.items())
+
+
+def test_cleanup_removes_a_stopped_container_nobody_deleted(bundle, root, lab_state_dir):
+    """PID 1 killed and the caller gone (containerd's shim killed): the directory and the cgroup go,
+    and the seccomp filters compiled for it in <state>/seccomp."""
+    doc = base_config(["sleep", "30"])
+    doc["linux"]["cgroupsPath"] = "lost/leaf"
+    assert doc["linux"].get("seccomp"), "the test wants a container with a seccomp filter"
+    rt(root, "create", "--bundle", str(bundle(doc)), "lost1")
+    rt(root, "start", "lost1")
+    pid = wait_status(root, "lost1", "running")["pid"]
+    saved = json.loads((root / "lost1" / "state.json").read_text())
+    assert list((lab_state_dir / "seccomp").iterdir()), "no filter was cached"
+    os.kill(pid, signal.SIGKILL)
+    assert wait_status(root, "lost1", "stopped")["status"] == "stopped"
+    labctl_cleanup()
+    assert not (root / "lost1").exists()
+    assert not any(d.exists() or d.parent.exists() for d in cgroup_dirs(saved)), "the cgroup (or lost/) is left"
+    assert not list((lab_state_dir / "seccomp").iterdir())
+
+
+def test_cleanup_leaves_a_live_container_and_all_removes_it(bundle, root):
+    """A created container (PID 1 waits in exec.fifo for `start`) is someone's: cleanup keeps it whole;
+    --all kills PID 1 (the PID and start time state.json recorded) and removes the rest."""
+    rt(root, "create", "--bundle", str(bundle(base_config(["sleep", "30"]))), "kept1")
+    saved = json.loads((root / "kept1" / "state.json").read_text())
+    labctl_cleanup()
+    assert start_time(saved["pid"]) == saved["pid_start"], "cleanup killed a live container's PID 1"
+    assert (root / "kept1" / "exec.fifo").exists() and all(d.is_dir() for d in cgroup_dirs(saved))
+    assert str(saved["pid"]) in (cgroup_dirs(saved)[0] / "cgroup.procs").read_text().split()
+    labctl_cleanup("--all")
+    assert start_time(saved["pid"]) != saved["pid_start"]
+    assert not (root / "kept1").exists()
+    assert not any(d.exists() for d in cgroup_dirs(saved))
