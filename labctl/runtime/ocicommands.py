@@ -109,17 +109,10 @@ def _start_init(config, data: dict, console_socket: str | None) -> None:
     """Fork PID 1 (runtime/create.py), the hooks at READY, GO, then wait for CREATED."""
     from labctl.kernel import handshake
     from labctl.runtime import create as runtime
-    from labctl.runtime.stdio import Stdio
+    from labctl.runtime.stdio import Stdio, connect_console_socket
     stdio, sock = Stdio(), None
     if console_socket:
-        import socket
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(console_socket)
-        except OSError as exc:
-            sock.close()
-            raise LabError(f"cannot connect to the console socket {console_socket}: {exc.strerror}",
-                           "give the path of a listening Unix socket") from None
+        sock = connect_console_socket(console_socket)
         stdio = Stdio(console=sock.fileno())
     try:
         created = runtime.create(config, stdio, lambda pid: os._exit(0), detach=False)
