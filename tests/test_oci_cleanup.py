@@ -96,3 +96,22 @@ def test_cleanup_leaves_a_live_container_and_all_removes_it(bundle, root):
     assert start_time(saved["pid"]) != saved["pid_start"]
     assert not (root / "kept1").exists()
     assert not any(d.exists() for d in cgroup_dirs(saved))
+
+
+def test_cleanup_kills_the_pid1_of_a_labctl_container_whose_supervisor_died():
+    """`labctl run --runtime labctl-oci`: labctl-runtime's state is inside labctl's container directory,
+    so the container lives and dies with labctl's supervisor. Supervisor killed, PID 1 alive: a plain
+    `labctl cleanup` (no --all) kills PID 1 (its PID and start time) and removes the runtime's state."""
+    from labctl.containers import store
+    started = subprocess.run([sys.executable, "-m", "labctl", "run", "-d", "--runtime", "labctl-oci", "busybox",
+                              "sleep", "60"], capture_output=True, text=True, cwd=REPO, timeout=60,
+                             stdin=subprocess.DEVNULL)
+    assert started.returncode == 0, started.stderr
+    container = store.load(started.stdout.strip())
+    oci_dir = container.dir / "oci" / container.id
+    saved = json.loads((oci_dir / "state.json").read_text())
+    assert saved["pid"] == container.pid and start_time(container.pid) == saved["pid_start"]
+    os.kill(container.state["supervisor_pid"], signal.SIGKILL)
+    labctl_cleanup()
+    assert start_time(saved["pid"]) != saved["pid_start"], "PID 1 of a dead labctl container was left running"
+    assert not oci_dir.exists() and not any(d.exists() for d in cgroup_dirs(saved))
