@@ -64,6 +64,33 @@ def test_cleanup_removes_what_a_create_killed_halfway_left(bundle, tmp_path):
     assert all(start_time(pid) != start for pid, start in starts.items())
 
 
+def test_cleanup_leaves_a_create_under_way(bundle, root, tmp_path):
+    """`create` still running (in its prestart hook; PID 1 not recorded yet): cleanup leaves its
+    directory, cgroup and PID 1 (the create's PID and start time, journaled), and the create completes."""
+    marker = tmp_path / "hook-runs"
+    doc = base_config(["sleep", "30"])
+    doc["hooks"] = {"prestart": [{"path": "/bin/sh", "args": [
+        "sh", "-c", f"touch {marker}; while [ -e {marker} ]; do sleep 0.05; done"]}]}
+    create = subprocess.Popen(RUNTIME + ["--root", str(root), "create", "--bundle", str(bundle(doc)), "slow1"],
+                              cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not marker.exists() and create.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert marker.exists(), "the prestart hook never ran"
+        saved = json.loads((root / "slow1" / "state.json").read_text())
+        assert saved["pid"] == 0, "the test wants cleanup to run before create has recorded PID 1"
+        pids = {int(p) for d in cgroup_dirs(saved) for p in (d / "cgroup.procs").read_text().split()}
+        labctl_cleanup()
+        assert all(d.is_dir() for d in cgroup_dirs(saved)) and (root / "slow1" / "state.json").exists()
+        assert pids and pids <= {int(p) for d in cgroup_dirs(saved) for p in (d / "cgroup.procs").read_text().split()}
+    finally:
+        marker.unlink(missing_ok=True)
+        create.wait(30)
+    assert create.returncode == 0
+    assert state(root, "slow1")["status"] == "created"
+
+
 def test_cleanup_removes_a_stopped_container_nobody_deleted(bundle, root, lab_state_dir):
     """PID 1 killed and the caller gone (containerd's shim killed): the directory and the cgroup go,
     and the seccomp filters compiled for it in <state>/seccomp."""

@@ -34,9 +34,11 @@ from labctl.runtime import ocistate
 KIND = "oci-container"
 
 
-def record(root: str, container_id: str, path: Path) -> str:
-    """The journal record of <root>/<id>, written right after mkdir reserved it; returns its path."""
-    return str(state.record(KIND, remove, root=str(Path(root).resolve()), id=container_id, dir=str(path)).path)
+def record(root: str, container_id: str, path: Path, creator: list) -> str:
+    """The journal record of <root>/<id>, written right after mkdir reserved it, with the PID and start
+    time of the `create` making it (state.json has them too, once written); returns its path."""
+    return str(state.record(KIND, remove, root=str(Path(root).resolve()), id=container_id, dir=str(path),
+                            creator=creator).path)
 
 
 def forget(data: dict) -> None:
@@ -76,7 +78,7 @@ def live_containers() -> list[dict]:
     found = []
     for rec in state.records():
         if rec.kind == KIND and not rec.data.get("root", "").startswith(inside):
-            data = _load(rec.data["dir"])
+            data = _load(rec.data["dir"]) or {"id": rec.data["id"], "pid": 0, "creator": rec.data.get("creator")}
             if is_alive(data):
                 found.append(dict(data, journal=str(rec.path)))
     return found
@@ -88,7 +90,7 @@ def records_of(containers: list[dict]) -> set[str]:
             if path}
 
 
-def remove(root: str, id: str, dir: str) -> None:   # noqa: A002 (the record's keys, as cleanup passes them)
+def remove(root: str, id: str, dir: str, creator: list | None = None) -> None:   # noqa: A002 (the record's keys)
     """The journal's undo: PID 1 killed if it still lives (same PID and start time), the cgroup and the
     state directory removed. Tolerates each being gone already."""
     data = _load(dir) or {}

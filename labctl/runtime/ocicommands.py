@@ -1,10 +1,11 @@
 """The five operations of the OCI runtime specification (runtime.md), as `labctl-runtime` (and runc)
 carry them out; each is its own process, sharing only the state directory (ocistate.py).
 
-    create ID   check config.json (nothing made if it is wrong), reserve <root>/<id>, make exec.fifo and
-                the cgroup, fork PID 1 through runtime/create.py (the supervisor S forks it and exits at
-                once: PID 1 is left to the caller's subreaper, containerd's shim, as runc leaves it), run
-                prestart + createRuntime hooks at READY, wait for CREATED, write state.json and --pid-file
+    create ID   check config.json (nothing made if it is wrong), reserve <root>/<id> and journal it (for
+                `labctl cleanup` after a crash: ocicleanup.py), make exec.fifo and the cgroup, fork PID 1
+                through runtime/create.py (the supervisor S forks it and exits at once: PID 1 is left
+                to the caller's subreaper, containerd's shim, as runc leaves it), run prestart +
+                createRuntime hooks at READY, wait for CREATED, write state.json and --pid-file
     start ID    open exec.fifo for reading: PID 1's open(2) for writing returns, it writes "0" and goes on
                 to exec; remove the FIFO (from now on the status is "running"); poststart hooks
     state ID    the state JSON: ociVersion, id, status, pid, bundle, annotations
@@ -65,7 +66,7 @@ def create(root: str, container_id: str, bundle: str, pid_file: str | None = Non
             "creator": [os.getpid(), ocistate.process_start(os.getpid())]}   # a create under way: ocicleanup
     made = {}
     try:
-        data["journal"] = ocicleanup.record(root, container_id, path)
+        data["journal"] = ocicleanup.record(root, container_id, path, data["creator"])
         ocistate.save(path, _stored(data))
         os.mkfifo(path / "exec.fifo", 0o622)
         os.chmod(path / "exec.fifo", 0o622)   # (mkfifo went through the umask) writable by PID 1, whatever user it is
