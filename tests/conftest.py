@@ -65,12 +65,13 @@ def lab_objects(state_dir: Path) -> dict[str, set[str]]:
                       if l.split(": ")[1].startswith("lab")}
     netns = Path("/run/netns")
     found["netns"] = {p.name for p in netns.iterdir() if p.name.startswith("lab")} if netns.is_dir() else set()
-    found["cgroups"] = {str(p) for p in Path("/sys/fs/cgroup").glob("**/labctl*") if p.is_dir()} \
-        if Path("/sys/fs/cgroup").is_dir() else set()
+    found["cgroups"] = _cgroups()
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout \
         if subprocess.run(["which", "nft"], capture_output=True).returncode == 0 else ""
     found["nftables"] = {t for t in tables.splitlines() if "labctl" in t}
     found["processes"] = {f"{c.pid} {' '.join(c.cmdline()[:3])}" for c in _children()}
+    oci_root = Path("/run/labctl-runtime")   # labctl-runtime's default --root: a container's state directory
+    found["labctl-runtime state"] = {str(p) for p in oci_root.iterdir()} if oci_root.is_dir() else set()
     found["journal"] = {p.name for p in (state_dir / "journal").glob("*.json")} \
         if (state_dir / "journal").is_dir() else set()
     found["lock files"] = _lock_files(state_dir)
@@ -78,6 +79,16 @@ def lab_objects(state_dir: Path) -> dict[str, set[str]]:
     found["image store orphans"] = {str(p) for sub in ("incoming", "tmp") if (images / sub).is_dir()
                                     for p in (images / sub).iterdir()}
     return found
+
+
+def _cgroups() -> set[str]:
+    """Every labctl* cgroup directory, and any directory below a labctl/ one (the levels of an OCI
+    bundle's linux.cgroupsPath: labctl/testdir/cgrouptest/container)."""
+    if not Path("/sys/fs/cgroup").is_dir():
+        return set()
+    found = {p for p in Path("/sys/fs/cgroup").glob("**/labctl*") if p.is_dir()}
+    found |= {below for p in found if p.name == "labctl" for below in p.glob("**/*") if below.is_dir()}
+    return {str(p) for p in found}
 
 
 #: Lock files that each guard one shared, long-lived thing (the image store, a bridge's addresses, a
@@ -111,7 +122,7 @@ SESSION_PIDS: set[int] = set()
 @pytest.fixture(autouse=True)
 def no_residue(request, lab_state_dir):
     """Fail any test that leaves a lab mount, link, netns, cgroup, nftables table, process, journal
-    record, lock file or half-written image store file behind. Objects that existed before the test are
+    record, labctl-runtime state directory, lock file or half-written image store file behind. Objects that existed before the test are
     not blamed on it. Only as root: any other user's tests can make none of these (and could not list
     some of them)."""
     if not IS_ROOT:

@@ -134,3 +134,42 @@ def test_containerd_runs_a_container_through_labctl_runtime(containerd, tmp_path
     assert subprocess.run(ctr + ["task", "ls", "-q"], capture_output=True, text=True).stdout.strip() == ""
     left = list((base / "runtime-root").glob(f"{NAMESPACE}/*")) if (base / "runtime-root").exists() else []
     assert left == [], "the runtime kept state for a deleted container"
+
+
+def _through_a_terminal(argv: list[str], timeout: float = 60) -> tuple[int, str]:
+    """Run argv with a pty as its stdin, stdout and stderr (ctr -t insists on one); its exit status and
+    what it wrote, read from the master."""
+    import pty
+    import select
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    out, deadline = b"", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if select.select([master], [], [], 0.1)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:   # EIO: every holder of the slave has closed it
+                break
+            if not chunk:
+                break
+            out += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    return proc.wait(10), out.decode(errors="replace")
+
+
+def test_containerd_exec_with_a_terminal_through_labctl_runtime(containerd):
+    """`ctr task exec -t`: containerd's shim runs `labctl-runtime exec --detach --tty --console-socket`
+    and copies the master it receives to ctr's terminal; the process inside has a terminal as stdin."""
+    ctr, base = containerd
+    image = _import_busybox(ctr, base)
+    runtime = ["--runc-binary", labctl_runtime(), "--runc-root", str(base / "runtime-root")]
+    started = subprocess.run(ctr + ["run", "-d", *runtime, image, "oci-tty", "sleep", "60"],
+                             capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr
+    code, said = _through_a_terminal(ctr + ["task", "exec", "-t", "--exec-id", "tty1", "oci-tty", "sh", "-c",
+                                            "tty; readlink /proc/self/fd/0; exit 4"])
+    assert code == 4, said
+    assert said.split()[:2] == ["/dev/pts/0", "/dev/pts/0"], said

@@ -33,7 +33,8 @@ BUILDER = REPO / "vagrant" / "build-image.sh"
 GUEST_TEST_FILES = ["tests/test_cgroups.py", "tests/test_namespaces.py", "tests/test_rootfs.py",
                     "tests/test_overlay.py", "tests/test_tracing.py", "tests/test_container.py",
                     "tests/test_run_speed.py", "tests/test_security_userns.py",
-                    "tests/test_security_devices.py", "tests/test_oci_runtime.py"]
+                    "tests/test_security_devices.py", "tests/test_oci_runtime.py",
+                    "tests/test_oci_cleanup.py"]
 #: Slow tests stay on the host: the guest is 10-20x slower.
 GUEST_MARKERS = "not slow and not vm"
 #: What is not copied into the guest (the guest keeps the venv it was built with).

@@ -132,8 +132,17 @@ def cmd_cleanup(args) -> int:
     keep = cleanup.records_of(running)
     if not args.all:   # a daemon that runs is no leftover (step 11); --all stops it too
         from labctl.daemon.control import daemon_records
+        from labctl.runtime import ocicleanup
         keep |= daemon_records()
+        oci = ocicleanup.live_containers()   # labctl-runtime's created or running containers (step 10)
+        if oci:
+            ui.say(f"Left running: labctl-runtime's {', '.join(c['id'] for c in oci)} "
+                   "(`labctl-runtime delete --force ID`, or `labctl cleanup --all`).")
+        keep |= ocicleanup.records_of(oci)
     errors = state.cleanup(report=ui.ok, keep=keep)
+    from labctl.runtime.confine import remove_filter_cache
+    for path in remove_filter_cache():
+        ui.ok(f"removed the cached seccomp filter {path}")
     for path in cleanup.sweep_old_lock_files():
         ui.ok(f"removed {path}")
     if (state.state_dir() / "images").is_dir():   # what a crashed pull or import left in the image store

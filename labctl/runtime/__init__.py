@@ -20,6 +20,7 @@ The OCI runtime (step 10: `labctl-runtime`, runc's command line, driven by conta
   ocicli.py       the command line: create, start, state, kill, delete, run, exec, ps, list, spec
   ocicommands.py  the five operations, each its own process, sharing only the state directory
   ocistate.py     <root>/<id>/state.json and exec.fifo; the status read from the kernel
+  ocicleanup.py   what a crashed runtime leaves (journaled), told from a live container, for `labctl cleanup`
   ociinit.py      PID 1 of a bundle: the spec's order, and the wait on exec.fifo between create and start
   ocimounts.py    the bundle's mounts list carried out (runc's rootfs_linux.go), /dev's nodes
   ocicgroup.py    linux.cgroupsPath and linux.resources: the cgroup, nested under the lab's node

@@ -28,6 +28,7 @@ what it was made from: the next container loads it without compiling (runc compi
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -64,6 +65,19 @@ def filter_program(profile: SecurityProfile) -> bytes | None:
     program = seccomp.compile_filter(profile.seccomp, profile.capabilities)
     state.atomic_write(path, program)
     return program
+
+
+def remove_filter_cache() -> list[str]:
+    """`labctl cleanup`: the compiled filters in <state>/seccomp/, and the temporary files of a write a
+    crash cut short. Only a cache: a container reads its program before it forks, and the next one
+    compiles it again (a missing file is a cache miss)."""
+    directory = state.state_dir() / "seccomp"
+    removed = []
+    for path in directory.iterdir() if directory.is_dir() else []:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(str(path))
+    return removed   # (the directory stays: a container compiling its filter right now writes into it)
 
 
 def become(who: ResolvedUser, workdir: str, profile: SecurityProfile, program: bytes | None) -> None:

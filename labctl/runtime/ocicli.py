@@ -9,6 +9,7 @@ drives runc (containerd's shim, runtime-tools' validation suite, podman) can dri
       delete [--force] ID                                               gone, with its cgroup
       run --bundle DIR [--detach] ID                                    create + start (+ wait + delete)
       exec --process process.json [--detach] [--pid-file F] ID          another process inside
+           [--tty --console-socket SOCK]                                with a terminal, as create's
       ps [--format table|json] ID       list [--format table|json]       spec [--bundle DIR]
 
 The operations themselves are in ocicommands.py; this module is argument parsing, the log, and the
@@ -68,8 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("-p", "--process", help="a process.json (config.json's process object)")
     e.add_argument("-d", "--detach", action="store_true")
     e.add_argument("--pid-file")
-    e.add_argument("--console-socket")
-    e.add_argument("-t", "--tty", action="store_true")
+    e.add_argument("--console-socket", help="send the terminal's master fd to this Unix socket (with --tty)")
+    e.add_argument("-t", "--tty", action="store_true", help="give the process a terminal (needs --console-socket)")
     e.add_argument("id")
     e.add_argument("args", nargs=argparse.REMAINDER)
     ps = sub.add_parser("ps", help="the processes of a container")

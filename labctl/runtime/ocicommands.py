@@ -1,10 +1,11 @@
 """The five operations of the OCI runtime specification (runtime.md), as `labctl-runtime` (and runc)
 carry them out; each is its own process, sharing only the state directory (ocistate.py).
 
-    create ID   check config.json (nothing made if it is wrong), reserve <root>/<id>, make exec.fifo and
-                the cgroup, fork PID 1 through runtime/create.py (the supervisor S forks it and exits at
-                once: PID 1 is left to the caller's subreaper, containerd's shim, as runc leaves it), run
-                prestart + createRuntime hooks at READY, wait for CREATED, write state.json and --pid-file
+    create ID   check config.json (nothing made if it is wrong), reserve <root>/<id> and journal it (for
+                `labctl cleanup` after a crash: ocicleanup.py), make exec.fifo and the cgroup, fork PID 1
+                through runtime/create.py (the supervisor S forks it and exits at once: PID 1 is left
+                to the caller's subreaper, containerd's shim, as runc leaves it), run prestart +
+                createRuntime hooks at READY, wait for CREATED, write state.json and --pid-file
     start ID    open exec.fifo for reading: PID 1's open(2) for writing returns, it writes "0" and goes on
                 to exec; remove the FIFO (from now on the status is "running"); poststart hooks
     state ID    the state JSON: ociVersion, id, status, pid, bundle, annotations
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 from labctl.errors import LabError
-from labctl.runtime import hooks, oci, ocistate
+from labctl.runtime import hooks, oci, ocicleanup, ocistate
 
 SIGNALS = {name: getattr(signal, name) for name in dir(signal) if name.startswith("SIG") and not name.startswith("SIG_")
            and isinstance(getattr(signal, name), signal.Signals)}
@@ -61,15 +62,18 @@ def create(root: str, container_id: str, bundle: str, pid_file: str | None = Non
     path = ocistate.reserve(root, container_id)
     data = {"id": container_id, "bundle": bundle, "annotations": doc.get("annotations") or {},
             "hooks": doc.get("hooks") or {}, "status": "creating", "pid": 0,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "_dir": str(path)}
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "_dir": str(path),
+            "creator": [os.getpid(), ocistate.process_start(os.getpid())]}   # a create under way: ocicleanup
     made = {}
     try:
+        data["journal"] = ocicleanup.record(root, container_id, path, data["creator"])
         ocistate.save(path, _stored(data))
         os.mkfifo(path / "exec.fifo", 0o622)
         os.chmod(path / "exec.fifo", 0o622)   # (mkfifo went through the umask) writable by PID 1, whatever user it is
         config.oci.start_fifo = os.open(path / "exec.fifo", os.O_PATH | os.O_CLOEXEC)
         made["cgroup"] = data["cgroup"] = _cgroup_for(container_id, doc)
         config.cgroup = made["cgroup"]
+        ocistate.save(path, _stored(data))   # the cgroup's path, for cleanup if this create is killed
         config.userns_fd = _user_namespace(config, doc)
         config.oci.state = ocistate.for_hook(data, "creating")
         _start_init(config, data, console_socket)
@@ -106,17 +110,10 @@ def _start_init(config, data: dict, console_socket: str | None) -> None:
     """Fork PID 1 (runtime/create.py), the hooks at READY, GO, then wait for CREATED."""
     from labctl.kernel import handshake
     from labctl.runtime import create as runtime
-    from labctl.runtime.stdio import Stdio
+    from labctl.runtime.stdio import Stdio, connect_console_socket
     stdio, sock = Stdio(), None
     if console_socket:
-        import socket
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(console_socket)
-        except OSError as exc:
-            sock.close()
-            raise LabError(f"cannot connect to the console socket {console_socket}: {exc.strerror}",
-                           "give the path of a listening Unix socket") from None
+        sock = connect_console_socket(console_socket)
         stdio = Stdio(console=sock.fileno())
     try:
         created = runtime.create(config, stdio, lambda pid: os._exit(0), detach=False)
@@ -145,14 +142,8 @@ def _undo(data: dict, made: dict) -> None:
             os.kill(data["pid"], signal.SIGKILL)
         _wait_gone(data, 5)
     _remove_cgroup(made.get("cgroup"))
-    _remove_dir(Path(data["_dir"]))
-
-
-def _remove_dir(path: Path) -> None:
-    for entry in path.iterdir() if path.is_dir() else []:
-        entry.unlink()
-    with contextlib.suppress(FileNotFoundError):
-        path.rmdir()
+    ocistate.remove_dir(Path(data["_dir"]))
+    ocicleanup.forget(data)
 
 
 def _write_atomically(path: str, text: str) -> None:
@@ -229,5 +220,6 @@ def delete(root: str, container_id: str, force: bool = False) -> None:
             raise LabError(f"container {container_id!r}'s PID 1 ({data['pid']}) did not die", "try again")
     _remove_cgroup(data.get("cgroup"))
     stopped = ocistate.for_hook(data, "stopped")
-    _remove_dir(Path(data["_dir"]))
+    ocistate.remove_dir(Path(data["_dir"]))
+    ocicleanup.forget(data)
     hooks.run_logged("poststop", data["hooks"].get("poststop"), stopped)

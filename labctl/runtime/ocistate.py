@@ -18,6 +18,7 @@ The status (runtime.md): not stored but read from the kernel each time, as runc 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -61,6 +62,14 @@ def save(path: Path, data: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path / "state.json")
+
+
+def remove_dir(path: Path) -> None:
+    """<root>/<id> and the files in it (state.json, exec.fifo), gone already or not."""
+    for entry in path.iterdir() if path.is_dir() else []:
+        entry.unlink()
+    with contextlib.suppress(FileNotFoundError):
+        path.rmdir()
 
 
 def load(root: str, container_id: str) -> dict:

@@ -40,6 +40,21 @@ class Stdio:
                     os.close(fd)
 
 
+def connect_console_socket(path: str):
+    """The caller's half: connect to the --console-socket the caller listens on (containerd's shim,
+    a test); the new process inherits the connection and sends its master on it (Stdio.console)."""
+    import socket
+    from labctl.errors import LabError
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError as exc:
+        sock.close()
+        raise LabError(f"cannot connect to the console socket {path}: {exc.strerror}",
+                       "give the path of a listening Unix socket") from None
+    return sock
+
+
 def open_inside_and_send(sock_fd: int) -> int:
     """In the container: openpty(3) on its own /dev/ptmx, send the master with sendmsg(SCM_RIGHTS),
     return the slave."""
