@@ -34,6 +34,8 @@ SOLUTION = {
         "        headers[name.strip().lower()] = value.strip()\n"
         "    if 'content-length' in headers:\n"
         "        return status, f.read(int(headers['content-length']))\n"
+        "    if headers.get('transfer-encoding') != 'chunked':\n"
+        "        return status, b''\n"
         "    body = b''\n"
         "    while (size := int(f.readline(), 16)) > 0:\n"
         "        body += f.read(size)\n"
@@ -77,7 +79,7 @@ def test_check_11_fails_on_the_skeleton_and_passes_on_the_reference():
     assert "TODO 1" in failed.stdout
     passed = run_labctl("check", "11", "--reference")
     assert passed.returncode == 0, passed.stdout + passed.stderr
-    assert "SO_PEERCRED" in passed.stdout and "event: destroy" in passed.stdout
+    assert "PASS" in passed.stdout and "event destroy" in passed.stdout
     assert {c.id for c in store.all_containers()} == before          # the check removed what it made
 
 

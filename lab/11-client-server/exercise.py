@@ -41,8 +41,9 @@ def read_response(f):
     #         header lines up to an empty one, then the body as the headers frame it. With
     #         "Content-Length: N", exactly N bytes. With "Transfer-Encoding: chunked" (the daemon's answer
     #         to wait is, as it cannot know its length in advance): chunks, each a size line in hex, that
-    #         many bytes, CRLF, until a chunk of size 0. HTTP/1.1 keeps the connection open after an
-    #         answer: reading until the server closes would wait for ever. RFC 9112, sections 4, 6, 7.1.
+    #         many bytes, CRLF, until a chunk of size 0. With neither: no body, as a 204 (No Content)
+    #         has none. HTTP/1.1 keeps the connection open after an answer: reading until the server
+    #         closes would wait for ever. RFC 9112, sections 4, 6.3 (the body's length), 7.1.
     return 0, b""
 
 

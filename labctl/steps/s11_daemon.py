@@ -1,7 +1,9 @@
 """Step 11: client and daemon. The demo, the check, and the reference solution of lab/11-client-server."""
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import random
 import stat
 import subprocess
@@ -46,7 +48,7 @@ def demo() -> None:
     with daemonrun.private_daemon() as daemon:
         st = os.stat(daemon.socket)
         ui.say(f"\n[bold]1. A private daemon listens on {daemon.socket}[/bold] "
-               f"({stat.filemode(st.st_mode)}, uid {st.st_uid}, gid {st.st_gid})")
+               f"({stat.filemode(st.st_mode)} {pwd.getpwuid(st.st_uid).pw_name} {grp.getgrgid(st.st_gid).gr_name})")
         client, pid = _client_run(daemon.socket, ["run", "--rm", "busybox", "echo", "hello from busybox"])
         ui.say(f"\n[bold]2. `{client} run --rm busybox echo ...` (PID {pid}): the requests that crossed the "
                "socket[/bold], as the daemon logged them when each answer ended; the PID is SO_PEERCRED's")
@@ -95,7 +97,7 @@ def _live_restore(socket_path: str) -> None:
         control.stop(socket_path)
         ui.say(f"  daemon stopped; the container's PID 1 ({pid}) is "
                f"{'still running' if os.path.exists(f'/proc/{pid}') else 'gone'} "
-               f"(its parent: PID {_ppid(pid)}, `{_comm(_ppid(pid))}`, not the daemon)")
+               f"(its parent: PID {_ppid(pid)}, {_comm(_ppid(pid))}, session {os.getsid(_ppid(pid))}: not the daemon)")
         control.start(socket_path)
         status, answer = request(socket_path, "GET", f"/v1.41/containers/{cid}/json")
         ui.say(f"  daemon started again: GET /containers/{cid[:12]}/json → {status}, "
@@ -113,11 +115,13 @@ def _ppid(pid: int) -> int:
 
 
 def _comm(pid: int) -> str:
+    """The program a process runs: its script's name for an interpreter (supervisor.py), else argv[0]."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()[:60]
+            argv = f.read().decode(errors="replace").split("\0")
     except OSError:
         return "?"
+    return os.path.basename(next((a for a in argv if a.endswith(".py")), argv[0]))
 
 
 def _short(path: str) -> str:
