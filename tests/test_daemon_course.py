@@ -109,3 +109,25 @@ def test_step_11_demo_runs_and_leaves_nothing():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "/containers/create" in result.stdout and "still running" in result.stdout
     assert {c.id for c in store.all_containers()} == before
+
+
+@pytest.mark.root
+def test_request_latency_figure_from_runs_through_a_private_daemon():
+    """The notebook's figure, from create/start/wait/delete times measured now on a daemon of the test's
+    own; the daemon logged each request with this process's PID (SO_PEERCRED), its status the one expected."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from labctl.demos import daemonrun
+    from labctl.plots.daemon import request_latency
+    with daemonrun.private_daemon() as daemon:
+        runs = [daemonrun.timed_run(daemon.socket, "busybox", ["/bin/true"])[0] for _ in range(3)]
+        logged = [(r.method, r.path.split("/")[-1], r.status) for r in daemon.requests(os.getpid())
+                  if r.path != "/_ping"]                  # the ping of `labctl daemon start`, from here too
+    assert len(logged) == 12 and {s for _, _, s in logged} == {201, 204, 200}
+    assert [m for m, _, _ in logged[:4]] == ["POST", "POST", "POST", "DELETE"]
+    assert all(list(r) == ["create", "start", "wait", "delete"] and min(r.values()) > 0 for r in runs)
+    fig = request_latency(runs)
+    ax = fig.axes[0]
+    assert "ms" in ax.get_xlabel() and ax.get_title()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["create", "start", "wait", "delete"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["run 1", "run 2", "run 3"]

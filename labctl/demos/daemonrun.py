@@ -1,6 +1,8 @@
 """Step 11's experiments: a container's life through the daemon's REST API, request by request.
 
-    private_daemon()    `labctl daemon start` on a socket in a temporary directory; stopped at the end
+    start_private()     `labctl daemon start` on a socket in a temporary directory (private_daemon():
+                        the same, stopped at the end of a with block)
+    client(...)         the docker CLI's (or labctl's) command line and environment for that socket
     requests_of(...)    the requests the daemon logged for one client PID: the daemon learns that PID
                         from SO_PEERCRED at connect(), so the kernel, not the client, names who asked
     request(...)        one HTTP/1.1 request over the Unix socket, written and read by hand (stdlib only)
@@ -15,7 +17,9 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import socket
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -45,20 +49,46 @@ class Daemon:
         """The requests logged since it started (those from client `pid` only, if given)."""
         return requests_of(self.log, self.offset, pid)
 
+    def stop(self) -> None:
+        from labctl.daemon import control
+        try:
+            control.stop(self.socket)
+        finally:
+            shutil.rmtree(os.path.dirname(self.socket), ignore_errors=True)
+
+
+def start_private() -> Daemon:
+    """labctl's daemon on a socket in a new temporary directory (the same state directory as every
+    labctl command); Daemon.stop() ends it and removes the directory."""
+    from labctl.daemon import control
+    tmp = tempfile.mkdtemp(prefix="labctl-daemon-")
+    path = os.path.join(tmp, "labctl.sock")
+    log = control.log_file()
+    offset = os.path.getsize(log) if os.path.exists(log) else 0
+    try:
+        control.start(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Daemon(path, log, offset)
+
 
 @contextlib.contextmanager
 def private_daemon() -> Iterator[Daemon]:
-    """labctl's daemon on a socket of its own (the same state directory as every labctl command)."""
-    from labctl.daemon import control
-    with tempfile.TemporaryDirectory(prefix="labctl-daemon-") as tmp:
-        path = os.path.join(tmp, "labctl.sock")
-        log = control.log_file()
-        offset = os.path.getsize(log) if os.path.exists(log) else 0
-        control.start(path)
-        try:
-            yield Daemon(path, log, offset)
-        finally:
-            control.stop(path)
+    daemon = start_private()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def client(socket_path: str, args: list[str]) -> tuple[str, list[str], dict]:
+    """How to run a Docker client against the socket: docker's CLI (Debian's docker.io), else labctl's
+    own client (`labctl --host`). (its name, argv, environment)"""
+    env = dict(os.environ, DOCKER_HOST=f"unix://{socket_path}", DOCKER_CONFIG=os.path.dirname(socket_path))
+    if os.path.exists("/usr/bin/docker"):
+        return "docker", ["/usr/bin/docker", *args], env
+    return "labctl", [sys.executable, "-m", "labctl", "--host", f"unix://{socket_path}", *args], env
 
 
 def requests_of(log: str, offset: int = 0, pid: int | None = None) -> list[Logged]:

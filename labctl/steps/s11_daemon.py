@@ -71,11 +71,8 @@ def demo() -> None:
 
 def _client_run(socket_path: str, args: list[str], show: bool = False) -> tuple[str, int]:
     """Run docker's CLI (labctl's own client if there is none) against the socket: (its name, its PID)."""
-    env = dict(os.environ, DOCKER_HOST=f"unix://{socket_path}", DOCKER_CONFIG=os.path.dirname(socket_path))
-    if os.path.exists("/usr/bin/docker"):
-        name, argv = "docker", ["/usr/bin/docker", *args]
-    else:
-        name, argv = "labctl", [sys.executable, "-m", "labctl", "--host", f"unix://{socket_path}", *args]
+    from labctl.demos.daemonrun import client
+    name, argv, env = client(socket_path, args)
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out, _ = proc.communicate(timeout=120)
     if show or proc.returncode:
@@ -95,9 +92,10 @@ def _live_restore(socket_path: str) -> None:
         request(socket_path, "POST", f"/v1.41/containers/{cid}/start")
         pid = store.load(cid).pid
         control.stop(socket_path)
+        sup = _ppid(pid)
         ui.say(f"  daemon stopped; the container's PID 1 ({pid}) is "
                f"{'still running' if os.path.exists(f'/proc/{pid}') else 'gone'} "
-               f"(its parent: PID {_ppid(pid)}, {_comm(_ppid(pid))}, session {os.getsid(_ppid(pid))}: not the daemon)")
+               f"(its parent: PID {sup}, {_comm(sup)}, whose parent is PID {_ppid(sup)}: double-forked, no child of the daemon)")
         control.start(socket_path)
         status, answer = request(socket_path, "GET", f"/v1.41/containers/{cid}/json")
         ui.say(f"  daemon started again: GET /containers/{cid[:12]}/json → {status}, "
