@@ -55,8 +55,8 @@ def demo() -> None:
         ui.table(["client PID", "method", "path", "status", "ms"],
                  [[r.pid, r.method, _short(r.path), r.status, f"{r.ms:.1f}"] for r in daemon.requests(pid)])
         ui.say("\n[bold]3. The socket is root-equivalent: `run -v /:/host:ro busybox wc -l /host/etc/shadow`[/bold]")
-        _, _ = _client_run(daemon.socket, ["run", "--rm", "-v", "/:/host:ro", "busybox", "wc", "-l", "/host/etc/shadow"],
-                           show=True)
+        _client_run(daemon.socket, ["run", "--rm", "-v", "/:/host:ro", "busybox", "wc", "-l", "/host/etc/shadow"],
+                    show=True)
         ui.say("  /etc/shadow is readable by root only (mode "
                f"{stat.filemode(os.stat('/etc/shadow').st_mode)}): whoever may connect reads it.")
         _live_restore(daemon.socket)
@@ -84,9 +84,13 @@ def _live_restore(socket_path: str) -> None:
     from labctl.containers import store
     from labctl.daemon import control
     from labctl.demos.daemonrun import request
+    from labctl.errors import LabError
     ui.say("\n[bold]4. Live restore: a container started, then the daemon stopped[/bold]")
-    status, answer = request(socket_path, "POST", "/v1.41/containers/create?name=labctl-step11-restore",
+    status, answer = request(socket_path, "POST", "/v1.41/containers/create",
                              {"Image": "busybox", "Cmd": ["sleep", "60"]})
+    if status != 201:
+        raise LabError(f"the daemon refused to create a container ({status}: {answer})",
+                       f"read its log: {control.log_file()}")
     cid = answer["Id"]
     try:
         request(socket_path, "POST", f"/v1.41/containers/{cid}/start")
@@ -95,7 +99,8 @@ def _live_restore(socket_path: str) -> None:
         sup = _ppid(pid)
         ui.say(f"  daemon stopped; the container's PID 1 ({pid}) is "
                f"{'still running' if os.path.exists(f'/proc/{pid}') else 'gone'} "
-               f"(its parent: PID {sup}, {_comm(sup)}, whose parent is PID {_ppid(sup)}: double-forked, no child of the daemon)")
+               f"(its parent: PID {sup}, {_comm(sup)}, whose parent is PID {_ppid(sup)}: double-forked, "
+               "no child of the daemon)")
         control.start(socket_path)
         status, answer = request(socket_path, "GET", f"/v1.41/containers/{cid}/json")
         ui.say(f"  daemon started again: GET /containers/{cid[:12]}/json → {status}, "
