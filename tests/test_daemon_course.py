@@ -56,11 +56,15 @@ SOLUTION = {
 }
 
 
-def solve(skeleton: str, delete: bool = True) -> str:
+def solve(skeleton: str, delete: bool = True, length: bool = True) -> str:
     solved = skeleton
     for old, new in SOLUTION.items():
         assert old in solved, old
         solved = solved.replace(old, new.replace("KEEP ", "" if delete else "# "))
+    if not length:
+        framed = solved
+        solved = solved.replace("            f'Content-Length: {len(body)}\\r\\n\\r\\n')", "            '\\r\\n')")
+        assert solved != framed
     return solved
 
 
@@ -100,6 +104,16 @@ def test_check_11_names_the_container_left_behind_and_removes_it(tmp_path):
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "still there" in failed.stdout and "DELETE /containers/{id}" in failed.stdout
     assert {c.id for c in store.all_containers()} == before
+
+
+@pytest.mark.root
+def test_check_11_says_create_was_refused_when_the_body_has_no_length(tmp_path):
+    """Without Content-Length the daemon cannot know the body is there: create is refused, and said so."""
+    unframed = tmp_path / "exercise.py"
+    unframed.write_text(solve(EXERCISE.read_text(), length=False))
+    failed = run_labctl("check", "11", "--file", str(unframed))
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "answered 201" in failed.stdout and "Content-Length" in failed.stdout, failed.stdout
 
 
 @pytest.mark.root
