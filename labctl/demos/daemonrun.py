@@ -1,7 +1,7 @@
 """Step 11's experiments: a container's life through the daemon's REST API, request by request.
 
-    start_private()     `labctl daemon start` on a socket in a temporary directory (private_daemon():
-                        the same, stopped at the end of a with block)
+    start_private()     `labctl daemon start` on a socket of its own in the state directory
+                        (private_daemon(): the same, stopped at the end of a with block)
     client(...)         the docker CLI's (or labctl's) command line and environment for that socket
     requests_of(...)    the requests the daemon logged for one client PID: the daemon learns that PID
                         from SO_PEERCRED at connect(), so the kernel, not the client, names who asked
@@ -17,10 +17,8 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import socket
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -51,25 +49,23 @@ class Daemon:
 
     def stop(self) -> None:
         from labctl.daemon import control
-        try:
-            control.stop(self.socket)
-        finally:
-            shutil.rmtree(os.path.dirname(self.socket), ignore_errors=True)
+        control.stop(self.socket)
 
 
 def start_private() -> Daemon:
-    """labctl's daemon on a socket in a new temporary directory (the same state directory as every
-    labctl command); Daemon.stop() ends it and removes the directory."""
+    """labctl's daemon on a socket of its own, <state>/sockets/private-PID-N.sock (the same state directory
+    as every labctl command); Daemon.stop() ends it. The daemon journals its socket, so `labctl cleanup`
+    removes it if this process is killed first."""
+    from labctl import state
     from labctl.daemon import control
-    tmp = tempfile.mkdtemp(prefix="labctl-daemon-")
-    path = os.path.join(tmp, "labctl.sock")
+    folder = state.subdir("sockets")
+    n = 0
+    while (folder / f"private-{os.getpid()}-{n}.sock").exists():
+        n += 1
+    path = str(folder / f"private-{os.getpid()}-{n}.sock")
     log = control.log_file()
     offset = os.path.getsize(log) if os.path.exists(log) else 0
-    try:
-        control.start(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    control.start(path)
     return Daemon(path, log, offset)
 
 
@@ -84,8 +80,9 @@ def private_daemon() -> Iterator[Daemon]:
 
 def client(socket_path: str, args: list[str]) -> tuple[str, list[str], dict]:
     """How to run a Docker client against the socket: docker's CLI (Debian's docker.io), else labctl's
-    own client (`labctl --host`). (its name, argv, environment)"""
-    env = dict(os.environ, DOCKER_HOST=f"unix://{socket_path}", DOCKER_CONFIG=os.path.dirname(socket_path))
+    own client (`labctl --host`). (its name, argv, environment; DOCKER_CONFIG: no ~/.docker is made)"""
+    from labctl import state
+    env = dict(os.environ, DOCKER_HOST=f"unix://{socket_path}", DOCKER_CONFIG=str(state.subdir("docker-config")))
     if os.path.exists("/usr/bin/docker"):
         return "docker", ["/usr/bin/docker", *args], env
     return "labctl", [sys.executable, "-m", "labctl", "--host", f"unix://{socket_path}", *args], env
