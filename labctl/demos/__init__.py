@@ -7,4 +7,6 @@ containers, network, runtime, kernel) never imports them.
   network.py   step 6's measurements: round trip and throughput over loopback and the bridge
   nettool.py   the lab's TCP tool (`python -m labctl.demos.nettool`): serve, rtt, throughput, whoami
   workload.py  step 8's workloads: a shell in namespaces to trace
+  daemonrun.py step 11's: a private daemon, the requests it logged per client PID, a stdlib HTTP/1.1
+               client that times create, start, wait and delete
 """

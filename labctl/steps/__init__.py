@@ -31,6 +31,8 @@ class Step:
     number: int
     slug: str
     topic: str
+    folder: str = ""     # the lab folder's name after "NN-", when it is not the slug
+
 
     @property
     def module_name(self) -> str:
@@ -42,7 +44,7 @@ class Step:
 
     @property
     def lab_dir(self) -> Path:
-        return lab_root() / f"{self.number:02d}-{self.slug}"
+        return lab_root() / f"{self.number:02d}-{self.folder or self.slug}"
 
     @property
     def exercise(self) -> Path:
@@ -81,7 +83,7 @@ CURRICULUM = (
     Step(8, "ebpf", "eBPF tracing with bcc: one container, and a container being built"),
     Step(9, "security", "security: capabilities, seccomp, user namespaces"),
     Step(10, "oci", "OCI runtime: bundles, labctl and runc"),
-    Step(11, "daemon", "client-server: a daemon and its REST API"),
+    Step(11, "daemon", "client-server: a daemon and its REST API", folder="client-server"),
 )
 
 

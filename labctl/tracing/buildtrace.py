@@ -270,5 +270,5 @@ def format_timeline(calls: list[Call], start_ns: int) -> list[str]:
         took = f"   ({c.duration / 1e6:.1f} ms)" if c.duration >= 500_000 else ""
         lines.append(f"{(c.ts - start_ns) / 1e6:+8.2f} ms  {c.role:<8} {c.text}{took}")
         lines.append(f"{'':>12}  {'':<8} └ {c.why}" + (f"   [{link}: labctl step {step.number}, "
-                                                       f"lab/{step.number:02d}-{step.slug}/]" if step else ""))
+                                                       f"lab/{step.lab_dir.name}/]" if step else ""))
     return lines
