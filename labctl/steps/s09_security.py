@@ -52,7 +52,6 @@ def demo() -> None:
     from labctl.demos import attacks
     from labctl.security import capabilities
     require_root("the security demo")
-    ui.markdown(EXPLANATION)
     ui.say("\n[bold]1. The attacker, in a --privileged container, then with the defences added one at a time.[/bold] "
            "Each cell is what the kernel answered (the call and its errno), measured now; after `+ seccomp` "
            "the container has `labctl run`'s default profile:")

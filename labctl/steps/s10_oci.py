@@ -45,7 +45,6 @@ command line, so containerd, runc's test suite and `labctl run --runtime` can dr
 def demo() -> None:
     from labctl.demos import ocicompare
     require_root("the OCI runtime demo")
-    ui.markdown(EXPLANATION)
     with tempfile.TemporaryDirectory(prefix="labctl-step10-") as tmp:
         bundle = ocicompare.make_bundle(os.path.join(tmp, "bundle"), ["sleep", "30"])
         doc = json.loads((bundle / "config.json").read_text())
