@@ -24,6 +24,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -120,6 +121,10 @@ def main() -> int:
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root")
+    # Ctrl-C and `kill` end the benchmark through the `finally` below (a shell's background job starts
+    # with SIGINT ignored; SIGTERM would end Python without unwinding).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
     host = HostSnapshot()
     work = Path(tempfile.mkdtemp(prefix="labctl-bench-daemon-"))
     env = dict(os.environ, LABCTL_STATE_DIR=str(work / "state"))
