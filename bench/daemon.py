@@ -41,19 +41,20 @@ DEBIAN_ROW = "docker run --rm (Debian dockerd)"
 def start_dockerd(work: Path, labctl_docker_env: dict) -> tuple[PrivateDockerd, str | None]:
     """Debian's dockerd with the lab's busybox loaded into it, or the one-line reason it could not."""
     dockerd = PrivateDockerd(work)
+    archive = work / "busybox.tar"
+    saved = subprocess.run([DOCKER, "save", "-o", str(archive), "busybox"], env=labctl_docker_env,
+                           capture_output=True, text=True)
+    if saved.returncode != 0:
+        return dockerd, f"`docker save busybox` from labctl's daemon failed: {saved.stderr.strip()[-200:]}"
     try:
-        archive = work / "busybox.tar"
-        subprocess.run([DOCKER, "save", "-o", str(archive), "busybox"], env=labctl_docker_env, check=True,
-                       capture_output=True)
         dockerd.start()
         loaded = dockerd.docker("load", "-i", str(archive)).split(": ", 1)[-1].strip()   # "Loaded image[ ID]: X"
         if loaded != "busybox:latest":
             dockerd.docker("tag", loaded, "busybox:latest")
         dockerd.docker("run", "--rm", "--pull", "never", "--network", "none", "busybox", "/bin/true")
         return dockerd, None
-    except (Unavailable, subprocess.CalledProcessError, OSError) as error:
-        reason = str(error) if isinstance(error, Unavailable) else f"docker save from labctl's daemon: {error}"
-        return dockerd, reason
+    except (Unavailable, OSError) as error:
+        return dockerd, str(error)
 
 
 def commands(work: Path, bundle: Path, labctl: list[str], env: dict, socket_path: str,
