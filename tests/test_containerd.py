@@ -20,6 +20,10 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 NAMESPACE = "labctl-test"
 
 
+#: containerd 1.6's shims make their sockets (s/) and ctr its FIFOs (fifo/) here, whatever the config says.
+SHIM_DIR = Path("/run/containerd")
+
+
 @pytest.fixture
 def containerd(tmp_path):
     """containerd on tmp_path/containerd.sock, its CRI plugin off; stopped by its PID at the end, its
@@ -45,6 +49,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 [metrics]
   address = ""
 ''')
+    shim_dir_existed = SHIM_DIR.exists()
     log = open(base / "containerd.log", "w")
     daemon = subprocess.Popen(["containerd", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
@@ -75,6 +80,17 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
             subprocess.run(["umount", "-l", point], capture_output=True)
         _remove_namespace_cgroups()
         shutil.rmtree(base, ignore_errors=True)
+        if not shim_dir_existed:
+            _remove_empty_dirs(SHIM_DIR)
+
+
+def _remove_empty_dirs(top: Path) -> None:
+    """`top` and the directories below it, if they hold nothing else (deepest first)."""
+    for path in sorted((p for p in top.glob("**/*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            path.rmdir()
+    with contextlib.suppress(OSError):
+        top.rmdir()
 
 
 def _remove_namespace_cgroups() -> None:
