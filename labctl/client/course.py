@@ -141,8 +141,10 @@ def cmd_cleanup(args) -> int:
         keep |= ocicleanup.records_of(oci)
     errors = state.cleanup(report=ui.ok, keep=keep)
     from labctl.runtime.confine import remove_filter_cache
-    for path in remove_filter_cache():
-        ui.ok(f"removed the cached seccomp filter {path}")
+    removed = remove_filter_cache()
+    if removed:
+        ui.ok(f"removed {len(removed)} cached seccomp filter(s) from {removed[0].rsplit('/', 1)[0]} "
+              "(compiled again when needed)")
     for path in cleanup.sweep_old_lock_files():
         ui.ok(f"removed {path}")
     if (state.state_dir() / "images").is_dir():   # what a crashed pull or import left in the image store
