@@ -67,12 +67,18 @@ def mounts_of(host: dict) -> tuple[list[str], list[str]]:
 
 def network_of(mode: str | None, ports: list[str]) -> str:
     """NetworkMode -> labctl's --network. "default" is the lab's default, none (containers reach nothing
-    but themselves), and bridge when ports are published, since a published port needs the bridge."""
+    but themselves), and bridge when ports are published, since a published port needs the bridge.
+    A user-defined network's name stays as it is: labctl run joins it by name (network/named.py)."""
     if mode in (None, "", "default"):
         return "bridge" if ports else "none"
     if mode in ("none", "host", "bridge"):
         return mode
-    raise ApiError(400, f"network {mode!r}: the lab's containers join none, host or bridge")
+    from labctl.network.named import find_record
+    if find_record(mode) is None:   # a user-defined network (`docker network create NAME`), joined by its name
+        # (Docker says 404; the CLI takes any 404 from create for a missing image and pulls, and the
+        # pull's failure would hide this line: 400 gives it to the user as it is)
+        raise ApiError(400, f"network {mode} not found: create it first (docker network create {mode})")
+    return mode
 
 
 def run_arguments(body: dict, name: str = "") -> dict:
