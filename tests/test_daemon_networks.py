@@ -125,6 +125,13 @@ def joined_and_isolated(daemon, boxes: dict[str, str], net_a: dict, net_b: dict)
     assert connect(pid["otra"], una) == "timeout"             # another network: dropped on the way
     assert connect(pid["lejos"], una) == "timeout"            # the default bridge: dropped too
     assert connect(pid["una"], address(pid["otra"])) == "timeout"
+    [inspected] = json.loads(docker(daemon, "inspect", "una").stdout)
+    on_a = inspected["NetworkSettings"]["Networks"]["labneta"]
+    assert (on_a["IPAddress"], on_a["NetworkID"]) == (una, net_a["Id"])
+    routes = json.loads(subprocess.run(["nsenter", "-t", str(pid["una"]), "-n", "ip", "-j", "route"],
+                                       capture_output=True, text=True).stdout)
+    [default] = [r for r in routes if r["dst"] == "default"]   # the kernel's route out: via the bridge
+    assert on_a["Gateway"] == net_a["IPAM"]["Config"][0]["Gateway"] == default["gateway"]
     listed = network(daemon, "labneta")["Containers"]
     ids = {store.find(b).id: b for b in ("una", "dos")}
     assert set(listed) == set(ids)

@@ -178,11 +178,20 @@ def mounts_json(container) -> list[dict]:
 
 
 def networks(container) -> dict:
+    """NetworkSettings.Networks: the one network the container is on, with its address and gateway
+    (from the attachment in its record: the Network's bridge and subnet) and the network's ID."""
+    from labctl.network import Network
+    from labctl.network.named import find_record
     info = container.state.get("network") or {}
-    address = info.get("address") or ""
-    return {container.spec.network: {"IPAddress": address, "Gateway": info.get("gateway") or "",
-                                     "IPPrefixLen": info.get("prefixlen") or 0, "MacAddress": "",
-                                     "NetworkID": container.spec.network}}
+    address, net = info.get("address") or "", info.get("network")
+    gateway, prefixlen = "", 0
+    if address and net:
+        bridged = Network(net["bridge"], net["subnet"])
+        gateway, prefixlen = bridged.gateway, bridged.prefixlen
+    name = container.spec.network
+    record = find_record(name) if name not in ("none", "host", "bridge") else None
+    return {name: {"IPAddress": address, "Gateway": gateway, "IPPrefixLen": prefixlen, "MacAddress": "",
+                   "NetworkID": record["Id"] if record else name}}
 
 
 def inspect(container, image_id: str) -> dict:
