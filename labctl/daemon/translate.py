@@ -73,12 +73,15 @@ def network_of(mode: str | None, ports: list[str]) -> str:
         return "bridge" if ports else "none"
     if mode in ("none", "host", "bridge"):
         return mode
-    from labctl.network.named import find_record
-    if find_record(mode) is None:   # a user-defined network (`docker network create NAME`), joined by its name
-        # (Docker says 404; the CLI takes any 404 from create for a missing image and pulls, and the
-        # pull's failure would hide this line: 400 gives it to the user as it is)
-        raise ApiError(400, f"network {mode} not found: create it first (docker network create {mode})")
-    return mode
+    from labctl.network.named import find_record, records
+    if find_record(mode) is not None:   # a user-defined network (`docker network create NAME`), by its name
+        return mode
+    by_id = [name for name, r in records().items() if len(mode) >= 12 and r.get("Id", "").startswith(mode)]
+    if len(by_id) == 1:   # or by its ID (at least the 12 digits `docker network ls` shows): labctl joins by name
+        return by_id[0]
+    # (Docker says 404; the CLI takes any 404 from create for a missing image and pulls, and the
+    # pull's failure would hide this line: 400 gives it to the user as it is)
+    raise ApiError(400, f"network {mode} not found: create it first (docker network create {mode})")
 
 
 def run_arguments(body: dict, name: str = "") -> dict:
