@@ -99,7 +99,8 @@ def test_containers_on_a_user_network_reach_each_other_and_no_one_else(daemon):
         assert network(daemon, "labneta")["Containers"] == {} and link_exists(bridge_a)   # the network stays
         ports = subprocess.run(["ip", "-j", "link", "show", "master", bridge_a], capture_output=True, text=True)
         assert json.loads(ports.stdout or "[]") == []                    # ... and its veths went with their containers
-        again = docker(daemon, "run", "--rm", "--network", net_a["Id"][:12], "busybox", "ip", "-4", "-o", "addr", "show", "eth0")
+        again = docker(daemon, "run", "--rm", "--network", net_a["Id"][:12], "busybox",
+                       "ip", "-4", "-o", "addr", "show", "eth0")
         assert f" {una}/24 " in again.stdout, again.stdout + again.stderr   # joined by ID; una's address was given back
         for name, info in (("labneta", net_a), ("labnetb", net_b)):
             bridge = info["Options"]["com.docker.network.bridge.name"]

@@ -48,7 +48,7 @@ def check_ports(ports: list) -> None:
 
 def attach(mode: str, container_name: str, hostname: str, pid: int, ports: list, files: dict[str, str]) -> dict | None:
     """Bridge mode or a user-defined network: connect PID 1's network namespace to that network's
-    bridge (named.resolve: its Network), rewrite the /etc files with its address.
+    bridge (network.resolve: its Network), rewrite the /etc files with its address.
     Returns what detach() needs (stored in the container's record), None for the other modes.
     The caller first tears down the containers whose supervisor died (reconcile.py): their addresses and
     ports become free, and nothing of theirs can catch this container's traffic."""

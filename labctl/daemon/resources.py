@@ -73,7 +73,8 @@ def _network_json(name: str, record: dict | None = None) -> dict:
     return {"Name": record["Name"], "Id": record["Id"], "Created": timestamp(record.get("Created")),
             "Scope": "local", "Driver": record["Driver"], "EnableIPv6": False, "Internal": False,
             "Attachable": False, "Ingress": False, "IPAM": {"Driver": "default", "Options": {}, "Config": config},
-            "Containers": _endpoints(name) if record.get("subnet") else {}, "Options": {"com.docker.network.bridge.name": record.get("bridge", "")},
+            "Containers": _endpoints(name) if record.get("subnet") else {},
+            "Options": {"com.docker.network.bridge.name": record.get("bridge", "")},
             "Labels": record.get("Labels") or {}}
 
 
