@@ -78,7 +78,8 @@ def test_veth_peer_is_eth0_inside_with_address_and_default_route():
         assert f"default via {NET.gateway} dev eth0" in network.routes(box.pid)
         assert network.ip_forwarding(NET.bridge)
         forward = [o["rule"] for o in network.nft_table_json(NET.table) if "rule" in o and o["rule"]["chain"] == "forward"]
-        assert [r["expr"][-1] for r in forward] == [{"drop": None}]  # nothing leaves for links not the lab's
+        # other lab bridges (networks are isolated), then links not the lab's: both dropped
+        assert [r["expr"][-1] for r in forward] == [{"drop": None}, {"drop": None}]
         hosts = box.attachment.etc_text()["/etc/hosts"]
         assert f"{box.address}\tlab-t6-a" in hosts
         assert box.attachment.etc_text()["/etc/hostname"] == "lab-t6-a\n"

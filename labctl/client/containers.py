@@ -118,7 +118,7 @@ def add_container_flags(p) -> None:
     p.add_argument("--cpus", type=float, help="CPU limit in CPUs, e.g. 0.5")
     p.add_argument("--pids-limit", type=int, help="maximum number of processes")
     # labctl.network.MODES, written out: importing it here would slow `run` (test_network checks they agree)
-    p.add_argument("--network", default="none", help="none, host, bridge (default: none)")
+    p.add_argument("--network", default="none", help="none, host, bridge (default: none), or a network's name (docker network create)")
     p.add_argument("-p", "--publish", action="append", default=[], metavar="HOST:CTR",
                    help="publish a container port on 127.0.0.1 (needs --network bridge)")
     p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]",

@@ -63,7 +63,7 @@ def build_spec(image_ref: str, command: list[str], *, name: str = "", env: list[
                        "give it as Docker wants it, from the container's root: e.g. -w /tmp")
     image = images.open_image(image_ref)
     networking.needs_namespace(network)
-    if ports and network != "bridge":
+    if ports and not networking.bridged(network):
         raise LabError("published ports need --network bridge", "add --network bridge, or drop -p")
     if network == "host" and not hostname:
         import socket
@@ -235,7 +235,7 @@ def start(container: Container, config: Config, stdio: Stdio, output: int | None
             os.close(config.userns_fd)
             config.userns_fd = -1
     try:
-        if spec.network == "bridge":
+        if networking.bridged(spec.network):
             reconcile_all()   # the dead containers' addresses and ports go before this one takes its own
         network = networking.attach(spec.network, spec.name, spec.hostname, created.pid, spec.ports, config.files)
         container.update(status="running", pid=created.pid, pid_start=state.process_start_time(created.pid),

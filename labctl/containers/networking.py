@@ -4,6 +4,8 @@
   host    no network namespace: the host's interfaces, ports and /etc/hosts
   bridge  a new network namespace, a veth pair to the lab bridge, an address, NAT and published ports,
           attached by labctl from outside (by PID 1's PID) before the command runs
+  NAME    the same, on a user-defined network's bridge and subnet (`docker network create NAME`,
+          labctl/network/named.py) instead of lab0's
 
 /etc/hosts, /etc/hostname and /etc/resolv.conf are files in the container's directory, bind-mounted by
 PID 1 before the network exists; in bridge mode they are rewritten in place (the bind mount pins the
@@ -18,6 +20,11 @@ from labctl.network import check_mode
 from labctl.network.etcfiles import etc_contents
 
 
+def bridged(mode: str) -> bool:
+    """Whether the mode puts the container on a bridge: "bridge" (lab0) or a user-defined network's name."""
+    return mode not in ("none", "host")
+
+
 def needs_namespace(mode: str) -> bool:
     """Whether the mode gives the container a network namespace of its own (all but host)."""
     check_mode(mode)
@@ -27,7 +34,7 @@ def needs_namespace(mode: str) -> bool:
 def etc_files(mode: str, hostname: str) -> dict[str, str]:
     """The first content of /etc/hosts, /etc/hostname and /etc/resolv.conf. In bridge mode the address
     is not known yet: the files start as mode none's and attach() rewrites them."""
-    return etc_contents(hostname, None, "none" if mode == "bridge" else mode, hostname)
+    return etc_contents(hostname, None, "none" if bridged(mode) else mode, hostname)
 
 
 def check_ports(ports: list) -> None:
@@ -40,15 +47,17 @@ def check_ports(ports: list) -> None:
 
 
 def attach(mode: str, container_name: str, hostname: str, pid: int, ports: list, files: dict[str, str]) -> dict | None:
-    """Bridge mode: connect PID 1's network namespace, rewrite the /etc files with its address.
+    """Bridge mode or a user-defined network: connect PID 1's network namespace to that network's
+    bridge (network.resolve: its Network), rewrite the /etc files with its address.
     Returns what detach() needs (stored in the container's record), None for the other modes.
     The caller first tears down the containers whose supervisor died (reconcile.py): their addresses and
     ports become free, and nothing of theirs can catch this container's traffic."""
-    if mode != "bridge":
+    if not bridged(mode):
         check_mode(mode, ports)
         return None
     from labctl import network
-    att = network.attach(pid, container_name, mode, publish=ports, hostname=hostname)
+    kind, net = network.resolve(mode)
+    att = network.attach(pid, container_name, kind, publish=ports, network=net, hostname=hostname)
     for target, text in att.etc_text().items():
         if target in files:
             with open(files[target], "w") as f:   # in place: PID 1 has this inode bind-mounted

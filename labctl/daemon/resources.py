@@ -4,7 +4,9 @@ inspect|rm`, over step 6's bridges (labctl/network) and step 7's named volumes (
 Networks. Three are built in, as in Docker: "bridge" (the lab's lab0, 10.203.0.0/24), "host" and "none".
 `docker network create NAME` (driver bridge) records NAME in <state>/networks/NAME.json with a bridge
 of its own (lab + 8 hex digits) and the next free 10.204.N.0/24, and creates the bridge and its
-nftables table at once (journaled: `labctl cleanup` removes them); `docker network rm` removes both.
+nftables table at once (journaled: `labctl cleanup` removes them); `docker network rm` removes both,
+and is refused while a container is on it. `docker run --network NAME` joins it (network/named.py);
+`docker network inspect` lists its running containers.
 """
 from __future__ import annotations
 
@@ -26,17 +28,38 @@ USER_SUBNETS = "10.204.{}.0/24"
 
 
 def _networks_dir():
-    from labctl import state
-    return state.subdir("networks")
+    from labctl.network import named
+    return named.networks_dir()
 
 
 def _user_networks() -> dict[str, dict]:
+    from labctl.network import named
+    return named.records()
+
+
+def _endpoints(name: str) -> dict[str, dict]:
+    """The running containers on the network NAME: {id: {Name, IPv4Address, MacAddress, ...}}, the
+    address from the container's record, the MAC from the kernel (eth0 inside its network namespace)."""
+    from labctl.containers import store
     out = {}
-    for path in sorted(_networks_dir().glob("*.json")):
-        with contextlib.suppress(OSError, ValueError):
-            record = json.loads(path.read_text())
-            out[record["Name"]] = record
+    for c in store.all_containers():
+        info = c.state.get("network") or {}
+        if c.spec.network != name or c.status != "running" or not info.get("address"):
+            continue
+        net = info.get("network") or {}
+        prefix = net.get("subnet", "/32").partition("/")[2]
+        out[c.id] = {"Name": c.name, "EndpointID": info.get("host_link") or "", "MacAddress": _mac(c.pid),
+                     "IPv4Address": f"{info['address']}/{prefix}", "IPv6Address": ""}
     return out
+
+
+def _mac(pid: int) -> str:
+    from labctl.network.netlink import iproute
+    from labctl.network.netns import netns_path
+    with contextlib.suppress(OSError, LabError, IndexError):
+        with iproute(netns_path(pid)) as ns:
+            return ns.get_links(ns.link_lookup(ifname="eth0")[0])[0].get_attr("IFLA_ADDRESS") or ""
+    return ""
 
 
 def _network_json(name: str, record: dict | None = None) -> dict:
@@ -50,7 +73,8 @@ def _network_json(name: str, record: dict | None = None) -> dict:
     return {"Name": record["Name"], "Id": record["Id"], "Created": timestamp(record.get("Created")),
             "Scope": "local", "Driver": record["Driver"], "EnableIPv6": False, "Internal": False,
             "Attachable": False, "Ingress": False, "IPAM": {"Driver": "default", "Options": {}, "Config": config},
-            "Containers": {}, "Options": {"com.docker.network.bridge.name": record.get("bridge", "")},
+            "Containers": _endpoints(name) if record.get("subnet") else {},
+            "Options": {"com.docker.network.bridge.name": record.get("bridge", "")},
             "Labels": record.get("Labels") or {}}
 
 
@@ -68,12 +92,13 @@ def _find_network(ref: str) -> tuple[str, dict | None]:
 
 async def list_networks(request: web.Request) -> web.Response:
     users = await blocking(_user_networks)
-    return web.json_response([_network_json(n) for n in BUILT_IN] + [_network_json(n, r) for n, r in users.items()])
+    return web.json_response([_network_json(n) for n in BUILT_IN] +
+                             [await blocking(_network_json, n, r) for n, r in users.items()])
 
 
 async def inspect_network(request: web.Request) -> web.Response:
     name, record = await blocking(_find_network, request.match_info["id"])
-    return web.json_response(_network_json(name, record))
+    return web.json_response(await blocking(_network_json, name, record))
 
 
 def _create_network(name: str, driver: str, labels: dict) -> dict:
@@ -111,8 +136,14 @@ async def create_network(request: web.Request) -> web.Response:
 
 
 def _remove_network(name: str, record: dict) -> None:
+    """The bridge and its table, then the record; refused (as Docker does) while a container is on it."""
     from labctl import network
-    network.remove_network(network.Network(record["bridge"], record["subnet"]))
+    try:
+        network.remove_network(network.Network(record["bridge"], record["subnet"]), refuse_in_use=True)
+    except LabError as exc:
+        if "active endpoints" not in exc.cause:
+            raise
+        raise ApiError(403, f"error while removing network: network {name} id {record['Id']} has active endpoints")
     os.unlink(_networks_dir() / f"{name}.json")
 
 

@@ -67,12 +67,21 @@ def mounts_of(host: dict) -> tuple[list[str], list[str]]:
 
 def network_of(mode: str | None, ports: list[str]) -> str:
     """NetworkMode -> labctl's --network. "default" is the lab's default, none (containers reach nothing
-    but themselves), and bridge when ports are published, since a published port needs the bridge."""
+    but themselves), and bridge when ports are published, since a published port needs the bridge.
+    A user-defined network's name stays as it is: labctl run joins it by name (network/named.py)."""
     if mode in (None, "", "default"):
         return "bridge" if ports else "none"
     if mode in ("none", "host", "bridge"):
         return mode
-    raise ApiError(400, f"network {mode!r}: the lab's containers join none, host or bridge")
+    from labctl.network.named import find_record, records
+    if find_record(mode) is not None:   # a user-defined network (`docker network create NAME`), by its name
+        return mode
+    by_id = [name for name, r in records().items() if len(mode) >= 12 and r.get("Id", "").startswith(mode)]
+    if len(by_id) == 1:   # or by its ID (at least the 12 digits `docker network ls` shows): labctl joins by name
+        return by_id[0]
+    # (Docker says 404; the CLI takes any 404 from create for a missing image and pulls, and the
+    # pull's failure would hide this line: 400 gives it to the user as it is)
+    raise ApiError(400, f"network {mode} not found: create it first (docker network create {mode})")
 
 
 def run_arguments(body: dict, name: str = "") -> dict:
@@ -172,11 +181,20 @@ def mounts_json(container) -> list[dict]:
 
 
 def networks(container) -> dict:
+    """NetworkSettings.Networks: the one network the container is on, with its address and gateway
+    (from the attachment in its record: the Network's bridge and subnet) and the network's ID."""
+    from labctl.network import Network
+    from labctl.network.named import find_record
     info = container.state.get("network") or {}
-    address = info.get("address") or ""
-    return {container.spec.network: {"IPAddress": address, "Gateway": info.get("gateway") or "",
-                                     "IPPrefixLen": info.get("prefixlen") or 0, "MacAddress": "",
-                                     "NetworkID": container.spec.network}}
+    address, net = info.get("address") or "", info.get("network")
+    gateway, prefixlen = "", 0
+    if address and net:
+        bridged = Network(net["bridge"], net["subnet"])
+        gateway, prefixlen = bridged.gateway, bridged.prefixlen
+    name = container.spec.network
+    record = find_record(name) if name not in ("none", "host", "bridge") else None
+    return {name: {"IPAddress": address, "Gateway": gateway, "IPPrefixLen": prefixlen, "MacAddress": "",
+                   "NetworkID": record["Id"] if record else name}}
 
 
 def inspect(container, image_id: str) -> dict:

@@ -37,6 +37,7 @@ Where each part lives (one module per concern, each readable alone):
   netlink.py     the RTNL socket (pyroute2's IPRoute), in any namespace; deleting a link
   sysctl.py      the per-link switches in /proc/sys/net (forwarding, route_localnet, IPv6 off)
   inspect.py     reading it all back: links, routes, counters, the lab's networks   (docker network inspect/ls)
+  named.py       user-defined networks by name (`docker network create NAME`, `run --network NAME`)
   upstream.py    a named namespace standing in for the internet, for the demo and the check
 The measurements (TCP over the bridge vs loopback) are in labctl/demos/network.py.
 
@@ -84,19 +85,23 @@ IFNAMSIZ = 15  # the longest interface name the kernel accepts (16 bytes with th
 
 
 def check_mode(mode: str, publish: Iterable[object] = ()) -> None:
-    """Refuse a mode that is not one of MODES, and published ports outside bridge mode."""
+    """Refuse a mode that is neither one of MODES nor a user-defined network's name (named.py), and
+    published ports in modes none and host."""
     if mode not in MODES:
-        raise LabError(f"unknown network mode {mode!r}", f"use one of {', '.join(MODES)} (--network MODE)")
-    if publish and mode != "bridge":
+        resolve(mode)   # LabError: no such network
+    if publish and mode in ("none", "host"):
         raise LabError(f"published ports need network mode bridge, not {mode}", "drop -p, or use --network bridge")
 
 
 @dataclass(frozen=True)
 class Network:
-    """A bridge network: its bridge's name, its IPv4 subnet (the bridge takes the first address)."""
+    """A bridge network: its bridge's name, its IPv4 subnet (the bridge takes the first address).
+    keep: the bridge stays when its last container goes (a user-defined network, named.py, is removed
+    by `docker network rm`, not by its containers)."""
     bridge: str = DEFAULT_BRIDGE
     subnet: str = DEFAULT_SUBNET
     allow_egress: bool = False
+    keep: bool = False
 
     def __post_init__(self) -> None:
         if not self.bridge.startswith("lab") or len(self.bridge) > IFNAMSIZ:
@@ -125,6 +130,19 @@ class Network:
     @property
     def prefixlen(self) -> int:
         return self.ip_network.prefixlen
+
+
+def resolve(mode: str) -> tuple[str, Network | None]:
+    """--network VALUE -> (mode for attach(), Network): one of MODES with the default network (None),
+    or ("bridge", its Network) for a user-defined network's name (`docker network create`, named.py)."""
+    if mode in MODES:
+        return mode, None
+    from labctl.network.named import find_record
+    record = find_record(mode)
+    if record is None:
+        raise LabError(f"unknown network mode {mode!r}: no mode nor network of that name",
+                       f"use one of {', '.join(MODES)}, or create the network first (`docker network create {mode}`)")
+    return "bridge", Network(record["bridge"], record["subnet"], keep=True)
 
 
 def default_network() -> Network:

@@ -62,11 +62,12 @@ class Attachment:
 
     def detach(self) -> None:
         """Remove the DNAT rules, the veth pair, the address and the /etc files; the bridge and the
-        nftables table too when this was the network's last container. Safe to call twice."""
+        nftables table too when this was the network's last container (unless the network is kept:
+        a user-defined one). Safe to call twice."""
         for rec in reversed(self._records):
             state.undo_record(rec)
         self._records.clear()
-        if self.mode == "bridge" and self.network:
+        if self.mode == "bridge" and self.network and not self.network.keep:
             remove_bridge_if_unused(self.network)
 
     def to_dict(self) -> dict:
@@ -74,7 +75,8 @@ class Attachment:
         return {"pid": self.pid, "name": self.name, "mode": self.mode, "address": self.address,
                 "host_link": self.host_link, "owner": self._owner,
                 "network": {"bridge": self.network.bridge, "subnet": self.network.subnet,
-                            "allow_egress": self.network.allow_egress} if self.network else None,
+                            "allow_egress": self.network.allow_egress, "keep": self.network.keep}
+                if self.network else None,
                 "published": [str(p) for p in self.published],
                 "etc_files": {k: str(v) for k, v in self.etc_files.items()},
                 "records": [str(r.path) for r in self._records]}

@@ -100,10 +100,14 @@ def ensure_network(net: Network | None = None) -> Network:
     return net
 
 
-def remove_network(net: Network | None = None) -> None:
-    """Remove the bridge and its table now, whatever still uses them (`labctl network rm`)."""
+def remove_network(net: Network | None = None, refuse_in_use: bool = False) -> None:
+    """Remove the bridge and its table now (`labctl network rm`): whatever still uses them, or, with
+    refuse_in_use (`docker network rm`), only when no live container holds an address of it."""
     net = net or default_network()
     with ipam.lock(net.bridge):
+        if refuse_in_use and ipam.in_use(net.bridge):
+            raise LabError(f"the network {net.bridge} has active endpoints: containers still on it",
+                           "remove those containers first (`docker network inspect` lists them)")
         remove_bridge(net.bridge, net.table, force=True)
         ipam.forget_network(net.bridge)
         _forget_network_records(net)

@@ -7,7 +7,9 @@ first container and deleted with its last, so two networks never touch each othe
       chain prerouting   (nat, dstnat)   DNAT for published ports, packets from other namespaces
       chain output       (nat, -100)     the same DNAT, for packets the host itself sends
       chain postrouting  (nat, srcnat)   masquerade: containers leave with the host's address
-      chain forward      (filter)        drop what a container sends to a link that is not the lab's
+      chain forward      (filter)        drop what a container sends to another lab bridge (networks are
+                                         isolated, as Docker's DOCKER-ISOLATION chains do; the upstream's
+                                         labu* link excepted) or to a link that is not the lab's
 
 Scripts go to `nft -f -`, which applies a whole script or nothing; each container's DNAT rules carry a
 comment naming the container's owner tag (rule_comment), which is how they are found again: to delete
@@ -26,6 +28,8 @@ from labctl.network.ports import DEFAULT_HOST_IP, PortMapping
 COMMENT_PREFIX = "labctl:"
 #: The masquerade rule's comment; the rule counts what it rewrites (`counter`: packets and bytes).
 MASQUERADE_COMMENT = "containers go out with the host's address"
+#: The isolation rule's comment: what one network routes towards another lab bridge is dropped.
+ISOLATION_COMMENT = "networks are isolated from each other"
 
 
 def rule_comment(owner: str) -> str:
@@ -75,6 +79,7 @@ def table_script(net: Network) -> str:
   }}
   chain forward {{
     type filter hook forward priority filter; policy accept;
+    iifname "{bridge}" oifname "lab*" oifname != "{bridge}" oifname != "labu*" drop comment "{ISOLATION_COMMENT}"
 {guard}  }}
 }}
 """
