@@ -3,10 +3,11 @@ inspect|rm`, over step 6's bridges (labctl/network) and step 7's named volumes (
 
 Networks. Three are built in, as in Docker: "bridge" (the lab's lab0, 10.203.0.0/24), "host" and "none".
 `docker network create NAME` (driver bridge) records NAME in <state>/networks/NAME.json with a bridge
-of its own (lab + 8 hex digits) and the next free 10.204.N.0/24, and creates the bridge and its
-nftables table at once (journaled: `labctl cleanup` removes them); `docker network rm` removes both,
-and is refused while a container is on it. `docker run --network NAME` joins it (network/named.py);
-`docker network inspect` lists its running containers.
+of its own (lab + 8 hex digits) and the next free 10.205.N.0/24 (not 10.204/16: the upstream links',
+network/upstream.py), and creates the bridge and its nftables table at once (journaled: `labctl
+cleanup` removes them); `docker network rm` removes both, and is refused while a container is on it.
+`docker run --network NAME` joins it (network/named.py); `docker network inspect` lists its running
+containers.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from labctl.errors import LabError
 
 BUILT_IN = {"bridge": "bridge", "host": "host", "none": "null"}
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")
-USER_SUBNETS = "10.204.{}.0/24"
+USER_SUBNETS = "10.205.{}.0/24"
 
 
 def _networks_dir():
@@ -110,7 +111,7 @@ def _create_network(name: str, driver: str, labels: dict) -> dict:
         used = {r["subnet"] for r in users.values()}
         subnet = next((USER_SUBNETS.format(n) for n in range(256) if USER_SUBNETS.format(n) not in used), None)
         if subnet is None:
-            raise ApiError(400, "no free subnet left in 10.204.0.0/16 for another network")
+            raise ApiError(400, "no free subnet left in 10.205.0.0/16 for another network")
         network_id = os.urandom(32).hex()
         record = {"Name": name, "Id": network_id, "Driver": driver, "Created": time.time(), "Labels": labels,
                   "bridge": f"lab{network_id[:8]}", "subnet": subnet}

@@ -4,7 +4,7 @@ NAME` and `labctl run --network NAME` join (libnetwork keeps the same in its sto
 A named network is a bridge network like the default lab0 (a Network: its own bridge and subnet), with a
 record in <state>/networks/NAME.json that the daemon writes (labctl/daemon/resources.py):
 
-    {"Name": "web", "Id": "3f1c...", "Driver": "bridge", "bridge": "lab3f1c09ab", "subnet": "10.204.1.0/24"}
+    {"Name": "web", "Id": "3f1c...", "Driver": "bridge", "bridge": "lab3f1c09ab", "subnet": "10.205.1.0/24"}
 
 A container joins it exactly as it joins lab0 (attachment.attach with this Network: the same veth pair
 and bridge, an address from this network's allocator); only the bridge and the subnet differ. Each
