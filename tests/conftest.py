@@ -8,6 +8,7 @@ same reason, and the rest run: `pytest -m "not vm"` as a student, without sudo.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -104,8 +105,16 @@ def _lock_files(state_dir: Path) -> set[str]:
 
 
 def _children():
+    """This process's living descendants, but those of a session helper (SESSION_PIDS): what a helper
+    starts on its own (Jupyter's kernels, the npm its start-up runs) is the helper's, ended with it."""
     out = []
+    helpers = set()
+    for pid in SESSION_PIDS:
+        with contextlib.suppress(psutil.Error):
+            helpers |= {p.pid for p in psutil.Process(pid).children(recursive=True)}
     for child in psutil.Process().children(recursive=True):
+        if child.pid in helpers:
+            continue
         try:
             if child.status() != psutil.STATUS_ZOMBIE:
                 child.cmdline()
@@ -122,8 +131,8 @@ SESSION_PIDS: set[int] = set()
 @pytest.fixture(autouse=True)
 def no_residue(request, lab_state_dir):
     """Fail any test that leaves a lab mount, link, netns, cgroup, nftables table, process, journal
-    record, labctl-runtime state directory, lock file or half-written image store file behind. Objects that existed before the test are
-    not blamed on it. Only as root: any other user's tests can make none of these (and could not list
+    record, labctl-runtime state directory, lock file or half-written image store file behind. Objects
+    that existed before the test are not blamed on it. Only as root: any other user's tests can make none of these (and could not list
     some of them)."""
     if not IS_ROOT:
         yield

@@ -181,3 +181,16 @@ def test_logs_timestamps_of_a_container_started_without_the_daemon_are_refused(d
         assert local.returncode != 0 and "has no times" in local.stderr and len(local.stderr.splitlines()) == 1
     finally:
         run_labctl("rm", "-f", "nodaemon")
+
+
+def test_docker_py_run_gets_every_fast_containers_output(daemon):
+    """docker-py's run() asks for the log (follow) right after the start: a fast `echo` has exited by then,
+    while its supervisor may still be copying its output into the log. The log is followed until the
+    supervisor is done, so no output is lost (seen lost in a full CI run before the fix)."""
+    docker_py = pytest.importorskip("docker")
+    client = docker_py.DockerClient(base_url=f"unix://{daemon}", version="1.41")
+    try:
+        got = [client.containers.run("busybox", ["echo", f"run-{i}"], remove=True) for i in range(15)]
+    finally:
+        client.close()
+    assert got == [f"run-{i}\n".encode() for i in range(15)]

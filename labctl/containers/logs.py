@@ -41,7 +41,7 @@ def copy_log(container: Container, out: BinaryIO, follow: bool = False, poll_sec
         log.seek(offset)
         while True:
             data = log.read()
-            if not follow or container.status != "running":
+            if not follow or not (container.status == "running" or container.supervisor_alive()):
                 if follow:
                     data += log.read()   # what it wrote between the last read and its exit
                 out.write(stamper.feed(data) + stamper.flush() if stamper else data)

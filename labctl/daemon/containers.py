@@ -163,7 +163,10 @@ async def logs(request: web.Request) -> web.StreamResponse:
     if stamper is not None and not stamper.has_times():
         raise ApiError(400, str(no_times(container.name)))
     engine = _engine(request)
-    done = engine.watch(container) if flag(request, "follow") and container.status == "running" else None
+    # Followed while anything may still write the log: PID 1, or its supervisor copying PID 1's last output
+    # (a fast `echo` has exited before the copy is in the log; supervisor.py)
+    live = container.status == "running" or container.supervisor_alive()
+    done = engine.watch(container) if flag(request, "follow") and live else None
     tty = container.spec.tty
     response = web.StreamResponse(headers={"Content-Type": streams.RAW_STREAM if tty else streams.MULTIPLEXED})
     await response.prepare(request)
