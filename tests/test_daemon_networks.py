@@ -18,10 +18,10 @@ import pytest
 
 from helpers import run_labctl
 from labctl.containers import store
+from test_daemon import DOCKER, daemon, docker  # noqa: F401  (daemon: the module's fixture)
 
-pytestmark = [pytest.mark.root, pytest.mark.skipif(not os.path.exists("/usr/bin/docker"),
+pytestmark = [pytest.mark.root, pytest.mark.skipif(not os.path.exists(DOCKER),
                                                    reason="needs Debian's docker CLI (apt-get install docker.io)")]
-DOCKER = "/usr/bin/docker"
 PORT = 7000
 SERVE = ["sh", "-c", f"exec nc -ll -p {PORT} -e echo hi-from-$(hostname)"]   # busybox nc: one "hi" per connection
 CONNECT = """
@@ -34,21 +34,6 @@ except socket.timeout:
 except OSError as exc:
     print("error", exc.errno)
 """
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    """`labctl daemon start` on a socket of this module's own; stopped at the end."""
-    path = str(tmp_path_factory.mktemp("daemon") / "labctl.sock")
-    started = run_labctl("daemon", "start", "--socket", path)
-    assert started.returncode == 0, started.stderr + started.stdout
-    yield path
-    assert run_labctl("daemon", "stop", "--socket", path).returncode == 0
-
-
-def docker(daemon, *args, timeout=60) -> subprocess.CompletedProcess:
-    env = dict(os.environ, DOCKER_HOST=f"unix://{daemon}", DOCKER_CONFIG=os.path.dirname(daemon))
-    return subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def eth0(pid: int) -> dict:
