@@ -42,7 +42,7 @@ def remember(digests: list[str], registry: str, repository: str) -> None:
     if not digests:
         return
     where = f"{registry}/{repository}"
-    with state.locked("blob-locations"):
+    with state.locked("image-refs"):       # the store's metadata lock: these are metadata too
         known = recorded()
         for digest in digests:
             places = [p for p in known.get(digest, []) if p != where] + [where]
