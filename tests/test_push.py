@@ -201,3 +201,90 @@ def test_a_blob_that_does_not_match_its_digest_is_refused_by_the_registry_and_no
                       chunk_size=chunk_size)
         assert ("PUT", 400) in [(m, st) for m, p, st in requests(registry, since) if "/blobs/uploads/" in p]
     assert manifest_digest(registry, "t5/corrupt", "latest") is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Interrupted pushes, the CLI, token authentication
+
+
+@pytest.fixture(scope="module")
+def big_in_store(tmp_path_factory, layout):
+    """app-a and an image with one 96 MiB layer of random bytes, in the tests' default image store
+    (the one `labctl push` uses): uploaded in 6 PATCHes of 16 MiB, it takes a while even over loopback."""
+    big = ocilayout.Image([_layer("big", 96 * MiB, seed=1)])
+    store = imagestore.ImageStore()
+    archive.import_layout(store, ocilayout.write_layout(tmp_path_factory.mktemp("big"), {"big-push": big}))
+    archive.import_layout(store, layout, "app-a")
+    return store
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_interrupted_push_leaves_the_tag_where_it_was_and_a_rerun_completes(registry, big_in_store, sig):
+    repo = f"t6/{sig.name.lower()}"
+    old = push.push("localhost/app-a", f"{registry.host}/{repo}", progress=False, store=big_in_store).digest
+    since = len(requests(registry))
+    proc = subprocess.Popen([sys.executable, "-m", "labctl", "push", "localhost/big-push", f"{registry.host}/{repo}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(m == "PATCH" for m, p, s in requests(registry, since)) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.005)
+    os.kill(proc.pid, sig)                                 # mid-upload: one chunk of six is in
+    started = time.monotonic()
+    out, err = proc.communicate(timeout=30)
+    assert not any("/manifests/" in p for m, p, s in requests(registry, since)), "the push was not interrupted"
+    assert manifest_digest(registry, repo, "latest") == old
+    if sig == signal.SIGTERM:                              # stopped cleanly, at once, in one line
+        assert proc.returncode == 130 and time.monotonic() - started < 3
+        assert len(err.strip().splitlines()) == 1, err
+    again = run_labctl("push", "-q", "localhost/big-push", f"{registry.host}/{repo}")
+    assert again.returncode == 0, again.stderr
+    new = big_in_store.resolve("localhost/big-push:latest")
+    assert again.stdout.strip() == new == manifest_digest(registry, repo, "latest")
+
+
+def test_cli_push_says_what_travelled_and_refuses_bad_input_in_one_line(registry, big_in_store):
+    ok = run_labctl("push", "localhost/app-a", f"{registry.host}/t7/app:v1")
+    assert ok.returncode == 0, ok.stderr
+    assert skopeo_inspect(registry.host, "t7/app:v1")["Digest"] == big_in_store.resolve("localhost/app-a:latest")
+    for argv, words in [(["localhost/no-such-image", f"{registry.host}/t7/x"], "no image"),
+                        (["localhost/app-a"], "names no registry"),
+                        (["localhost/app-a", "127.0.0.1:1/t7/x"], "127.0.0.1:1")]:
+        bad = run_labctl("push", *argv)
+        assert bad.returncode == 2 and words in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def test_token_auth_push_needs_login_and_mounts_with_a_pull_scope_on_the_source(bearer, big_in_store):
+    anonymous = run_labctl("push", "localhost/app-a", f"{bearer.host}/student/app")
+    assert anonymous.returncode == 2 and len(anonymous.stderr.strip().splitlines()) == 1, anonymous.stderr
+    assert "refused to let you push" in anonymous.stderr and f"labctl login {bearer.host}" in anonymous.stderr
+    assert manifest_digest_with_token(bearer, "student/app") is None
+    login = run_labctl("login", bearer.host, "--username", USER, "--password-stdin", input=PASSWORD + "\n")
+    assert login.returncode == 0, login.stderr
+    try:
+        pushed = run_labctl("push", "localhost/app-a", f"{bearer.host}/student/app")
+        assert pushed.returncode == 0, pushed.stderr
+        issued = len(bearer.tokens.issued)
+        since = len(requests(bearer))
+        again = run_labctl("push", "localhost/app-a", f"{bearer.host}/student/copy")
+        assert again.returncode == 0, again.stderr
+    finally:
+        (imagestore.state.state_dir() / "auth.json").unlink()
+    access = bearer.tokens.issued[issued]["access"]
+    assert {"type": "repository", "name": "student/copy", "actions": ["pull", "push"]} in access
+    assert {"type": "repository", "name": "student/app", "actions": ["pull"]} in access
+    mounts = [p for m, p, s in requests(bearer, since) if m == "POST" and "from=student/app" in p and s == 201]
+    assert len(mounts) == len(blob_digests(IMAGES["app-a"]))
+    expected = big_in_store.resolve("localhost/app-a:latest")
+    assert skopeo_inspect(bearer.host, "student/copy:latest", USER, PASSWORD)["Digest"] == expected
+
+
+def manifest_digest_with_token(server, repo: str) -> str | None:
+    token = server.tokens.issue(USER, server.tokens.service, [{"type": "repository", "name": repo, "actions": ["pull"]}])
+    import http.client
+    conn = http.client.HTTPConnection(server.host)
+    conn.request("HEAD", f"/v2/{repo}/manifests/latest",
+                 headers={"Accept": MEDIA_OCI_MANIFEST, "Authorization": f"Bearer {token}"})
+    resp = conn.getresponse()
+    conn.close()
+    return resp.headers.get("Docker-Content-Digest") if resp.status == 200 else None

@@ -93,15 +93,19 @@ class PushClient(Client):
         conn.blocksize = BLOCK        # http.client sends a file body in blocks of this many bytes
         return conn
 
+    def login(self) -> None:
+        """GET /v2/ and the token for self.scopes, once, before the blob threads start (they share it)."""
+        if not self._logged_in:
+            self._logged_in = True
+            auth.login(self, scope=self.scopes)
+
     def send(self, method: str, url: str, headers: dict | None = None,
              body: Callable[[], object] | None = None) -> Response:
         """One authorized request. Without a body, Client.request's retries apply; with one (a callable
         that makes it afresh: bytes or a file-like reader), a dropped connection is the caller's to retry.
         A bearer token that expired (401) is renewed once."""
         url = url if url.startswith("http") else f"{self.base}{url}"
-        if not self._logged_in:
-            self._logged_in = True
-            auth.login(self, scope=self.scopes)
+        self.login()
         for renewed in (False, True):
             if body is None:
                 resp = self.request(method, url, headers, self.authorization)
@@ -274,6 +278,7 @@ def push(source: str, target: str | None = None, progress: bool | None = None, *
     client = PushClient(ref, scopes, credentials=credentials, log=log, retries=retries, backoff=backoff)
     done: list[BlobPushed] = []
     try:
+        client.login()
         with state.locked("image-store", shared=True):     # no garbage collection of what is being sent
             for _, d in blobs:
                 if not store.has_blob(d["digest"]):
