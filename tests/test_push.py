@@ -176,7 +176,8 @@ def test_large_blob_goes_in_chunks_and_the_registry_checks_the_digest(registry, 
     s = imagestore.ImageStore(tmp_path / "store")
     archive.import_layout(s, ocilayout.write_layout(tmp_path / "layout", {"big": big}))
     since = len(requests(registry))
-    push.push("localhost/big", f"{registry.host}/t4/big", progress=False, store=s, chunk_size=MiB)
+    push.push("localhost/big", f"{registry.host}/t4/big", progress=False, store=s,
+              monolithic_max=MiB, chunk_size=MiB)
     reqs = requests(registry, since)
     assert [s for m, p, s in reqs if m == "PATCH"] == [202] * 4
     back = imagestore.ImageStore(tmp_path / "back")
@@ -194,11 +195,11 @@ def test_a_blob_that_does_not_match_its_digest_is_refused_by_the_registry_and_no
     data = bytearray(s.blob_path(victim).read_bytes())
     data[MiB + 7] ^= 0xFF
     s.blob_path(victim).write_bytes(bytes(data))
-    for chunk_size in (MiB, 16 * MiB):                                 # chunked, then monolithic
+    for monolithic_max in (MiB, 16 * MiB):                             # chunked, then monolithic
         since = len(requests(registry))
         with pytest.raises(push.RegistryError, match="answered 400"):
             push.push("localhost/corrupt", f"{registry.host}/t5/corrupt", progress=False, store=s,
-                      chunk_size=chunk_size)
+                      monolithic_max=monolithic_max, chunk_size=MiB)
         assert ("PUT", 400) in [(m, st) for m, p, st in requests(registry, since) if "/blobs/uploads/" in p]
     assert manifest_digest(registry, "t5/corrupt", "latest") is None
 
@@ -210,7 +211,8 @@ def test_a_blob_that_does_not_match_its_digest_is_refused_by_the_registry_and_no
 @pytest.fixture(scope="module")
 def big_in_store(tmp_path_factory, layout):
     """app-a and an image with one 96 MiB layer of random bytes, in the tests' default image store
-    (the one `labctl push` uses): uploaded in 6 PATCHes of 16 MiB, it takes a while even over loopback."""
+    (the one `labctl push` uses): above push.MONOLITHIC_MAX, it goes in 6 PATCHes of 16 MiB, which take
+    a while even over loopback."""
     big = ocilayout.Image([_layer("big", 96 * MiB, seed=1)])
     store = imagestore.ImageStore()
     archive.import_layout(store, ocilayout.write_layout(tmp_path_factory.mktemp("big"), {"big-push": big}))
@@ -280,7 +282,8 @@ def test_token_auth_push_needs_login_and_mounts_with_a_pull_scope_on_the_source(
 
 
 def manifest_digest_with_token(server, repo: str) -> str | None:
-    token = server.tokens.issue(USER, server.tokens.service, [{"type": "repository", "name": repo, "actions": ["pull"]}])
+    access = [{"type": "repository", "name": repo, "actions": ["pull"]}]
+    token = server.tokens.issue(USER, server.tokens.service, access)
     import http.client
     conn = http.client.HTTPConnection(server.host)
     conn.request("HEAD", f"/v2/{repo}/manifests/latest",
