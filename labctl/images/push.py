@@ -321,7 +321,8 @@ def _push_all(client: PushClient, store: ImageStore, blobs: list[tuple[str, dict
         tick = (lambda k: bars.advance(task, k)) if bars else None
         record = push_blob(client, store, d, what, mounts.get(d["digest"]), sizes, tick)
         if bars:
-            bars.update(task, completed=d["size"], description=f"{label} {record.action}")
+            how = f"mounted from {record.mounted_from}" if record.mounted_from else record.action
+            bars.update(task, completed=d["size"], description=f"{label} {how}")
         results.append(record)
         return record.bytes_sent
     try:
