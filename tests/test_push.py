@@ -22,6 +22,7 @@ from helpers import run_labctl
 from labctl.images import archive, distribution, labregistry, ocilayout, push, store as imagestore
 from labctl.images.mediatypes import MEDIA_OCI_MANIFEST
 from labctl.images.tokenserver import TokenServer
+from test_daemon import DOCKER, daemon, docker  # noqa: F401  (daemon: test_daemon's module fixture)
 
 pytestmark = pytest.mark.root
 
@@ -291,3 +292,28 @@ def manifest_digest_with_token(server, repo: str) -> str | None:
     resp = conn.getresponse()
     conn.close()
     return resp.headers.get("Docker-Content-Digest") if resp.status == 200 else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The real `docker push`, through labctl's daemon
+
+
+@pytest.mark.skipif(not os.path.exists(DOCKER), reason="needs Debian's docker CLI (apt-get install docker.io)")
+def test_docker_push_through_the_daemon_draws_docker_progress_and_skips_what_exists(daemon, registry):
+    target = f"{registry.host}/t8/busybox"
+    assert docker(daemon, "tag", "busybox", target).returncode == 0
+    since = len(requests(registry))
+    first = docker(daemon, "push", target)
+    assert first.returncode == 0, first.stderr
+    assert f"The push refers to repository [{target}]" in first.stdout and "Pushed" in first.stdout
+    expected = imagestore.ImageStore().resolve(f"{target}:latest")
+    assert f"latest: digest: {expected}" in first.stdout
+    assert skopeo_inspect(registry.host, "t8/busybox:latest")["Digest"] == expected
+    assert uploaded(requests(registry, since), "t8/busybox")                    # the registry saw uploads
+    since = len(requests(registry))
+    again = docker(daemon, "push", target)
+    assert again.returncode == 0 and "Layer already exists" in again.stdout, again.stderr + again.stdout
+    assert uploaded(requests(registry, since), "t8/busybox") == set()          # and now none
+    missing = docker(daemon, "push", f"{registry.host}/t8/absent")
+    assert missing.returncode == 1 and "does not exist locally" in missing.stderr + missing.stdout
+    assert docker(daemon, "rmi", target).returncode == 0

@@ -204,24 +204,26 @@ def push_blob(client: PushClient, store: ImageStore, d: dict, what: str, mount_f
 
     def tick(n: int) -> None:
         record.bytes_sent += n
+        client.log.add("push-bytes", what, digest=d["digest"], bytes=record.bytes_sent, size=d["size"])
         if progress:
             progress(n)
+    client.log.add("push-start", f"{what} {d['digest'][:19]} ({d['size']} bytes)", digest=d["digest"],
+                   size=d["size"], what=what)
     for attempt in range(client.retries + 1):
         try:
             resp = client.send("HEAD", f"/v2/{client.ref.repository}/blobs/{d['digest']}")
             resp.read()
             if resp.status == 200:
-                return record
+                return _done(client, record)
             if resp.status != 404:
                 raise _refused(resp, f"HEAD of blob {d['digest'][:19]}", client.ref)
             location = _start_upload(client, d["digest"], mount_from)
             if location is None:
                 record.action, record.mounted_from = "mounted", mount_from
-                client.log.add("mounted", f"{what} {d['digest'][:19]} mounted from {mount_from}")
-                return record
+                return _done(client, record)
             _upload(client, location, path, d, sizes, tick)
             record.action = "uploaded"
-            return record
+            return _done(client, record)
         except DROPPED as exc:
             client.cancel.check()
             if attempt == client.retries:
@@ -229,6 +231,13 @@ def push_blob(client: PushClient, store: ImageStore, d: dict, what: str, mount_f
                                     f"({exc.__class__.__name__})", "is the registry running? try again") from None
             client._pause(attempt, None, f"{what} {d['digest'][:19]} cut off ({exc.__class__.__name__})")
     raise AssertionError("unreachable")
+
+
+def _done(client: PushClient, record: BlobPushed) -> BlobPushed:
+    how = f"mounted from {record.mounted_from}" if record.mounted_from else record.action
+    client.log.add("push-done", f"{record.what} {record.digest[:19]} {how}", digest=record.digest,
+                   action=record.action, mounted_from=record.mounted_from, bytes_sent=record.bytes_sent)
+    return record
 
 
 # ---------------------------------------------------------------------------------------------
