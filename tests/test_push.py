@@ -205,6 +205,94 @@ def test_a_blob_that_does_not_match_its_digest_is_refused_by_the_registry_and_no
     assert manifest_digest(registry, "t5/corrupt", "latest") is None
 
 
+
+def test_a_stale_location_gets_202_and_the_blob_is_uploaded_into_that_session(registry, store):
+    """The registry forgot the blob in the repository it would be mounted from (DELETE of its link there):
+    it answers the mount with 202 and an upload session, which the push then uses."""
+    import http.client
+    push.push("localhost/app-a", f"{registry.host}/t9/first", progress=False, store=store)
+    manifest = json.loads(IMAGES["app-a"].manifest_blob())
+    gone = manifest["layers"][-1]["digest"]
+    conn = http.client.HTTPConnection(registry.host)
+    conn.request("DELETE", f"/v2/t9/first/blobs/{gone}")
+    assert conn.getresponse().status == 202
+    conn.close()
+    since = len(requests(registry))
+    push.push("localhost/app-a", f"{registry.host}/t9/second", progress=False, store=store)
+    reqs = requests(registry, since)
+    answers = {p.split("mount=")[1].split("&")[0]: s for m, p, s in reqs if m == "POST" and "mount=" in p}
+    assert answers == {d: 202 if d == gone else 201 for d in blob_digests(IMAGES["app-a"])}
+    assert uploaded(reqs, "t9/second") == {gone}
+    assert skopeo_inspect(registry.host, "t9/second")["Layers"][-1] == gone
+
+
+class CuttingProxy:
+    """A fake network fault (the one fake here): a TCP relay to the real registry that closes the first
+    `cuts` connections which carry more than `cut_after` bytes from the client, halfway through a body."""
+
+    def __init__(self, upstream: int, cut_after: int, cuts: int = 1):
+        import socket
+        import threading
+        self.upstream, self.cut_after, self.cuts = upstream, cut_after, cuts
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.threads = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream))
+            for args in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=args, daemon=True).start()
+
+    def _pump(self, src, dst, from_client):
+        import socket
+        sent = 0
+        try:
+            while data := src.recv(65536):
+                sent += len(data)
+                if from_client and sent > self.cut_after and self.cuts > 0:
+                    self.cuts -= 1
+                    for s in (src, dst):
+                        s.shutdown(socket.SHUT_RDWR)
+                    return
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.mark.parametrize("monolithic_max", [16 * MiB, MiB])
+def test_a_connection_cut_halfway_through_an_upload_restarts_that_blob(registry, tmp_path, monolithic_max):
+    image = ocilayout.Image([_layer("cut", 4 * MiB, seed=1)])
+    s = imagestore.ImageStore(tmp_path / "store")
+    archive.import_layout(s, ocilayout.write_layout(tmp_path / "layout", {"cut": image}))
+    proxy = CuttingProxy(registry.port, cut_after=2 * MiB)
+    try:
+        since = len(requests(registry))
+        result = push.push("localhost/cut", f"127.0.0.1:{proxy.port}/t10/cut{monolithic_max}", progress=False,
+                           store=s, monolithic_max=monolithic_max, chunk_size=MiB)
+    finally:
+        proxy.close()
+    assert proxy.cuts == 0                                        # the cut happened
+    reqs = requests(registry, since)
+    layer = json.loads(image.manifest_blob())["layers"][0]["digest"]
+    assert uploaded(reqs, f"t10/cut{monolithic_max}") == blob_digests(image)
+    assert sum(1 for m, p, st in reqs if m == "POST" and "/blobs/uploads/" in p) == 3   # layer twice, config
+    back = imagestore.ImageStore(tmp_path / "back")
+    pulled = distribution.pull(f"{registry.host}/t10/cut{monolithic_max}", store=back, progress=False)
+    assert pulled.digest == result.digest and back.read_blob(layer) == s.read_blob(layer)
+
+
 # ---------------------------------------------------------------------------------------------
 # Interrupted pushes, the CLI, token authentication
 
