@@ -140,8 +140,14 @@ class Meter:
         return data
 
 
+class Transient(RegistryError):
+    """A 429 or 5xx answer to a request with a body: the blob (or manifest) is sent again."""
+
+
 def _refused(resp: Response, what: str, ref: references.Reference) -> RegistryError:
     body = resp.read(1 << 16)
+    if resp.status in Client.RETRY_STATUSES:
+        return Transient(f"{what} answered {resp.status} every time", "the registry is failing: look at its log")
     if resp.status in (401, 403):
         return AuthError(f"{ref.registry} refused to let you push to {ref.repository} ({what}: {resp.status})",
                          f"log in with an account that may push there: `labctl login {ref.registry} "
@@ -224,13 +230,26 @@ def push_blob(client: PushClient, store: ImageStore, d: dict, what: str, mount_f
             _upload(client, location, path, d, sizes, tick)
             record.action = "uploaded"
             return _done(client, record)
-        except DROPPED as exc:
+        except RETRIED as exc:
             client.cancel.check()
             if attempt == client.retries:
-                raise RegistryError(f"the upload of {what} {d['digest'][:19]} was cut off {attempt + 1} times "
-                                    f"({exc.__class__.__name__})", "is the registry running? try again") from None
-            client._pause(attempt, None, f"{what} {d['digest'][:19]} cut off ({exc.__class__.__name__})")
+                _give_up(exc, f"the upload of {what} {d['digest'][:19]}", attempt)
+            client._pause(attempt, None, f"{what} {d['digest'][:19]}: {_why(exc)}")
     raise AssertionError("unreachable")
+
+
+RETRIED = DROPPED + (Transient,)
+
+
+def _why(exc: BaseException) -> str:
+    return exc.cause if isinstance(exc, Transient) else f"cut off ({exc.__class__.__name__})"
+
+
+def _give_up(exc: BaseException, what: str, attempt: int):
+    if isinstance(exc, Transient):
+        raise exc
+    raise RegistryError(f"{what} was cut off {attempt + 1} times ({exc.__class__.__name__})",
+                        "is the registry running? try again") from None
 
 
 def _done(client: PushClient, record: BlobPushed) -> BlobPushed:
@@ -346,11 +365,19 @@ def _push_all(client: PushClient, store: ImageStore, blobs: list[tuple[str, dict
 def _put_manifest(client: PushClient, body: bytes, media_type: str, digest: str) -> None:
     """PUT the manifest under the tag: the one request that changes what the tag names."""
     ref = client.ref
-    resp = client.send("PUT", f"/v2/{ref.repository}/manifests/{ref.tag}",
-                       {"Content-Type": media_type, "Content-Length": str(len(body))}, lambda: body)
-    if resp.status != 201:
-        raise _refused(resp, f"PUT manifest {ref.tag}", ref)
-    resp.read()
+    for attempt in range(client.retries + 1):
+        try:
+            resp = client.send("PUT", f"/v2/{ref.repository}/manifests/{ref.tag}",
+                               {"Content-Type": media_type, "Content-Length": str(len(body))}, lambda: body)
+            if resp.status != 201:
+                raise _refused(resp, f"PUT manifest {ref.tag}", ref)
+            resp.read()
+            break
+        except RETRIED as exc:
+            client.cancel.check()
+            if attempt == client.retries:
+                _give_up(exc, f"the PUT of the manifest {ref.tag}", attempt)
+            client._pause(attempt, None, f"manifest: {_why(exc)}")
     answered = resp.headers.get("Docker-Content-Digest")
     if answered and answered != digest:
         raise RegistryError(f"the registry stored the manifest as {answered}, not {digest}",
