@@ -429,3 +429,13 @@ def test_docker_login_then_docker_push_to_a_token_auth_registry_through_the_daem
         in bearer.tokens.issued[issued]["access"]
     assert skopeo_inspect(bearer.host, "student/dockerpushed", USER, PASSWORD)["Digest"] == \
         imagestore.ImageStore().resolve("localhost/busybox:latest")
+
+
+def test_labctl_push_through_the_daemon_with_host(daemon, registry):
+    """`labctl --host unix:///... push NAME TARGET`: the daemon tags NAME as TARGET, then pushes it."""
+    target = f"{registry.host}/t11/viahost:v2"
+    done = run_labctl("--host", f"unix://{daemon}", "push", "-q", "localhost/busybox", target)
+    assert done.returncode == 0, done.stderr
+    expected = imagestore.ImageStore().resolve("localhost/busybox:latest")
+    assert done.stdout.strip() == expected == skopeo_inspect(registry.host, "t11/viahost:v2")["Digest"]
+    assert run_labctl("rmi", target).returncode == 0
