@@ -66,3 +66,19 @@ def test_timeline_from_connect_to_execve_across_four_processes(daemon, which):
     assert [name for name, _ in phases][0].startswith("client") and len(phases) == 6
     assert all(ms >= 0 for _, ms in phases)
     assert abs(sum(ms for _, ms in phases) - last.ms) < 0.01
+
+
+def test_timeline_figure_has_a_lane_per_role_with_its_pid(daemon):
+    """The notebook's figure, from a run traced now: one lane per role, labelled with the PID seen."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from labctl.plots.daemon import timeline
+    traced, steps, phases = daemonrun.traced_run(daemon.socket, ["run", "--rm", "busybox", "true"], "labctl")
+    fig = timeline(steps, phases)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    pid1 = next(s.pid for s in steps if s.role == "PID 1")
+    assert labels == ["client (%d)" % traced.client_pid, "daemon (%d)" % traced.daemon_pid,
+                      labels[2], labels[3], f"PID 1 ({pid1})"]
+    assert labels[2].startswith("helper (") and labels[3].startswith("supervisor (")
+    assert "connect()" in fig.axes[1].get_xlabel()
+
