@@ -1,5 +1,7 @@
-"""Step 11 figure: where the time of one container's life through the daemon goes, request by request
-(create, start, wait, delete), measured by labctl.demos.daemonrun.timed_run on the client's side."""
+"""Step 11 figures: where the time of one container's life through the daemon goes, request by request
+(create, start, wait, delete), measured by labctl.demos.daemonrun.timed_run on the client's side
+(request_latency); and one traced `run`, from the client's connect() to PID 1's execve(), one lane per
+process (timeline, from labctl.tracing.daemontimeline)."""
 from __future__ import annotations
 
 from labctl.plots.oci import _pyplot

@@ -36,6 +36,12 @@ mode 0660, owner root, group `docker` (here `labctl`): being in that group is be
 knows who connected without trusting them: `getsockopt(SO_PEERCRED)` returns the client's PID, UID and
 GID, filled in by the kernel at `connect(2)`.
 
+**From `connect()` to `execve()`.** Traced in the kernel (step 8's tracepoints, bcc), one `docker run`
+crosses four processes: the client connects and sends its requests; the daemon accepts, reads them,
+mounts the overlay (create) and, at start, forks a helper; the helper forks the supervisor and exits; the
+supervisor unshares the PID namespace and forks PID 1; PID 1 joins its cgroups, makes its namespaces
+and mounts, pivots into the root and ends in `execve()` of the command.
+
 **Live restore.** A container's parent is not the daemon but a small supervisor (containerd's shim;
 labctl's `containers/supervisor.py`) in its own session. Stop the daemon and the containers run on;
 start it again and it finds them in its state directory.
