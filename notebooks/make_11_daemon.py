@@ -47,6 +47,20 @@ import statistics
 for phase in runs[0]:
     print(f"{phase:7} median {statistics.median(r[phase] for r in runs) * 1000:6.1f} ms")
 plots.request_latency(runs);"""),
+ new_markdown_cell("""## 4. One `docker run`, from `connect()` to `execve()`, in the kernel
+A bcc program (`labctl/tracing/daemontrace.py`, step 8's tracepoints: `syscalls:sys_enter_connect`,
+`sys_exit_accept4`, `sys_exit_recvfrom`, `sched:sched_process_fork`, `sys_enter_unshare`, `sys_enter_mount`,
+`cgroup:cgroup_attach_task`, `sched:sched_process_exec`) follows the client and the daemon, and every process
+the daemon forks. The roles are read from the forks: the daemon forks a *helper*, which forks the
+*supervisor* (the shim) and exits; the process that unshares `CLONE_NEWPID` is the supervisor, and its next
+child is *PID 1*. The timeline starts at the client's first `connect()` on the daemon's socket and ends at
+PID 1's `execve("/bin/true")`."""),
+ new_code_cell("""from labctl.tracing.daemontimeline import format_timeline
+traced, steps, phases = daemonrun.traced_run(daemon.socket, ["run", "--rm", "busybox", "true"])
+print("\\n".join(format_timeline(steps)))
+for name, ms in phases:
+    print(f"{name:40} {ms:7.1f} ms")
+plots.timeline(steps, phases);"""),
  new_code_cell("""daemon.stop()"""),
 ]
 

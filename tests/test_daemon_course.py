@@ -122,6 +122,7 @@ def test_step_11_demo_runs_and_leaves_nothing():
     result = run_labctl("step", "11", "--no-explain", timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "/containers/create" in result.stdout and "still running" in result.stdout
+    assert 'execve("/bin/true")' in result.stdout and "supervisor" in result.stdout   # the traced timeline
     assert {c.id for c in store.all_containers()} == before
 
 

@@ -170,15 +170,29 @@ def test_logs_timestamps_and_tail_through_docker_and_labctl(daemon):
         docker(daemon, "rm", "-f", "stamped")
 
 
-def test_logs_timestamps_of_a_container_started_without_the_daemon_are_refused(daemon):
+def test_logs_timestamps_of_a_container_started_without_the_daemon(daemon):
+    """`labctl run -d` with no daemon involved: its supervisor copies PID 1's output too, so `logs -t`
+    works there as well, locally and through the daemon (which reads the same log); the two lines a sleep
+    apart are that far apart, both after PID 1 began (its start time, from /proc)."""
     from helpers import run_labctl
-    started = run_labctl("run", "-d", "--name", "nodaemon", "busybox", "echo", "x")
+    started = run_labctl("run", "-d", "--name", "nodaemon", "busybox", "sh", "-c",
+                         "echo one; sleep 1.5; echo two >&2; exec sleep 600")
     assert started.returncode == 0, started.stderr
     try:
-        refused = docker(daemon, "logs", "-t", "nodaemon")
-        assert refused.returncode == 1 and "has no times" in refused.stderr, refused.stderr
-        local = run_labctl("logs", "-t", "nodaemon")
-        assert local.returncode != 0 and "has no times" in local.stderr and len(local.stderr.splitlines()) == 1
+        container = store.find("nodaemon")
+        assert not container.state.get("daemon")
+        boot = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+        with open(f"/proc/{container.pid}/stat") as f:
+            began = boot + int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        deadline = time.monotonic() + 10
+        while (local := run_labctl("logs", "-t", "nodaemon")).stdout.count("\n") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert local.returncode == 0, local.stderr
+        (t1, one), (t2, two) = [parse_stamp(line) for line in local.stdout.splitlines()]
+        assert (one, two) == ("one", "two")
+        assert began - 0.05 <= t1 <= t2 - 1.4 and t2 <= time.time()
+        assert docker(daemon, "logs", "-t", "nodaemon").stdout == local.stdout
+        assert run_labctl("logs", "nodaemon").stdout == "one\ntwo\n"
     finally:
         run_labctl("rm", "-f", "nodaemon")
 

@@ -184,6 +184,15 @@ def test_build_order_of_labctl_run(tracing_ready):
     calls, start = buildtrace.trace_construction(build=build)
     steps = [c.step for c in calls]
     assert {1, 2, 3, 4, 6} <= set(steps)
+    # roles (buildcalls.name_roles): PID 1 is the one process that pivots and execs /bin/true, the child the
+    # helper (the process that unshared CLONE_NEWPID) forked next; the nft the helper runs at teardown is not
+    [pivot] = [c for c in calls if c.name == "pivot_root"]
+    assert {c.pid for c in calls if c.role == "PID 1"} == {pivot.pid}
+    assert any(c.name == "execve" and c.strings[0] == "/bin/true" and c.pid == pivot.pid for c in calls)
+    unsharers = {c.pid for c in calls if c.name == "unshare" and "CLONE_NEWPID" in c.text}
+    assert unsharers == {c.pid for c in calls if c.role == "helper"} and len(unsharers) == 1
+    assert any(c.name == "clone3" and c.ret == pivot.pid and c.pid in unsharers for c in calls)
+    assert all(c.role != "PID 1" for c in calls if c.name == "execve" and c.strings[0].endswith("/nft"))
     assert steps.index(4) < next(i for i, c in enumerate(calls) if c.name == "pivot_root"), \
         "the overlay is mounted before the container pivots into it"
     fig = build_order(calls, start, title="labctl run")

@@ -262,12 +262,14 @@ def wait_foreground(container: Container, supervisor_pid: int) -> int:
 def run(spec: ContainerSpec, image: images.RunnableImage) -> tuple[Container, int]:
     """Create and start; in the foreground wait and return the exit code, detached return (container, 0)."""
     container, config = create(spec, image)
-    master = console = None
+    master = console = output = None
     try:
         stdio = Stdio()
-        if spec.detach:
-            log = os.open(container.dir / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-            stdio = Stdio(os.open(os.devnull, os.O_RDONLY), log, log)
+        if spec.detach:   # a pipe the supervisor copies into the log, noting when each chunk came (logs -t)
+            for path in (container.dir / "log", container.dir / "log.times"):
+                path.touch(0o640)
+            output, written = os.pipe()
+            stdio = Stdio(os.open(os.devnull, os.O_RDONLY), written, written)
         elif spec.tty:
             from labctl.containers.terminal import console_socket
             console, theirs = console_socket()
@@ -275,9 +277,11 @@ def run(spec: ContainerSpec, image: images.RunnableImage) -> tuple[Container, in
         elif not spec.interactive:
             stdio = Stdio(stdin=os.open(os.devnull, os.O_RDONLY))
         try:
-            supervisor_pid = start(container, config, stdio)
+            supervisor_pid = start(container, config, stdio, output)
         finally:
-            stdio.close()   # the container's copies are in PID 1 now
+            stdio.close()   # the container's copies are in PID 1 now, the pipe's read end in its supervisor
+            if output is not None:
+                os.close(output)
         if spec.detach:
             return container, 0
         if console is not None:

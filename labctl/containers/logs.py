@@ -1,12 +1,13 @@
 """`labctl logs [-f]`: a detached container's output, as `docker logs` shows it.
 
-`labctl run -d` opens <state>/containers/<id>/log with O_APPEND and gives it to PID 1 as stdout and
-stderr (runtime.run), so the file holds both streams in the order they were written; this module
-reads it back, and with `follow` keeps reading what is appended until the container has exited.
+A detached container (`labctl run -d`, or any the daemon starts) writes its stdout and stderr into one
+pipe, and its supervisor copies the pipe into <state>/containers/<id>/log (O_APPEND), so the file holds
+both streams in the order they were written; this module reads it back, and with `follow` keeps
+reading what is appended until the container has exited.
 
-When each line was written (`logs -t`): a file cannot say, so for a container the daemon starts, PID 1's
-stdout and stderr are a pipe, not the file, and its supervisor copies the pipe into the log, noting
-before each chunk where in the log it begins and when it arrived, in <id>/log.times:
+Why a pipe and not the file itself as PID 1's stdout: a file cannot say when each line was written
+(`logs -t`). The supervisor, copying, notes before each chunk where in the log it begins and when it
+arrived, in <id>/log.times:
 
     log        hello\nworld\n                 (the bytes, as ever: logs without -t reads only this)
     log.times  0 1764597600123456789\n         (offset of the chunk, time.time_ns() it was read)
@@ -150,6 +151,6 @@ def timestamped(chunks: Iterable[bytes], log_path, offset: int) -> Iterable[byte
 
 
 def no_times(name: str) -> LabError:
-    return LabError(f"{name}'s log has no times: only containers started through the daemon "
-                    "(docker run -d, labctl --host run -d) note when each line came",
-                    "drop -t, or run it through the daemon (`labctl daemon start`)")
+    return LabError(f"{name}'s log has no times (no log.times): an older labctl gave its PID 1 the log file "
+                    "itself, which cannot say when each line came",
+                    "drop -t, or run the container again (`labctl rm` it, then `labctl run -d`)")

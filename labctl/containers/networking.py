@@ -7,6 +7,11 @@
   NAME    the same, on a user-defined network's bridge and subnet (`docker network create NAME`,
           labctl/network/named.py) instead of lab0's
 
+A running container joins a further network and leaves it again with connect() and disconnect()
+(`docker network connect|disconnect`, `labctl network connect|disconnect`): one more veth pair, its
+end inside named eth1, eth2, ..., recorded in the container's record under "networks" {name: attachment}
+so that teardown removes it with the first.
+
 /etc/hosts, /etc/hostname and /etc/resolv.conf are files in the container's directory, bind-mounted by
 PID 1 before the network exists; in bridge mode they are rewritten in place (the bind mount pins the
 inode, so no rename) once the address is known, still before the command runs.
@@ -72,3 +77,62 @@ def detach(info: dict | None) -> None:
         return
     from labctl import network
     network.Attachment.from_dict(info).detach()
+
+
+def joined(container) -> dict[str, dict]:
+    """{network name: its attachment} of the networks the container is on now: its own (the record's
+    "network") and those connect() added."""
+    out = {container.spec.network: container.state["network"]} if container.state.get("network") else {}
+    return out | dict(container.state.get("networks") or {})
+
+
+def connect(container, name: str) -> dict:
+    """Put the running container also on the network NAME (lab0's "bridge", or a user-defined one): a
+    veth pair from that network's bridge into PID 1's network namespace, the end inside named the first
+    free ethN, an address from that network. Returns the attachment, as recorded."""
+    from labctl import network
+    from labctl.errors import LabError
+    if container.status != "running" or not container.pid:
+        raise LabError(f"container {container.name} is not running", f"start it first: `labctl start {container.name}`")
+    if not bridged(container.spec.network):
+        raise LabError(f"container {container.name} runs with --network {container.spec.network}: it has no "
+                       "namespace of its own to connect" if container.spec.network == "host" else
+                       f"container {container.name} runs with --network none: it stays without a network",
+                       "run it with --network bridge or a network's name")
+    if name in joined(container):
+        raise LabError(f"container {container.name} is already on network {name}",
+                       f"`labctl network disconnect {name} {container.name}` first")
+    kind, net = network.resolve(name)
+    if kind != "bridge":
+        raise LabError(f"a running container cannot join network {name!r}", "give bridge or a user-defined network")
+    interface = _free_interface(container.pid)
+    att = network.attach(container.pid, container.name, kind, network=net, interface=interface)
+    info = att.to_dict() | {"interface": interface}
+    container.update(networks=dict(container.state.get("networks") or {}) | {name: info})
+    return info
+
+
+def _free_interface(pid: int) -> str:
+    """eth1, eth2, ...: the first name no link in the process's network namespace has."""
+    from labctl.network.netlink import iproute
+    from labctl.network.netns import netns_path
+    with iproute(netns_path(pid)) as ns:
+        taken = {link.get_attr("IFLA_IFNAME") for link in ns.get_links()}
+    return next(f"eth{n}" for n in range(1, 100) if f"eth{n}" not in taken)
+
+
+def disconnect(container, name: str) -> dict:
+    """Take the container off the network NAME: its veth pair deleted (the end inside goes with it), its
+    address released. Its own network too, as Docker allows: it is left with `lo` only."""
+    from labctl.errors import LabError
+    info = joined(container).get(name)
+    if info is None:
+        raise LabError(f"container {container.name} is not on network {name}",
+                       f"`docker inspect {container.name}` lists its networks")
+    detach(info)
+    others = dict(container.state.get("networks") or {})
+    if others.pop(name, None) is not None:
+        container.update(networks=others)
+    else:
+        container.update(network=None)
+    return info

@@ -31,6 +31,8 @@ def teardown(container: Container) -> None:
     call it. (The supervisor may start threads and programs here: it went back to its own PID namespace
     for its children once PID 1 was forked, see labctl/runtime/create.py.)"""
     networking.detach(container.state.get("network"))
+    for info in (container.state.get("networks") or {}).values():   # `network connect`'s
+        networking.detach(info)
     if container.spec.runtime != "labctl":   # step 10: the OCI runtime that made it forgets it (its cgroups too)
         from labctl.containers import shim
         shim.delete(container)
@@ -41,8 +43,8 @@ def teardown(container: Container) -> None:
         return
     if container.state.get("root"):
         unmount_root(container)
-    if container.state.get("network") or container.state.get("cgroup"):
-        container.update(network=None, cgroup=None)
+    if container.state.get("network") or container.state.get("cgroup") or container.state.get("networks"):
+        container.update(network=None, cgroup=None, networks=None)
 
 
 def unmount_root(container: Container) -> None:

@@ -108,7 +108,11 @@ class Engine:
         if log is not None:
             self.copiers[container.id] = asyncio.get_running_loop().create_task(
                 self._copy_terminal(container.id, self.masters[container.id], log))
-        self.bus.publish("container", "start", container.id, **attributes(container))
+        # beyond Docker's attributes: the host PIDs of PID 1 and its supervisor (the shim), as the kernel
+        # gave them to fork(); step 11's timeline is judged against them
+        self.bus.publish("container", "start", container.id, **attributes(container),
+                         pid=str(container.state.get("pid") or 0),
+                         supervisorPid=str(container.state.get("supervisor_pid") or 0))
 
     async def start_again(self, container) -> None:
         """`docker start` of an exited container, the second half of `docker restart`: lifecycle.create_again

@@ -6,7 +6,9 @@ Networks. Three are built in, as in Docker: "bridge" (the lab's lab0, 10.203.0.0
 of its own (lab + 8 hex digits) and the next free 10.205.N.0/24 (not 10.204/16: the upstream links',
 network/upstream.py), and creates the bridge and its nftables table at once (journaled: `labctl
 cleanup` removes them); `docker network rm` removes both, and is refused while a container is on it.
-`docker run --network NAME` joins it (network/named.py); `docker network inspect` lists its running
+`docker run --network NAME` joins it (network/named.py), `docker network connect|disconnect NAME C`
+adds a running container to it and takes it off again (containers/networking.py: a veth named eth1,
+eth2, ... inside; events "connect" and "disconnect"); `docker network inspect` lists its running
 containers.
 """
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 
 from aiohttp import web
 
-from labctl.daemon.api import ApiError, blocking, flag, json_body
+from labctl.daemon.api import ApiError, blocking, find_container, flag, json_body
 from labctl.daemon.translate import timestamp
 from labctl.errors import LabError
 
@@ -43,23 +45,25 @@ def _endpoints(name: str) -> dict[str, dict]:
     address from the container's record, the MAC from the kernel (eth0 inside its network namespace)."""
     from labctl.containers import store
     out = {}
+    from labctl.containers.networking import joined
     for c in store.all_containers():
-        info = c.state.get("network") or {}
-        if c.spec.network != name or c.status != "running" or not info.get("address"):
+        info = joined(c).get(name) or {}
+        if c.status != "running" or not info.get("address"):
             continue
         net = info.get("network") or {}
         prefix = net.get("subnet", "/32").partition("/")[2]
-        out[c.id] = {"Name": c.name, "EndpointID": info.get("host_link") or "", "MacAddress": _mac(c.pid),
+        out[c.id] = {"Name": c.name, "EndpointID": info.get("host_link") or "",
+                     "MacAddress": _mac(c.pid, info.get("interface", "eth0")),
                      "IPv4Address": f"{info['address']}/{prefix}", "IPv6Address": ""}
     return out
 
 
-def _mac(pid: int) -> str:
+def _mac(pid: int, interface: str = "eth0") -> str:
     from labctl.network.netlink import iproute
     from labctl.network.netns import netns_path
     with contextlib.suppress(OSError, LabError, IndexError):
         with iproute(netns_path(pid)) as ns:
-            return ns.get_links(ns.link_lookup(ifname="eth0")[0])[0].get_attr("IFLA_ADDRESS") or ""
+            return ns.get_links(ns.link_lookup(ifname=interface)[0])[0].get_attr("IFLA_ADDRESS") or ""
     return ""
 
 
@@ -157,6 +161,37 @@ async def delete_network(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def connect_network(request: web.Request) -> web.Response:
+    """POST /networks/{id}/connect {"Container": ID or name}: `docker network connect` (containers/
+    networking.connect: a veth from the network's bridge into the running container, eth1, eth2, ...)."""
+    return await _connect(request, "connect")
+
+
+async def disconnect_network(request: web.Request) -> web.Response:
+    """POST /networks/{id}/disconnect {"Container": ..., "Force": bool}: `docker network disconnect`."""
+    return await _connect(request, "disconnect")
+
+
+async def _connect(request: web.Request, action: str) -> web.Response:
+    from labctl.containers import networking
+    name, record = await blocking(_find_network, request.match_info["id"])
+    body = await json_body(request)
+    ref = body.get("Container")
+    if not isinstance(ref, str) or not ref:
+        raise ApiError(400, "the body names no Container")
+    if name in ("host", "none"):
+        raise ApiError(403, f"container cannot be {action}ed {'to' if action == 'connect' else 'from'} "
+                            f"the {name} network")
+    container = await find_container(ref)
+    try:
+        await blocking(getattr(networking, action), container, name)
+    except LabError as exc:
+        raise ApiError(404 if "not on network" in exc.cause else 403, str(exc)) from None
+    request.app["engine"].bus.publish("network", action, record["Id"] if record else name,
+                                      container=container.id, name=name, type="bridge")
+    return web.Response(status=200)
+
+
 # ---------------------------------------------------------------------------------------------
 # Volumes
 
@@ -214,6 +249,8 @@ def add_routes(router: web.UrlDispatcher, prefix: str) -> None:
     router.add_post(prefix + "/networks/create", create_network)
     router.add_get(prefix + "/networks/{id}", inspect_network, allow_head=False)
     router.add_delete(prefix + "/networks/{id}", delete_network)
+    router.add_post(prefix + "/networks/{id}/connect", connect_network)
+    router.add_post(prefix + "/networks/{id}/disconnect", disconnect_network)
     router.add_get(prefix + "/volumes", list_volumes, allow_head=False)
     router.add_post(prefix + "/volumes/create", create_volume)
     router.add_get(prefix + "/volumes/{name}", inspect_volume, allow_head=False)

@@ -193,8 +193,14 @@ def networks(container) -> dict:
         gateway, prefixlen = bridged.gateway, bridged.prefixlen
     name = container.spec.network
     record = find_record(name) if name not in ("none", "host", "bridge") else None
-    return {name: {"IPAddress": address, "Gateway": gateway, "IPPrefixLen": prefixlen, "MacAddress": "",
-                   "NetworkID": record["Id"] if record else name}}
+    out = {name: {"IPAddress": address, "Gateway": gateway, "IPPrefixLen": prefixlen, "MacAddress": "",
+                  "NetworkID": record["Id"] if record else name}}
+    for other, info in (container.state.get("networks") or {}).items():   # `network connect`'s: no gateway
+        record = find_record(other) if other != "bridge" else None
+        out[other] = {"IPAddress": info.get("address") or "", "Gateway": "", "MacAddress": "",
+                      "IPPrefixLen": int((info.get("network") or {}).get("subnet", "/0").partition("/")[2] or 0),
+                      "NetworkID": record["Id"] if record else other}
+    return out
 
 
 def inspect(container, image_id: str) -> dict:

@@ -7,6 +7,8 @@
                         from SO_PEERCRED at connect(), so the kernel, not the client, names who asked
     request(...)        one HTTP/1.1 request over the Unix socket, written and read by hand (stdlib only)
     timed_run(...)      create, start, wait, delete through that request(): each phase's seconds
+    traced_run(...)     a client's `run` under the tracer of labctl/tracing/daemontrace.py: the timeline
+                        from its connect() on the socket to the container's execve(), and its phases
 
 request() is also the reference solution of lab/11-client-server/exercise.py (labctl/steps/s11_daemon.py
 runs it): what a student could write with socket(7) and RFC 9112, nothing else.
@@ -78,12 +80,13 @@ def private_daemon() -> Iterator[Daemon]:
         daemon.stop()
 
 
-def client(socket_path: str, args: list[str]) -> tuple[str, list[str], dict]:
-    """How to run a Docker client against the socket: docker's CLI (Debian's docker.io), else labctl's
-    own client (`labctl --host`). (its name, argv, environment; DOCKER_CONFIG: no ~/.docker is made)"""
+def client(socket_path: str, args: list[str], which: str = "") -> tuple[str, list[str], dict]:
+    """How to run a Docker client against the socket: docker's CLI (Debian's docker.io), else (or with
+    which="labctl") labctl's own client (`labctl --host`). (its name, argv, environment; DOCKER_CONFIG:
+    no ~/.docker is made)"""
     from labctl import state
     env = dict(os.environ, DOCKER_HOST=f"unix://{socket_path}", DOCKER_CONFIG=str(state.subdir("docker-config")))
-    if os.path.exists("/usr/bin/docker"):
+    if os.path.exists("/usr/bin/docker") and which != "labctl":
         return "docker", ["/usr/bin/docker", *args], env
     return "labctl", [sys.executable, "-m", "labctl", "--host", f"unix://{socket_path}", *args], env
 
@@ -171,3 +174,13 @@ def _expect(status: int, want: int, what: str, answer) -> None:
         from labctl.errors import LabError
         message = answer.get("message") if isinstance(answer, dict) else answer
         raise LabError(f"{what} answered {status}, not {want}: {message}", "read the daemon's log")
+
+
+def traced_run(socket_path: str, args: list[str], which: str = "", debug: bool = False):
+    """`docker ARGS` (which="labctl": `labctl --host ... ARGS`) traced from the client's connect() to the
+    container's execve(): (the Traced record, its timeline [Step], its phases [(name, ms)])."""
+    from labctl.tracing import daemontimeline, daemontrace
+    _, argv, env = client(socket_path, args, which)
+    traced = daemontrace.trace_client(socket_path, argv, env, debug=debug)
+    steps = daemontimeline.timeline(traced)
+    return traced, steps, daemontimeline.phases(steps)

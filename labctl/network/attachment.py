@@ -100,8 +100,10 @@ class Attachment:
 
 
 def attach(pid: int, name: str, mode: str = "bridge", publish: Iterable[str | PortMapping] = (),
-           network: Network | None = None, hostname: str | None = None) -> Attachment:
-    """Give the process `pid` (its network namespace) a network of the given mode; see the module doc."""
+           network: Network | None = None, hostname: str | None = None, interface: str = "eth0") -> Attachment:
+    """Give the process `pid` (its network namespace) a network of the given mode; see the module doc.
+    `interface` other than eth0: a further network of a namespace that has one (`docker network
+    connect`), reached on its subnet only: the default route stays the first network's."""
     ports = [PortMapping.parse(p) for p in publish]
     check_mode(mode, ports)
     own_netns = namespace_inode(pid, "net") != namespace_inode("self", "net")
@@ -118,7 +120,7 @@ def attach(pid: int, name: str, mode: str = "bridge", publish: Iterable[str | Po
         if mode == "none":
             loopback_up(pid)
         elif mode == "bridge":
-            _attach_bridge(att, net, ports)
+            _attach_bridge(att, net, ports, interface)
         _write_etc(att, hostname)
     except BaseException as exc:
         att.detach()
@@ -130,7 +132,7 @@ def attach(pid: int, name: str, mode: str = "bridge", publish: Iterable[str | Po
     return att
 
 
-def _attach_bridge(att: Attachment, net: Network, ports: list[PortMapping]) -> None:
+def _attach_bridge(att: Attachment, net: Network, ports: list[PortMapping], interface: str = "eth0") -> None:
     # One lock for the bridge and the address: a container detaching elsewhere cannot remove the
     # bridge between the two, because it sees this container's address taken.
     # Ports are checked under it too: two `run -p 8080:80` at once cannot both pass (portcheck.py).
@@ -140,8 +142,9 @@ def _attach_bridge(att: Attachment, net: Network, ports: list[PortMapping]) -> N
         att.address, rec = ipam.allocate(net, att._owner, att.name, att.pid, att.host_link)
         att._records.append(rec)
         refuse_taken_ports(ports)
-    att._records.append(plug(att.pid, net.bridge, att.host_link, att.address, net.prefixlen, net.gateway,
-                             what=f"container {att.name}"))
+    att._records.append(plug(att.pid, net.bridge, att.host_link, att.address, net.prefixlen,
+                             net.gateway if interface == "eth0" else None, what=f"container {att.name}",
+                             inside_ifname=interface))
     if ports:
         comment = rule_comment(att._owner)
         att._records.append(state.record("nftables-rules", delete_nft_rules, table=net.table, comment=comment))

@@ -22,9 +22,10 @@ from labctl.network.sysctl import quiet_ipv6
 
 
 def plug(netns: int | str, bridge: str, host_ifname: str, address: str, prefixlen: int, gateway: str | None,
-         what: str = "") -> state.Record:
+         what: str = "", inside_ifname: str = "eth0") -> state.Record:
     """Connect a network namespace to a bridge: veth pair, host end on the bridge, peer inside as eth0
-    with an address and a default route via `gateway`. Returns the journal record of the veth."""
+    (or `inside_ifname`: eth1 for a second network, `docker network connect`) with an address and, if
+    `gateway` is given, a default route via it. Returns the journal record of the veth."""
     if not host_ifname.startswith("lab") or len(host_ifname) > IFNAMSIZ:
         raise LabError(f"bad link name {host_ifname!r}", f"the lab's links are lab*, at most {IFNAMSIZ} characters")
     path = netns_path(netns)
@@ -48,8 +49,8 @@ def plug(netns: int | str, bridge: str, host_ifname: str, address: str, prefixle
                 os.close(fd)
         with iproute(path) as ns:
             inside = ns.link_lookup(ifname=peer)[0]
-            ns.link("set", index=inside, ifname="eth0")
-            in_netns(path, quiet_ipv6, "eth0")
+            ns.link("set", index=inside, ifname=inside_ifname)
+            in_netns(path, quiet_ipv6, inside_ifname)
             ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
             ns.addr("add", index=inside, address=address, prefixlen=prefixlen)
             ns.link("set", index=inside, state="up")

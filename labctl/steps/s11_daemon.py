@@ -36,6 +36,12 @@ mode 0660, owner root, group `docker` (here `labctl`): being in that group is be
 knows who connected without trusting them: `getsockopt(SO_PEERCRED)` returns the client's PID, UID and
 GID, filled in by the kernel at `connect(2)`.
 
+**From `connect()` to `execve()`.** Traced in the kernel (step 8's tracepoints, bcc), one `docker run`
+crosses four processes: the client connects and sends its requests; the daemon accepts, reads them,
+mounts the overlay (create) and, at start, forks a helper; the helper forks the supervisor and exits; the
+supervisor unshares the PID namespace and forks PID 1; PID 1 joins its cgroups, makes its namespaces
+and mounts, pivots into the root and ends in `execve()` of the command.
+
 **Live restore.** A container's parent is not the daemon but a small supervisor (containerd's shim;
 labctl's `containers/supervisor.py`) in its own session. Stop the daemon and the containers run on;
 start it again and it finds them in its state directory.
@@ -67,6 +73,28 @@ def demo() -> None:
             rows.append([i + 1, cid[:12]] + [f"{times[p] * 1000:.1f}" for p in ("create", "start", "wait", "delete")])
         ui.table(["run", "container", "create ms", "start ms", "wait ms", "delete ms"], rows)
         ui.say("The first create is the slowest: it resolves the image and may unpack its layers.")
+        _timeline(daemon.socket)
+
+
+def _timeline(socket_path: str) -> None:
+    """6. One `run --rm busybox true`, traced by bcc from the client's connect() to PID 1's execve()."""
+    from labctl.demos import daemonrun
+    from labctl.errors import LabError
+    from labctl.tracing.daemontimeline import format_timeline
+    ui.say("\n[bold]6. One `run --rm busybox true`, from the client's connect() on the socket to the container's "
+           "execve(), as the kernel's tracepoints saw it (bcc: labctl/tracing/daemontrace.py)[/bold]")
+    try:
+        traced, steps, phases = daemonrun.traced_run(socket_path, ["run", "--rm", "busybox", "true"])
+    except LabError as exc:    # no bcc, headers or tracefs here: the rest of the demo stands
+        ui.say(f"  (not traced: {exc}; `labctl doctor` says what tracing needs)")
+        return
+    shown = [s for s in steps if s.kind != "mount" or s.role != "PID 1" or "/proc/" not in s.event]
+    ui.say("  " + "\n  ".join(format_timeline(shown)))
+    ui.say(f"  ({len(steps) - len(shown)} more mounts of PID 1 over /proc/... left out: the masked paths)")
+    ui.table(["phase", "ms"], [[name, f"{ms:.1f}"] for name, ms in phases])
+    ui.say("The daemon never runs the command itself: it forks a helper that forks the supervisor and exits "
+           "(the supervisor is no child of the daemon, so it outlives it); the supervisor unshares the PID "
+           "namespace and forks PID 1, which builds the container from inside and ends in execve().")
 
 
 def _client_run(socket_path: str, args: list[str], show: bool = False) -> tuple[str, int]:

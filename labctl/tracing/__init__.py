@@ -17,6 +17,10 @@ string beside the Python that loads it.
     denied.py      raw_syscalls:sys_exit returning -EPERM/-EACCES: what seccomp and capabilities stop
     buildtrace.py  raw_syscalls:sys_enter/exit of the lab's own process tree: a container being built
     buildcalls.py  what each of those calls did for the container, written as C, with its step
+    daemontrace.py    step 11: one `docker run` through labctl's daemon, client, daemon, supervisor and
+                      PID 1 followed from the client's connect() to PID 1's execve() (connect, accept4,
+                      recvfrom, fork, unshare, mount, cgroup_attach_task, sched_process_exec)
+    daemontimeline.py those events read: each process's role, the one timeline, the phases' durations
 
 Why tracepoints and not kprobes: a tracepoint is a stable hook the kernel developers maintain, its
 arguments are described in /sys/kernel/tracing/events/<category>/<event>/format (bcc reads that file,

@@ -1,9 +1,11 @@
 """The build trace, read: each syscall buildtrace.py recorded, written as C, with the curriculum step
 that explains it and one line on what it did for the container.
 
-annotate() reads the calls in time order and learns as it goes:
-  roles        the builder is `labctl`; a process it forks is the `helper` that unshares; the child the
-               helper forks after unshare(CLONE_NEWPID) is `PID 1` of the container
+annotate() first names each process from the whole trace (name_roles), then reads the calls in time
+order and learns as it goes:
+  roles        the builder is `labctl`; the process that unshares CLONE_NEWPID is the `helper`; the next
+               child it forks (before any setns(CLONE_NEWPID) back) is `PID 1` of the container; any
+               other process is named by the program it execs (nft, ldconfig), else `child of ...`
   cgroup fds   an openat() of a file under /sys/fs/cgroup remembers its descriptor, so the write() that
                follows can say which cgroup file it set (and a close() forgets it)
 Calls that build nothing (execvp trying each $PATH directory, a socket other than netlink, a chdir
@@ -24,7 +26,8 @@ CLONE_FLAGS = [(0x00000100, "CLONE_VM"), (0x00000200, "CLONE_FS"), (0x00000400, 
                (0x00020000, "CLONE_NEWNS"), (0x00200000, "CLONE_CHILD_CLEARTID"),
                (0x01000000, "CLONE_CHILD_SETTID"), (0x02000000, "CLONE_NEWCGROUP"),
                (0x04000000, "CLONE_NEWUTS"), (0x08000000, "CLONE_NEWIPC"), (0x10000000, "CLONE_NEWUSER"),
-               (0x20000000, "CLONE_NEWPID"), (0x40000000, "CLONE_NEWNET"), (0x00000080, "CLONE_NEWTIME")]
+               (0x20000000, "CLONE_NEWPID"), (0x40000000, "CLONE_NEWNET"), (0x00000080, "CLONE_NEWTIME"),
+               (0x200000000, "CLONE_INTO_CGROUP")]
 NAMESPACE_FLAGS = sum(syscalls.NAMESPACE_FLAGS.values())   # any of them: a process in new namespaces
 MOUNT_FLAGS = [(0x1, "MS_RDONLY"), (0x2, "MS_NOSUID"), (0x4, "MS_NODEV"), (0x8, "MS_NOEXEC"),
                (0x20, "MS_REMOUNT"), (0x1000, "MS_BIND"), (0x2000, "MS_MOVE"), (0x4000, "MS_REC"),
@@ -79,14 +82,46 @@ class Call:
 class _Reading:
     """What annotate() has learnt so far from the calls before this one."""
     roles: dict[int, str]                                                    # host PID -> labctl, helper, PID 1
-    new_pid_ns: set[int] = field(default_factory=set)                        # unshared CLONE_NEWPID
     cgroup_fds: dict[tuple[int, int], str] = field(default_factory=dict)    # (pid, fd) -> cgroup file
     kept: list[Call] = field(default_factory=list)
 
 
+def _clone_flags(c: Call) -> int:
+    return c.deref if c.name == "clone3" else (c.args[0] if c.name == "clone" else 0)
+
+
+def name_roles(calls: list[Call], root_pid: int) -> dict[int, str]:
+    """host PID -> role, from the whole trace in time order (the module docstring). Read whole, not as
+    annotate() goes: that labctl's first child is a helper (or ldconfig, run by ctypes) shows only later.
+    unshare(CLONE_NEWPID) names PID 1 only for the next child: `labctl run`'s helper setns()es back into
+    its own PID namespace once PID 1 is forked, and the programs it runs at teardown (nft) are no PID 1."""
+    parent: dict[int, int] = {}
+    programs: dict[int, str] = {}
+    helpers, firsts, pending = set(), set(), set()
+    for c in sorted(calls, key=lambda c: c.ts):
+        if c.ret < 0:
+            continue
+        if c.name == "unshare" and c.args[0] & syscalls.CLONE_NEWPID:
+            helpers.add(c.pid)
+            pending.add(c.pid)
+        elif c.name == "setns" and c.args[1] & syscalls.CLONE_NEWPID:
+            pending.discard(c.pid)
+        elif c.name in ("clone", "clone3", "fork", "vfork") and c.ret > 0 and not _clone_flags(c) & 0x00010000:
+            parent[c.ret] = c.pid                         # (0x10000: CLONE_THREAD, a thread, no process)
+            if c.pid in pending:
+                firsts.add(c.ret)
+                pending.discard(c.pid)
+        elif c.name == "execve":
+            programs.setdefault(c.pid, os.path.basename(c.strings[0]))
+    roles = {root_pid: "labctl"} | {pid: "helper" for pid in helpers} | {pid: "PID 1" for pid in firsts}
+    for child, of in parent.items():
+        roles.setdefault(child, programs.get(child) or f"child of {roles.get(of, of)}")
+    return roles
+
+
 def annotate(calls: list[Call], root_pid: int) -> list[Call]:
     """Keep the calls that build the container, and write each as C with its meaning and its step."""
-    reading = _Reading({root_pid: "labctl"})
+    reading = _Reading(name_roles(calls, root_pid))
     for c in sorted(calls, key=lambda c: c.ts):
         c.role = reading.roles.get(c.pid, f"pid {c.pid}")
         explain = EXPLAIN.get(c.name)
@@ -108,17 +143,14 @@ def _s(text: str) -> str:
 # Each explainer fills in c.text, c.why and c.step, and says whether the call is kept.
 
 def _new_process(c: Call, r: _Reading) -> bool:
-    flags = c.deref if c.name == "clone3" else (c.args[0] if c.name == "clone" else 0)
+    flags = _clone_flags(c)
+    if flags & 0x00010000:
+        return False              # CLONE_THREAD: a thread of the same process (Python's), no new process
     if c.ret > 0:
-        if c.pid in r.new_pid_ns:
-            r.roles[c.ret] = "PID 1"
-            c.why = "this child is PID 1 of the new PID namespace (unshare made it the next child's)"
-        elif c.role == "labctl":
-            r.roles[c.ret] = "helper"
-            c.why = "a helper process that will unshare and wait for the container"
-        else:
-            r.roles[c.ret] = f"child of {c.role}"
-            c.why = "a new process"
+        child = r.roles.get(c.ret, "")
+        c.why = {"PID 1": "this child is PID 1 of the new PID namespace (unshare made it the next child's)",
+                 "helper": "a helper process that will unshare and wait for the container"}.get(
+            child, f"a new process ({child})" if child and not child.startswith("child of") else "a new process")
     c.text = f"{c.name}({decode_flags(flags, CLONE_FLAGS, rest_as_signal=True)})"
     if flags & NAMESPACE_FLAGS:
         c.why = "a new process in new namespaces"
@@ -130,8 +162,6 @@ def _unshare(c: Call, r: _Reading) -> bool:
     new_pid = c.args[0] & syscalls.CLONE_NEWPID
     c.text = f"unshare({decode_flags(c.args[0], CLONE_FLAGS)})"
     c.why = "new namespaces for this process" + (" (PID: for its next child)" if new_pid else "")
-    if new_pid and c.ret == 0:
-        r.new_pid_ns.add(c.pid)
     c.step = 1
     return True
 
@@ -202,7 +232,10 @@ def _mknod(c: Call, r: _Reading) -> bool:
     path = c.strings[1] if c.name == "mknodat" else c.strings[0]
     mode, dev = (a[2], a[3]) if c.name == "mknodat" else (a[1], a[2])
     c.text = f"{c.name}({_s(path)}, S_IFCHR|{mode & 0o777:o}, makedev({os.major(dev)}, {os.minor(dev)}))"
-    c.why, c.step = f"device node {os.path.basename(path)} in the container's own /dev", 2
+    if dev == 0:    # unpacking an image layer: an OCI .wh.NAME file becomes overlayfs's whiteout
+        c.why, c.step = f"an OverlayFS whiteout: this layer deletes {os.path.basename(path)} of the ones below", 4
+    else:
+        c.why, c.step = f"device node {os.path.basename(path)} in the container's own /dev", 2
     return True
 
 
