@@ -196,3 +196,29 @@ def test_dockerignore_build_args_chown_and_ADD_of_a_tar(tmp_path):
         assert (st.st_uid, st.st_gid) == (1000, 0)
         assert (root / "opt" / "pkg" / "readme").read_text() == "hi\n"   # unpacked, not copied
         assert (root / "who").read_text() == "student!\n"
+
+
+def test_the_cache_lives_only_as_long_as_its_layers(tmp_path):
+    (tmp_path / "data.txt").write_text("one\n")
+    first = build(tmp_path, STAMPED, "t12-gc:1")
+    result = run_labctl("rmi", first.image)   # the reference goes, then every blob nothing references
+    assert result.returncode == 0, result.stdout + result.stderr
+    again = build(tmp_path, STAMPED, "t12-gc:1")
+    assert not any(s.cached for s in again.steps) and again.digest != first.digest
+
+
+def test_ctrl_c_during_a_RUN_removes_its_container(tmp_path):
+    import signal
+    import sys
+    from labctl import state
+    before = set(os.listdir(state.subdir("overlay")))
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN echo started; sleep 60\n")
+    proc = subprocess.Popen([sys.executable, "-m", "labctl", "build", "-t", "t12-int:1", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.strip() == "started":   # PID 1 of the RUN's container is running
+            break
+    assert len(set(os.listdir(state.subdir("overlay"))) - before) == 1
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    assert set(os.listdir(state.subdir("overlay"))) == before
