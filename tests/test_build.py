@@ -188,7 +188,7 @@ def test_dockerignore_build_args_chown_and_ADD_of_a_tar(tmp_path):
                    "t12-misc:1", build_args={"WHO": "student"})
     with image_root(result.image) as root:
         copied = sorted(str(p.relative_to(root / "ctx")) for p in (root / "ctx").rglob("*"))
-        assert copied == ["Dockerfile", "app", "app/deep", "app/deep/logs", "app/keep.log", "app/main.sh",
+        assert copied == [".dockerignore", "Dockerfile", "app", "app/deep", "app/deep/logs", "app/keep.log", "app/main.sh",
                           "bundle.tar.gz"]
         st = os.stat(root / "ctx" / "app" / "main.sh")
         assert (st.st_uid, st.st_gid) == (1000, 1000)                     # --chown=student: its uid, as gid too
