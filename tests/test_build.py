@@ -157,6 +157,18 @@ def test_COPY_from_outside_the_context_is_refused(tmp_path, source):
     assert "localhost/t12-out:1" not in ImageStore().refs()
 
 
+def test_COPY_never_writes_through_a_symlink_it_copied(tmp_path):
+    context, victim = tmp_path / "ctx", tmp_path / "victim"
+    (context / "one").mkdir(parents=True)
+    (context / "two" / "d").mkdir(parents=True)
+    victim.mkdir()
+    (context / "one" / "d").symlink_to(victim)             # data in the image: a link to /…/victim
+    (context / "two" / "d" / "planted").write_text("x\n")  # would land in the host's victim/ if followed
+    with pytest.raises(LabError, match=r"^Dockerfile:2: COPY would write through the symlink /x/d"):
+        build(context, "FROM busybox\nCOPY one two /x/\n", "t12-link:1")
+    assert not (victim / "planted").exists()
+
+
 def test_a_failing_RUN_stops_with_its_exit_code_and_leaves_nothing(tmp_path):
     from labctl import state
     from labctl.containers import store
