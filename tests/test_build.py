@@ -239,3 +239,20 @@ def test_ctrl_c_during_a_RUN_removes_its_container(tmp_path):
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 130
     assert set(os.listdir(state.subdir("overlay"))) == before
+
+
+def test_FROM_an_image_not_in_the_store_pulls_it(tmp_path, tmp_path_factory):
+    from labctl.images import labregistry
+    from labctl.images.store import ImageStore
+    from test_registry import _serve
+    server = _serve(tmp_path_factory, "build-from")
+    try:
+        labregistry.seed(server.host, labregistry.write_lab_layout(tmp_path / "layout"), ["layered"])
+        reference = f"{server.host}/lab/layered:latest"
+        assert reference not in ImageStore().refs()
+        result = build(tmp_path, f"FROM {reference}\nRUN ls /srv/data > /seen\n", "t12-pulled:1")
+        assert reference in ImageStore().refs()                           # pulled, as `labctl pull` does
+        with image_root(result.image) as root:
+            assert (root / "seen").read_text() == "new.txt\n"             # the pulled layers, whiteouts applied
+    finally:
+        server.stop()
