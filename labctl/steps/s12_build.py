@@ -1,0 +1,194 @@
+"""Step 12: layers as a cache and as a diff. The demo, the check, and the reference solution of lab/12-build-push."""
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import tarfile
+from pathlib import Path
+
+from labctl.errors import CheckFailed, LabError, require_root
+from labctl.steps import checking
+
+EXPLANATION = """
+Step 4 stacked an image's layers under a writable upper directory; step 5 fetched layers from a
+registry. `docker build` and `docker push` are the same two things read backwards.
+
+**A build is containers whose upper directories become layers.** Each `RUN` runs in a container on an
+overlay of the layers so far; when it ends, its upper directory holds exactly what it changed. OverlayFS
+wrote deletions its own way, and an OCI layer says them another way:
+
+| the container did | upper directory (OverlayFS) | layer tar (OCI image spec, layer.md) |
+|---|---|---|
+| wrote or changed a file | the whole file (copy-up) | the file |
+| `rm /etc/motd` | `etc/motd`: a character device 0/0, a *whiteout* | an empty file `etc/.wh.motd` |
+| `rm -rf /var/cache/apt; mkdir /var/cache/apt` | the new directory, xattr `trusted.overlay.opaque=y` | `var/cache/apt/` and an empty `var/cache/apt/.wh..wh..opq` |
+
+**Layers are a cache.** A layer is named by its content (sha256). Docker's classic builder reuses an
+instruction's layer when the parent layer and the instruction are the same, and, for `COPY`/`ADD`, the
+copied files' content too: change one copied file and only the instructions from that `COPY` on run
+again; everything above it is `CACHED`.
+
+**Layers are a diff to send.** `docker push` asks the registry `HEAD /v2/NAME/blobs/DIGEST` for each
+layer and uploads only those it lacks (a blob the registry holds in another repository is *mounted*:
+`POST /v2/NAME/blobs/uploads/?mount=DIGEST&from=OTHER`, no bytes sent). A second image on the same base
+sends only its own layers.
+"""
+
+
+def demo() -> None:
+    require_root("the build and push demo")
+    from labctl.demos import buildpush
+    buildpush.run_demo()
+
+
+# ---------------------------------------------------------------------------------------------
+# The check: the student's tar, applied by umoci onto the lower layer, must give the kernel's merged view.
+
+def check(command: list[str]) -> list[str]:
+    """Judge `command UPPER LAYER.tar`: a real overlay changed as a RUN would change it; the student's
+    tar of its upper directory is applied by umoci onto a copy of the lower layer, and the tree it makes
+    must equal the merged view the kernel showed (names, types, modes, owners, contents, link targets)."""
+    from labctl import state
+    from labctl.demos import layerdiff
+    require_root("`labctl check 12` (it mounts an overlay)")
+    verified: list[str] = []
+    with layerdiff.changed_overlay("check12-") as scene:
+        whiteouts, opaque = scene.whiteouts(), scene.opaque()
+        verified.append(f"the kernel recorded the changes in the upper directory: whiteouts (character devices "
+                        f"0/0) at {_names(whiteouts)}, opaque directory (trusted.overlay.opaque=y) "
+                        f"{_names(opaque)}")
+        out = scene.base / "layer.tar"
+        status, _ = checking.run_to_end(command + [str(scene.upper), str(out)], timeout=60)
+        checking.expect(status == 0, f"the exercise exited {status}" if status is not None
+                        else "the exercise did not end within 60 s",
+                        "run it by hand on an upper directory (the README's Try it) and read what it prints",
+                        verified, "the exercise ran on the upper directory and exited 0")
+        names = _tar_names(out)
+        verified.append(f"it wrote a tar of {len(names)} entries")
+        try:
+            rootfs = layerdiff.apply_with_umoci(scene.lower, out.read_bytes(), scene.base / "umoci")
+        except LabError as exc:
+            raise CheckFailed(exc.cause, "tarfile's names are relative when you give relative arcnames") from None
+        verified.append("umoci applied it onto the lower layer (`umoci raw unpack` of an OCI layout)")
+        _compare(scene, names, layerdiff.tree(rootfs))
+        verified.append(f"the result equals the merged view the kernel showed: {len(scene.merged)} paths, with "
+                        "their types, modes, owners, contents and link targets")
+    state.forget_dead_processes()
+    return verified
+
+
+def _names(paths: list[str]) -> str:
+    return ", ".join("/" + p for p in paths) or "none"
+
+
+def _tar_names(path: Path) -> list[str]:
+    if not path.is_file():
+        raise CheckFailed(f"the exercise wrote no file at {path}",
+                          "write the tar to the path given as the second argument")
+    try:
+        with tarfile.open(path) as tar:
+            return [os.path.normpath(n) for n in tar.getnames()]
+    except tarfile.TarError as exc:
+        raise CheckFailed(f"{path} is not a tar archive ({exc})", "write it with tarfile.open(OUT, \"w\")") from None
+
+
+def _compare(scene, names: list[str], theirs: dict) -> None:
+    """Raise CheckFailed naming the first path where umoci's tree differs from the merged view, and why."""
+    ours = scene.merged
+    for path in sorted(set(ours) | set(theirs)):
+        if ours.get(path) == theirs.get(path):
+            continue
+        if path not in ours:
+            raise CheckFailed(*_still_there(scene, path, theirs[path], names))
+        if path not in theirs:
+            raise CheckFailed(f"/{path} is missing after your layer is applied, but the container saw it "
+                              f"({_kind(ours[path])})",
+                              "every file, directory and symlink of the upper directory goes into the tar as it "
+                              "is; an opaque marker must not hide what the same layer adds")
+        raise CheckFailed(f"/{path} differs after your layer is applied: the container saw {_kind(ours[path])}, "
+                          f"your layer gives {_kind(theirs[path])}",
+                          "copy each upper entry as it is: type, mode, owner, content, link target")
+
+
+def _still_there(scene, path: str, got, names: list[str]) -> tuple[str, str]:
+    """(cause, fix) for a path the container deleted that the student's layer leaves (or makes)."""
+    from labctl.demos import layerdiff
+    parent, base = os.path.split(path)
+    if got.kind == "char 0/0":
+        return (f"/{path} is a character device 0/0 after your layer is applied: your tar holds OverlayFS's "
+                "whiteout as it is, and an OCI reader makes it a device file instead of deleting the name",
+                f"write a deletion as the OCI image spec does: an empty regular file {os.path.join(parent, '.wh.' + base)} "
+                "(layer.md, \"Whiteouts\"; TODOs 1 and 4)")
+    upper = scene.upper / path
+    if os.path.lexists(upper) and stat.S_ISCHR(os.lstat(upper).st_mode):
+        marker = os.path.join(parent, ".wh." + base)
+        return (f"/{path} still exists after your layer is applied: the container deleted it (the upper "
+                f"directory has a whiteout there), and your tar has no {marker}"
+                + (" (it has one, but not as an empty regular file)" if marker in names else ""),
+                "a character device 0/0 in the upper directory is a deletion: write it as an empty regular "
+                "file .wh.NAME in the same directory (layer.md, \"Whiteouts\"; TODOs 1 and 4)")
+    for ancestor in _ancestors(path):
+        if layerdiff.is_opaque(scene.upper / ancestor):
+            return (f"/{path} still exists after your layer is applied: the container replaced /{ancestor} "
+                    f"(rm -rf, then mkdir: it is opaque in the upper directory, trusted.overlay.opaque=y), and "
+                    f"your tar has no {ancestor}/.wh..wh..opq",
+                    f"mark /{ancestor} opaque in the tar: an empty regular file .wh..wh..opq inside it (layer.md, "
+                    "\"Opaque Whiteout\"; TODOs 2 and 3)")
+    return (f"/{path} is in the tree your layer makes ({_kind(got)}), but the container did not see it",
+            "write only what the upper directory holds, under names relative to it")
+
+
+def _ancestors(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _kind(e) -> str:
+    what = f" ({e.what})" if e.what else ""
+    return f"a {e.kind}{what}, mode {e.mode:o}, owner {e.uid}:{e.gid}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference solution: the exercise's TODOs done, in the student's style (stdlib only).
+
+def reference(argv: list[str]) -> int:
+    """Reference solution: `UPPER LAYER.tar`: the OCI layer of an OverlayFS upper directory."""
+    if len(argv) != 2:
+        print("usage: python -m labctl.steps.s12_build UPPER LAYER.tar", file=sys.stderr)
+        return 2
+    upper, out = argv
+    if not os.path.isdir(upper):
+        raise LabError(f"{upper} is not a directory", "give the overlay's upperdir")
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+        for dirpath, dirs, files in os.walk(upper):
+            dirs.sort()
+            here = os.path.relpath(dirpath, upper)
+            if here != "." and _is_opaque(dirpath):
+                tar.addfile(tarfile.TarInfo(os.path.join(here, ".wh..wh..opq")))
+            for name in sorted(dirs + files):
+                path = os.path.join(dirpath, name)
+                st = os.lstat(path)
+                if stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 0 and os.minor(st.st_rdev) == 0:
+                    tar.addfile(tarfile.TarInfo(os.path.normpath(os.path.join(here, ".wh." + name))))
+                    continue
+                info = tar.gettarinfo(path, os.path.normpath(os.path.join(here, name)))
+                info.uname = info.gname = ""
+                if info.isfile():
+                    with open(path, "rb") as f:
+                        tar.addfile(info, f)
+                else:
+                    tar.addfile(info)
+    return 0
+
+
+def _is_opaque(path: str) -> bool:
+    """trusted.overlay.opaque = "y" (OverlayFS's mark of a directory that hides the lower ones)."""
+    names = os.listxattr(path, follow_symlinks=False)
+    return ("trusted.overlay.opaque" in names
+            and os.getxattr(path, "trusted.overlay.opaque", follow_symlinks=False) == b"y")
+
+
+if __name__ == "__main__":
+    from labctl.steps import run_reference
+    run_reference(reference)
