@@ -37,9 +37,46 @@ sends only its own layers.
 
 
 def demo() -> None:
-    require_root("the build and push demo")
+    from labctl import state, ui
     from labctl.demos import buildpush
-    buildpush.run_demo()
+    from labctl.images import labregistry
+    require_root("the build and push demo")
+    work = state.new_tmpdir("step12-")
+    rec = state.record_path(str(work), "step 12 demo: build context and registry")
+    try:
+        context = buildpush.make_context(work / "context")
+        ui.say("\n[bold]1. The Dockerfile[/bold] (context: " + ", ".join(buildpush.FILES) + ")")
+        ui.shown("Dockerfile", buildpush.DOCKERFILE)
+        runs = buildpush.three_builds(context)
+        for label, what in (("cold", "--no-cache: every instruction runs"),
+                            ("warm", "the same again: every instruction from the cache, no RUN runs"),
+                            ("changed", "app.sh edited: CACHED up to its COPY, that COPY and all after it run")):
+            ui.table(["#", "instruction", "time", "layer"], buildpush.timeline_rows(runs[label]),
+                     title=f"{label} build ({what}): {runs[label].digest[:19]}")
+        same = runs["cold"].digest == runs["warm"].digest
+        ui.say(f"cold and warm builds give {'the same' if same else 'different'} image digest "
+               f"({runs['cold'].digest[:19]}): layers are reproducible (sorted entries, fixed mtimes).")
+        second = buildpush.build_second(context)
+        ui.say(f"\n[bold]2. A second image on the same base[/bold]: {second.image} ({second.digest[:19]})")
+        with labregistry.RegistryServer(work / "registry") as server:
+            pushes = buildpush.two_pushes(server.host)
+            for result in pushes:
+                ui.table(["blob", "digest", "bytes", "action", "bytes sent"], buildpush.push_rows(result),
+                         title=f"push {result.target}: {sum(b.bytes_sent for b in result.blobs)} bytes sent")
+        _figures(runs, pushes)
+    finally:
+        buildpush.remove_images()
+        state.remove_path(str(work))
+        rec.forget()
+
+
+def _figures(runs: dict, pushes: list) -> None:
+    from labctl.plots import build as plots
+    from labctl.steps import save_figure
+    save_figure(plots.rebuild_times({label: r.steps for label, r in runs.items()}), "step12-rebuild-times")
+    labels = ("first push", "second push")
+    save_figure(plots.push_bytes({f"{label} ({p.target.split('/', 1)[1]})": p.blobs for label, p in zip(labels, pushes)}),
+                "step12-push-bytes")
 
 
 # ---------------------------------------------------------------------------------------------
