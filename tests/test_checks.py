@@ -349,3 +349,11 @@ def test_check_12_names_the_replaced_directory_a_layer_without_opaque_markers_le
     cause = next(line for line in result.stdout.splitlines() if "✘" in line)
     assert "/var/cache/apt/" in cause and "still exists" in cause and "replaced /var/cache/apt" in cause, cause
     assert "var/cache/apt/.wh..wh..opq" in cause
+
+
+def test_exercise_12_needs_only_the_standard_library(tmp_path):
+    """Debian's python3, outside the lab's venv and without `labctl exercise`: it reaches its usage."""
+    import subprocess
+    result = subprocess.run(["/usr/bin/python3", "-I", str(EXERCISE12)], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=30)
+    assert result.returncode == 1 and result.stderr.startswith("Step 12 exercise:"), result.stderr
