@@ -357,3 +357,10 @@ def test_exercise_12_needs_only_the_standard_library(tmp_path):
     result = subprocess.run(["/usr/bin/python3", "-I", str(EXERCISE12)], capture_output=True, text=True,
                             cwd=tmp_path, timeout=30)
     assert result.returncode == 1 and result.stderr.startswith("Step 12 exercise:"), result.stderr
+
+
+def test_check_12_says_the_names_must_be_relative_to_the_upper_directory(tmp_path):
+    source = _step12(*STEP12_TODOS).replace("entry = os.path.normpath(os.path.join(here, name))", "entry = path")
+    result = _check(12, tmp_path, source)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "names no path of the upper directory" in result.stdout and "relative to UPPER" in result.stdout

@@ -101,7 +101,7 @@ def check(command: list[str]) -> list[str]:
                         else "the exercise did not end within 60 s",
                         "run it by hand on an upper directory (the README's Try it) and read what it prints",
                         verified, "the exercise ran on the upper directory and exited 0")
-        names = _tar_names(out)
+        names = _tar_names(out, scene.upper)
         verified.append(f"it wrote a tar of {len(names)} entries")
         try:
             rootfs = layerdiff.apply_with_umoci(scene.lower, out.read_bytes(), scene.base / "umoci")
@@ -119,15 +119,26 @@ def _names(paths: list[str]) -> str:
     return ", ".join("/" + p for p in paths) or "none"
 
 
-def _tar_names(path: Path) -> list[str]:
+def _tar_names(path: Path, upper: Path) -> list[str]:
+    """The tar's entry names (normalised); CheckFailed if it is no uncompressed tar of names inside UPPER."""
     if not path.is_file():
         raise CheckFailed(f"the exercise wrote no file at {path}",
                           "write the tar to the path given as the second argument")
     try:
-        with tarfile.open(path) as tar:
-            return [os.path.normpath(n) for n in tar.getnames()]
+        with tarfile.open(path, "r:") as tar:
+            names = [os.path.normpath(n) for n in tar.getnames()]
     except tarfile.TarError as exc:
-        raise CheckFailed(f"{path} is not a tar archive ({exc})", "write it with tarfile.open(OUT, \"w\")") from None
+        raise CheckFailed(f"{path} is not an uncompressed tar archive ({exc})",
+                          "write it with tarfile.open(OUT, \"w\"): the layer is judged as application/vnd.oci.image.layer.v1.tar") \
+            from None
+    for name in names:
+        parent, base = os.path.split(name)
+        inside = os.path.lexists(upper / (parent if base.startswith(".wh.") else name))
+        if name != "." and not inside:
+            raise CheckFailed(f"your tar's entry {name!r} names no path of the upper directory (its top level "
+                              f"holds {', '.join(sorted(os.listdir(upper)))})",
+                              "name each entry by its path relative to UPPER, as `tar -C UPPER -c .` would")
+    return names
 
 
 def _compare(scene, names: list[str], theirs: dict) -> None:
