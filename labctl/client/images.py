@@ -1,5 +1,5 @@
 """The image commands: import, images, rmi (step 4's image store) and login, pull, registry (step 5's
-registry), as `docker import|images|rmi|login|pull`. The work is done in labctl/images.
+registry) and push (step 12), as `docker import|images|rmi|login|pull|push`. The work is done in labctl/images.
 """
 from __future__ import annotations
 
@@ -50,6 +50,16 @@ def add_commands(commands: Commands) -> None:
     p.add_argument("--stall-timeout", type=float, metavar="SECONDS",
                    help="give up on a transfer that makes no progress (or crawls below 1 KiB/s) for this "
                         "long (default: $LABCTL_PULL_STALL_TIMEOUT, else 30)")
+
+    p = commands.add("push", cmd_push, "push an image from the store to a registry: only the blobs it lacks travel",
+                     ["labctl registry start && labctl push localhost/busybox 127.0.0.1:5000/me/busybox:1",
+                      "labctl push 127.0.0.1:5000/lab/busybox 127.0.0.1:5000/other/busybox   # blobs mounted",
+                      "echo \"$PASSWORD\" | labctl login 127.0.0.1:5001 -u student --password-stdin && "
+                      "labctl push localhost/app 127.0.0.1:5001/student/app",
+                      "labctl push -q localhost/app 127.0.0.1:5000/me/app   # print only the manifest digest"])
+    p.add_argument("image", help="NAME[:TAG] of an image in the store (`labctl images`)")
+    p.add_argument("target", nargs="?", help="REGISTRY/REPO[:TAG] (default: the image's own name; the tag: its tag)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars; print only the manifest digest")
 
     p = commands.add("registry", cmd_registry, "start, stop or show the lab's own registry on 127.0.0.1",
                      ["labctl registry start", "labctl registry start --port 5001", "labctl registry status",
@@ -177,6 +187,17 @@ def cmd_pull(args) -> int:
         ui.ok(f"pulled {result.reference} ({result.digest}): {result.blobs_fetched} blobs, "
               f"{result.transferred} bytes, every digest verified")
     ui.say(f"{len(layer_dirs)} layers unpacked under {layer_dirs[0].parent if layer_dirs else '-'}")
+    return 0
+
+
+def cmd_push(args) -> int:
+    from labctl.images import push
+    from labctl import ui
+    result = push.push(args.image, args.target, progress=False if args.quiet else None)
+    if args.quiet:
+        print(result.digest)
+        return 0
+    ui.ok(result.summary())
     return 0
 
 

@@ -25,7 +25,7 @@ GROUP_OF = {
     "cgroup": "cgroups",
     "network": "network",
     "import": "images", "images": "images", "image": "images", "rmi": "images", "login": "images", "pull": "images",
-    "registry": "images",
+    "push": "images", "registry": "images",
     "run": "containers", "ps": "containers", "logs": "containers", "exec": "containers", "stop": "containers",
     "rm": "containers", "inspect": "containers", "stats": "containers", "volume": "containers",
     "bundle": "runtime", "runtime": "runtime",

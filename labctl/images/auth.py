@@ -93,7 +93,7 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
-def login(client: Client, scope: str | None = None) -> None:
+def login(client: Client, scope: str | list[str] | None = None) -> None:
     """GET /v2/ and answer its challenge: Basic credentials, or a Bearer token for `scope`. Sets
     client.scheme and client.authorization (the header every later request to the registry carries)."""
     resp = client.request("GET", f"{client.base}/v2/")
@@ -135,7 +135,7 @@ def _wrong_password(client: Client) -> AuthError:
                      f"check them, then `labctl login {registry} --username USER --password-stdin`")
 
 
-def _token(client: Client, challenge: dict, scope: str | None) -> str:
+def _token(client: Client, challenge: dict, scope: str | list[str] | None) -> str:
     """The token exchange: GET realm?service=...&scope=..., with Basic credentials if there are some."""
     realm = challenge.get("realm")
     if not realm:
@@ -143,7 +143,7 @@ def _token(client: Client, challenge: dict, scope: str | None) -> str:
     query = {"service": challenge.get("service", "")} if challenge.get("service") else {}
     if scope:
         query["scope"] = scope
-    url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
+    url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query, doseq=True)   # scopes: a list
     realm_parts = urllib.parse.urlsplit(realm)
     auth = basic_authorization(client.credentials) if client.credentials else None
     if realm_parts.scheme != "https" and realm_parts.hostname not in ("127.0.0.1", "localhost", "::1") \

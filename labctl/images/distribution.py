@@ -101,7 +101,7 @@ class Client:
             self.cancel.untrack(conn)
             conn.close()
 
-    def _send(self, method: str, url: str, headers: dict) -> http.client.HTTPResponse:
+    def _send(self, method: str, url: str, headers: dict, body=None) -> http.client.HTTPResponse:
         """One request on this thread's connection to the URL's host, with both ends in the log.
         A connection that failed is dropped, so the next request opens a fresh one."""
         parts = urllib.parse.urlsplit(url)
@@ -109,7 +109,7 @@ class Client:
         started = self.log.add("request", f"{method} {url}", method=method, url=url,
                                auth=headers.get("Authorization", "").split(" ")[0] or None)
         try:
-            conn.request(method, parts.path + (f"?{parts.query}" if parts.query else ""),
+            conn.request(method, parts.path + (f"?{parts.query}" if parts.query else ""), body,
                          headers=dict(headers, **{"User-Agent": USER_AGENT}))
             raw = conn.getresponse()
         except BaseException as exc:
