@@ -19,6 +19,7 @@ Both leave images in the store under NAMES; `remove_images()` drops them (and th
 from __future__ import annotations
 
 import contextlib
+import secrets
 from pathlib import Path
 
 #: The two images, as the store names them (`labctl build -t lab12/app:1` -> localhost/lab12/app:1).
@@ -29,7 +30,7 @@ DOCKERFILE = """\
 FROM busybox
 ENV APP_HOME=/opt/app
 COPY config.txt /etc/app/config.txt
-RUN seq 1 150000 > /opt/numbers && wc -l /opt/numbers > /opt/numbers.count
+RUN mkdir -p /opt/data && seq 1 150000 > /opt/data/numbers && wc -l /opt/data/numbers > /opt/data/count
 COPY app.sh /opt/app/app.sh
 RUN chmod 755 /opt/app/app.sh && sha256sum /opt/app/app.sh > /opt/app/app.sh.sha256
 CMD ["/opt/app/app.sh"]
@@ -61,12 +62,13 @@ def make_context(folder: Path) -> Path:
 
 def three_builds(context: Path) -> dict:
     """{"cold": BuildResult, "warm": ..., "changed": ...} (see the module's docstring). The context is
-    left with app.sh edited (v2)."""
+    left with app.sh edited (v2, with a random word: on a second run, too, the cache has not seen it)."""
     from labctl.build.builder import build
     dockerfile = context / "Dockerfile"
     runs = {"cold": build(dockerfile, context, APP, no_cache=True),
             "warm": build(dockerfile, context, APP)}
-    (context / "app.sh").write_text(FILES["app.sh"].replace("v1", "v2"))
+    # v2 and a fresh nonce: a content the cache has never seen, so what follows the COPY runs again
+    (context / "app.sh").write_text(FILES["app.sh"].replace("v1", f"v2 {secrets.token_hex(4)}"))
     runs["changed"] = build(dockerfile, context, APP)
     return runs
 

@@ -46,7 +46,7 @@ def demo() -> None:
     try:
         context = buildpush.make_context(work / "context")
         ui.say("\n[bold]1. The Dockerfile[/bold] (context: " + ", ".join(buildpush.FILES) + ")")
-        ui.shown("Dockerfile", buildpush.DOCKERFILE)
+        ui.quoted(buildpush.DOCKERFILE.rstrip())
         runs = buildpush.three_builds(context)
         for label, what in (("cold", "--no-cache: every instruction runs"),
                             ("warm", "the same again: every instruction from the cache, no RUN runs"),
