@@ -364,3 +364,10 @@ def test_check_12_says_the_names_must_be_relative_to_the_upper_directory(tmp_pat
     result = _check(12, tmp_path, source)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "names no path of the upper directory" in result.stdout and "relative to UPPER" in result.stdout
+
+
+def test_check_12_passes_the_reference_labctl_builds_own_translation():
+    """--reference judges labctl/build/diff.py's write_layer, the one every RUN of `labctl build` uses."""
+    result = run_labctl("check", "12", "--reference")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "the result equals the merged view the kernel showed" in result.stdout

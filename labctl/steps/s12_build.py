@@ -198,43 +198,22 @@ def _kind(e) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The reference solution: the exercise's TODOs done, in the student's style (stdlib only).
+# The reference solution: `labctl build`'s own translation (labctl/build/diff.py), which every RUN uses.
 
 def reference(argv: list[str]) -> int:
-    """Reference solution: `UPPER LAYER.tar`: the OCI layer of an OverlayFS upper directory."""
+    """Reference solution: `UPPER LAYER.tar`: the OCI layer of an OverlayFS upper directory, written by
+    labctl.build.diff.write_layer, as `labctl build` writes each RUN's layer (there, gzipped)."""
+    from labctl.build import diff
     if len(argv) != 2:
         print("usage: python -m labctl.steps.s12_build UPPER LAYER.tar", file=sys.stderr)
         return 2
     upper, out = argv
     if not os.path.isdir(upper):
         raise LabError(f"{upper} is not a directory", "give the overlay's upperdir")
-    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
-        for dirpath, dirs, files in os.walk(upper):
-            dirs.sort()
-            here = os.path.relpath(dirpath, upper)
-            if here != "." and _is_opaque(dirpath):
-                tar.addfile(tarfile.TarInfo(os.path.join(here, ".wh..wh..opq")))
-            for name in sorted(dirs + files):
-                path = os.path.join(dirpath, name)
-                st = os.lstat(path)
-                if stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 0 and os.minor(st.st_rdev) == 0:
-                    tar.addfile(tarfile.TarInfo(os.path.normpath(os.path.join(here, ".wh." + name))))
-                    continue
-                info = tar.gettarinfo(path, os.path.normpath(os.path.join(here, name)))
-                info.uname = info.gname = ""
-                if info.isfile():
-                    with open(path, "rb") as f:
-                        tar.addfile(info, f)
-                else:
-                    tar.addfile(info)
+    with open(out, "wb") as f:
+        entries = diff.write_layer(Path(upper), f)
+    print(f"{out}: {entries} entries")
     return 0
-
-
-def _is_opaque(path: str) -> bool:
-    """trusted.overlay.opaque = "y" (OverlayFS's mark of a directory that hides the lower ones)."""
-    names = os.listxattr(path, follow_symlinks=False)
-    return ("trusted.overlay.opaque" in names
-            and os.getxattr(path, "trusted.overlay.opaque", follow_symlinks=False) == b"y")
 
 
 if __name__ == "__main__":
