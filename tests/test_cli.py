@@ -67,7 +67,8 @@ def test_only_the_command_on_the_line_is_built_from_the_group_that_defines_it():
 
 _REQUIRED = {"step": ["1"], "check": ["1"], "hint": ["1"], "import": ["x"], "image": ["inspect", "x"], "rmi": ["x"],
              "login": ["host", "-u", "u"],
-             "pull": ["x"], "push": ["x"], "registry": ["status"], "run": ["busybox"], "logs": ["c"], "exec": ["c"],
+             "pull": ["x"], "push": ["x"], "registry": ["status"], "build": ["-t", "x", "."], "run": ["busybox"],
+             "logs": ["c"], "exec": ["c"],
              "stop": ["c"], "rm": ["c"], "inspect": ["c"], "volume": ["ls"], "jupyter": ["url"], "exercise": ["1"],
              "lab": ["status"], "bundle": ["busybox", "/tmp/b"]}
 

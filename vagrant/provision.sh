@@ -54,6 +54,7 @@ PACKAGES=(
   chromium chromium-driver python3-selenium        # the notebooks tested in a real browser (VM tier)
   python3-aiohttp                                  # the daemon's HTTP server (step 11)
   docker.io                                        # step 11: the docker CLI as a client of the lab's daemon
+  buildah                                          # step 12: the reference builder, beside labctl build (bench)
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -83,7 +83,7 @@ def run(req: RunRequest, lowers: list[Path], output: Callable[[str], None], wher
         make_layer: Callable[[Path, frozenset[str]], object]):
     """Run the command; on success return make_layer(upper dir, paths to skip). The container is removed
     in every case (success, failure, Ctrl-C)."""
-    from labctl.containers import images, lifecycle, store
+    from labctl.containers import images, lifecycle, store, supervisor
     from labctl.kernel.overlay import ContainerRoot
     from labctl.runtime.stdio import Stdio
     spec = _spec(req)
@@ -101,7 +101,9 @@ def run(req: RunRequest, lowers: list[Path], output: Callable[[str], None], wher
             _stream(r, output)
         finally:
             os.close(r)
-        code = lifecycle.wait_foreground(container, supervisor_pid)
+        # PID 1 and everything it started have closed the pipe: the supervisor (our child) is ending.
+        # Its exit status is the command's (no signal forwarding: a build may run in a daemon's thread)
+        code = supervisor.wait_for(supervisor_pid)
         if code != 0:
             raise RunFailed(where, text, code)
         upper = ContainerRoot.open(container.id).upper

@@ -11,6 +11,7 @@ One module per command group, each with its parsers beside its commands:
   cgroups.py     cgroup info|run (step 3)
   network.py     network ls|rm (step 6)
   images.py      import, images, rmi (step 4); login, pull, registry (step 5)
+  build.py       build (step 12: a Dockerfile into an image, with a layer cache)
   containers.py  run, ps, logs, exec, stop, rm, inspect, stats, volume (step 7)
   runtime.py     bundle, runtime (step 10: an OCI bundle; labctl's OCI runtime, runc's command line)
   trace.py       trace (step 8)

@@ -18,5 +18,6 @@ One concern per module:
   execs.py       /containers/{id}/exec, /exec/{id}/start|json|resize
   images.py      /images/...: create (pull, with the JSON progress stream), json, inspect, delete, tag, load, get
   resources.py   /networks/... and /volumes/...
+  build.py       /build: `docker build` (classic builder) over labctl/build, the JSON stream it reads
 aiohttp is imported only here, never on the CLI's own paths: `labctl --help` and `labctl run` stay fast.
 """

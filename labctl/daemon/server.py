@@ -27,7 +27,7 @@ import time
 
 from aiohttp import web
 
-from labctl.daemon import api, containers, execs, images, resources, system
+from labctl.daemon import api, build, containers, execs, images, resources, system
 from labctl.daemon.api import ApiError, error_response
 from labctl.daemon.engine import Engine
 from labctl.errors import LabError
@@ -87,7 +87,7 @@ def make_app(engine: Engine | None = None) -> web.Application:
                                         "keepalive_timeout": 75.0})
     app["engine"] = engine or Engine()
     for prefix in ("", "/v{version:1\\.[0-9]+}"):
-        for module in (system, containers, execs, images, resources):
+        for module in (system, containers, execs, images, resources, build):
             module.add_routes(app.router, prefix)
 
     async def on_cleanup(app):

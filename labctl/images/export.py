@@ -1,4 +1,5 @@
-"""Exporting images from the store as a docker-archive (`docker save`), the format archive.py imports.
+"""Exporting images from the store as a docker-archive (`docker save`), the format archive.py imports;
+and as an OCI layout directory (oci_layout), what umoci and skopeo read.
 
     manifest.json                       [{"Config": "<hex>.json", "RepoTags": [...], "Layers": ["<hex>/layer.tar", ...]}]
     <config hex>.json                   the image config, byte for byte (its sha256 is the image ID)
@@ -64,3 +65,24 @@ def docker_archive(store: ImageStore, images: list[tuple[str, list[str]]], put: 
                 layers.append(path)
             entries.append({"Config": f"{config_digest[7:]}.json", "RepoTags": tags, "Layers": layers})
         _add(tar, "manifest.json", json.dumps(entries).encode())
+
+
+def oci_layout(store: ImageStore, manifest_digest: str, dest, tag: str = "latest"):
+    """An image of the store as an OCI layout directory (oci-layout, index.json naming `tag`, blobs/sha256/),
+    the blobs copied byte for byte, so `umoci unpack --image DEST:TAG` or `skopeo copy oci:DEST:TAG` read it."""
+    import shutil
+    from pathlib import Path
+    from labctl.images.mediatypes import MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST
+    from labctl.images.ocilayout import REF_NAME
+    dest = Path(dest)
+    blobs = dest / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+    manifest = store.read_json(manifest_digest)
+    for digest in [manifest_digest, manifest["config"]["digest"]] + [l["digest"] for l in manifest["layers"]]:
+        shutil.copyfile(store.blob_path(digest), blobs / digest.split(":")[1])
+    (dest / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    entry = {"mediaType": manifest.get("mediaType", MEDIA_OCI_MANIFEST), "digest": manifest_digest,
+             "size": store.blob_path(manifest_digest).stat().st_size, "annotations": {REF_NAME: tag}}
+    (dest / "index.json").write_text(json.dumps({"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX,
+                                                 "manifests": [entry]}))
+    return dest
