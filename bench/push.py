@@ -7,8 +7,9 @@ written as an OCI layout (ocilayout.write_layout, the lab's own layout writer) a
 fresh image store from that layout, so both tools send exactly the same blobs. Each round starts a
 fresh docker-registry on 127.0.0.1 (its start is not timed), and pushes into it, in alternating order
 (interleaved, so machine noise hits both alike), each to a repository of its own:
-  labctl      `python -m labctl push localhost/bench HOST/labctl-cli/bench` (CLI: interpreter start,
-              HEAD, POST, PUT or PATCHes, manifest)
+  labctl      `labctl push -q localhost/bench HOST/labctl-cli/bench` through the launcher provision.sh
+              installs as /usr/local/bin/labctl (python -S, labctl/launcher.py; generated here for this
+              checkout): interpreter start, HEAD, POST, PUT or PATCHes, manifest
   labctl-lib  the same in-process (push.push): the protocol without the Python start-up
   skopeo      `skopeo copy oci:LAYOUT:bench docker://HOST/skopeo/bench`
 A fresh registry each round (and no recorded blob locations for labctl) means nothing is skipped or
@@ -27,7 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 
 
 def timed(fn) -> float:
@@ -46,13 +48,14 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-push-"))
     os.environ["LABCTL_STATE_DIR"] = str(work / "bench-state")
-    from labctl import state
+    from labctl import launcher, state
     from labctl.images import archive, labregistry, ocilayout, push, store as imagestore
 
     layers = [ocilayout.Layer(ocilayout.tar_entries([ocilayout.FileEntry(f"blob{i}", data=os.urandom(mib << 20))]))
               for i, mib in enumerate(args.sizes)]
     layout = ocilayout.write_layout(work / "layout", {"bench": ocilayout.Image(layers)})
     store = imagestore.ImageStore()
+    launcher.install(work / "labctl", python=sys.executable, repo=str(REPO))
     archive.import_layout(store, layout, "bench")
     locations = state.state_dir() / "blob-locations.json"
     total = sum(l.descriptor["size"] for l in layers)
@@ -60,7 +63,7 @@ def main() -> int:
     times: dict[str, list[float]] = {"labctl": [], "labctl-lib": [], "skopeo": []}
 
     def run_labctl(host):
-        subprocess.run([sys.executable, "-m", "labctl", "push", "-q", "localhost/bench", f"{host}/labctl-cli/bench"],
+        subprocess.run([str(work / "labctl"), "push", "-q", "localhost/bench", f"{host}/labctl-cli/bench"],
                        check=True, stdout=subprocess.DEVNULL)
 
     def run_lib(host):

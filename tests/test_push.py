@@ -22,6 +22,7 @@ from helpers import run_labctl
 from labctl.images import archive, distribution, labregistry, ocilayout, push, store as imagestore
 from labctl.images.mediatypes import MEDIA_OCI_MANIFEST
 from labctl.images.tokenserver import TokenServer
+from test_daemon import DOCKER, daemon, docker  # noqa: F401  (daemon: test_daemon's module fixture)
 
 pytestmark = pytest.mark.root
 
@@ -176,7 +177,8 @@ def test_large_blob_goes_in_chunks_and_the_registry_checks_the_digest(registry, 
     s = imagestore.ImageStore(tmp_path / "store")
     archive.import_layout(s, ocilayout.write_layout(tmp_path / "layout", {"big": big}))
     since = len(requests(registry))
-    push.push("localhost/big", f"{registry.host}/t4/big", progress=False, store=s, chunk_size=MiB)
+    push.push("localhost/big", f"{registry.host}/t4/big", progress=False, store=s,
+              monolithic_max=MiB, chunk_size=MiB)
     reqs = requests(registry, since)
     assert [s for m, p, s in reqs if m == "PATCH"] == [202] * 4
     back = imagestore.ImageStore(tmp_path / "back")
@@ -194,13 +196,101 @@ def test_a_blob_that_does_not_match_its_digest_is_refused_by_the_registry_and_no
     data = bytearray(s.blob_path(victim).read_bytes())
     data[MiB + 7] ^= 0xFF
     s.blob_path(victim).write_bytes(bytes(data))
-    for chunk_size in (MiB, 16 * MiB):                                 # chunked, then monolithic
+    for monolithic_max in (MiB, 16 * MiB):                             # chunked, then monolithic
         since = len(requests(registry))
         with pytest.raises(push.RegistryError, match="answered 400"):
             push.push("localhost/corrupt", f"{registry.host}/t5/corrupt", progress=False, store=s,
-                      chunk_size=chunk_size)
+                      monolithic_max=monolithic_max, chunk_size=MiB)
         assert ("PUT", 400) in [(m, st) for m, p, st in requests(registry, since) if "/blobs/uploads/" in p]
     assert manifest_digest(registry, "t5/corrupt", "latest") is None
+
+
+
+def test_a_stale_location_gets_202_and_the_blob_is_uploaded_into_that_session(registry, store):
+    """The registry forgot the blob in the repository it would be mounted from (DELETE of its link there):
+    it answers the mount with 202 and an upload session, which the push then uses."""
+    import http.client
+    push.push("localhost/app-a", f"{registry.host}/t9/first", progress=False, store=store)
+    manifest = json.loads(IMAGES["app-a"].manifest_blob())
+    gone = manifest["layers"][-1]["digest"]
+    conn = http.client.HTTPConnection(registry.host)
+    conn.request("DELETE", f"/v2/t9/first/blobs/{gone}")
+    assert conn.getresponse().status == 202
+    conn.close()
+    since = len(requests(registry))
+    push.push("localhost/app-a", f"{registry.host}/t9/second", progress=False, store=store)
+    reqs = requests(registry, since)
+    answers = {p.split("mount=")[1].split("&")[0]: s for m, p, s in reqs if m == "POST" and "mount=" in p}
+    assert answers == {d: 202 if d == gone else 201 for d in blob_digests(IMAGES["app-a"])}
+    assert uploaded(reqs, "t9/second") == {gone}
+    assert skopeo_inspect(registry.host, "t9/second")["Layers"][-1] == gone
+
+
+class CuttingProxy:
+    """A fake network fault (the one fake here): a TCP relay to the real registry that closes the first
+    `cuts` connections which carry more than `cut_after` bytes from the client, halfway through a body."""
+
+    def __init__(self, upstream: int, cut_after: int, cuts: int = 1):
+        import socket
+        import threading
+        self.upstream, self.cut_after, self.cuts = upstream, cut_after, cuts
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.threads = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream))
+            for args in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=args, daemon=True).start()
+
+    def _pump(self, src, dst, from_client):
+        import socket
+        sent = 0
+        try:
+            while data := src.recv(65536):
+                sent += len(data)
+                if from_client and sent > self.cut_after and self.cuts > 0:
+                    self.cuts -= 1
+                    for s in (src, dst):
+                        s.shutdown(socket.SHUT_RDWR)
+                    return
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.mark.parametrize("monolithic_max", [16 * MiB, MiB])
+def test_a_connection_cut_halfway_through_an_upload_restarts_that_blob(registry, tmp_path, monolithic_max):
+    image = ocilayout.Image([_layer("cut", 4 * MiB, seed=1)])
+    s = imagestore.ImageStore(tmp_path / "store")
+    archive.import_layout(s, ocilayout.write_layout(tmp_path / "layout", {"cut": image}))
+    proxy = CuttingProxy(registry.port, cut_after=2 * MiB)
+    try:
+        since = len(requests(registry))
+        result = push.push("localhost/cut", f"127.0.0.1:{proxy.port}/t10/cut{monolithic_max}", progress=False,
+                           store=s, monolithic_max=monolithic_max, chunk_size=MiB)
+    finally:
+        proxy.close()
+    assert proxy.cuts == 0                                        # the cut happened
+    reqs = requests(registry, since)
+    layer = json.loads(image.manifest_blob())["layers"][0]["digest"]
+    assert uploaded(reqs, f"t10/cut{monolithic_max}") == blob_digests(image)
+    assert sum(1 for m, p, st in reqs if m == "POST" and "/blobs/uploads/" in p) == 3   # layer twice, config
+    back = imagestore.ImageStore(tmp_path / "back")
+    pulled = distribution.pull(f"{registry.host}/t10/cut{monolithic_max}", store=back, progress=False)
+    assert pulled.digest == result.digest and back.read_blob(layer) == s.read_blob(layer)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,7 +300,8 @@ def test_a_blob_that_does_not_match_its_digest_is_refused_by_the_registry_and_no
 @pytest.fixture(scope="module")
 def big_in_store(tmp_path_factory, layout):
     """app-a and an image with one 96 MiB layer of random bytes, in the tests' default image store
-    (the one `labctl push` uses): uploaded in 6 PATCHes of 16 MiB, it takes a while even over loopback."""
+    (the one `labctl push` uses): above push.MONOLITHIC_MAX, it goes in 6 PATCHes of 16 MiB, which take
+    a while even over loopback."""
     big = ocilayout.Image([_layer("big", 96 * MiB, seed=1)])
     store = imagestore.ImageStore()
     archive.import_layout(store, ocilayout.write_layout(tmp_path_factory.mktemp("big"), {"big-push": big}))
@@ -280,7 +371,8 @@ def test_token_auth_push_needs_login_and_mounts_with_a_pull_scope_on_the_source(
 
 
 def manifest_digest_with_token(server, repo: str) -> str | None:
-    token = server.tokens.issue(USER, server.tokens.service, [{"type": "repository", "name": repo, "actions": ["pull"]}])
+    access = [{"type": "repository", "name": repo, "actions": ["pull"]}]
+    token = server.tokens.issue(USER, server.tokens.service, access)
     import http.client
     conn = http.client.HTTPConnection(server.host)
     conn.request("HEAD", f"/v2/{repo}/manifests/latest",
@@ -288,3 +380,28 @@ def manifest_digest_with_token(server, repo: str) -> str | None:
     resp = conn.getresponse()
     conn.close()
     return resp.headers.get("Docker-Content-Digest") if resp.status == 200 else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The real `docker push`, through labctl's daemon
+
+
+@pytest.mark.skipif(not os.path.exists(DOCKER), reason="needs Debian's docker CLI (apt-get install docker.io)")
+def test_docker_push_through_the_daemon_draws_docker_progress_and_skips_what_exists(daemon, registry):
+    target = f"{registry.host}/t8/busybox"
+    assert docker(daemon, "tag", "busybox", target).returncode == 0
+    since = len(requests(registry))
+    first = docker(daemon, "push", target)
+    assert first.returncode == 0, first.stderr
+    assert f"The push refers to repository [{target}]" in first.stdout and "Pushed" in first.stdout
+    expected = imagestore.ImageStore().resolve(f"{target}:latest")
+    assert f"latest: digest: {expected}" in first.stdout
+    assert skopeo_inspect(registry.host, "t8/busybox:latest")["Digest"] == expected
+    assert uploaded(requests(registry, since), "t8/busybox")                    # the registry saw uploads
+    since = len(requests(registry))
+    again = docker(daemon, "push", target)
+    assert again.returncode == 0 and "Layer already exists" in again.stdout, again.stderr + again.stdout
+    assert uploaded(requests(registry, since), "t8/busybox") == set()          # and now none
+    missing = docker(daemon, "push", f"{registry.host}/t8/absent")
+    assert missing.returncode == 1 and "does not exist locally" in missing.stderr + missing.stdout
+    assert docker(daemon, "rmi", target).returncode == 0

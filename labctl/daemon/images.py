@@ -1,5 +1,5 @@
-"""/images/...: pull (with the progress stream `docker pull` draws), list, inspect, remove, tag, load,
-save, over the image store of steps 4 and 5.
+"""/images/...: pull and push (with the progress streams `docker pull` and `docker push` draw), list,
+inspect, remove, tag, load, save, over the image store of steps 4, 5 and 12.
 
 `docker pull` reads a stream of JSON objects, one per line, and redraws a line per layer from them:
 
@@ -10,7 +10,10 @@ save, over the image store of steps 4 and 5.
     {"status": "Digest: sha256:..."}  {"status": "Status: Downloaded newer image for ..."}
     {"errorDetail": {"message": "..."}, "error": "..."}          (a failure, after the 200 has gone out)
 
-Here they are made from the pull's own event log (images/pulllog.py), read while the pull runs in a
+`docker push` reads the same kind of stream: "Preparing", "Pushing" {current, total}, then "Pushed",
+"Layer already exists" or "Mounted from REPO" per blob, and "TAG: digest: sha256:... size: N" with an
+{"aux": {"Tag", "Digest", "Size"}} object at the end.
+Here they are made from the pull's (or push's) own event log (images/pulllog.py), read while the pull runs in a
 thread. An image's ID, as Docker's, is its config's digest; RepoTags are the store's references to it.
 """
 from __future__ import annotations
@@ -230,6 +233,71 @@ def _pull_and_unpack(image: str, credentials, log):
 
 
 # ---------------------------------------------------------------------------------------------
+# Push
+
+
+def _push_message(event) -> dict | None:
+    """One event of the push's log -> the message `docker push` draws, or None."""
+    data, short = event.data, (event.data.get("digest") or "")[7:19]
+    if event.kind == "push-start" and str(data.get("what", "")).startswith("layer"):
+        return {"status": "Preparing", "progressDetail": {}, "id": short}
+    if event.kind == "push-bytes" and str(event.text).startswith("layer"):
+        return {"status": "Pushing", "progressDetail": {"current": data["bytes"], "total": data["size"]}, "id": short}
+    if event.kind == "push-done" and str(event.text).startswith("layer"):
+        status = {"exists": "Layer already exists", "uploaded": "Pushed"}.get(data["action"]) \
+            or f"Mounted from {data.get('mounted_from')}"
+        return {"status": status, "progressDetail": {}, "id": short}
+    return None
+
+
+async def push(request: web.Request) -> web.StreamResponse:
+    """POST /images/{name}/push?tag=TAG: push the store's NAME:TAG to the registry its name names."""
+    from labctl.images import push as pushing, reference
+    from labctl.images.pulllog import PullLog
+    ref = reference.parse(f"{request.match_info['name']}:{request.query.get('tag') or 'latest'}")
+    if str(ref) not in _store().refs():
+        raise ApiError(404, f"An image does not exist locally with the tag: {ref.name}")
+    log = PullLog()
+    job = asyncio.ensure_future(blocking(pushing.push, str(ref), None, False,
+                                         credentials=_credentials(request), log=log))
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+
+    async def send(obj):
+        await response.write(json.dumps(obj).encode() + b"\r\n")
+    await send({"status": f"The push refers to repository [{ref.name}]"})
+    seen = 0
+    while True:
+        done = job.done()
+        events, latest = log.events[seen:], {}
+        seen += len(events)
+        for event in events:
+            message = _push_message(event)
+            if message and message["status"] == "Pushing":      # the last count of each blob only
+                latest[message["id"]] = message
+            elif message:
+                last_count = latest.pop(message["id"], None)     # before "Pushed": the bar at its end
+                if last_count:
+                    await send(last_count)
+                await send(message)
+        for pending in latest.values():
+            await send(pending)
+        if done:
+            break
+        await asyncio.wait([job], timeout=0.1)
+    try:
+        result = job.result()
+    except LabError as exc:
+        await send({"errorDetail": {"message": str(exc)}, "error": str(exc)})
+        return response
+    size = len(_store().read_blob(result.digest))
+    await send({"status": f"{ref.tag}: digest: {result.digest} size: {size}"})
+    await send({"progressDetail": {}, "aux": {"Tag": ref.tag, "Digest": result.digest, "Size": size}})
+    request.app["engine"].bus.publish("image", "push", str(ref), name=str(ref))
+    return response
+
+
+# ---------------------------------------------------------------------------------------------
 # Load and save (docker-archive)
 
 
@@ -297,4 +365,5 @@ def add_routes(router: web.UrlDispatcher, prefix: str) -> None:
     router.add_get(prefix + "/images/{name:.+}/json", inspect, allow_head=False)
     router.add_get(prefix + "/images/{name:.+}/get", save, allow_head=False)
     router.add_post(prefix + "/images/{name:.+}/tag", tag)
+    router.add_post(prefix + "/images/{name:.+}/push", push)
     router.add_delete(prefix + "/images/{name:.+}", delete)

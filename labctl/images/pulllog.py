@@ -29,7 +29,7 @@ class PullLog:
         event = Event(time.monotonic() - self.t0, kind, text, data)
         with self._lock:
             self.events.append(event)
-        if self.narrate and kind != "blob-bytes":
+        if self.narrate and kind not in ("blob-bytes", "push-bytes"):
             self.narrate(event)
         return event
 

@@ -8,7 +8,7 @@ For each blob, the layers first and the config last, only what the registry lack
                                                without a byte sent; 202 Accepted: it did not (or may
                                                not), and this is an upload session to use instead
   POST /v2/NAME/blobs/uploads/                 202 Accepted, Location: the upload session's URL
-  then, monolithic (blobs up to chunk_size)
+  then, monolithic (blobs up to monolithic_max)
     PUT <location>&digest=<digest>             the whole blob in one body
   or chunked (larger blobs)
     PATCH <location>  Content-Range: START-END each chunk, 202 with the next Location and Range: 0-END
@@ -44,7 +44,8 @@ from labctl.images.pulllog import PullLog
 from labctl.images.store import ImageStore, ImageNotFound
 from labctl.images.transfer import run_parallel
 
-CHUNK_SIZE = 16 << 20      # blobs larger than this are sent chunked, in PATCHes of this size
+MONOLITHIC_MAX = 64 << 20  # blobs up to this size go in one PUT (fewest round trips: measured fastest here)
+CHUNK_SIZE = 16 << 20      # larger ones in PATCHes of this size: a progress point the registry confirms
 BLOCK = 1 << 20            # bytes per send(2) from a blob file
 
 
@@ -139,8 +140,14 @@ class Meter:
         return data
 
 
+class Transient(RegistryError):
+    """A 429 or 5xx answer to a request with a body: the blob (or manifest) is sent again."""
+
+
 def _refused(resp: Response, what: str, ref: references.Reference) -> RegistryError:
     body = resp.read(1 << 16)
+    if resp.status in Client.RETRY_STATUSES:
+        return Transient(f"{what} answered {resp.status} every time", "the registry is failing: look at its log")
     if resp.status in (401, 403):
         return AuthError(f"{ref.registry} refused to let you push to {ref.repository} ({what}: {resp.status})",
                          f"log in with an account that may push there: `labctl login {ref.registry} "
@@ -170,12 +177,13 @@ def _start_upload(client: PushClient, digest: str, mount_from: str | None) -> st
     return urllib.parse.urljoin(client.base + "/", resp.headers["Location"])
 
 
-def _upload(client: PushClient, location: str, path, d: dict, chunk_size: int, tick) -> None:
+def _upload(client: PushClient, location: str, path, d: dict, sizes: tuple[int, int], tick) -> None:
     """Send the blob into the upload session: one PUT, or PATCHes then an empty PUT; the registry
     checks the digest on the PUT."""
     digest, size = d["digest"], d["size"]
     octets = {"Content-Type": "application/octet-stream"}
-    if size > chunk_size:
+    monolithic_max, chunk_size = sizes
+    if size > monolithic_max:
         for start in range(0, size, chunk_size):
             length = min(chunk_size, size - start)
             headers = dict(octets, **{"Content-Range": f"{start}-{start + length - 1}", "Content-Length": str(length)})
@@ -194,38 +202,61 @@ def _upload(client: PushClient, location: str, path, d: dict, chunk_size: int, t
 
 
 def push_blob(client: PushClient, store: ImageStore, d: dict, what: str, mount_from: str | None,
-              chunk_size: int = CHUNK_SIZE, progress: Callable[[int], None] | None = None) -> BlobPushed:
+              sizes: tuple[int, int] = (MONOLITHIC_MAX, CHUNK_SIZE),
+              progress: Callable[[int], None] | None = None) -> BlobPushed:
     """HEAD, then mount or upload one blob; a dropped connection starts it again from the HEAD."""
     record = BlobPushed(d["digest"], d["size"], "exists", 0, what)
     path = store.blob_path(d["digest"])
 
     def tick(n: int) -> None:
         record.bytes_sent += n
+        client.log.add("push-bytes", what, digest=d["digest"], bytes=record.bytes_sent, size=d["size"])
         if progress:
             progress(n)
+    client.log.add("push-start", f"{what} {d['digest'][:19]} ({d['size']} bytes)", digest=d["digest"],
+                   size=d["size"], what=what)
     for attempt in range(client.retries + 1):
         try:
             resp = client.send("HEAD", f"/v2/{client.ref.repository}/blobs/{d['digest']}")
             resp.read()
             if resp.status == 200:
-                return record
+                return _done(client, record)
             if resp.status != 404:
                 raise _refused(resp, f"HEAD of blob {d['digest'][:19]}", client.ref)
             location = _start_upload(client, d["digest"], mount_from)
             if location is None:
                 record.action, record.mounted_from = "mounted", mount_from
-                client.log.add("mounted", f"{what} {d['digest'][:19]} mounted from {mount_from}")
-                return record
-            _upload(client, location, path, d, chunk_size, tick)
+                return _done(client, record)
+            _upload(client, location, path, d, sizes, tick)
             record.action = "uploaded"
-            return record
-        except DROPPED as exc:
+            return _done(client, record)
+        except RETRIED as exc:
             client.cancel.check()
             if attempt == client.retries:
-                raise RegistryError(f"the upload of {what} {d['digest'][:19]} was cut off {attempt + 1} times "
-                                    f"({exc.__class__.__name__})", "is the registry running? try again") from None
-            client._pause(attempt, None, f"{what} {d['digest'][:19]} cut off ({exc.__class__.__name__})")
+                _give_up(exc, f"the upload of {what} {d['digest'][:19]}", attempt)
+            client._pause(attempt, None, f"{what} {d['digest'][:19]}: {_why(exc)}")
     raise AssertionError("unreachable")
+
+
+RETRIED = DROPPED + (Transient,)
+
+
+def _why(exc: BaseException) -> str:
+    return exc.cause if isinstance(exc, Transient) else f"cut off ({exc.__class__.__name__})"
+
+
+def _give_up(exc: BaseException, what: str, attempt: int):
+    if isinstance(exc, Transient):
+        raise exc
+    raise RegistryError(f"{what} was cut off {attempt + 1} times ({exc.__class__.__name__})",
+                        "is the registry running? try again") from None
+
+
+def _done(client: PushClient, record: BlobPushed) -> BlobPushed:
+    how = f"mounted from {record.mounted_from}" if record.mounted_from else record.action
+    client.log.add("push-done", f"{record.what} {record.digest[:19]} {how}", digest=record.digest,
+                   action=record.action, mounted_from=record.mounted_from, bytes_sent=record.bytes_sent)
+    return record
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,10 +288,12 @@ def _target(source: references.Reference, target: str | None) -> references.Refe
 
 
 def push(source: str, target: str | None = None, progress: bool | None = None, *, store: ImageStore | None = None,
-         credentials: tuple[str, str] | None = None, chunk_size: int = CHUNK_SIZE, parallel: int = 4,
+         credentials: tuple[str, str] | None = None, monolithic_max: int = MONOLITHIC_MAX,
+         chunk_size: int = CHUNK_SIZE, parallel: int = 4,
          retries: int = 4, backoff: float = 0.1, log: PullLog | None = None) -> PushResult:
     """Push SOURCE (an image in the store) to TARGET (REGISTRY/REPO[:TAG]; default: SOURCE's own name).
-    progress: bars per blob on stderr (None: if stderr is a terminal)."""
+    progress: bars per blob on stderr (None: if stderr is a terminal). Blobs above monolithic_max bytes
+    are sent in PATCHes of chunk_size bytes."""
     store = store or ImageStore()
     log = log or PullLog()
     source_ref, digest = _source(store, source)
@@ -284,8 +317,9 @@ def push(source: str, target: str | None = None, progress: bool | None = None, *
                 if not store.has_blob(d["digest"]):
                     raise ImageNotFound(f"blob {d['digest']} of {source} is not in the store",
                                         "pull or import the image again")
-            done += _push_all(client, store, blobs[:-1], mounts, chunk_size, parallel, progress)
-            done += _push_all(client, store, blobs[-1:], mounts, chunk_size, 1, False)
+            sizes = (monolithic_max, chunk_size)
+            done += _push_all(client, store, blobs[:-1], mounts, sizes, parallel, progress)
+            done += _push_all(client, store, blobs[-1:], mounts, sizes, 1, False)
         _put_manifest(client, body, media_type, digest)
         return PushResult(str(ref), digest, done, log)
     except BaseException:
@@ -297,7 +331,7 @@ def push(source: str, target: str | None = None, progress: bool | None = None, *
 
 
 def _push_all(client: PushClient, store: ImageStore, blobs: list[tuple[str, dict]], mounts: dict[str, str],
-              chunk_size: int, parallel: int, progress: bool | None) -> list[BlobPushed]:
+              sizes: tuple[int, int], parallel: int, progress: bool | None) -> list[BlobPushed]:
     """The blobs in parallel threads, with a progress bar each, as `labctl pull` draws them."""
     if progress is None:
         progress = os.isatty(2)
@@ -313,9 +347,10 @@ def _push_all(client: PushClient, store: ImageStore, blobs: list[tuple[str, dict
         label = f"{what} {d['digest'][7:19]}"
         task = bars.add_task(label, total=d["size"]) if bars else None
         tick = (lambda k: bars.advance(task, k)) if bars else None
-        record = push_blob(client, store, d, what, mounts.get(d["digest"]), chunk_size, tick)
+        record = push_blob(client, store, d, what, mounts.get(d["digest"]), sizes, tick)
         if bars:
-            bars.update(task, completed=d["size"], description=f"{label} {record.action}")
+            how = f"mounted from {record.mounted_from}" if record.mounted_from else record.action
+            bars.update(task, completed=d["size"], description=f"{label} {how}")
         results.append(record)
         return record.bytes_sent
     try:
@@ -330,11 +365,19 @@ def _push_all(client: PushClient, store: ImageStore, blobs: list[tuple[str, dict
 def _put_manifest(client: PushClient, body: bytes, media_type: str, digest: str) -> None:
     """PUT the manifest under the tag: the one request that changes what the tag names."""
     ref = client.ref
-    resp = client.send("PUT", f"/v2/{ref.repository}/manifests/{ref.tag}",
-                       {"Content-Type": media_type, "Content-Length": str(len(body))}, lambda: body)
-    if resp.status != 201:
-        raise _refused(resp, f"PUT manifest {ref.tag}", ref)
-    resp.read()
+    for attempt in range(client.retries + 1):
+        try:
+            resp = client.send("PUT", f"/v2/{ref.repository}/manifests/{ref.tag}",
+                               {"Content-Type": media_type, "Content-Length": str(len(body))}, lambda: body)
+            if resp.status != 201:
+                raise _refused(resp, f"PUT manifest {ref.tag}", ref)
+            resp.read()
+            break
+        except RETRIED as exc:
+            client.cancel.check()
+            if attempt == client.retries:
+                _give_up(exc, f"the PUT of the manifest {ref.tag}", attempt)
+            client._pause(attempt, None, f"manifest: {_why(exc)}")
     answered = resp.headers.get("Docker-Content-Digest")
     if answered and answered != digest:
         raise RegistryError(f"the registry stored the manifest as {answered}, not {digest}",
