@@ -44,8 +44,9 @@ def demo() -> None:
     work = state.new_tmpdir("step12-")
     rec = state.record_path(str(work), "step 12 demo: build context and registry")
     try:
+        _upper_read_backwards()
         context = buildpush.make_context(work / "context")
-        ui.say("\n[bold]1. The Dockerfile[/bold] (context: " + ", ".join(buildpush.FILES) + ")")
+        ui.say("\n[bold]2. The Dockerfile[/bold] (context: " + ", ".join(buildpush.FILES) + ")")
         ui.quoted(buildpush.DOCKERFILE.rstrip())
         runs = buildpush.three_builds(context)
         for label, what in (("cold", "--no-cache: every instruction runs"),
@@ -57,7 +58,7 @@ def demo() -> None:
         ui.say(f"cold and warm builds give {'the same' if same else 'different'} image digest "
                f"({runs['cold'].digest[:19]}): layers are reproducible (sorted entries, fixed mtimes).")
         second = buildpush.build_second(context)
-        ui.say(f"\n[bold]2. A second image on the same base[/bold]: {second.image} ({second.digest[:19]})")
+        ui.say(f"\n[bold]3. A second image on the same base[/bold]: {second.image} ({second.digest[:19]})")
         with labregistry.RegistryServer(work / "registry") as server:
             pushes = buildpush.two_pushes(server.host)
             for result in pushes:
@@ -68,6 +69,34 @@ def demo() -> None:
         buildpush.remove_images()
         state.remove_path(str(work))
         rec.forget()
+
+
+def _upper_read_backwards() -> None:
+    """What a RUN leaves in its upper directory (the kernel's marks), and the layer labctl build writes."""
+    import io
+    from labctl import ui
+    from labctl.build import diff
+    from labctl.demos import layerdiff
+    ui.say("\n[bold]1. A RUN's upper directory, read backwards[/bold]: "
+           + "; ".join(f"{what} /{path}" for what, path in layerdiff.CHANGES))
+    with layerdiff.changed_overlay("step12-upper-") as scene:
+        buf = io.BytesIO()
+        diff.write_layer(scene.upper, buf, epoch=0)
+        buf.seek(0)
+        with tarfile.open(fileobj=buf) as tar:
+            written = tar.getnames()
+        rows = []
+        for path, e in layerdiff.tree(scene.upper).items():
+            mark = " + trusted.overlay.opaque=y" if e.kind == "dir" and layerdiff.is_opaque(scene.upper / path) else ""
+            if e.kind == "dir" and not mark:
+                continue               # the directories on the way: in the tar as they are
+            parent, base = os.path.split(path)
+            layer = [n for n in written if n in (path, os.path.join(parent, ".wh." + base),
+                                                  os.path.join(path, ".wh..wh..opq"))]
+            rows.append([path, e.kind + mark, ", ".join(layer)])
+        ui.table(["upper directory (its directories aside)", "what the kernel left", "entries in the layer tar"], rows)
+        ui.say("A whiteout (character device 0/0) becomes an empty file .wh.NAME; an opaque directory gets an empty "
+               ".wh..wh..opq inside it (labctl/build/diff.py; `labctl check 12` judges your own).")
 
 
 def _figures(runs: dict, pushes: list) -> None:
