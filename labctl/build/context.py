@@ -149,7 +149,7 @@ class Context:
             below = "" if below == "." else below + "/"
             keep = []
             for name in sorted(dirs + files):
-                if self.ignore.excluded(base + below + name) or (base + below + name) == IGNORE_FILE:
+                if self.ignore.excluded(base + below + name):
                     continue
                 if name in dirs:
                     keep.append(name)
