@@ -405,3 +405,27 @@ def test_docker_push_through_the_daemon_draws_docker_progress_and_skips_what_exi
     missing = docker(daemon, "push", f"{registry.host}/t8/absent")
     assert missing.returncode == 1 and "does not exist locally" in missing.stderr + missing.stdout
     assert docker(daemon, "rmi", target).returncode == 0
+
+
+@pytest.mark.skipif(not os.path.exists(DOCKER), reason="needs Debian's docker CLI (apt-get install docker.io)")
+def test_docker_login_then_docker_push_to_a_token_auth_registry_through_the_daemon(daemon, bearer):
+    target = f"{bearer.host}/student/dockerpushed"
+    assert docker(daemon, "tag", "busybox", target).returncode == 0
+    try:
+        refused = docker(daemon, "push", target)                       # no login: pull-only token
+        assert refused.returncode == 1 and "refused to let you push" in refused.stderr + refused.stdout
+        wrong = docker(daemon, "login", bearer.host, "-u", USER, "--password-stdin", input="wrong\n")
+        assert wrong.returncode == 1 and "refused the username" in wrong.stderr
+        login = docker(daemon, "login", bearer.host, "-u", USER, "--password-stdin", input=PASSWORD + "\n")
+        assert login.returncode == 0 and "Login Succeeded" in login.stdout, login.stderr
+        issued = len(bearer.tokens.issued)
+        pushed = docker(daemon, "push", target)
+        assert pushed.returncode == 0, pushed.stderr + pushed.stdout
+    finally:
+        docker(daemon, "logout", bearer.host)
+        docker(daemon, "rmi", target)
+    assert bearer.tokens.issued[issued]["sub"] == USER
+    assert {"type": "repository", "name": "student/dockerpushed", "actions": ["pull", "push"]} \
+        in bearer.tokens.issued[issued]["access"]
+    assert skopeo_inspect(bearer.host, "student/dockerpushed", USER, PASSWORD)["Digest"] == \
+        imagestore.ImageStore().resolve("localhost/busybox:latest")

@@ -1,5 +1,5 @@
 """GET /_ping, /version, /info: what a client asks first (the docker CLI pings, then negotiates the API
-version from the `API-Version` header), and GET /events (events.py)."""
+version from the `API-Version` header), GET /events (events.py), and POST /auth (`docker login`)."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ import platform
 from aiohttp import web
 
 import labctl
-from labctl.daemon.api import API_VERSION, MIN_API_VERSION, blocking
+from labctl.daemon.api import API_VERSION, MIN_API_VERSION, ApiError, blocking
 from labctl.daemon.events import handle_events
 
 #: The headers every _ping answer carries: the docker CLI reads the API version from them.
@@ -92,7 +92,27 @@ def _os_name() -> str:
         return "Linux"
 
 
+async def auth(request: web.Request) -> web.Response:
+    """POST /auth, `docker login`: the daemon tries the credentials against the registry (GET /v2/ and its
+    challenge, as `labctl login` does); the CLI then keeps them itself and sends them with every pull and
+    push (the X-Registry-Auth header). The daemon stores nothing."""
+    import urllib.parse
+    from labctl.images import distribution
+    from labctl.images.auth import RegistryError
+    body = await request.json()
+    server = body.get("serveraddress") or ""
+    server = urllib.parse.urlsplit(server).netloc if "://" in server else server.rstrip("/")
+    if not server or not body.get("username"):
+        raise ApiError(400, "a login needs serveraddress and username")
+    try:
+        await blocking(distribution.check_login, server, body["username"], body.get("password") or "")
+    except RegistryError as exc:
+        raise ApiError(401, str(exc)) from None
+    return web.json_response({"Status": "Login Succeeded", "IdentityToken": ""})
+
+
 def add_routes(router: web.UrlDispatcher, prefix: str) -> None:
+    router.add_post(prefix + "/auth", auth)
     router.add_route("GET", prefix + "/_ping", ping)
     router.add_route("HEAD", prefix + "/_ping", ping)
     router.add_get(prefix + "/version", version, allow_head=False)

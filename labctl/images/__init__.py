@@ -1,10 +1,13 @@
-"""Images (the part of dockerd and containerd that handles images, and the registry): steps 4 and 5.
+"""Images (the part of dockerd and containerd that handles images, and the registry): steps 4, 5 and 12.
 
 One concern per module:
   reference.py     `registry/repo:tag@digest` parsed and normalised, as Docker does
   mediatypes.py    the media types of indexes, manifests, configs and layers (OCI and Docker names);
                    platforms, and choosing this machine's manifest from an index
   distribution.py  the OCI distribution client (`labctl pull`): manifests, digest-verified blobs, retries
+  push.py          the upload half (`labctl push`): HEAD each blob, cross-repository mounts, monolithic or
+                   chunked uploads checked by the registry, the manifest last
+  bloblocations.py which registry repositories are known to hold a blob (what a push may mount from)
   transfer.py      what keeps a pull stoppable: stall detection, a manifest deadline, cancellation of
                    the download threads on Ctrl-C and SIGTERM
   pulllog.py       the event log of a pull (the step 5 narration and timeline read it)
