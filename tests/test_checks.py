@@ -337,10 +337,15 @@ def test_check_12_passes_the_completed_exercise_and_leaves_nothing(tmp_path):
 
 
 def test_check_12_fails_the_untouched_exercise_naming_the_whiteout_it_copied(tmp_path):
+    from labctl import state
+    before = set(os.listdir(state.subdir("tmp")))
     result = _check(12, tmp_path, EXERCISE12.read_text())
     assert result.returncode == 1, result.stdout + result.stderr
     assert "/etc/motd is a character device 0/0 after your layer is applied" in result.stdout
     assert "etc/.wh.motd" in result.stdout
+    assert set(os.listdir(state.subdir("tmp"))) == before           # a failed check removes its overlay too
+    with open("/proc/self/mountinfo") as f:
+        assert "check12-" not in f.read()
 
 
 def test_check_12_names_the_replaced_directory_a_layer_without_opaque_markers_leaves_stale(tmp_path):
