@@ -157,6 +157,18 @@ def test_COPY_from_outside_the_context_is_refused(tmp_path, source):
     assert "localhost/t12-out:1" not in ImageStore().refs()
 
 
+def test_COPY_never_writes_through_a_symlink_it_copied(tmp_path):
+    context, victim = tmp_path / "ctx", tmp_path / "victim"
+    (context / "one").mkdir(parents=True)
+    (context / "two" / "d").mkdir(parents=True)
+    victim.mkdir()
+    (context / "one" / "d").symlink_to(victim)             # data in the image: a link to /…/victim
+    (context / "two" / "d" / "planted").write_text("x\n")  # would land in the host's victim/ if followed
+    with pytest.raises(LabError, match=r"^Dockerfile:2: COPY would write through the symlink /x/d"):
+        build(context, "FROM busybox\nCOPY one two /x/\n", "t12-link:1")
+    assert not (victim / "planted").exists()
+
+
 def test_a_failing_RUN_stops_with_its_exit_code_and_leaves_nothing(tmp_path):
     from labctl import state
     from labctl.containers import store
@@ -227,3 +239,20 @@ def test_ctrl_c_during_a_RUN_removes_its_container(tmp_path):
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 130
     assert set(os.listdir(state.subdir("overlay"))) == before
+
+
+def test_FROM_an_image_not_in_the_store_pulls_it(tmp_path, tmp_path_factory):
+    from labctl.images import labregistry
+    from labctl.images.store import ImageStore
+    from test_registry import _serve
+    server = _serve(tmp_path_factory, "build-from")
+    try:
+        labregistry.seed(server.host, labregistry.write_lab_layout(tmp_path / "layout"), ["layered"])
+        reference = f"{server.host}/lab/layered:latest"
+        assert reference not in ImageStore().refs()
+        result = build(tmp_path, f"FROM {reference}\nRUN ls /srv/data > /seen\n", "t12-pulled:1")
+        assert reference in ImageStore().refs()                           # pulled, as `labctl pull` does
+        with image_root(result.image) as root:
+            assert (root / "seen").read_text() == "new.txt\n"             # the pulled layers, whiteouts applied
+    finally:
+        server.stop()

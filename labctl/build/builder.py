@@ -27,7 +27,7 @@ from labctl.build import diff
 from labctl.build import dockerfile as parser
 from labctl.build.context import Context
 from labctl.build.image import Step
-from labctl.build.steps import Builder
+from labctl.build.instructions import Builder
 from labctl.errors import LabError
 from labctl.images.store import ImageStore
 

@@ -10,6 +10,10 @@ into its upper directory, and what the kernel left there *is* the difference to 
   a replaced directory       the directory with xattr trusted.overlay.opaque=y (`rm -rf d && mkdir d`)
                              -> the directory, then an empty entry `d/.wh..wh..opq` inside it
   other trusted.overlay.*    OverlayFS's bookkeeping (origin, impure, ...): never written to the tar
+  redirect, metacopy         a renamed directory recorded as a pointer (redirect_dir=on), a file whose
+                             data stayed below (metacopy=on): the upper directory alone no longer says
+                             what the layer holds, so they are refused; both are off unless the
+                             overlay module is told otherwise (/sys/module/overlay/parameters/)
 
 Reproducible: the same upper directory gives the same bytes, hence the same diff_id and digest:
   - entries sorted by name, directories before what they hold (os.walk, sorted)
@@ -53,6 +57,17 @@ def _is_opaque(path: str) -> bool:
         return False
 
 
+def _refuse_pointers(path: str, rel: str) -> None:
+    for name in ("trusted.overlay.redirect", "trusted.overlay.metacopy"):
+        try:
+            os.getxattr(path, name, follow_symlinks=False)
+        except OSError:
+            continue
+        from labctl.errors import LabError
+        raise LabError(f"/{rel} in the upper directory carries {name}: the diff needs the data, not a pointer",
+                       "mount the overlay with redirect_dir=off,metacopy=off (the kernel's defaults)")
+
+
 def _info(tar: tarfile.TarFile, path: str, arcname: str, epoch: int) -> tarfile.TarInfo:
     info = tar.gettarinfo(path, arcname)   # hard links: the second name of an inode becomes a LNKTYPE
     info.uname = info.gname = ""
@@ -89,6 +104,8 @@ def write_layer(upper: Path, out: BinaryIO, epoch: int | None = None, skip: froz
                     tar.addfile(_empty(f"{parent}{WHITEOUT_PREFIX}{name}", epoch))
                     count += 1
                     continue
+                if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
+                    _refuse_pointers(path, rel)
                 info = _info(tar, path, rel, epoch)
                 if info.isreg():
                     with open(path, "rb") as f:

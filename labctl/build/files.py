@@ -42,16 +42,29 @@ def lower_entry(lowers: list[Path], rel: str) -> Path | None:
     return None
 
 
+def _real_dir(path: Path | None) -> bool:
+    """A directory, not a symlink to one: a link in a layer points into the image, never at the host's files."""
+    return path is not None and stat.S_ISDIR(os.lstat(path).st_mode)
+
+
+def _refuse_link(upper: Path, path: Path) -> None:
+    if path.is_symlink():
+        raise LabError(f"COPY would write through the symlink /{path.relative_to(upper)} it just copied",
+                       "copy the directory the link points to, or give the destination without the link")
+
+
 def make_parents(upper: Path, rel_dir: str, lowers: list[Path]) -> Path:
-    """upper/rel_dir and its parents, each with the mode and owner the image gives it (or 0755 root)."""
+    """upper/rel_dir and its parents, each with the mode and owner the image gives it (or 0755 root).
+    A symlink on the way (one this COPY made) is refused: on the host it would lead out of the layer."""
     path = upper
     for part in [p for p in rel_dir.split("/") if p]:
         path = path / part
+        _refuse_link(upper, path)
         if path.is_dir():
             continue
         path.mkdir()
         below = lower_entry(lowers, str(path.relative_to(upper)))
-        if below is not None and below.is_dir() and not below.is_symlink():
+        if _real_dir(below):
             st = os.lstat(below)
             os.chown(path, st.st_uid, st.st_gid)
             os.chmod(path, stat.S_IMODE(st.st_mode))
@@ -123,8 +136,7 @@ def copy_sources(ctx: Context, sources: list[Source], dest: str, workdir: str, u
     if len(sources) > 1 and not dest.endswith("/"):
         raise LabError(f"{where}: several sources need a destination directory ending in '/'",
                        f"write the destination as {dest}/")
-    below = lower_entry(lowers, target) if target else None
-    if below is not None and below.is_dir():
+    if target and _real_dir(lower_entry(lowers, target)):
         to_dir = True
     for source in sources:
         if add and source.path.is_file() and _is_local_tar(source.path):
@@ -142,6 +154,8 @@ def copy_sources(ctx: Context, sources: list[Source], dest: str, workdir: str, u
             base = parent / posixpath.basename(target)
         for name, path in ctx.walk(source):
             entry = base / name if name else base
+            for parent in reversed(entry.relative_to(upper).parents[:-1] if entry != upper else []):
+                _refuse_link(upper, upper / parent)
             _copy_entry(path, entry, owner)
 
 
@@ -149,7 +163,7 @@ def make_workdir(upper: Path, workdir: str, lowers: list[Path]) -> bool:
     """WORKDIR: the directory made in `upper` if the image lacks it; False if it is there already."""
     rel = posixpath.normpath(workdir).lstrip("/")
     below = lower_entry(lowers, rel) if rel else lowers[0] if lowers else None
-    if below is not None and below.is_dir():
+    if _real_dir(below):
         return False
     make_parents(upper, rel, lowers)
     return True

@@ -173,8 +173,13 @@ class Builder:
     def _copy(self, inst, sources, dest: str, where: str, text: str) -> dict | None:
         def fill(upper: Path, lowers: list[Path]) -> bool:
             owner = files.parse_chown(inst.flags.get("chown"), lowers, where)
-            files.copy_sources(self.ctx, sources, dest, self.image.run_config.get("WorkingDir") or "/",
-                               upper, lowers, owner, inst.keyword == "ADD", where)
+            try:
+                files.copy_sources(self.ctx, sources, dest, self.image.run_config.get("WorkingDir") or "/",
+                                   upper, lowers, owner, inst.keyword == "ADD", where)
+            except LabError as exc:   # (a refused link, a rejected tar entry): one line, naming the line
+                if exc.cause.startswith(where):
+                    raise
+                raise LabError(f"{where}: {exc.cause}", exc.fix) from None
             return True
         return self._fresh_layer(fill, text)
 
