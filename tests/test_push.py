@@ -309,7 +309,7 @@ def big_in_store(tmp_path_factory, layout):
     return store
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_interrupted_push_leaves_the_tag_where_it_was_and_a_rerun_completes(registry, big_in_store, sig):
     repo = f"t6/{sig.name.lower()}"
     old = push.push("localhost/app-a", f"{registry.host}/{repo}", progress=False, store=big_in_store).digest
@@ -325,7 +325,7 @@ def test_interrupted_push_leaves_the_tag_where_it_was_and_a_rerun_completes(regi
     out, err = proc.communicate(timeout=30)
     assert not any("/manifests/" in p for m, p, s in requests(registry, since)), "the push was not interrupted"
     assert manifest_digest(registry, repo, "latest") == old
-    if sig == signal.SIGTERM:                              # stopped cleanly, at once, in one line
+    if sig != signal.SIGKILL:                              # Ctrl-C, SIGTERM: stopped cleanly, at once, in one line
         assert proc.returncode == 130 and time.monotonic() - started < 3
         assert len(err.strip().splitlines()) == 1, err
     again = run_labctl("push", "-q", "localhost/big-push", f"{registry.host}/{repo}")
@@ -429,3 +429,13 @@ def test_docker_login_then_docker_push_to_a_token_auth_registry_through_the_daem
         in bearer.tokens.issued[issued]["access"]
     assert skopeo_inspect(bearer.host, "student/dockerpushed", USER, PASSWORD)["Digest"] == \
         imagestore.ImageStore().resolve("localhost/busybox:latest")
+
+
+def test_labctl_push_through_the_daemon_with_host(daemon, registry):
+    """`labctl --host unix:///... push NAME TARGET`: the daemon tags NAME as TARGET, then pushes it."""
+    target = f"{registry.host}/t11/viahost:v2"
+    done = run_labctl("--host", f"unix://{daemon}", "push", "-q", "localhost/busybox", target)
+    assert done.returncode == 0, done.stderr
+    expected = imagestore.ImageStore().resolve("localhost/busybox:latest")
+    assert done.stdout.strip() == expected == skopeo_inspect(registry.host, "t11/viahost:v2")["Digest"]
+    assert run_labctl("rmi", target).returncode == 0

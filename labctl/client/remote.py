@@ -1,5 +1,5 @@
 """labctl's commands as clients of the daemon (step 11): with `--host unix:///PATH` or LABCTL_HOST, as
-DOCKER_HOST for docker, `labctl run|ps|logs|exec|stop|rm|images|pull` send the REST requests the docker
+DOCKER_HOST for docker, `labctl run|ps|logs|exec|stop|rm|images|pull|push` send the REST requests the docker
 CLI sends, over the Unix socket, instead of doing the work themselves.
 
 This is the path the step 11 benchmark measures (`labctl run --rm busybox /bin/true` through the
@@ -23,7 +23,7 @@ import _json
 import _socket
 
 DEFAULT = "unix:///run/labctl/labctl.sock"
-COMMANDS = ("run", "ps", "logs", "exec", "stop", "rm", "images", "pull")
+COMMANDS = ("run", "ps", "logs", "exec", "stop", "rm", "images", "pull", "push")
 
 
 def host(argv: list[str]) -> str | None:
@@ -315,6 +315,38 @@ def pull(path: str, args) -> int:
     return 1 if failed else 0
 
 
+def push(path: str, args) -> int:
+    """POST /images/NAME/tag (when a TARGET is given: the daemon pushes an image to the name it has),
+    then POST /images/NAME/push?tag=TAG, printing the stream's steps (not its byte counts)."""
+    import json
+    from urllib.parse import quote
+    from labctl.images import reference
+    source = reference.parse(args.image)
+    target = reference.parse(args.target) if args.target else source
+    tag = target.tag if args.target and ":" in args.target.rsplit("/", 1)[-1] else source.tag or "latest"
+    if args.target:
+        call(path, "POST", f"/images/{quote(str(source))}/tag?repo={quote(target.name)}&tag={quote(tag)}")
+    conn = Connection(path)
+    conn.send("POST", f"/images/{quote(target.name)}/push?tag={quote(tag)}")
+    status, headers, data = conn.response(stream=True)
+    if status >= 400:
+        raise Error(_message(conn, headers))
+    failed, digest = False, None
+    for chunk in conn.chunks():
+        for line in chunk.splitlines():
+            message = json.loads(line) if line.strip() else {}
+            digest = message.get("aux", {}).get("Digest") or digest
+            if "error" in message:
+                print(f"labctl: error: {message['error']}", file=sys.stderr)
+                failed = True
+            elif not args.quiet and message.get("status") and not message.get("progressDetail"):
+                print(f"{message.get('id', '')}{': ' if message.get('id') else ''}{message['status']}")
+    conn.close()
+    if args.quiet and digest:
+        print(digest)
+    return 1 if failed else 0
+
+
 def exec_(path: str, args) -> int:
     if args.tty:
         raise Error("labctl exec -t through the daemon: not in the lean client (use docker exec -it)")
@@ -335,7 +367,7 @@ def dispatch(path: str, command: str, args) -> int:
             return each(path, args.containers, "POST", "/containers/{name}/stop?t=" + str(int(args.time)))
         if command == "rm":
             return each(path, args.containers, "DELETE", "/containers/{name}?force=" + str(int(args.force)))
-        return {"run": run, "ps": ps, "logs": logs, "images": images, "pull": pull,
+        return {"run": run, "ps": ps, "logs": logs, "images": images, "pull": pull, "push": push,
                 "exec": exec_}[command](path, args)
     except Error as exc:
         print(f"labctl: error: {exc}", file=sys.stderr)
