@@ -4,6 +4,7 @@ it, and reads the verdict. The programs are small and self-contained (ctypes, th
 they do not depend on how the exercise skeletons are worded."""
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -287,3 +288,91 @@ def test_check_8_shows_the_compilers_first_error(tmp_path):
     result = _check(8, tmp_path, _reference_copy(tmp_path, "s08_ebpf", "execs.increment(zero);", "execs.increment(zero)"))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "the compiler's first error: /virtual/main.c:" in result.stdout and "expected ';'" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 12: lab/12-build-push/exercise.py with its TODOs completed as the hints' code rung says, or not
+
+EXERCISE12 = Path(__file__).resolve().parent.parent / "lab" / "12-build-push" / "exercise.py"
+STEP12_TODOS = {
+    "whiteout": ("    return False\n\n\ndef is_overlay_opaque",
+                 "    return stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 0 and os.minor(st.st_rdev) == 0"
+                 "\n\n\ndef is_overlay_opaque"),
+    "opaque": ("    return False\n\n\ndef add_as_is",
+               "    return ('trusted.overlay.opaque' in os.listxattr(path, follow_symlinks=False)\n"
+               "            and os.getxattr(path, 'trusted.overlay.opaque', follow_symlinks=False) == b'y')"
+               "\n\n\ndef add_as_is"),
+    "marker": ("            for name in sorted(dirs + files):\n",
+               "            if here != '.' and is_overlay_opaque(dirpath):\n"
+               "                tar.addfile(tarfile.TarInfo(os.path.join(here, OPAQUE_MARKER)))\n"
+               "            for name in sorted(dirs + files):\n"),
+    "deletion": ("                add_as_is(tar, path, entry)\n",
+                 "                if is_overlay_whiteout(st):\n"
+                 "                    tar.addfile(tarfile.TarInfo(os.path.join(os.path.dirname(entry), "
+                 "WHITEOUT_PREFIX + name)))\n"
+                 "                    continue\n"
+                 "                add_as_is(tar, path, entry)\n"),
+}
+
+
+def _step12(*done: str) -> str:
+    source = EXERCISE12.read_text()
+    for todo in done:
+        old, new = STEP12_TODOS[todo]
+        assert source.count(old) == 1, old
+        source = source.replace(old, new)
+    return source
+
+
+def test_check_12_passes_the_completed_exercise_and_leaves_nothing(tmp_path):
+    from labctl import state
+    before = set(os.listdir(state.subdir("tmp")))
+    result = _check(12, tmp_path, _step12(*STEP12_TODOS))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "whiteouts (character devices 0/0) at /etc/motd, /srv/old" in result.stdout
+    assert "opaque directory (trusted.overlay.opaque=y) /var/cache/apt" in result.stdout
+    assert set(os.listdir(state.subdir("tmp"))) == before
+    with open("/proc/self/mountinfo") as f:
+        assert "check12-" not in f.read()
+
+
+def test_check_12_fails_the_untouched_exercise_naming_the_whiteout_it_copied(tmp_path):
+    from labctl import state
+    before = set(os.listdir(state.subdir("tmp")))
+    result = _check(12, tmp_path, EXERCISE12.read_text())
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "/etc/motd is a character device 0/0 after your layer is applied" in result.stdout
+    assert "etc/.wh.motd" in result.stdout
+    assert set(os.listdir(state.subdir("tmp"))) == before           # a failed check removes its overlay too
+    with open("/proc/self/mountinfo") as f:
+        assert "check12-" not in f.read()
+
+
+def test_check_12_names_the_replaced_directory_a_layer_without_opaque_markers_leaves_stale(tmp_path):
+    result = _check(12, tmp_path, _step12("whiteout", "marker", "deletion"))     # TODO 2 not done
+    assert result.returncode == 1, result.stdout + result.stderr
+    cause = next(line for line in result.stdout.splitlines() if "✘" in line)
+    assert "/var/cache/apt/" in cause and "still exists" in cause and "replaced /var/cache/apt" in cause, cause
+    assert "var/cache/apt/.wh..wh..opq" in cause
+
+
+def test_exercise_12_needs_only_the_standard_library(tmp_path):
+    """Debian's python3, outside the lab's venv and without `labctl exercise`: it reaches its usage."""
+    import subprocess
+    result = subprocess.run(["/usr/bin/python3", "-I", str(EXERCISE12)], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=30)
+    assert result.returncode == 1 and result.stderr.startswith("Step 12 exercise:"), result.stderr
+
+
+def test_check_12_says_the_names_must_be_relative_to_the_upper_directory(tmp_path):
+    source = _step12(*STEP12_TODOS).replace("entry = os.path.normpath(os.path.join(here, name))", "entry = path")
+    result = _check(12, tmp_path, source)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "names no path of the upper directory" in result.stdout and "relative to UPPER" in result.stdout
+
+
+def test_check_12_passes_the_reference_labctl_builds_own_translation():
+    """--reference judges labctl/build/diff.py's write_layer, the one every RUN of `labctl build` uses."""
+    result = run_labctl("check", "12", "--reference")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "the result equals the merged view the kernel showed" in result.stdout

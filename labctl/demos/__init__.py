@@ -9,4 +9,8 @@ containers, network, runtime, kernel) never imports them.
   workload.py  step 8's workloads: a shell in namespaces to trace
   daemonrun.py step 11's: a private daemon, the requests it logged per client PID, a stdlib HTTP/1.1
                client that times create, start, wait and delete
+  layerdiff.py step 12's check: an overlay changed as a RUN would, its merged view read from the kernel,
+               a layer applied onto the lower layer by umoci
+  buildpush.py step 12's demo: one Dockerfile built cold, cached and after one changed file; two pushes
+               on one base, their blobs (exists, mounted, uploaded) and bytes sent
 """

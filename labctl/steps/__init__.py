@@ -84,6 +84,7 @@ CURRICULUM = (
     Step(9, "security", "security: capabilities, seccomp, user namespaces"),
     Step(10, "oci", "OCI runtime: bundles, labctl and runc"),
     Step(11, "daemon", "client-server: a daemon and its REST API", folder="client-server"),
+    Step(12, "build", "build and push: layers as a cache and as a diff", folder="build-push"),
 )
 
 
