@@ -117,16 +117,17 @@ RUN ln -s /srv/keep.txt /srv/link && chmod 0751 /srv
 
 
 def test_the_built_root_equals_umoci_unpack_of_its_OCI_layout_and_what_run_sees(tmp_path):
-    from labctl.images.export import oci_layout
     from labctl.images.store import ImageStore
     result = build(tmp_path, WHITEOUTS, "t12-wh:1")
     store = ImageStore()
     layer = store.read_blob(result.steps[2].layer)
     names = tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer))).getnames()
     assert "etc/.wh.os-release" in names and "srv/data/.wh..wh..opq" in names   # the kernel's marks, translated
-    layout = oci_layout(store, result.digest, tmp_path / "layout", "t12")
+    layout = tmp_path / "layout"
+    saved = run_labctl("save", "--format", "oci", "-o", str(layout), result.image)   # the layout, as a user exports it
+    assert saved.returncode == 0, saved.stderr
     bundle = tmp_path / "bundle"
-    subprocess.run(["umoci", "unpack", "--image", f"{layout}:t12", str(bundle)], check=True, capture_output=True)
+    subprocess.run(["umoci", "unpack", "--image", f"{layout}:1", str(bundle)], check=True, capture_output=True)
     with image_root(result.image) as root:
         ours = tree(root)
     theirs = tree(bundle / "rootfs")
@@ -134,6 +135,26 @@ def test_the_built_root_equals_umoci_unpack_of_its_OCI_layout_and_what_run_sees(
     assert ours == theirs
     seen = labctl_run(result.image, "sh", "-c", "ls /srv/data; cat /srv/link; test -e /etc/os-release || echo gone")
     assert seen.split() == ["new.txt", "keep", "gone"]
+
+
+def test_labctl_save_writes_what_skopeo_reads_and_never_overwrites(tmp_path):
+    import json
+    result = build(tmp_path, "FROM busybox\nRUN echo saved > /saved.txt\n", "t12-save:1")
+    layout, archive = tmp_path / "oci", tmp_path / "image.tar"
+    assert run_labctl("save", "--format", "oci", "-o", str(layout), result.image).returncode == 0
+    assert run_labctl("save", "-o", str(archive), result.image).returncode == 0
+    seen = [json.loads(subprocess.run(["skopeo", "inspect", "--raw", where], check=True, capture_output=True,
+                                      text=True).stdout) for where in (f"oci:{layout}:1", f"docker-archive:{archive}")]
+    stored = json.loads(subprocess.run(["skopeo", "inspect", "--config", "--raw", f"oci:{layout}:1"], check=True,
+                                       capture_output=True, text=True).stdout)
+    from labctl.images.store import ImageStore
+    manifest = ImageStore().manifest(result.image)
+    assert seen[0] == manifest                                    # the OCI layout: the stored manifest, byte for byte
+    assert seen[1]["config"]["digest"] == manifest["config"]["digest"]   # docker-archive: the same image ID
+    assert len(stored["rootfs"]["diff_ids"]) == len(manifest["layers"])
+    again = run_labctl("save", "-o", str(archive), result.image)
+    assert again.returncode != 0 and "exists" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []   # no temporary left
 
 
 def test_a_Dockerfile_error_names_its_line(tmp_path):

@@ -66,7 +66,7 @@ def test_only_the_command_on_the_line_is_built_from_the_group_that_defines_it():
 
 
 _REQUIRED = {"step": ["1"], "check": ["1"], "hint": ["1"], "import": ["x"], "image": ["inspect", "x"], "rmi": ["x"],
-             "login": ["host", "-u", "u"],
+             "login": ["host", "-u", "u"], "save": ["-o", "/tmp/x", "x"],
              "pull": ["x"], "push": ["x"], "build": ["-t", "x", "."], "registry": ["status"], "run": ["busybox"],
              "logs": ["c"], "exec": ["c"],
              "stop": ["c"], "rm": ["c"], "inspect": ["c"], "volume": ["ls"], "jupyter": ["url"], "exercise": ["1"],

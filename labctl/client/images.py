@@ -1,5 +1,6 @@
-"""The image commands: import, images, rmi (step 4's image store) and login, pull, registry (step 5's
-registry) and push (step 12), as `docker import|images|rmi|login|pull|push`. The work is done in labctl/images.
+"""The image commands: import, images, rmi (step 4's image store), login, pull, registry (step 5's
+registry), save and push (step 12), as `docker import|images|rmi|login|pull|save|push`. The work is done
+in labctl/images.
 """
 from __future__ import annotations
 
@@ -29,6 +30,16 @@ def add_commands(commands: Commands) -> None:
                      ["labctl rmi localhost/layered:latest", "labctl rmi --force localhost/busybox:latest"])
     p.add_argument("references", nargs="+", metavar="REFERENCE")
     p.add_argument("-f", "--force", action="store_true", help="untag even if a container uses it (its layers stay)")
+
+    p = commands.add("save", cmd_save, "write an image of the store as a docker-archive file or an OCI layout",
+                     ["labctl save -o /tmp/busybox.tar busybox      # docker save's format; labctl import reads it",
+                      "labctl save --format oci -o /tmp/hello-oci hello:1",
+                      "umoci unpack --image /tmp/hello-oci:1 /tmp/bundle; skopeo inspect oci:/tmp/hello-oci:1"])
+    p.add_argument("image", help="NAME[:TAG] of an image in the store (`labctl images`)")
+    p.add_argument("-o", "--output", required=True,
+                   help="the file (docker-archive) or directory (oci) to write; it must not exist")
+    p.add_argument("--format", choices=("docker-archive", "oci"), default="docker-archive",
+                   help="docker-archive (default, as `docker save`) or oci (an OCI image layout directory)")
 
     p = commands.add("login", cmd_login,
                      "store credentials for a registry (password from standard input, file mode 0600)",
@@ -120,6 +131,14 @@ def cmd_image(args) -> int:
         ui.say(f"  {'':{len(str(i + 1)) + len(where) + 3}}  diff_id  {layer.diff_id}  (the uncompressed tar)")
         ui.say(f"  {'':{len(str(i + 1)) + len(where) + 3}}  dir      {layer.directory}"
                + ("" if layer.unpacked else "  (not unpacked yet)"))
+    return 0
+
+
+def cmd_save(args) -> int:
+    from labctl import ui
+    from labctl.images.export import save
+    image = save(args.image, args.output, args.format)
+    ui.ok(f"{image.reference} ({image.digest[:19]}) written to {args.output} as {args.format}")
     return 0
 
 

@@ -25,7 +25,7 @@ GROUP_OF = {
     "cgroup": "cgroups",
     "network": "network",
     "import": "images", "images": "images", "image": "images", "rmi": "images", "login": "images", "pull": "images",
-    "push": "images", "registry": "images",
+    "save": "images", "push": "images", "registry": "images",
     "build": "build",
     "run": "containers", "ps": "containers", "logs": "containers", "exec": "containers", "stop": "containers",
     "rm": "containers", "inspect": "containers", "stats": "containers", "volume": "containers",

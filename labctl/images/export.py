@@ -86,3 +86,37 @@ def oci_layout(store: ImageStore, manifest_digest: str, dest, tag: str = "latest
     (dest / "index.json").write_text(json.dumps({"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX,
                                                  "manifests": [entry]}))
     return dest
+
+
+def save(reference: str, path, fmt: str = "docker-archive", store: ImageStore | None = None):
+    """`labctl save`: the image as a docker-archive file (`docker save`) or an OCI layout directory
+    (`--format oci`, what `skopeo copy oci:DIR:TAG` and `umoci unpack` read). Written beside `path` under a
+    temporary name and renamed into place: an interrupted save leaves nothing half-written at `path`."""
+    import os
+    import shutil
+    from pathlib import Path
+    from labctl.containers.images import open_image
+    store = store or ImageStore()
+    image = open_image(reference, store)
+    path = Path(path)
+    if path.exists():
+        raise LabError(f"{path} exists", "give a new path (the save never overwrites)")
+    if not path.parent.is_dir():
+        raise LabError(f"{path.parent} is not a directory", "create it first, or give another path")
+    tmp = path.parent / f".{path.name}.saving-{os.getpid()}"
+    try:
+        if fmt == "oci":
+            oci_layout(store, image.digest, tmp, image.reference.rsplit(":", 1)[-1])
+        else:
+            with open(tmp, "wb") as f:
+                docker_archive(store, [(image.digest, [image.reference])], f.write)
+                f.flush()
+                os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+        raise
+    return image
