@@ -53,6 +53,7 @@ PACKAGES=(
   gcc libc6-dev                                    # step 9's attacker, a static C program built on first use
   chromium chromium-driver python3-selenium        # the notebooks tested in a real browser (VM tier)
   python3-aiohttp                                  # the daemon's HTTP server (step 11)
+  etcd-server etcd-client python3-etcd3            # step 13: the cluster store (etcd 3.4) and its clients
   docker.io                                        # step 11: the docker CLI as a client of the lab's daemon
 )
 missing=()
