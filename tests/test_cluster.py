@@ -188,6 +188,20 @@ def test_cleanup_after_a_sigkilled_cluster_up_removes_everything():
     assert cluster_objects() == NOTHING
 
 
+def test_cleanup_leaves_a_whole_running_cluster_and_all_removes_it():
+    assert run_labctl("cluster", "up", "1").returncode == 0
+    try:
+        kept = run_labctl("cleanup")
+        assert kept.returncode == 0 and "Left running: the lab cluster" in kept.stdout, kept.stdout + kept.stderr
+        assert cluster_objects()["netns"] == ["lab-host1", "lab-underlay"] and cluster_objects()["etcd"]
+        assert subprocess.run(["docker", "-H", f"unix://{RUN / 'host1.sock'}", "version"],
+                              capture_output=True).returncode == 0
+        assert run_labctl("cleanup", "--all").returncode == 0
+        assert cluster_objects() == NOTHING
+    finally:
+        run_labctl("cluster", "down")
+
+
 @pytest.mark.parametrize("count", ["0", "9"])
 def test_a_count_out_of_range_is_one_line(count):
     out = run_labctl("cluster", "up", count)

@@ -18,6 +18,7 @@ namespaces go (their veth pairs with them), then /run/labctl/cluster and <state>
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -57,7 +58,22 @@ def up(count: int, ttl: int = DEFAULT_TTL) -> list[Host]:
         teardown(str(cluster_dir()))
         rec.forget()
         raise
+    state.atomic_write_json(cluster_dir() / "hosts.json", {"hosts": count}, durable=False)   # complete
     return hosts
+
+
+def live_records() -> set[str]:
+    """The journal record of a cluster that is up whole (its last step done, etcd and every daemon
+    running): `labctl cleanup` leaves it, as it leaves a running daemon; --all removes it too.
+    A cluster that a SIGKILL caught half-made has no hosts.json: cleanup removes it."""
+    from labctl.daemon import control
+    try:
+        count = json.loads((cluster_dir() / "hosts.json").read_text())["hosts"]
+    except (OSError, ValueError, KeyError):
+        return set()
+    if not etcd.running() or not all(control.running(Host(i).socket) for i in range(1, count + 1)):
+        return set()
+    return {str(r.path) for r in state.records() if r.kind == "cluster"}
 
 
 def start_daemon(host: Host, ttl: int) -> dict:
