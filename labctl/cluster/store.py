@@ -11,6 +11,11 @@ grpc-gateway): keys and values travel base64-encoded, 64-bit numbers as strings.
     POST /v3/lease/timetolive  {"ID": ID}                        → {"TTL": "7"}  (-1: expired)
     POST /v3/kv/range          {"key": b64, "range_end": b64}    → {"kvs": [{"key", "value", "lease"}]}
     POST /v3/kv/deleterange    {"key": b64}
+    POST /v3/kv/txn            {"compare": [...], "success": [...], "failure": [...]}  → {"succeeded": true}
+
+A transaction is how hosts agree without a lock: create() puts several keys only if none of them
+exists (each compared on create_revision = 0, "never created, or deleted since"), all at once or not
+at all, so of two hosts asking for one VNI or one address, exactly one gets it.
 
 Store(url, netns=...) talks from inside a network namespace (a thread that joined it, netns.in_netns):
 the CLI on the real host reaches etcd through the underlay namespace's own 127.0.0.1, so etcd never
@@ -94,6 +99,16 @@ class Store:
 
     def delete(self, key: str) -> None:
         self.call("/v3/kv/deleterange", {"key": _b64(key)})
+
+    def create(self, entries: dict[str, str], lease: int = 0) -> bool:
+        """Put every key only if none of them exists: one transaction. Whether it happened."""
+        compare = [{"key": _b64(k), "target": "CREATE", "result": "EQUAL", "create_revision": 0} for k in entries]
+        success = [{"request_put": {"key": _b64(k), "value": _b64(v), "lease": lease}} for k, v in entries.items()]
+        return bool(self.call("/v3/kv/txn", {"compare": compare, "success": success}).get("succeeded"))
+
+    def delete_all(self, keys: list[str]) -> None:
+        """Delete these keys in one transaction: all go together."""
+        self.call("/v3/kv/txn", {"success": [{"request_delete_range": {"key": _b64(k)}} for k in keys]})
 
 
 def healthy(url: str = f"http://127.0.0.1:{STORE_PORT}", netns: str | None = UNDERLAY_NS) -> bool:

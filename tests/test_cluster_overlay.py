@@ -1,0 +1,101 @@
+"""Step 13: overlay networks agreed through etcd (labctl/cluster/allocation.py): each network's subnet
+and VNI, each endpoint's address, decided in transactions, so racing hosts never take one twice.
+
+Judged by etcd itself, read with Debian's etcdctl inside the underlay namespace, and by the CLI's exit
+codes; the allocations are made from inside the hosts' own namespaces, over the underlay.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from helpers import run_labctl
+from test_cluster import NOTHING, cluster_objects, etcdctl, pytestmark  # noqa: F401  (the same skip)
+
+
+@pytest.fixture
+def cluster3():
+    up = run_labctl("cluster", "up", "3")
+    assert up.returncode == 0, up.stderr + up.stdout
+    try:
+        yield
+    finally:
+        assert run_labctl("cluster", "down").returncode == 0
+        assert cluster_objects() == NOTHING
+
+
+def stored(prefix: str) -> dict[str, str]:
+    out = etcdctl("get", "--prefix", prefix, "-w", "json")
+    assert out.returncode == 0, out.stderr
+    return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv["value"]).decode()
+            for kv in json.loads(out.stdout).get("kvs", [])}
+
+
+def overlay_networks() -> dict[str, dict]:
+    return {k.rsplit("/", 1)[1]: json.loads(v) for k, v in stored("/labctl/networks/").items()}
+
+
+def create(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "labctl", "network", "create", "-d", "overlay", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_concurrent_creates_agree_on_distinct_subnets_and_vnis(cluster3):
+    procs = [create(f"net{i}") for i in range(8)] + [create("same") for _ in range(4)]
+    results = [(p.wait(timeout=60), p.stderr.read()) for p in procs]
+    assert all(code == 0 for code, _ in results[:8]), results
+    same = results[8:]
+    assert sorted(code for code, _ in same) == [0, 2, 2, 2], same   # one name, one winner
+    assert all("exists already" in err for code, err in same if code)
+    nets = overlay_networks()
+    assert sorted(nets) == sorted([f"net{i}" for i in range(8)] + ["same"])
+    assert len({n["vni"] for n in nets.values()}) == 9 and len({n["subnet"] for n in nets.values()}) == 9
+    assert {n["vni"] for n in nets.values()} == set(range(4096, 4105))
+    vnis = stored("/labctl/overlay/vni/")
+    assert {v: k for k, v in vnis.items()} == {n: f"/labctl/overlay/vni/{r['vni']}" for n, r in nets.items()}
+    removed = run_labctl("network", "rm", "-d", "overlay", "net3")
+    assert removed.returncode == 0 and "net3" not in overlay_networks()
+    assert f"/labctl/overlay/vni/{nets['net3']['vni']}" not in stored("/labctl/overlay/vni/")
+
+
+def test_twenty_endpoints_on_three_hosts_get_twenty_addresses(cluster3):
+    from labctl.cluster import STORE_URL, Host, allocation
+    from labctl.cluster.store import Store
+    assert run_labctl("network", "create", "-d", "overlay", "web", "--subnet", "10.207.40.0/27").returncode == 0
+
+    def take(i: int) -> str:   # from inside host 1, 2 or 3, over the underlay, as its daemon would
+        host = Host(i % 3 + 1)
+        return allocation.allocate_address(Store(STORE_URL, netns=host.netns), "web", host.name, f"c{i}")
+    with ThreadPoolExecutor(20) as pool:
+        addresses = list(pool.map(take, range(20)))
+    assert len(set(addresses)) == 20
+    held = stored("/labctl/overlay/ip/web/")
+    assert sorted(k.rsplit("/", 1)[1] for k in held) == sorted(addresses)
+    assert sorted(json.loads(v)["endpoint"] for v in held.values()) == sorted(f"c{i}" for i in range(20))
+    assert "10.207.40.1" not in addresses   # the gateway
+
+
+def test_bad_overlay_input_is_one_line_and_changes_nothing(cluster3):
+    assert run_labctl("network", "create", "-d", "overlay", "a", "--subnet", "10.207.8.0/24", "--vni", "5000").returncode == 0
+    before = stored("/labctl/")
+    for args, says in ((["b", "--subnet", "10.207.8.128/25"], "overlaps 10.207.8.0/24"),
+                       (["b", "--subnet", "10.207.0.0/20"], "overlaps 10.207.8.0/24"),
+                       (["b", "--subnet", "10.205.3.0/24"], "the daemon's user networks"),
+                       (["b", "--vni", "5000"], "VNI 5000 is in use by the overlay network a"),
+                       (["a"], "exists already")):
+        out = run_labctl("network", "create", "-d", "overlay", *args)
+        assert out.returncode == 2 and says in out.stderr and len(out.stderr.splitlines()) == 1, (args, out.stderr)
+    after = stored("/labctl/")
+    assert {k: v for k, v in after.items() if not k.startswith("/labctl/hosts/")} == \
+        {k: v for k, v in before.items() if not k.startswith("/labctl/hosts/")}
+
+
+def test_no_cluster_is_one_line():
+    out = run_labctl("network", "create", "-d", "overlay", "web")
+    assert out.returncode == 2 and "cluster store" in out.stderr and "labctl cluster up" in out.stderr
+    assert len(out.stderr.splitlines()) == 1 and cluster_objects() == NOTHING
