@@ -99,3 +99,45 @@ def test_no_cluster_is_one_line():
     out = run_labctl("network", "create", "-d", "overlay", "web")
     assert out.returncode == 2 and "cluster store" in out.stderr and "labctl cluster up" in out.stderr
     assert len(out.stderr.splitlines()) == 1 and cluster_objects() == NOTHING
+
+
+def test_endpoints_on_two_hosts_talk_tcp_through_vxlan(cluster3):
+    from labctl.cluster import Host, vxlan
+    from labctl.cluster.store import Store
+    from labctl.network.netlink import iproute
+    from labctl.network.netns import socket_in_netns
+    assert run_labctl("network", "create", "-d", "overlay", "web").returncode == 0
+    store = Store()
+    a = vxlan.add_endpoint(store, Host(1), "web", "a")
+    b = vxlan.add_endpoint(store, Host(2), "web", "b")
+    assert vxlan.sync(store, Host(1), "web") == 1 and vxlan.sync(store, Host(2), "web") == 1
+    vni = overlay_networks()["web"]["vni"]
+    with iproute(vxlan.overlay_netns(Host(1), vni)) as ns:   # the FDB, read over netlink: b's MAC → host2
+        vx = ns.link_lookup(ifname=f"labvx{vni}")[0]
+        link = ns.link("get", index=vx)[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+        assert link.get("IFLA_VXLAN_ID") == vni and link.get("IFLA_VXLAN_LOCAL") == "10.206.0.1"
+        fdb = {(e.get_attr("NDA_LLADDR"), e.get_attr("NDA_DST")) for e in ns.fdb("dump", ifindex=vx)}
+        assert (b["mac"], "10.206.0.2") in fdb
+        assert not [d for mac, d in fdb if mac == "00:00:00:00:00:00"], "no flooding entry: one host per MAC"
+    nft = ["ip", "netns", "exec", "lab-host2", "nft"]   # a counter of VXLAN packets reaching host2's eth0
+    subprocess.run(nft + ["-f", "-"], check=True, text=True, input="table inet vxcount {\n chain input {\n"
+                   "  type filter hook input priority 0; iifname eth0 udp dport 4789 counter\n }\n}\n")
+    ping = subprocess.run(["ip", "netns", "exec", a["netns"], "busybox", "ping", "-c", "2", "-W", "2", b["address"]],
+                          capture_output=True, text=True)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    server = socket_in_netns(b["netns"])
+    with server:
+        server.bind((b["address"], 0))
+        server.listen()
+        client = socket_in_netns(a["netns"])
+        with client:
+            client.settimeout(5)
+            client.connect((b["address"], server.getsockname()[1]))
+            conn, peer = server.accept()
+            with conn:
+                client.sendall(b"over vxlan")
+                assert conn.recv(10) == b"over vxlan" and peer[0] == a["address"]
+    rules = json.loads(subprocess.run(nft + ["-j", "list", "table", "inet", "vxcount"], capture_output=True,
+                                      text=True, check=True).stdout)["nftables"]
+    counted = [r["rule"]["expr"][-1]["counter"]["packets"] for r in rules if "rule" in r]
+    assert counted and counted[0] >= 5, counted   # 2 pings, the TCP handshake and data: all in UDP 4789

@@ -111,9 +111,10 @@ def remove_network(store: Store, name: str) -> dict:
     return record
 
 
-def allocate_address(store: Store, name: str, host: str, endpoint: str) -> str:
+def allocate_address(store: Store, name: str, host: str, endpoint: str, extra=None) -> str:
     """The lowest address of the network no endpoint holds, taken in a transaction (its gateway, the
-    first, is kept for the network's bridges)."""
+    first, is kept for the network's bridges). extra(address) adds fields to the key's value (vxlan.py:
+    the endpoint's MAC and its host's underlay address, which the other hosts program)."""
     record = networks(store).get(name)
     if record is None:
         raise LabError(f"there is no overlay network {name}", f"create it: labctl network create -d overlay {name}")
@@ -124,6 +125,7 @@ def allocate_address(store: Store, name: str, host: str, endpoint: str) -> str:
         free = next((str(a) for a in hosts if str(a) not in held), None)
         if free is None:
             raise LabError(f"the overlay network {name} has no free address", "remove an endpoint, or use a larger subnet")
-        if store.create({prefix + free: json.dumps({"host": host, "endpoint": endpoint})}):
+        value = {"host": host, "endpoint": endpoint, **(extra(free) if extra else {})}
+        if store.create({prefix + free: json.dumps(value)}):
             return free
     raise LabError(f"could not take an address on {name}: the store kept changing", "try again")

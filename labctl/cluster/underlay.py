@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 
 from labctl.cluster import STORE_ADDRESS, UNDERLAY_BRIDGE, UNDERLAY_NS, UNDERLAY_PREFIXLEN, Host
 from labctl.network.netlink import delete_link, iproute
@@ -69,12 +70,15 @@ def _move(ipr, index: int, netns: str) -> None:
         os.close(fd)
 
 
+#: A host's namespace, lab-hostN, and those of its overlay networks and endpoints (vxlan.py).
+HOST_NETNS = re.compile(r"lab-host\d+(-ov\d+|-ep-[\w.-]+)?")
+
+
 def lab_namespaces() -> list[str]:
-    """The cluster's namespaces that exist: lab-underlay and lab-host*."""
+    """The cluster's namespaces that exist: lab-underlay, lab-hostN and their overlay and endpoint ones."""
     if not os.path.isdir("/run/netns"):
         return []
-    return sorted(n for n in os.listdir("/run/netns") if n == UNDERLAY_NS or
-                  (n.startswith("lab-host") and n[8:].isdigit()))
+    return sorted(n for n in os.listdir("/run/netns") if n == UNDERLAY_NS or HOST_NETNS.fullmatch(n))
 
 
 def namespace_inode(name: str) -> int | None:
