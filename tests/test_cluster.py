@@ -173,6 +173,16 @@ def test_a_killed_daemons_key_vanishes_after_its_lease(cluster):
     assert "/labctl/hosts/host1" in registered()   # the living host keeps its lease alive
 
 
+def test_a_daemon_stopped_cleanly_revokes_its_lease_at_once(cluster):
+    deadline = time.monotonic() + 10
+    while "/labctl/hosts/host1" not in registered() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stopped = run_labctl("daemon", "stop", "--socket", str(RUN / "host1.sock"))
+    assert stopped.returncode == 0, stopped.stderr
+    assert "/labctl/hosts/host1" not in registered()   # SIGTERM: revoked before it exits, not a TTL later
+    assert "/labctl/hosts/host2" in registered()
+
+
 def test_cleanup_after_a_sigkilled_cluster_up_removes_everything():
     import sys
     up = subprocess.Popen([sys.executable, "-m", "labctl", "cluster", "up", "2"],
