@@ -230,3 +230,22 @@ def test_up_twice_is_one_line_and_leaves_the_first_cluster(cluster):
     out = run_labctl("cluster", "up", "3")
     assert out.returncode == 2 and "up already" in out.stderr and len(out.stderr.splitlines()) == 1, out.stderr
     assert cluster_objects() == before
+
+
+def test_etcd_killed_and_started_again_loses_nothing_and_the_daemons_reconnect(cluster):
+    from labctl.cluster import etcd
+    deadline = time.monotonic() + 10
+    while len(registered()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert run_labctl("network", "create", "-d", "overlay", "kept").returncode == 0
+    info = etcd.running()
+    os.kill(info["pid"], signal.SIGKILL)   # a crash: the data directory stays
+    deadline = time.monotonic() + 5
+    while etcd.running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(TTL)                        # the daemons' keepalives fail meanwhile
+    etcd.start()                           # the same data directory
+    time.sleep(TTL * 2)                    # longer than a lease: only refreshed keys are still there
+    hosts = registered()
+    assert sorted(hosts) == ["/labctl/hosts/host1", "/labctl/hosts/host2"], hosts
+    assert "kept" in etcdctl("get", "/labctl/networks/kept", "--print-value-only").stdout
