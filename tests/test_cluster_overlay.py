@@ -7,6 +7,7 @@ codes; the allocations are made from inside the hosts' own namespaces, over the 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import subprocess
 import sys
@@ -105,7 +106,6 @@ def test_endpoints_on_two_hosts_talk_tcp_through_vxlan(cluster3):
     from labctl.cluster import Host, vxlan
     from labctl.cluster.store import Store
     from labctl.network.netlink import iproute
-    from labctl.network.netns import socket_in_netns
     assert run_labctl("network", "create", "-d", "overlay", "web").returncode == 0
     store = Store()
     a = vxlan.add_endpoint(store, Host(1), "web", "a")
@@ -122,9 +122,20 @@ def test_endpoints_on_two_hosts_talk_tcp_through_vxlan(cluster3):
     nft = ["ip", "netns", "exec", "lab-host2", "nft"]   # a counter of VXLAN packets reaching host2's eth0
     subprocess.run(nft + ["-f", "-"], check=True, text=True, input="table inet vxcount {\n chain input {\n"
                    "  type filter hook input priority 0; iifname eth0 udp dport 4789 counter\n }\n}\n")
-    ping = subprocess.run(["ip", "netns", "exec", a["netns"], "busybox", "ping", "-c", "2", "-W", "2", b["address"]],
-                          capture_output=True, text=True)
-    assert ping.returncode == 0, ping.stdout + ping.stderr
+    with counted_on_the_real_host() as outside:
+        ping = subprocess.run(["ip", "netns", "exec", a["netns"], "busybox", "ping", "-c", "2", "-W", "2",
+                               b["address"]], capture_output=True, text=True)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        _tcp(a, b)
+        assert outside() == [0, 0, 0, 0], "a packet of the underlay or an overlay reached the real host's namespace"
+    rules = json.loads(subprocess.run(nft + ["-j", "list", "table", "inet", "vxcount"], capture_output=True,
+                                      text=True, check=True).stdout)["nftables"]
+    counted = [r["rule"]["expr"][-1]["counter"]["packets"] for r in rules if "rule" in r]
+    assert counted and counted[0] >= 5, counted   # 2 pings, the TCP handshake and data: all in UDP 4789
+
+
+def _tcp(a: dict, b: dict) -> None:
+    from labctl.network.netns import socket_in_netns
     server = socket_in_netns(b["netns"])
     with server:
         server.bind((b["address"], 0))
@@ -137,7 +148,22 @@ def test_endpoints_on_two_hosts_talk_tcp_through_vxlan(cluster3):
             with conn:
                 client.sendall(b"over vxlan")
                 assert conn.recv(10) == b"over vxlan" and peer[0] == a["address"]
-    rules = json.loads(subprocess.run(nft + ["-j", "list", "table", "inet", "vxcount"], capture_output=True,
-                                      text=True, check=True).stdout)["nftables"]
-    counted = [r["rule"]["expr"][-1]["counter"]["packets"] for r in rules if "rule" in r]
-    assert counted and counted[0] >= 5, counted   # 2 pings, the TCP handshake and data: all in UDP 4789
+
+
+@contextlib.contextmanager
+def counted_on_the_real_host():
+    """nft counters in the real host's namespace, for any packet from or to the underlay or the overlays
+    (10.206.0.0/15), arriving or sent; yields a function that reads them. The table goes at the end."""
+    table = "labctl_test_cluster_egress"
+    rules = "".join(f"  chain {hook} {{ type filter hook {hook} priority -400; ip saddr 10.206.0.0/15 counter; "
+                    f"ip daddr 10.206.0.0/15 counter; }}\n" for hook in ("prerouting", "output"))
+    subprocess.run(["nft", "-f", "-"], check=True, text=True, input=f"table ip {table} {{\n{rules}}}\n")
+
+    def read() -> list[int]:
+        out = json.loads(subprocess.run(["nft", "-j", "list", "table", "ip", table], capture_output=True,
+                                        text=True, check=True).stdout)["nftables"]
+        return [r["rule"]["expr"][-1]["counter"]["packets"] for r in out if "rule" in r]
+    try:
+        yield read
+    finally:
+        subprocess.run(["nft", "delete", "table", "ip", table], check=True)
