@@ -100,6 +100,8 @@ def test_two_hosts_reach_each_other_over_the_underlay(cluster):
                 "a host has no default route: the underlay leads nowhere but to the other hosts and etcd"
     with iproute("lab-underlay") as ns:
         bridge = ns.link_lookup(ifname="labul0")[0]
+        # its own MAC, not its lowest port's: it stays as hosts join, so the hosts' ARP caches stay right
+        assert ns.link("get", index=bridge)[0].get_attr("IFLA_ADDRESS") == "02:42:0a:ce:00:fe"
         assert sorted(m.get_attr("IFLA_IFNAME") for m in ns.link("dump") if m.get_attr("IFLA_MASTER") == bridge) \
             == ["labuh1", "labuh2"]
     for src, dst in ((1, 2), (2, 1)):

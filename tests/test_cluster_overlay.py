@@ -167,3 +167,22 @@ def counted_on_the_real_host():
         yield read
     finally:
         subprocess.run(["nft", "delete", "table", "ip", table], check=True)
+
+
+def test_docker_network_create_d_overlay_on_one_host_is_seen_on_the_others(cluster3):
+    def docker(host: int, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["docker", "-H", f"unix:///run/labctl/cluster/host{host}.sock", *args],
+                              capture_output=True, text=True, timeout=30)
+    made = docker(1, "network", "create", "-d", "overlay", "shared")
+    assert made.returncode == 0, made.stderr
+    assert "shared" in overlay_networks()                 # in etcd, not in host1's state directory
+    for host in (2, 3):
+        listed = docker(host, "network", "ls", "--format", "{{.Name}} {{.Driver}} {{.Scope}}")
+        assert listed.returncode == 0 and "shared overlay global" in listed.stdout.splitlines(), listed.stderr
+        inspected = json.loads(docker(host, "network", "inspect", "shared").stdout)[0]
+        assert inspected["IPAM"]["Config"][0]["Subnet"] == overlay_networks()["shared"]["subnet"]
+    again = docker(3, "network", "create", "-d", "overlay", "shared")
+    assert again.returncode != 0 and "exists already" in again.stderr
+    assert docker(2, "network", "rm", "shared").returncode == 0
+    assert "shared" not in overlay_networks()
+    assert "shared" not in docker(1, "network", "ls", "--format", "{{.Name}}").stdout.split()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import time
 
 from labctl.cluster.store import Store
 from labctl.errors import LabError
@@ -89,7 +90,8 @@ def create_network(store: Store, name: str, subnet: str | None = None, vni: int 
         if name in taken:
             raise LabError(f"an overlay network named {name} exists already", f"remove it first, or choose another name")
         net, number = _pick(taken, subnet, vni)
-        record = {"Name": name, "Id": os.urandom(32).hex(), "Driver": "overlay", "subnet": str(net), "vni": number}
+        record = {"Name": name, "Id": os.urandom(32).hex(), "Driver": "overlay", "subnet": str(net), "vni": number,
+                  "Created": time.time()}
         keys = {NETWORKS + name: json.dumps(record), f"/labctl/overlay/vni/{number}": name}
         keys.update({f"/labctl/overlay/block/{b}": name for b in blocks(net)})
         if store.create(keys):

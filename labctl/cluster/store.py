@@ -54,7 +54,7 @@ class Store:
     """One etcd endpoint; every method is one HTTP request (timeout: seconds per request)."""
 
     def __init__(self, url: str = f"http://127.0.0.1:{STORE_PORT}", netns: str | None = UNDERLAY_NS,
-                 timeout: float = 3.0):
+                 timeout: float = 5.0):
         self.url, self.netns, self.timeout = url.rstrip("/"), netns, timeout
 
     def call(self, path: str, body: dict) -> dict:

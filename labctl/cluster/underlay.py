@@ -22,6 +22,8 @@ from labctl.network.netlink import delete_link, iproute
 from labctl.network.netns import in_netns, netns_path
 from labctl.network.sysctl import quiet_ipv6
 
+UNDERLAY_MAC = "02:42:0a:ce:00:fe"   # locally administered; Docker's rule, 02:42 and the IPv4 address
+
 
 def _new_netns(name: str) -> None:
     """`ip netns add NAME` (pyroute2 forks a child that unshares and bind-mounts /run/netns/NAME)."""
@@ -34,7 +36,10 @@ def make_underlay() -> None:
     _new_netns(UNDERLAY_NS)
     with iproute(UNDERLAY_NS) as ns:
         ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
-        ns.link("add", ifname=UNDERLAY_BRIDGE, kind="bridge")
+        # A bridge without an address of its own takes the lowest MAC among its ports, so it would change
+        # as hosts join, and the hosts' ARP caches would send etcd's traffic to a MAC gone (seconds lost
+        # until the entry is probed again). Given one, it keeps it.
+        ns.link("add", ifname=UNDERLAY_BRIDGE, kind="bridge", address=UNDERLAY_MAC)
         index = ns.link_lookup(ifname=UNDERLAY_BRIDGE)[0]
         in_netns(UNDERLAY_NS, quiet_ipv6, UNDERLAY_BRIDGE)
         ns.addr("add", index=index, address=STORE_ADDRESS, prefixlen=UNDERLAY_PREFIXLEN)
