@@ -251,3 +251,25 @@ def test_etcd_killed_and_started_again_loses_nothing_and_the_daemons_reconnect(c
     hosts = registered()
     assert sorted(hosts) == ["/labctl/hosts/host1", "/labctl/hosts/host2"], hosts
     assert "kept" in etcdctl("get", "/labctl/networks/kept", "--print-value-only").stdout
+
+
+def test_a_network_made_on_one_host_is_that_hosts_alone(cluster):
+    """Bridges and nftables tables are per network namespace: host1's `docker network create` makes
+    them in lab-host1, not on the real host nor on host2; its record is in host1's state directory."""
+    made = subprocess.run(["docker", "-H", f"unix://{RUN / 'host1.sock'}", "network", "create", "mine"],
+                          capture_output=True, text=True, timeout=30)
+    assert made.returncode == 0, made.stderr
+    record = json.loads((state.state_dir() / "cluster" / "host1" / "networks" / "mine.json").read_text())
+    bridges = {}
+    for where in ("lab-host1", "lab-host2", None):
+        with iproute(where) as ns:
+            bridges[where] = bool(ns.link_lookup(ifname=record["bridge"]))
+    assert bridges == {"lab-host1": True, "lab-host2": False, None: False}
+    tables = subprocess.run(["ip", "netns", "exec", "lab-host1", "nft", "list", "tables"], capture_output=True,
+                            text=True).stdout
+    assert f"labctl_{record['bridge']}" in tables
+    assert f"labctl_{record['bridge']}" not in subprocess.run(["nft", "list", "tables"], capture_output=True,
+                                                              text=True).stdout
+    listed = subprocess.run(["docker", "-H", f"unix://{RUN / 'host2.sock'}", "network", "ls", "--format", "{{.Name}}"],
+                            capture_output=True, text=True, timeout=30)
+    assert "mine" not in listed.stdout.split()

@@ -19,9 +19,12 @@ every socket it makes, every bridge and nftables table it creates, is the host's
 lives in the shared file system (/run/labctl/cluster/hostN.sock), so `docker` on the real host reaches
 each one by DOCKER_HOST. What else the daemon keeps per host: its state directory (LABCTL_STATE_DIR =
 <state>/cluster/hostN: containers, networks, journal, its log); bridges, routes and nftables tables are
-per network namespace anyway. Not yet separated (phase 2, when hosts run containers): the cgroup node
-(<own cgroup>/labctl/<container>, shared by the hosts' daemons, so container names must differ across
-hosts) and labctl-runtime's /run/labctl-runtime (keyed by container ID, which is unique).
+per network namespace anyway (`docker network create` on host1 makes its bridge in lab-host1 only).
+Not yet separated (phase 2, when hosts run containers): the cgroup node (<own cgroup>/labctl/<container>,
+shared by the hosts' daemons, so container names must differ across hosts) and labctl-runtime's
+/run/labctl-runtime (keyed by container ID, which is unique). Nor does `cluster down` remove a host's
+containers yet: their mounts and cgroups are journaled in the host's own state directory, and would
+have to be undone inside the host's namespace.
 
 Each daemon registers itself in etcd: /labctl/hosts/<name> → {"address", "socket"}, put with a lease
 (a TTL) that it keeps alive; a daemon that dies stops refreshing it, and etcd deletes the key when the
