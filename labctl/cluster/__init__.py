@@ -22,9 +22,8 @@ each one by DOCKER_HOST. What else the daemon keeps per host: its state director
 per network namespace anyway (`docker network create` on host1 makes its bridge in lab-host1 only).
 Not yet separated (phase 2, when hosts run containers): the cgroup node (<own cgroup>/labctl/<container>,
 shared by the hosts' daemons, so container names must differ across hosts) and labctl-runtime's
-/run/labctl-runtime (keyed by container ID, which is unique). Nor does `cluster down` remove a host's
-containers yet: their mounts and cgroups are journaled in the host's own state directory, and would
-have to be undone inside the host's namespace.
+/run/labctl-runtime (keyed by container ID, which is unique). `cluster down` removes a host's
+containers by replaying the host's own journal inside the host's namespace (hosts.clean_host).
 
 Each daemon registers itself in etcd: /labctl/hosts/<name> → {"address", "socket"}, put with a lease
 (a TTL) that it keeps alive; a daemon that dies stops refreshing it, and etcd deletes the key when the

@@ -11,7 +11,8 @@ already, no etcd):
 A failure at any step runs teardown() and forgets the record: nothing half-made stays.
 
 teardown() (`cluster down`, and `labctl cleanup` replaying the record) undoes it in reverse: each
-daemon gets SIGTERM (it revokes its lease), etcd is stopped by its PID, any process still inside a
+daemon gets SIGTERM (it revokes its lease), then its host's own journal is replayed inside the host
+(clean_host: the containers it ran), etcd is stopped by its PID, any process still inside a
 cluster namespace gets SIGKILL (found by its /proc/PID/ns/net, the namespace's inode), then the
 namespaces go (their veth pairs with them), then /run/labctl/cluster and <state>/cluster.
 """
@@ -22,6 +23,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 
 from labctl import state
 from labctl.cluster import (DEFAULT_TTL, HOSTS_PREFIX, MAX_HOSTS, RUN_DIR, STORE_URL, Host, cluster_dir,
@@ -101,11 +104,25 @@ def teardown(directory: str) -> None:
     for host in (Host(i) for i in range(1, MAX_HOSTS + 1)):
         if os.path.exists(control.pid_file(host.socket)) or os.path.exists(host.socket):
             control.stop(host.socket, timeout=5.0)
+        clean_host(host)
     etcd.stop()
     kill_processes_inside(underlay.lab_namespaces())
     underlay.remove_namespaces()
     shutil.rmtree(RUN_DIR, ignore_errors=True)
-    shutil.rmtree(directory, ignore_errors=True)
+    state.remove_path(directory)   # refuses (raises) rather than delete through a mount left below
+
+
+def clean_host(host: Host) -> None:
+    """What the host's daemon made (containers: processes, mounts, cgroups; bridges, tables): its own
+    journal, in its own state directory, replayed by `labctl cleanup --all` run inside the host's
+    namespace, where those links and tables are (run on the real host, it would remove the real lab0)."""
+    journal = os.path.join(host.state_dir, "journal")
+    if not os.path.isdir(journal) or not os.listdir(journal) or host.netns not in underlay.lab_namespaces():
+        return
+    env = dict(os.environ, LABCTL_STATE_DIR=host.state_dir)
+    env.pop("LABCTL_HOST", None)
+    subprocess.run([sys.executable, "-m", "labctl", "cleanup", "--all"], env=env, capture_output=True,
+                   preexec_fn=etcd.join_netns(host.netns), timeout=120)
 
 
 def kill_processes_inside(namespaces: list[str]) -> list[int]:
