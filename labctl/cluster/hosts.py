@@ -109,7 +109,10 @@ def teardown(directory: str) -> None:
     kill_processes_inside(underlay.lab_namespaces())
     underlay.remove_namespaces()
     shutil.rmtree(RUN_DIR, ignore_errors=True)
-    state.remove_path(directory)   # refuses (raises) rather than delete through a mount left below
+    try:
+        state.remove_path(directory)   # refuses rather than delete through a mount left below
+    except RuntimeError as exc:
+        raise LabError(f"the cluster's directory was kept: {exc}", "`labctl cleanup --all`, then `labctl cluster down`")
 
 
 def clean_host(host: Host) -> None:
