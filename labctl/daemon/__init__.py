@@ -18,5 +18,6 @@ One concern per module:
   execs.py       /containers/{id}/exec, /exec/{id}/start|json|resize
   images.py      /images/...: create (pull, with the JSON progress stream), json, inspect, delete, tag, load, get
   resources.py   /networks/... and /volumes/...
+  overlays.py    step 13: `-d overlay` networks, kept in the cluster's etcd when the daemon is a cluster host
 aiohttp is imported only here, never on the CLI's own paths: `labctl --help` and `labctl run` stay fast.
 """
