@@ -11,6 +11,7 @@ import contextlib
 import json
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -186,3 +187,41 @@ def test_docker_network_create_d_overlay_on_one_host_is_seen_on_the_others(clust
     assert docker(2, "network", "rm", "shared").returncode == 0
     assert "shared" not in overlay_networks()
     assert "shared" not in docker(1, "network", "ls", "--format", "{{.Name}}").stdout.split()
+
+
+def test_a_watch_programs_an_endpoint_added_on_another_host_and_removes_it_when_it_goes(cluster3):
+    from labctl.cluster import Host, vxlan
+    from labctl.cluster.store import Store
+    from labctl.cluster.watch import EndpointWatch
+    from labctl.network.netlink import iproute
+    assert run_labctl("network", "create", "-d", "overlay", "web").returncode == 0
+    store = Store()
+    a = vxlan.add_endpoint(store, Host(1), "web", "a")
+    watches = [EndpointWatch(Host(1), "web").start(), EndpointWatch(Host(2), "web").start()]
+    try:
+        vni = overlay_networks()["web"]["vni"]
+
+        def fdb_on_host1() -> set:
+            with iproute(vxlan.overlay_netns(Host(1), vni)) as ns:
+                vx = ns.link_lookup(ifname=f"labvx{vni}")[0]
+                return {(e.get_attr("NDA_LLADDR"), e.get_attr("NDA_DST")) for e in ns.fdb("dump", ifindex=vx)
+                        if e.get_attr("NDA_DST")}
+        assert fdb_on_host1() == set()
+        started = time.monotonic()
+        b = vxlan.add_endpoint(store, Host(2), "web", "b")   # nobody calls sync(): the watch must see it
+        while (b["mac"], "10.206.0.2") not in fdb_on_host1() and time.monotonic() - started < 5:
+            time.sleep(0.005)
+        took = time.monotonic() - started
+        assert (b["mac"], "10.206.0.2") in fdb_on_host1(), took
+        print(f"endpoint on host2 programmed on host1 {took * 1000:.0f} ms after add_endpoint began")
+        ping = subprocess.run(["ip", "netns", "exec", a["netns"], "busybox", "ping", "-c", "1", "-W", "2",
+                               b["address"]], capture_output=True, text=True)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        vxlan.remove_endpoint(store, Host(2), "web", b)
+        deadline = time.monotonic() + 5
+        while fdb_on_host1() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert fdb_on_host1() == set()
+    finally:
+        for watch in watches:
+            watch.stop()

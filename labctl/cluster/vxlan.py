@@ -130,3 +130,11 @@ def sync(store: Store, host: Host, name: str) -> int:
             ns.fdb("replace", ifindex=vx, lladdr=ep["mac"], dst=ep["underlay"], flags=NTF_SELF, state=NUD_PERMANENT)
             ns.neigh("replace", dst=address, lladdr=ep["mac"], ifindex=vx, state="permanent")
     return len(remote)
+
+
+def remove_endpoint(store: Store, host: Host, name: str, endpoint: dict) -> None:
+    """The endpoint's address goes back to the network (its key deleted: the other hosts' watches drop
+    its FDB and neighbour entries), and its namespace goes, with its veth pair."""
+    from labctl.network.netns import remove_netns
+    store.delete(f"/labctl/overlay/ip/{name}/{endpoint['address']}")
+    remove_netns(endpoint["netns"])
