@@ -40,6 +40,7 @@ One module per concern:
   membership.py  in a host's daemon: register with a lease and keep it alive
   allocation.py  overlay networks: subnet, VNI and endpoint addresses agreed in etcd transactions
   vxlan.py       the overlay's data path on a host: bridge and VXLAN device, endpoints, FDB from etcd
+  watch.py       following a network's endpoints (etcd's watch): FDB and neighbour entries kept current
   hosts.py       `labctl cluster up|down|status`: the whole, journaled as one record for `labctl cleanup`
 """
 from __future__ import annotations
