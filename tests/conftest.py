@@ -71,6 +71,9 @@ def lab_objects(state_dir: Path) -> dict[str, set[str]]:
         if subprocess.run(["which", "nft"], capture_output=True).returncode == 0 else ""
     found["nftables"] = {t for t in tables.splitlines() if "labctl" in t}
     found["processes"] = {f"{c.pid} {' '.join(c.cmdline()[:3])}" for c in _children()}
+    found["cluster processes"] = _cluster_processes(state_dir)
+    run_cluster = Path("/run/labctl/cluster")   # step 13: the cluster hosts' sockets and PID files
+    found["cluster sockets"] = {str(p) for p in run_cluster.iterdir()} if run_cluster.is_dir() else set()
     oci_root = Path("/run/labctl-runtime")   # labctl-runtime's default --root: a container's state directory
     found["labctl-runtime state"] = {str(p) for p in oci_root.iterdir()} if oci_root.is_dir() else set()
     found["journal"] = {p.name for p in (state_dir / "journal").glob("*.json")} \
@@ -79,6 +82,23 @@ def lab_objects(state_dir: Path) -> dict[str, set[str]]:
     images = state_dir / "images"   # what a pull or an import leaves half-written: its orphans
     found["image store orphans"] = {str(p) for sub in ("incoming", "tmp") if (images / sub).is_dir()
                                     for p in (images / sub).iterdir()}
+    return found
+
+
+def _cluster_processes(state_dir: Path) -> set[str]:
+    """Processes of a lab cluster (step 13) started from this run: etcd (its data directory) and the
+    hosts' daemons (their LABCTL_STATE_DIR), both under <state>/cluster. They are nobody's children
+    once `labctl cluster up` has exited, so _children() does not see them."""
+    mark = str(state_dir / "cluster").encode()
+    found = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            if mark in (proc / "cmdline").read_bytes() or mark in (proc / "environ").read_bytes():
+                found.add(f"{proc.name} {(proc / 'cmdline').read_bytes().split(bytes(1))[0].decode()}")
     return found
 
 

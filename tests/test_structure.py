@@ -26,6 +26,7 @@ LONG_FUNCTIONS: dict[str, str] = {}
 
 #: The library: what `labctl run` (and step 11's daemon) is made of, top layer to bottom.
 LIBRARY = ("labctl.images", "labctl.containers", "labctl.network", "labctl.runtime", "labctl.security", "labctl.daemon",
+           "labctl.cluster",
            "labctl.kernel", "labctl.state", "labctl.errors")
 #: Beside the library: they use it, it never uses them.
 NOT_FOR_THE_LIBRARY = ("labctl.demos", "labctl.steps", "labctl.plots")

@@ -16,6 +16,7 @@ One module per command group, each with its parsers beside its commands:
   runtime.py     bundle, runtime (step 10: an OCI bundle; labctl's OCI runtime, runc's command line)
   trace.py       trace (step 8)
   daemon.py      daemon [start|stop|status] (step 11: the REST API the commands are clients of)
+  cluster.py     cluster up|down|status (step 13: lab hosts, each with a daemon, etcd as their store)
   jupyter.py     jupyter url|serve (the classroom VM's notebooks)
   parsing.py     what their parsers share
   main.py        main(): assembles the groups into one command line

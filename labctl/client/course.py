@@ -134,6 +134,11 @@ def cmd_cleanup(args) -> int:
         from labctl.daemon.control import daemon_records
         from labctl.runtime import ocicleanup
         keep |= daemon_records()
+        from labctl.cluster.hosts import live_records
+        cluster = live_records()   # a lab cluster that is up whole (step 13)
+        if cluster:
+            ui.say("Left running: the lab cluster (`labctl cluster down`, or `labctl cleanup --all`).")
+        keep |= cluster
         oci = ocicleanup.live_containers()   # labctl-runtime's created or running containers (step 10)
         if oci:
             ui.say(f"Left running: labctl-runtime's {', '.join(c['id'] for c in oci)} "

@@ -31,6 +31,7 @@ GROUP_OF = {
     "rm": "containers", "inspect": "containers", "stats": "containers", "volume": "containers",
     "bundle": "runtime", "runtime": "runtime",
     "daemon": "daemon",
+    "cluster": "cluster",
     "trace": "trace",
     "jupyter": "jupyter",
 }

@@ -19,5 +19,6 @@ One concern per module:
   images.py      /images/...: create (pull, with the JSON progress stream), json, inspect, delete, tag, load, get
   resources.py   /networks/... and /volumes/...
   build.py       /build: `docker build` (classic builder) over labctl/build, the JSON stream it reads
+  overlays.py    step 13: `-d overlay` networks, kept in the cluster's etcd when the daemon is a cluster host
 aiohttp is imported only here, never on the CLI's own paths: `labctl --help` and `labctl run` stay fast.
 """

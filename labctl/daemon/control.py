@@ -105,25 +105,29 @@ def daemon_records(socket_path: str | None = None) -> set[str]:
 # start, stop, status
 
 
-def start(socket_path: str = DEFAULT_SOCKET, tcp: str | None = None, timeout: float = 15.0) -> dict:
+def start(socket_path: str = DEFAULT_SOCKET, tcp: str | None = None, timeout: float = 15.0,
+          env: dict | None = None, preexec=None, log_path: str | None = None) -> dict:
+    """`labctl daemon` detached. A cluster host's (labctl/cluster/hosts.py) comes with its environment
+    (its own LABCTL_STATE_DIR), a preexec that joins its network namespace, and its own log."""
     if running(socket_path):
         raise LabError(f"the daemon already runs (PID {running(socket_path)['pid']}) on {socket_path}",
                        "`labctl daemon stop` first, or `labctl daemon status`")
     argv = [sys.executable, "-m", "labctl", "daemon", "--socket", socket_path] + (["--tcp", tcp] if tcp else [])
-    with open(log_file(), "ab") as log:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                   start_new_session=True, close_fds=True)
+    log_path = log_path or log_file()
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                                   preexec_fn=preexec, start_new_session=True, close_fds=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise LabError(f"the daemon exited at once (status {process.returncode})",
-                           f"read its log: {log_file()}")
+                           f"read its log: {log_path}")
         info = running(socket_path)
         if info and ping(socket_path):
             return info
         time.sleep(0.02)
     stop(socket_path)
-    raise LabError(f"the daemon did not answer on {socket_path} within {timeout:.0f} s", f"read {log_file()}")
+    raise LabError(f"the daemon did not answer on {socket_path} within {timeout:.0f} s", f"read {log_path}")
 
 
 def stop(socket_path: str = DEFAULT_SOCKET, timeout: float = 10.0) -> dict | None:

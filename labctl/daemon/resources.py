@@ -9,7 +9,7 @@ cleanup` removes them); `docker network rm` removes both, and is refused while a
 `docker run --network NAME` joins it (network/named.py), `docker network connect|disconnect NAME C`
 adds a running container to it and takes it off again (containers/networking.py: a veth named eth1,
 eth2, ... inside; events "connect" and "disconnect"); `docker network inspect` lists its running
-containers.
+containers. On a cluster host (step 13), `-d overlay` networks come from the cluster's etcd (overlays.py).
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import time
 
 from aiohttp import web
 
+from labctl.daemon import overlays
 from labctl.daemon.api import ApiError, blocking, find_container, flag, json_body
 from labctl.daemon.translate import timestamp
 from labctl.errors import LabError
@@ -89,21 +90,30 @@ def _find_network(ref: str) -> tuple[str, dict | None]:
     users = _user_networks()
     if ref in users:
         return ref, users[ref]
+    users.update(overlays.records())
+    if ref in users:
+        return ref, users[ref]
     found = [(n, r) for n, r in users.items() if r["Id"].startswith(ref)] if len(ref) >= 3 else []
     if len(found) == 1:
         return found[0]
     raise ApiError(404, f"network {ref} not found")
 
 
+def _any_network_json(name: str, record: dict | None) -> dict:
+    return overlays.network_json(record) if record and record["Driver"] == "overlay" else _network_json(name, record)
+
+
 async def list_networks(request: web.Request) -> web.Response:
     users = await blocking(_user_networks)
+    cluster = await blocking(overlays.records)
     return web.json_response([_network_json(n) for n in BUILT_IN] +
-                             [await blocking(_network_json, n, r) for n, r in users.items()])
+                             [await blocking(_network_json, n, r) for n, r in users.items()] +
+                             [overlays.network_json(r) for r in cluster.values()])
 
 
 async def inspect_network(request: web.Request) -> web.Response:
     name, record = await blocking(_find_network, request.match_info["id"])
-    return web.json_response(await blocking(_network_json, name, record))
+    return web.json_response(await blocking(_any_network_json, name, record))
 
 
 def _create_network(name: str, driver: str, labels: dict) -> dict:
@@ -133,9 +143,10 @@ async def create_network(request: web.Request) -> web.Response:
     name, driver = body.get("Name") or "", body.get("Driver") or "bridge"
     if not isinstance(name, str) or not _NAME.match(name):
         raise ApiError(400, f"invalid network name {name!r}: letters, digits, _ . - (at most 64)")
-    if driver != "bridge":
-        raise ApiError(400, f"network driver {driver!r}: the lab's networks are bridges (step 6)")
-    record = await blocking(_create_network, name, driver, body.get("Labels") or {})
+    if driver not in ("bridge", "overlay"):
+        raise ApiError(400, f"network driver {driver!r}: the lab's networks are bridges (step 6) or overlays (step 13)")
+    create = overlays.create if driver == "overlay" else lambda n, labels: _create_network(n, driver, labels)
+    record = await blocking(create, name, body.get("Labels") or {})
     request.app["engine"].bus.publish("network", "create", record["Id"], name=name, type=driver)
     return web.json_response({"Id": record["Id"], "Warning": ""}, status=201)
 
@@ -156,7 +167,10 @@ async def delete_network(request: web.Request) -> web.Response:
     name, record = await blocking(_find_network, request.match_info["id"])
     if record is None:
         raise ApiError(403, f"{name} is a pre-defined network and cannot be removed")
-    await blocking(_remove_network, name, record)
+    if record["Driver"] == "overlay":
+        await blocking(overlays.remove, name)
+    else:
+        await blocking(_remove_network, name, record)
     request.app["engine"].bus.publish("network", "destroy", record["Id"], name=name, type=record["Driver"])
     return web.Response(status=204)
 

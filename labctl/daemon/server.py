@@ -157,6 +157,10 @@ async def serve(path: str = DEFAULT_SOCKET, tcp: str | None = None, ready=None) 
                     host, port)
         await web.TCPSite(runner, host, port).start()
     restored = await engine.restore()
+    from labctl.cluster.membership import from_environment
+    member = from_environment(path)   # step 13: a cluster host registers itself in the store
+    if member:
+        member.start()
     log.info("listening on %s; %d running container(s) restored%s", path, len(restored),
              f": {', '.join(restored)}" if restored else "")
     stop = asyncio.Event()
@@ -168,6 +172,8 @@ async def serve(path: str = DEFAULT_SOCKET, tcp: str | None = None, ready=None) 
     try:
         await stop.wait()
     finally:
+        if member:
+            member.stop()
         await runner.cleanup()
         if os.path.exists(path):
             os.unlink(path)
