@@ -31,16 +31,6 @@ def add_commands(commands: Commands) -> None:
     p.add_argument("references", nargs="+", metavar="REFERENCE")
     p.add_argument("-f", "--force", action="store_true", help="untag even if a container uses it (its layers stay)")
 
-    p = commands.add("save", cmd_save, "write an image of the store as a docker-archive file or an OCI layout",
-                     ["labctl save -o /tmp/busybox.tar busybox      # docker save's format; labctl import reads it",
-                      "labctl save --format oci -o /tmp/hello-oci hello:1",
-                      "umoci unpack --image /tmp/hello-oci:1 /tmp/bundle; skopeo inspect oci:/tmp/hello-oci:1"])
-    p.add_argument("image", help="NAME[:TAG] of an image in the store (`labctl images`)")
-    p.add_argument("-o", "--output", required=True,
-                   help="the file (docker-archive) or directory (oci) to write; it must not exist")
-    p.add_argument("--format", choices=("docker-archive", "oci"), default="docker-archive",
-                   help="docker-archive (default, as `docker save`) or oci (an OCI image layout directory)")
-
     p = commands.add("login", cmd_login,
                      "store credentials for a registry (password from standard input, file mode 0600)",
                      ["echo \"$PASSWORD\" | labctl login 127.0.0.1:5000 --username student --password-stdin"])
@@ -61,6 +51,16 @@ def add_commands(commands: Commands) -> None:
     p.add_argument("--stall-timeout", type=float, metavar="SECONDS",
                    help="give up on a transfer that makes no progress (or crawls below 1 KiB/s) for this "
                         "long (default: $LABCTL_PULL_STALL_TIMEOUT, else 30)")
+
+    p = commands.add("save", cmd_save, "write an image of the store as a docker-archive file or an OCI layout",
+                     ["labctl save -o /tmp/busybox.tar busybox      # docker save's format; labctl import reads it",
+                      "labctl save --format oci -o /tmp/hello-oci hello:1",
+                      "umoci unpack --image /tmp/hello-oci:1 /tmp/bundle; skopeo inspect oci:/tmp/hello-oci:1"])
+    p.add_argument("image", help="NAME[:TAG] of an image in the store (`labctl images`)")
+    p.add_argument("-o", "--output", required=True,
+                   help="the file (docker-archive) or directory (oci) to write; it must not exist")
+    p.add_argument("--format", choices=("docker-archive", "oci"), default="docker-archive",
+                   help="docker-archive (default, as `docker save`) or oci (an OCI image layout directory)")
 
     p = commands.add("push", cmd_push, "push an image from the store to a registry: only the blobs it lacks travel",
                      ["labctl registry start && labctl push localhost/busybox 127.0.0.1:5000/me/busybox:1",
