@@ -1,4 +1,4 @@
-"""Writes notebooks/12-build.ipynb (without outputs). Run: python notebooks/make_12_build.py [OUTPUT]"""
+"""Writes notebooks/12-build-push.ipynb (without outputs). Run: python notebooks/make_12_build_push.py [OUTPUT]"""
 from nbformat.v4 import new_code_cell, new_markdown_cell
 
 from nbwriter import write_notebook
@@ -65,4 +65,4 @@ buildpush.remove_images()
 shutil.rmtree(context)"""),
 ]
 
-write_notebook(cells, "12-build.ipynb")
+write_notebook(cells, "12-build-push.ipynb")
