@@ -85,6 +85,7 @@ CURRICULUM = (
     Step(10, "oci", "OCI runtime: bundles, labctl and runc"),
     Step(11, "daemon", "client-server: a daemon and its REST API", folder="client-server"),
     Step(12, "build", "build and push: layers as a cache and as a diff", folder="build-push"),
+    Step(13, "multihost", "multi-host: an overlay network over VXLAN, etcd, leases", folder="multi-host"),
 )
 
 
