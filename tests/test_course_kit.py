@@ -26,7 +26,7 @@ from helpers import run_labctl
 
 REPO = Path(__file__).resolve().parent.parent
 LAB = REPO / "lab"
-STEPS = range(1, 13)
+STEPS = range(1, 14)
 
 
 @pytest.fixture
