@@ -376,3 +376,77 @@ def test_check_12_passes_the_reference_labctl_builds_own_translation():
     result = run_labctl("check", "12", "--reference")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "the result equals the merged view the kernel showed" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 13: lab/13-multi-host/exercise.py with its TODOs completed as the hints' code rung says, or not
+
+EXERCISE13 = Path(__file__).resolve().parent.parent / "lab" / "13-multi-host" / "exercise.py"
+STEP13_TODOS = {
+    "vxlan": ("RFC 7348, section 5, draws the packet this device makes.\n    pass\n",
+              "RFC 7348, section 5, draws the packet this device makes.\n"
+              "    run('ip', '-n', netns, 'link', 'add', VXLAN_IF, 'type', 'vxlan', 'id', str(vni), 'local', local,\n"
+              "        'dstport', str(VXLAN_PORT), 'nolearning')\n"),
+    "fdb": ("`bridge fdb show dev VXLAN_IF` reads it back.\n    pass\n",
+            "`bridge fdb show dev VXLAN_IF` reads it back.\n"
+            "    run('bridge', '-n', netns, 'fdb', 'append', '00:00:00:00:00:00', 'dev', VXLAN_IF, 'dst', peer_underlay)\n"),
+}
+
+
+def _step13(*done: str) -> str:
+    source = EXERCISE13.read_text()
+    for todo in done:
+        old, new = STEP13_TODOS[todo]
+        assert source.count(old) == 1, old
+        source = source.replace(old, new)
+    return source
+
+
+def _no_c13_namespaces() -> bool:
+    return not [n for n in os.listdir("/run/netns") if n.startswith("lab-c13-")] if os.path.isdir("/run/netns") else True
+
+
+def test_check_13_passes_the_completed_exercise_by_a_ping_and_the_wire(tmp_path):
+    result = _check(13, tmp_path, _step13(*STEP13_TODOS))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FDB 00:00:00:00:00:00 → dst 10.211.0.2 (read over netlink)" in result.stdout
+    assert "3 of 3 replies" in result.stdout
+    assert "ICMP 10.212.0.1 → 10.212.0.2" in result.stdout          # decoded from inside the UDP packets
+    assert _no_c13_namespaces()
+
+
+def test_check_13_fails_the_untouched_exercise_naming_the_missing_device(tmp_path):
+    result = _check(13, tmp_path, EXERCISE13.read_text())
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no VXLAN device in lab-c13-a (the exercise exited 1)" in result.stdout
+    assert "TODO 1" in result.stdout
+    assert _no_c13_namespaces()                                       # a failed check removes its namespaces
+
+
+def test_check_13_says_learning_alone_sends_nothing(tmp_path):
+    source = _step13("vxlan").replace("'nolearning'", "'learning'")
+    result = _check(13, tmp_path, source)
+    assert result.returncode == 1, result.stdout + result.stderr
+    cause = next(line for line in result.stdout.splitlines() if "✘" in line)
+    assert "has no entry with dst 10.211.0.2" in cause and "Learning is on" in cause, cause
+
+
+def test_check_13_names_the_wrong_vni(tmp_path):
+    source = _step13(*STEP13_TODOS).replace("'id', str(vni)", "'id', str(vni + 1)")
+    result = _check(13, tmp_path, source)
+    assert result.returncode == 1, result.stdout + result.stderr
+    cause = next(line for line in result.stdout.splitlines() if "✘" in line)
+    assert "has VNI" in cause and "not the" in cause and "given" in cause, cause
+
+
+def test_check_13_names_linuxs_old_port_when_dstport_is_left_out(tmp_path):
+    source = _step13(*STEP13_TODOS).replace("\n        'dstport', str(VXLAN_PORT), 'nolearning')", " 'nolearning')")
+    result = _check(13, tmp_path, source)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "sends to UDP port 8472, not 4789" in result.stdout
+
+
+def test_check_13_passes_the_reference_netlink_solution():
+    result = run_labctl("check", "13", "--reference")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "UDP 4789 packets with VNI" in result.stdout
