@@ -47,7 +47,7 @@ CODE = re.compile(r"[\w.\]]+\((?!\d\))[^)]*\)|\b\w+ = \w|;\s*$|\+\+|\bexecs\.inc
 
 def test_todos_say_what_must_become_true_not_the_line_to_type():
     files = [RUNTIME / f"{name}.py" for name in BUILT.values()] + \
-        [p for p in sorted(REPO.glob("lab/[01][0-9]-*/exercise.py")) if int(p.parent.name[:2]) in set(BUILT) | {8, 11, 12}]
+        [p for p in sorted(REPO.glob("lab/[01][0-9]-*/exercise.py")) if int(p.parent.name[:2]) in set(BUILT) | {8, 11, 12, 13}]
     found = {}
     for path in files:
         for block in _todo_blocks(path.read_text()):
@@ -98,17 +98,18 @@ def test_take_names_the_steps_that_have_a_part(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # A runtime built in order, as a student does it: at each step the check fails while the step's part is
 # the skeleton (every earlier part done), then passes once it is done (here: `labctl lab take N`).
-# Steps 8, 11 and 12 have no part (8's exercise watches a container from outside, 11's is a client of
-# labctl's daemon, 12's turns an upper directory into a layer): they are completed in place.
+# Steps 8, 11, 12 and 13 have no part (8's exercise watches a container from outside, 11's is a client of
+# labctl's daemon, 12's turns an upper directory into a layer, 13's joins two namespaces by VXLAN): they
+# are completed in place.
 
 @pytest.mark.root
 @pytest.mark.slow
 def test_a_runtime_completed_step_by_step_passes_every_check(tmp_path):
-    from test_checks import STEP12_TODOS, _step12
+    from test_checks import STEP12_TODOS, STEP13_TODOS, _step12, _step13
     from test_daemon_course import solve as solve_step_11
     from test_tracing import _solve as solve_step_8
     env = student_lab(tmp_path)
-    for step in sorted(BUILT) + [8, 11, 12]:
+    for step in sorted(BUILT) + [8, 11, 12, 13]:
         before = run_labctl("check", str(step), env=env, timeout=300)
         assert before.returncode == 1 and "FAIL" in before.stdout, f"check {step} before:\n{before.stdout}{before.stderr}"
         if step in BUILT:
@@ -120,7 +121,9 @@ def test_a_runtime_completed_step_by_step_passes_every_check(tmp_path):
         elif step == 11:
             exercise = tmp_path / "lab" / "11-client-server" / "exercise.py"
             exercise.write_text(solve_step_11(exercise.read_text()))
-        else:
+        elif step == 12:
             (tmp_path / "lab" / "12-build-push" / "exercise.py").write_text(_step12(*STEP12_TODOS))
+        else:
+            (tmp_path / "lab" / "13-multi-host" / "exercise.py").write_text(_step13(*STEP13_TODOS))
         after = run_labctl("check", str(step), env=env, timeout=300)
         assert after.returncode == 0, f"check {step} after:\n{after.stdout}{after.stderr}"
