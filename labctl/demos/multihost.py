@@ -210,7 +210,8 @@ def decode_vxlan(frame: bytes) -> dict | None:
     outer, udp = parsed
     sport, dport = struct.unpack("!HH", udp[:4])
     flags, vni_word = udp[8], struct.unpack("!I", udp[12:16])[0]
-    out = {"outer_src": outer["src"], "outer_dst": outer["dst"], "sport": sport, "dport": dport,
+    out = {"outer_src_mac": ":".join(f"{b:02x}" for b in frame[6:12]),
+           "outer_dst_mac": ":".join(f"{b:02x}" for b in frame[0:6]), "outer_src": outer["src"], "outer_dst": outer["dst"], "sport": sport, "dport": dport,
            "vxlan": bool(flags & 0x08), "vni": vni_word >> 8, "length": len(frame)}
     inner = udp[16:]
     if out["vxlan"] and len(inner) >= 14:
@@ -227,3 +228,15 @@ def decode_vxlan(frame: bytes) -> dict | None:
 def udp_seen(frames: list[bytes]) -> list[dict]:
     """The UDP packets among captured frames, decoded (VXLAN or not)."""
     return [d for d in (decode_vxlan(f) for f in frames) if d]
+
+
+def decode_ethernet(frame: bytes) -> dict | None:
+    """An Ethernet frame carrying IPv4, as an endpoint's eth0 sees it: MACs, addresses, protocol, length."""
+    if len(frame) < 34 or struct.unpack("!H", frame[12:14])[0] != 0x0800:
+        return None
+    ip = _ipv4(frame[14:])
+    if not ip:
+        return None
+    return {"dst_mac": ":".join(f"{b:02x}" for b in frame[0:6]), "src_mac": ":".join(f"{b:02x}" for b in frame[6:12]),
+            "src": ip[0]["src"], "dst": ip[0]["dst"], "length": len(frame),
+            "proto": {1: "ICMP", 6: "TCP", 17: "UDP"}.get(ip[0]["proto"], str(ip[0]["proto"]))}

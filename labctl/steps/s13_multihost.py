@@ -33,10 +33,46 @@ times its lease, and measures what the wrapping costs against loopback and a pla
 """
 
 
+TTL = 5      # the demo's lease, in seconds: short, so that the wait for a dead host is short
+
+
 def demo() -> None:
+    from labctl import ui
     from labctl.demos import clusterdemo
     require_root("the multi-host demo")
-    clusterdemo.run()
+    ui.say("\n[bold]1. `labctl cluster up 2`[/bold]: two hosts (namespaces, a daemon each), etcd, an overlay network")
+    with clusterdemo.cluster(TTL) as c:
+        ui.table(["host", "namespace", "underlay", "endpoint", "overlay address", "MAC"],
+                 [[h.name, h.netns, h.address, ep["netns"], ep["address"], ep["mac"]] for h, ep in zip(c.hosts, (c.a, c.b))],
+                 title=f"network {clusterdemo.NETWORK}: {c.net['subnet']}, VNI {c.net['vni']} (agreed in etcd)")
+        inner, outer = clusterdemo.packet(c)
+        ui.say(f"\n[bold]2. One ping, {c.a['address']} → {c.b['address']}[/bold], captured twice (AF_PACKET sockets)")
+        ui.table(["layer", f"in endpoint a ({c.a['netns']}, eth0)", "on the underlay (lab-underlay, labuh1)"],
+                 clusterdemo.packet_rows(inner, outer))
+        ui.say("The same frame: inside, the endpoints' addresses; outside, the hosts' underlay addresses, UDP to "
+               "4789 and the VNI. 50 bytes of wrapping: outer Ethernet, IPv4, UDP and VXLAN (RFC 7348, section 5).")
+        ui.say("\n[bold]3. What it costs[/bold]: ICMP round trips and one TCP stream, three paths")
+        measured = clusterdemo.measure(c)
+        ui.table(["path", "median RTT (µs)", "TCP (MiB/s)"], [[p, f"{_median(m['rtt']) * 1000:.0f}", f"{m['mibs']:.0f}"]
+                                                             for p, m in measured.items()])
+        ui.say(f"\n[bold]4. host2's daemon killed with SIGKILL[/bold]: nobody tells etcd; its lease (TTL {TTL} s) expires")
+        lease = clusterdemo.kill_and_time_lease(c)
+        ui.table(["key", "gone after"], [[k, f"{s:.1f} s"] for k, s in lease["gone"].items()],
+                 title=f"daemon PID {lease['pid']}, lease {lease['lease']:x} ({lease['ttl_left']} s left at the kill)")
+        _figures(measured, lease)
+    ui.ok("`labctl cluster down`: hosts, etcd, namespaces and the network's keys are gone")
+
+
+def _median(values: list[float]) -> float:
+    import statistics
+    return statistics.median(values) if values else float("nan")
+
+
+def _figures(measured: dict, lease: dict) -> None:
+    from labctl.plots import multihost as plots
+    from labctl.steps import save_figure
+    save_figure(plots.rtt_and_throughput(measured), "step13-rtt-throughput")
+    save_figure(plots.lease_timeline(lease, TTL), "step13-lease")
 
 
 # ---------------------------------------------------------------------------------------------
