@@ -139,6 +139,7 @@ def tcp_throughput(src_ns: str, dst_ns: str, dst: str, megabytes: int = 16, port
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind((dst, port))
     server.listen(1)
+    server.settimeout(15)
     result: dict[str, float] = {}
 
     def receive() -> None:
