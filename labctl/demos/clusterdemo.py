@@ -90,7 +90,7 @@ def packet_rows(inner: dict, outer: dict) -> list[list[str]]:
     ]
 
 
-def measure(c: Cluster, pings: int = 20, megabytes: int = 32) -> dict[str, dict]:
+def measure(c: Cluster, pings: int = 50, megabytes: int = 32) -> dict[str, dict]:
     """{path: {"rtt": [ms...], "mibs": MiB/s}} for loopback (in host1), the underlay bridge (host1 →
     host2: two namespaces on one bridge) and the overlay (endpoint a → endpoint b)."""
     h1, h2 = c.hosts
