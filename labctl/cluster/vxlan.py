@@ -59,10 +59,22 @@ def _new_netns(name: str) -> None:
 
 
 def join(host: Host, net: dict) -> str:
-    """The network's namespace on this host, its bridge and VXLAN device (once per host and network)."""
+    """The network's namespace on this host, its bridge and VXLAN device (once per host and network:
+    under a file lock, as the daemon's watch and its containers' starts may ask at the same time)."""
+    import fcntl
+    from labctl.cluster import RUN_DIR
     ns_name = overlay_netns(host, net["vni"])
     if os.path.exists(netns_path(ns_name)):
         return ns_name
+    os.makedirs(RUN_DIR, exist_ok=True)
+    with open(os.path.join(RUN_DIR, f"{ns_name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(netns_path(ns_name)):
+            _make(host, net, ns_name)
+    return ns_name
+
+
+def _make(host: Host, net: dict, ns_name: str) -> None:
     _new_netns(ns_name)
     with iproute(ns_name) as ns:
         ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
@@ -81,7 +93,6 @@ def join(host: Host, net: dict) -> str:
     with iproute(ns_name) as ns:
         in_netns(ns_name, quiet_ipv6, vx)
         ns.link("set", index=ns.link_lookup(ifname=vx)[0], master=ns.link_lookup(ifname=BRIDGE)[0], state="up")
-    return ns_name
 
 
 def add_endpoint(store: Store, host: Host, name: str, endpoint: str) -> dict:

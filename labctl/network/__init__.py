@@ -134,12 +134,16 @@ class Network:
 
 def resolve(mode: str) -> tuple[str, Network | None]:
     """--network VALUE -> (mode for attach(), Network): one of MODES with the default network (None),
-    or ("bridge", its Network) for a user-defined network's name (`docker network create`, named.py)."""
+    or ("bridge", its Network) for a user-defined network's name (`docker network create`, named.py),
+    or ("overlay", None) on a cluster host for an overlay network's (`docker network create -d overlay`)."""
     if mode in MODES:
         return mode, None
     from labctl.network.named import find_record
     record = find_record(mode)
     if record is None:
+        from labctl.cluster.endpoint import is_overlay
+        if is_overlay(mode):   # step 13: the cluster's overlay network (labctl/cluster/endpoint.py)
+            return "overlay", None
         raise LabError(f"unknown network mode {mode!r}: no mode nor network of that name",
                        f"use one of {', '.join(MODES)}, or create the network first (`docker network create {mode}`)")
     return "bridge", Network(record["bridge"], record["subnet"], keep=True)
