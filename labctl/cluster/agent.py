@@ -64,9 +64,9 @@ class Agent:
                 for line in self._response:
                     for event in json.loads(line).get("result", {}).get("events", []):
                         self._apply(event)
-            except (LabError, OSError, ValueError) as exc:
+            except Exception as exc:   # etcd away, a netlink error: open again, reconcile again
                 if not self._stop.is_set():
-                    log.warning("overlay watch: %s; again in 1 s", exc)
+                    log.warning("overlay watch: %r; again in 1 s", exc)
             self._stop.wait(1.0)
 
     def reconcile(self) -> None:

@@ -54,8 +54,28 @@ def mac_for(address: str) -> str:
 
 
 def _new_netns(name: str) -> None:
-    from pyroute2 import netns as pyroute2_netns
-    pyroute2_netns.create(name)
+    """`ip netns add NAME` without fork(2): a short-lived thread unshares its own network namespace
+    (CLONE_NEWNET is per thread) and bind-mounts /proc/thread-self/ns/net on /run/netns/NAME. (pyroute2's
+    netns.create forks a child, which can hang in the daemon: forking a process with threads.)"""
+    import threading
+    from labctl.kernel.syscalls import CLONE_NEWNET, MS_BIND, mount, unshare
+    path = netns_path(name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444))
+    failed: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            unshare(CLONE_NEWNET)
+            mount("/proc/thread-self/ns/net", path, None, MS_BIND)
+        except BaseException as exc:
+            failed.append(exc)
+    thread = threading.Thread(target=body, name=f"netns add {name}")
+    thread.start()
+    thread.join()
+    if failed:
+        os.unlink(path)
+        raise failed[0]
 
 
 def join(host: Host, net: dict) -> str:
@@ -64,9 +84,7 @@ def join(host: Host, net: dict) -> str:
     import fcntl
     from labctl.cluster import RUN_DIR
     ns_name = overlay_netns(host, net["vni"])
-    if os.path.exists(netns_path(ns_name)):
-        return ns_name
-    os.makedirs(RUN_DIR, exist_ok=True)
+    os.makedirs(RUN_DIR, exist_ok=True)   # (the lock always: a namespace that exists may be half made yet)
     with open(os.path.join(RUN_DIR, f"{ns_name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not os.path.exists(netns_path(ns_name)):
