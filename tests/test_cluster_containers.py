@@ -107,8 +107,8 @@ def test_twenty_containers_started_at_once_on_three_hosts_get_twenty_addresses(c
 
 def test_a_killed_daemons_endpoints_leave_the_other_hosts_fdb_after_its_lease(cluster):
     assert docker(1, "network", "create", "-d", "overlay", "web").returncode == 0
-    run(1, "a", "sleep", "1000")
-    _, mac, _ = eth0(run(2, "b", "sleep", "1000"))
+    run(1, "ca", "sleep", "1000")
+    _, mac, _ = eth0(run(2, "cb", "sleep", "1000"))
     wait_for(lambda: mac in fdb(1), 5)
     os.kill(pid_of(RUN / "host2.pid"), signal.SIGKILL)
     killed = time.monotonic()
@@ -122,8 +122,8 @@ def test_a_killed_daemons_endpoints_leave_the_other_hosts_fdb_after_its_lease(cl
 def test_a_daemon_started_again_reconciles_its_fdb_with_etcd(cluster):
     from labctl.cluster import Host, hosts
     assert docker(1, "network", "create", "-d", "overlay", "web").returncode == 0
-    run(1, "a", "sleep", "1000")
-    _, mac, _ = eth0(run(2, "b", "sleep", "1000"))
+    run(1, "ca", "sleep", "1000")
+    _, mac, _ = eth0(run(2, "cb", "sleep", "1000"))
     wait_for(lambda: mac in fdb(1), 5)
     os.kill(pid_of(RUN / "host1.pid"), signal.SIGKILL)
     vni = overlay_networks()["web"]["vni"]

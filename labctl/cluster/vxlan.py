@@ -30,6 +30,8 @@ from labctl.network.netlink import iproute
 from labctl.network.netns import in_netns, netns_path
 from labctl.network.sysctl import quiet_ipv6
 
+import threading
+_JOINING = threading.Lock()
 VXLAN_PORT = 4789
 BRIDGE = "labovbr"
 NTF_SELF = 0x02          # the entry is the VXLAN device's own (with a dst), not its master bridge's
@@ -85,8 +87,11 @@ def join(host: Host, net: dict) -> str:
     from labctl.cluster import RUN_DIR
     ns_name = overlay_netns(host, net["vni"])
     os.makedirs(RUN_DIR, exist_ok=True)   # (the lock always: a namespace that exists may be half made yet)
-    with open(os.path.join(RUN_DIR, f"{ns_name}.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    # A thread lock between this process's threads, and a POSIX record lock (lockf) between processes:
+    # not flock(2), whose lock belongs to the open file, which the children pyroute2 forks would share,
+    # holding it for as long as they live.
+    with _JOINING, open(os.path.join(RUN_DIR, f"{ns_name}.lock"), "w") as lock:
+        fcntl.lockf(lock, fcntl.LOCK_EX)
         if not os.path.exists(netns_path(ns_name)):
             _make(host, net, ns_name)
     return ns_name
