@@ -14,8 +14,8 @@ a namespace and a veth pair into the bridge; sync(host, net): for each endpoint 
   FDB  MAC → dst that host's underlay address   (bridge fdb add MAC dev labvx4096 dst 10.206.0.2)
   ARP  IP → MAC on the VXLAN device             (ip neigh add IP lladdr MAC dev labvx4096)
 so an ARP request is answered by the VXLAN device itself (proxy) and a frame goes to the one host
-that has the destination: nothing is flooded to every host. (A daemon watching etcd to call sync()
-as endpoints come and go is the next step; here the caller calls it.)
+that has the destination: nothing is flooded to every host. (A host's daemon keeps these entries
+current as endpoints come and go: agent.py; containers join through endpoint.py.)
 """
 from __future__ import annotations
 
