@@ -80,6 +80,8 @@ def test_containers_on_two_hosts_talk_tcp_by_address_and_by_name(cluster):
     for target in (srv_ip, "srv"):
         got = docker(2, "exec", "cli", "nc", "-w", "5", target, "80")
         assert got.returncode == 0 and got.stdout == "pong\n", (target, got.stdout, got.stderr)
+    refused = docker(1, "run", "-d", "-p", "8080:80", "--network", "web", "busybox", "true")
+    assert refused.returncode != 0 and "published ports need a bridge network" in refused.stderr
     with open(f"/proc/{server}/cgroup") as f:   # the host's prefix on its containers' cgroups
         assert "/labctl-host1-" in f.read()
     # names are per host: a second container named srv, on host2, is another one with its own cgroup

@@ -81,6 +81,8 @@ def network_of(mode: str | None, ports: list[str]) -> str:
         return by_id[0]
     from labctl.cluster.endpoint import is_overlay
     if is_overlay(mode):   # step 13: an overlay network of the cluster this daemon is a host of
+        if ports:
+            raise ApiError(400, f"published ports need a bridge network: {mode} is an overlay network (drop -p)")
         return mode
     # (Docker says 404; the CLI takes any 404 from create for a missing image and pulls, and the
     # pull's failure would hide this line: 400 gives it to the user as it is)

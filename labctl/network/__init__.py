@@ -87,8 +87,9 @@ IFNAMSIZ = 15  # the longest interface name the kernel accepts (16 bytes with th
 def check_mode(mode: str, publish: Iterable[object] = ()) -> None:
     """Refuse a mode that is neither one of MODES nor a user-defined network's name (named.py), and
     published ports in modes none and host."""
-    if mode not in MODES:
-        resolve(mode)   # LabError: no such network
+    if mode not in MODES and resolve(mode)[0] == "overlay" and publish:   # (resolve: LabError, no such network)
+        raise LabError(f"published ports need a bridge network: {mode} is an overlay network",
+                       "drop -p (containers on the overlay reach each other's ports directly)")
     if publish and mode in ("none", "host"):
         raise LabError(f"published ports need network mode bridge, not {mode}", "drop -p, or use --network bridge")
 
