@@ -20,9 +20,10 @@ lives in the shared file system (/run/labctl/cluster/hostN.sock), so `docker` on
 each one by DOCKER_HOST. What else the daemon keeps per host: its state directory (LABCTL_STATE_DIR =
 <state>/cluster/hostN: containers, networks, journal, its log); bridges, routes and nftables tables are
 per network namespace anyway (`docker network create` on host1 makes its bridge in lab-host1 only).
-Not yet separated (phase 2, when hosts run containers): the cgroup node (<own cgroup>/labctl/<container>,
-shared by the hosts' daemons, so container names must differ across hosts) and labctl-runtime's
-/run/labctl-runtime (keyed by container ID, which is unique). `cluster down` removes a host's
+The cgroup tree is the machine's, shared: a host's containers' cgroups are <own cgroup>/labctl/labctl-
+hostN-<ID> ($LABCTL_CGROUP_PREFIX, containers/resources.cgroup_name), so each says which host made it
+(and two hosts may run containers of one name: names are per daemon); labctl-runtime's
+/run/labctl-runtime is keyed by container ID, which is unique. `cluster down` removes a host's
 containers by replaying the host's own journal inside the host's namespace (hosts.clean_host).
 
 Each daemon registers itself in etcd: /labctl/hosts/<name> → {"address", "socket"}, put with a lease
@@ -41,6 +42,8 @@ One module per concern:
   allocation.py  overlay networks: subnet, VNI and endpoint addresses agreed in etcd transactions
   vxlan.py       the overlay's data path on a host: bridge and VXLAN device, endpoints, FDB from etcd
   watch.py       following a network's endpoints (etcd's watch): FDB and neighbour entries kept current
+  endpoint.py    a container on an overlay network: veth, address from etcd under the host's lease, /etc/hosts
+  agent.py       in a host's daemon: one watch on every network's endpoints, reconciled on start
   hosts.py       `labctl cluster up|down|status`: the whole, journaled as one record for `labctl cleanup`
 """
 from __future__ import annotations

@@ -113,10 +113,11 @@ def remove_network(store: Store, name: str) -> dict:
     return record
 
 
-def allocate_address(store: Store, name: str, host: str, endpoint: str, extra=None) -> str:
+def allocate_address(store: Store, name: str, host: str, endpoint: str, extra=None, lease: int = 0) -> str:
     """The lowest address of the network no endpoint holds, taken in a transaction (its gateway, the
     first, is kept for the network's bridges). extra(address) adds fields to the key's value (vxlan.py:
-    the endpoint's MAC and its host's underlay address, which the other hosts program)."""
+    the endpoint's MAC and its host's underlay address, which the other hosts program). lease: the key
+    lives as long as that lease (a container's endpoint: its host's, so a dead host's endpoints go)."""
     record = networks(store).get(name)
     if record is None:
         raise LabError(f"there is no overlay network {name}", f"create it: labctl network create -d overlay {name}")
@@ -128,6 +129,6 @@ def allocate_address(store: Store, name: str, host: str, endpoint: str, extra=No
         if free is None:
             raise LabError(f"the overlay network {name} has no free address", "remove an endpoint, or use a larger subnet")
         value = {"host": host, "endpoint": endpoint, **(extra(free) if extra else {})}
-        if store.create({prefix + free: json.dumps(value)}):
+        if store.create({prefix + free: json.dumps(value)}, lease):
             return free
     raise LabError(f"could not take an address on {name}: the store kept changing", "try again")

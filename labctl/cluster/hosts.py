@@ -84,7 +84,8 @@ def start_daemon(host: Host, ttl: int) -> dict:
     from labctl.daemon import control
     os.makedirs(host.state_dir, exist_ok=True)
     env = dict(os.environ, LABCTL_STATE_DIR=host.state_dir, LABCTL_CLUSTER_HOST=host.name,
-               LABCTL_CLUSTER_ADDRESS=host.address, LABCTL_CLUSTER_STORE=STORE_URL, LABCTL_CLUSTER_TTL=str(ttl))
+               LABCTL_CLUSTER_ADDRESS=host.address, LABCTL_CLUSTER_STORE=STORE_URL, LABCTL_CLUSTER_TTL=str(ttl),
+               LABCTL_CGROUP_PREFIX=f"{host.name}-")
     env.pop("LABCTL_HOST", None)
     return control.start(host.socket, env=env, preexec=etcd.join_netns(host.netns),
                          log_path=os.path.join(host.state_dir, "daemon.log"))

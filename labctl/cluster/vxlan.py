@@ -14,8 +14,8 @@ a namespace and a veth pair into the bridge; sync(host, net): for each endpoint 
   FDB  MAC → dst that host's underlay address   (bridge fdb add MAC dev labvx4096 dst 10.206.0.2)
   ARP  IP → MAC on the VXLAN device             (ip neigh add IP lladdr MAC dev labvx4096)
 so an ARP request is answered by the VXLAN device itself (proxy) and a frame goes to the one host
-that has the destination: nothing is flooded to every host. (A daemon watching etcd to call sync()
-as endpoints come and go is the next step; here the caller calls it.)
+that has the destination: nothing is flooded to every host. (A host's daemon keeps these entries
+current as endpoints come and go: agent.py; containers join through endpoint.py.)
 """
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ from labctl.network.netlink import iproute
 from labctl.network.netns import in_netns, netns_path
 from labctl.network.sysctl import quiet_ipv6
 
+import threading
+_JOINING = threading.Lock()
 VXLAN_PORT = 4789
 BRIDGE = "labovbr"
 NTF_SELF = 0x02          # the entry is the VXLAN device's own (with a dst), not its master bridge's
@@ -54,15 +56,48 @@ def mac_for(address: str) -> str:
 
 
 def _new_netns(name: str) -> None:
-    from pyroute2 import netns as pyroute2_netns
-    pyroute2_netns.create(name)
+    """`ip netns add NAME` without fork(2): a short-lived thread unshares its own network namespace
+    (CLONE_NEWNET is per thread) and bind-mounts /proc/thread-self/ns/net on /run/netns/NAME. (pyroute2's
+    netns.create forks a child, which can hang in the daemon: forking a process with threads.)"""
+    import threading
+    from labctl.kernel.syscalls import CLONE_NEWNET, MS_BIND, mount, unshare
+    path = netns_path(name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444))
+    failed: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            unshare(CLONE_NEWNET)
+            mount("/proc/thread-self/ns/net", path, None, MS_BIND)
+        except BaseException as exc:
+            failed.append(exc)
+    thread = threading.Thread(target=body, name=f"netns add {name}")
+    thread.start()
+    thread.join()
+    if failed:
+        os.unlink(path)
+        raise failed[0]
 
 
 def join(host: Host, net: dict) -> str:
-    """The network's namespace on this host, its bridge and VXLAN device (once per host and network)."""
+    """The network's namespace on this host, its bridge and VXLAN device (once per host and network:
+    under a file lock, as the daemon's watch and its containers' starts may ask at the same time)."""
+    import fcntl
+    from labctl.cluster import RUN_DIR
     ns_name = overlay_netns(host, net["vni"])
-    if os.path.exists(netns_path(ns_name)):
-        return ns_name
+    os.makedirs(RUN_DIR, exist_ok=True)   # (the lock always: a namespace that exists may be half made yet)
+    # A thread lock between this process's threads, and a POSIX record lock (lockf) between processes:
+    # not flock(2), whose lock belongs to the open file, which the children pyroute2 forks would share,
+    # holding it for as long as they live.
+    with _JOINING, open(os.path.join(RUN_DIR, f"{ns_name}.lock"), "w") as lock:
+        fcntl.lockf(lock, fcntl.LOCK_EX)
+        if not os.path.exists(netns_path(ns_name)):
+            _make(host, net, ns_name)
+    return ns_name
+
+
+def _make(host: Host, net: dict, ns_name: str) -> None:
     _new_netns(ns_name)
     with iproute(ns_name) as ns:
         ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
@@ -81,7 +116,6 @@ def join(host: Host, net: dict) -> str:
     with iproute(ns_name) as ns:
         in_netns(ns_name, quiet_ipv6, vx)
         ns.link("set", index=ns.link_lookup(ifname=vx)[0], master=ns.link_lookup(ifname=BRIDGE)[0], state="up")
-    return ns_name
 
 
 def add_endpoint(store: Store, host: Host, name: str, endpoint: str) -> dict:

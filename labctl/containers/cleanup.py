@@ -43,7 +43,8 @@ def records_of(containers: list[Container]) -> set[str]:
         network = container.state.get("network") or {}
         own |= {container.state.get("journal"), (container.state.get("cgroup") or {}).get("journal")}
         own |= set(network.get("records", []))
-        markers = (container.id, f"labctl-{container.short_id}")   # the overlay's paths, the cgroup's name
+        markers = (container.id, (container.state.get("cgroup") or {}).get("name") or f"labctl-{container.short_id}")
+        # (the overlay's paths, the cgroup's name)
         own |= {str(rec.path) for rec in records
                 if any(marker in str(value) for value in rec.data.values() for marker in markers)}
         if network.get("network"):

@@ -170,7 +170,7 @@ def create_again(container: Container) -> Config:
         root = ContainerRoot.open(container.id)
         root.mount_again(image_store(), userns_fd if userns_fd >= 0 else None)
         container.update(root=str(root.merged))
-        container.update(cgroup=resources.create(f"labctl-{container.short_id}", spec.limits,
+        container.update(cgroup=resources.create(resources.cgroup_name(container.short_id), spec.limits,
                                                  spec.security.privileged))
         return _config(container, str(root.merged), container.state["cgroup"], userns_fd, owner)
     except BaseException:
@@ -190,7 +190,7 @@ def _root_and_cgroup(container: Container, image: images.RunnableImage, userns_f
 
     def make_cgroup() -> None:
         try:
-            made["cgroup"] = resources.create(f"labctl-{container.short_id}", container.spec.limits,
+            made["cgroup"] = resources.create(resources.cgroup_name(container.short_id), container.spec.limits,
                                               container.spec.security.privileged)
         except BaseException as exc:
             made["error"] = exc

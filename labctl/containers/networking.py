@@ -5,7 +5,9 @@
   bridge  a new network namespace, a veth pair to the lab bridge, an address, NAT and published ports,
           attached by labctl from outside (by PID 1's PID) before the command runs
   NAME    the same, on a user-defined network's bridge and subnet (`docker network create NAME`,
-          labctl/network/named.py) instead of lab0's
+          labctl/network/named.py) instead of lab0's; on a cluster host, an overlay network's name
+          (step 13): a veth into that network's bridge on this host, an address from etcd
+          (labctl/cluster/endpoint.py)
 
 A running container joins a further network and leaves it again with connect() and disconnect()
 (`docker network connect|disconnect`, `labctl network connect|disconnect`): one more veth pair, its
@@ -62,6 +64,9 @@ def attach(mode: str, container_name: str, hostname: str, pid: int, ports: list,
         return None
     from labctl import network
     kind, net = network.resolve(mode)
+    if kind == "overlay":   # step 13: a veth into the overlay's bridge on this host, an address from etcd
+        from labctl.cluster import endpoint
+        return endpoint.attach(mode, container_name, hostname, pid, files)
     att = network.attach(pid, container_name, kind, publish=ports, network=net, hostname=hostname)
     for target, text in att.etc_text().items():
         if target in files:
@@ -75,6 +80,9 @@ def detach(info: dict | None) -> None:
     any process: network.Attachment.from_dict finds its journal records again."""
     if not info:
         return
+    if info.get("driver") == "overlay":
+        from labctl.cluster import endpoint
+        return endpoint.detach(info)
     from labctl import network
     network.Attachment.from_dict(info).detach()
 

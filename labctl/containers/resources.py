@@ -19,6 +19,12 @@ if TYPE_CHECKING:
     from labctl.kernel.cgroups.limits import Limits
 
 
+def cgroup_name(short_id: str) -> str:
+    """labctl-<ID>, or labctl-hostN-<ID> in a cluster host's daemon (step 13: $LABCTL_CGROUP_PREFIX, set by
+    labctl/cluster/hosts.py): the hosts share the machine's cgroup tree, and each one's cgroups say whose."""
+    return f"labctl-{os.environ.get('LABCTL_CGROUP_PREFIX', '')}{short_id}"
+
+
 def create(name: str, limits: Limits, privileged: bool = False) -> dict:
     """Create (journaled by labctl.kernel.cgroups) the cgroup, write the limits and the device allowlist
     (step 9: before any process is in it, so PID 1 never runs without it); returns what to store."""

@@ -161,6 +161,8 @@ async def serve(path: str = DEFAULT_SOCKET, tcp: str | None = None, ready=None) 
     member = from_environment(path)   # step 13: a cluster host registers itself in the store
     if member:
         member.start()
+        from labctl.cluster import agent
+        overlay_watch = agent.from_environment().start()   # FDB, neighbours, /etc/hosts follow etcd
     log.info("listening on %s; %d running container(s) restored%s", path, len(restored),
              f": {', '.join(restored)}" if restored else "")
     stop = asyncio.Event()
@@ -173,6 +175,7 @@ async def serve(path: str = DEFAULT_SOCKET, tcp: str | None = None, ready=None) 
         await stop.wait()
     finally:
         if member:
+            overlay_watch.stop()
             member.stop()
         await runner.cleanup()
         if os.path.exists(path):

@@ -79,6 +79,11 @@ def network_of(mode: str | None, ports: list[str]) -> str:
     by_id = [name for name, r in records().items() if len(mode) >= 12 and r.get("Id", "").startswith(mode)]
     if len(by_id) == 1:   # or by its ID (at least the 12 digits `docker network ls` shows): labctl joins by name
         return by_id[0]
+    from labctl.cluster.endpoint import is_overlay
+    if is_overlay(mode):   # step 13: an overlay network of the cluster this daemon is a host of
+        if ports:
+            raise ApiError(400, f"published ports need a bridge network: {mode} is an overlay network (drop -p)")
+        return mode
     # (Docker says 404; the CLI takes any 404 from create for a missing image and pulls, and the
     # pull's failure would hide this line: 400 gives it to the user as it is)
     raise ApiError(400, f"network {mode} not found: create it first (docker network create {mode})")
@@ -187,7 +192,7 @@ def networks(container) -> dict:
     from labctl.network.named import find_record
     info = container.state.get("network") or {}
     address, net = info.get("address") or "", info.get("network")
-    gateway, prefixlen = "", 0
+    gateway, prefixlen = "", int(info.get("subnet", "/0").partition("/")[2] or 0)   # (an overlay's: no gateway)
     if address and net:
         bridged = Network(net["bridge"], net["subnet"])
         gateway, prefixlen = bridged.gateway, bridged.prefixlen

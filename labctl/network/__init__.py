@@ -87,8 +87,9 @@ IFNAMSIZ = 15  # the longest interface name the kernel accepts (16 bytes with th
 def check_mode(mode: str, publish: Iterable[object] = ()) -> None:
     """Refuse a mode that is neither one of MODES nor a user-defined network's name (named.py), and
     published ports in modes none and host."""
-    if mode not in MODES:
-        resolve(mode)   # LabError: no such network
+    if mode not in MODES and resolve(mode)[0] == "overlay" and publish:   # (resolve: LabError, no such network)
+        raise LabError(f"published ports need a bridge network: {mode} is an overlay network",
+                       "drop -p (containers on the overlay reach each other's ports directly)")
     if publish and mode in ("none", "host"):
         raise LabError(f"published ports need network mode bridge, not {mode}", "drop -p, or use --network bridge")
 
@@ -134,12 +135,16 @@ class Network:
 
 def resolve(mode: str) -> tuple[str, Network | None]:
     """--network VALUE -> (mode for attach(), Network): one of MODES with the default network (None),
-    or ("bridge", its Network) for a user-defined network's name (`docker network create`, named.py)."""
+    or ("bridge", its Network) for a user-defined network's name (`docker network create`, named.py),
+    or ("overlay", None) on a cluster host for an overlay network's (`docker network create -d overlay`)."""
     if mode in MODES:
         return mode, None
     from labctl.network.named import find_record
     record = find_record(mode)
     if record is None:
+        from labctl.cluster.endpoint import is_overlay
+        if is_overlay(mode):   # step 13: the cluster's overlay network (labctl/cluster/endpoint.py)
+            return "overlay", None
         raise LabError(f"unknown network mode {mode!r}: no mode nor network of that name",
                        f"use one of {', '.join(MODES)}, or create the network first (`docker network create {mode}`)")
     return "bridge", Network(record["bridge"], record["subnet"], keep=True)

@@ -12,6 +12,8 @@ from typing import Any
 
 from labctl.network.netns import netns_path
 
+import threading
+_FORKING = threading.Lock()   # iproute(netns): pyroute2 forks; two threads forking at once can hang
 
 @contextlib.contextmanager
 def iproute(netns: int | str | None = None) -> Iterator[Any]:
@@ -28,7 +30,10 @@ def iproute(netns: int | str | None = None) -> Iterator[Any]:
     config.disable_mp_signal = True
 
     def make():
-        return IPRoute(netns=netns_path(netns), flags=0) if netns is not None else IPRoute()
+        if netns is None:
+            return IPRoute()
+        with _FORKING:   # one fork at a time: a child forked while another thread forks can hang (the daemon)
+            return IPRoute(netns=netns_path(netns), flags=0)
 
     try:
         asyncio.get_running_loop()
