@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from labctl.network.netns import netns_path
 
-import threading
-_FORKING = threading.Lock()   # iproute(netns): pyroute2 forks; two threads forking at once can hang
+#: iproute(netns): pyroute2 forks a child that opens the socket in the namespace; a child forked while
+#: another thread forks can inherit a held lock and hang (the daemon's 20 concurrent runs did): one at a time.
+_FORKING = threading.Lock()
+
 
 @contextlib.contextmanager
 def iproute(netns: int | str | None = None) -> Iterator[Any]:
@@ -32,7 +35,7 @@ def iproute(netns: int | str | None = None) -> Iterator[Any]:
     def make():
         if netns is None:
             return IPRoute()
-        with _FORKING:   # one fork at a time: a child forked while another thread forks can hang (the daemon)
+        with _FORKING:
             return IPRoute(netns=netns_path(netns), flags=0)
 
     try:
