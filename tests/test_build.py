@@ -142,7 +142,7 @@ def test_labctl_save_writes_what_skopeo_reads_and_never_overwrites(tmp_path):
     result = build(tmp_path, "FROM busybox\nRUN echo saved > /saved.txt\n", "t12-save:1")
     layout, archive = tmp_path / "oci", tmp_path / "image.tar"
     assert run_labctl("save", "--format", "oci", "-o", str(layout), result.image).returncode == 0
-    assert run_labctl("save", "-o", str(archive), result.image).returncode == 0
+    assert run_labctl("save", "-o", str(archive), "t12-save:1").returncode == 0   # as `labctl run` names it
     seen = [json.loads(subprocess.run(["skopeo", "inspect", "--raw", where], check=True, capture_output=True,
                                       text=True).stdout) for where in (f"oci:{layout}:1", f"docker-archive:{archive}")]
     stored = json.loads(subprocess.run(["skopeo", "inspect", "--config", "--raw", f"oci:{layout}:1"], check=True,

@@ -338,6 +338,9 @@ def test_cli_push_says_what_travelled_and_refuses_bad_input_in_one_line(registry
     ok = run_labctl("push", "localhost/app-a", f"{registry.host}/t7/app:v1")
     assert ok.returncode == 0, ok.stderr
     assert skopeo_inspect(registry.host, "t7/app:v1")["Digest"] == big_in_store.resolve("localhost/app-a:latest")
+    short = run_labctl("push", "app-a", f"{registry.host}/t7/short")   # the name `labctl run` takes: localhost/app-a:latest
+    assert short.returncode == 0, short.stderr
+    assert skopeo_inspect(registry.host, "t7/short:latest")["Digest"] == big_in_store.resolve("localhost/app-a:latest")
     for argv, words in [(["localhost/no-such-image", f"{registry.host}/t7/x"], "no image"),
                         (["localhost/app-a"], "names no registry"),
                         (["localhost/app-a", "127.0.0.1:1/t7/x"], "127.0.0.1:1")]:

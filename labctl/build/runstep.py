@@ -51,14 +51,9 @@ def _spec(req: RunRequest):
 
 
 def _stream(fd: int, output: Callable[[str], None]) -> None:
+    """The RUN's output, line by line, until every writer closed the pipe (os.read retries EINTR itself)."""
     pending = b""
-    while True:
-        try:
-            data = os.read(fd, 65536)
-        except InterruptedError:
-            continue
-        if not data:
-            break
+    while data := os.read(fd, 65536):
         pending += data
         *lines, pending = pending.split(b"\n")
         for line in lines:

@@ -137,8 +137,8 @@ def cmd_image(args) -> int:
 def cmd_save(args) -> int:
     from labctl import ui
     from labctl.images.export import save
-    image = save(args.image, args.output, args.format)
-    ui.ok(f"{image.reference} ({image.digest[:19]}) written to {args.output} as {args.format}")
+    found, digest = save(args.image, args.output, args.format)
+    ui.ok(f"{found} ({digest[:19]}) written to {args.output} as {args.format}")
     return 0
 
 

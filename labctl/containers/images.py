@@ -21,16 +21,6 @@ class RunnableImage:
     config: dict          # the image config's "config" object: Env, Cmd, Entrypoint, WorkingDir, User
 
 
-def _candidates(reference: str) -> list[str]:
-    names = [reference]
-    last = reference.rsplit("/", 1)[-1]
-    if ":" not in last and "@" not in reference:
-        names.append(reference + ":latest")
-    if "/" not in reference:
-        names += [f"localhost/{n}" for n in list(names)] + [f"docker.io/library/{n}" for n in list(names)]
-    return names
-
-
 def _lab_image_name(reference: str) -> str | None:
     name = reference.removeprefix("localhost/").removesuffix(":latest")
     return name if name in LAB_IMAGES else None
@@ -39,11 +29,12 @@ def _lab_image_name(reference: str) -> str | None:
 def open_image(reference: str, store=None) -> RunnableImage:
     """Find the image in the store, trying the names `labctl images` shows (NAME, NAME:latest,
     localhost/NAME:latest, docker.io/library/NAME:latest)."""
+    from labctl.images.reference import store_names
     from labctl.images.store import ImageStore
     store = store or ImageStore()
     for attempt in range(2):
         refs = store.refs()
-        for name in _candidates(reference):
+        for name in store_names(reference):
             if name in refs:
                 manifest = store.read_json(refs[name])
                 config = store.read_json(manifest["config"]["digest"])

@@ -53,11 +53,12 @@ def _groups() -> dict[str, dict]:
 def resolve(name: str) -> tuple[str, dict]:
     """An image by reference (as `docker` and `labctl` accept it) or by ID (prefix, with or without
     sha256:): (config digest, its group). 404 if none."""
-    from labctl.containers.images import _candidates, open_image
+    from labctl.containers.images import open_image
+    from labctl.images.reference import store_names
     with contextlib.suppress(LabError):
         open_image(name)   # the lab's own images (busybox, ...) are imported on first use, as `labctl run` does
     groups = _groups()
-    wanted = set(_candidates(name))
+    wanted = set(store_names(name))
     for config_digest, group in groups.items():
         if wanted & set(group["refs"]):
             return config_digest, group
@@ -121,8 +122,8 @@ def _remove(name: str, force: bool) -> list[dict]:
 
 
 def _candidates_of(name: str) -> set[str]:
-    from labctl.containers.images import _candidates
-    return set(_candidates(name))
+    from labctl.images.reference import store_names
+    return set(store_names(name))
 
 
 async def delete(request: web.Request) -> web.Response:
@@ -187,42 +188,55 @@ async def pull(request: web.Request) -> web.StreamResponse:
     ref = reference.parse(image)   # a bad reference: 400 before the stream starts
     log = PullLog()
     job = asyncio.ensure_future(blocking(_pull_and_unpack, str(ref), _credentials(request), log))
-    response = web.StreamResponse(headers={"Content-Type": "application/json"})
-    await response.prepare(request)
-
-    async def send(obj):
-        await response.write(json.dumps(obj).encode() + b"\r\n")
-    await send({"status": f"Pulling from {ref.repository}", "id": ref.tag or ref.digest})
-    seen, sizes, last_bytes = 0, {}, {}
-    while True:
-        done = job.done()
-        events = log.events[seen:]
-        seen += len(events)
-        for event in events:
-            message = _progress(event, sizes)
-            if message and message["status"] == "Downloading":   # the last count of each blob only
-                last_bytes[message["id"]] = message
-            elif message:
-                for pending in last_bytes.values():
-                    await send(pending)
-                last_bytes.clear()
-                await send(message)
-        for pending in last_bytes.values():
-            await send(pending)
-        last_bytes.clear()
-        if done:
-            break
-        await asyncio.wait([job], timeout=0.1)
-    try:
-        result = job.result()
-    except LabError as exc:
-        await send({"errorDetail": {"message": str(exc)}, "error": str(exc)})
+    sizes: dict = {}
+    response, send, result = await _stream_job(request, job, log, lambda event: _progress(event, sizes),
+                                               "Downloading", {"status": f"Pulling from {ref.repository}",
+                                                               "id": ref.tag or ref.digest})
+    if result is None:
         return response
     await send({"status": f"Digest: {result.digest}"})
     await send({"status": f"Status: {'Image is up to date' if not result.blobs_fetched else 'Downloaded newer image'}"
                           f" for {result.reference}"})
     request.app["engine"].bus.publish("image", "pull", result.reference, name=result.reference)
     return response
+
+
+async def _stream_job(request: web.Request, job: asyncio.Future, log, to_message, counting: str, first: dict):
+    """The JSON progress stream `docker pull` and `docker push` draw, while `job` (a pull or a push in a
+    thread) writes its events into `log`: each event made a message by to_message; of the messages whose
+    status is `counting` (Downloading, Pushing: a byte count) only each blob's latest is sent, every 0.1 s,
+    and before its blob's next message. Returns (response, send, the job's result), or None as the result
+    when the job failed: its error was sent as the stream's last message, as dockerd sends it."""
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+
+    async def send(obj):
+        await response.write(json.dumps(obj).encode() + b"\r\n")
+    await send(first)
+    seen = 0
+    while True:
+        done = job.done()
+        events, latest = log.events[seen:], {}
+        seen += len(events)
+        for event in events:
+            message = to_message(event)
+            if message and message["status"] == counting:
+                latest[message["id"]] = message
+            elif message:
+                last_count = latest.pop(message["id"], None)   # before "Pull complete"/"Pushed": the bar at its end
+                if last_count:
+                    await send(last_count)
+                await send(message)
+        for pending in latest.values():
+            await send(pending)
+        if done:
+            break
+        await asyncio.wait([job], timeout=0.1)
+    try:
+        return response, send, job.result()
+    except LabError as exc:
+        await send({"errorDetail": {"message": str(exc)}, "error": str(exc)})
+        return response, send, None
 
 
 def _pull_and_unpack(image: str, credentials, log):
@@ -260,35 +274,9 @@ async def push(request: web.Request) -> web.StreamResponse:
     log = PullLog()
     job = asyncio.ensure_future(blocking(pushing.push, str(ref), None, False,
                                          credentials=_credentials(request), log=log))
-    response = web.StreamResponse(headers={"Content-Type": "application/json"})
-    await response.prepare(request)
-
-    async def send(obj):
-        await response.write(json.dumps(obj).encode() + b"\r\n")
-    await send({"status": f"The push refers to repository [{ref.name}]"})
-    seen = 0
-    while True:
-        done = job.done()
-        events, latest = log.events[seen:], {}
-        seen += len(events)
-        for event in events:
-            message = _push_message(event)
-            if message and message["status"] == "Pushing":      # the last count of each blob only
-                latest[message["id"]] = message
-            elif message:
-                last_count = latest.pop(message["id"], None)     # before "Pushed": the bar at its end
-                if last_count:
-                    await send(last_count)
-                await send(message)
-        for pending in latest.values():
-            await send(pending)
-        if done:
-            break
-        await asyncio.wait([job], timeout=0.1)
-    try:
-        result = job.result()
-    except LabError as exc:
-        await send({"errorDetail": {"message": str(exc)}, "error": str(exc)})
+    response, send, result = await _stream_job(request, job, log, _push_message, "Pushing",
+                                               {"status": f"The push refers to repository [{ref.name}]"})
+    if result is None:
         return response
     size = len(_store().read_blob(result.digest))
     await send({"status": f"{ref.tag}: digest: {result.digest} size: {size}"})

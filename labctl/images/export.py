@@ -88,16 +88,15 @@ def oci_layout(store: ImageStore, manifest_digest: str, dest, tag: str = "latest
     return dest
 
 
-def save(reference: str, path, fmt: str = "docker-archive", store: ImageStore | None = None):
+def save(reference: str, path, fmt: str = "docker-archive", store: ImageStore | None = None) -> tuple[str, str]:
     """`labctl save`: the image as a docker-archive file (`docker save`) or an OCI layout directory
     (`--format oci`, what `skopeo copy oci:DIR:TAG` and `umoci unpack` read). Written beside `path` under a
     temporary name and renamed into place: an interrupted save leaves nothing half-written at `path`."""
     import os
     import shutil
     from pathlib import Path
-    from labctl.containers.images import open_image
     store = store or ImageStore()
-    image = open_image(reference, store)
+    found, digest = store.lookup(reference)
     path = Path(path)
     if path.exists():
         raise LabError(f"{path} exists", "give a new path (the save never overwrites)")
@@ -106,10 +105,10 @@ def save(reference: str, path, fmt: str = "docker-archive", store: ImageStore | 
     tmp = path.parent / f".{path.name}.saving-{os.getpid()}"
     try:
         if fmt == "oci":
-            oci_layout(store, image.digest, tmp, image.reference.rsplit(":", 1)[-1])
+            oci_layout(store, digest, tmp, found.rsplit(":", 1)[-1])
         else:
             with open(tmp, "wb") as f:
-                docker_archive(store, [(image.digest, [image.reference])], f.write)
+                docker_archive(store, [(digest, [found])], f.write)
                 f.flush()
                 os.fsync(f.fileno())
         os.rename(tmp, path)
@@ -119,4 +118,4 @@ def save(reference: str, path, fmt: str = "docker-archive", store: ImageStore | 
         elif tmp.exists():
             tmp.unlink()
         raise
-    return image
+    return found, digest

@@ -266,10 +266,10 @@ def _done(client: PushClient, record: BlobPushed) -> BlobPushed:
 def _source(store: ImageStore, source: str) -> tuple[references.Reference, str]:
     """The image to push, as the store names it: (its reference, its manifest digest)."""
     try:
-        ref = references.parse(source)
-        return ref, store.resolve(str(ref))
+        found, digest = store.lookup(source)
     except ImageNotFound:
         raise ImageNotFound(f"no image {source!r} in the store", "`labctl images` lists what can be pushed") from None
+    return references.parse(found), digest
 
 
 def _target(source: references.Reference, target: str | None) -> references.Reference:

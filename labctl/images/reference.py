@@ -121,3 +121,16 @@ def parse(text: str) -> Reference:
     if tag is None and digest is None:
         tag = DEFAULT_TAG
     return Reference(registry, rest, tag, digest)
+
+
+def store_names(name: str) -> list[str]:
+    """The references an image given as NAME may be stored under, in the order `labctl run`, `push` and
+    `save` try them: as given, with :latest, then (a bare name) under localhost/ (the lab's own and built
+    images) and docker.io/library/ (Docker Hub's official images, as pulled)."""
+    names = [name]
+    last = name.rsplit("/", 1)[-1]
+    if ":" not in last and "@" not in name:
+        names.append(name + ":latest")
+    if "/" not in name:
+        names += [f"localhost/{n}" for n in list(names)] + [f"docker.io/library/{n}" for n in list(names)]
+    return names

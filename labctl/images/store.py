@@ -239,6 +239,17 @@ class ImageStore:
         raise ImageNotFound(f"no image {reference!r} in the store",
                             "`labctl images` lists what is there; pull or import it first")
 
+    def lookup(self, name: str) -> tuple[str, str]:
+        """(reference, manifest digest) of an image given as `labctl run` takes it (busybox, NAME:TAG, ...):
+        the first of reference.store_names the store holds."""
+        from labctl.images.reference import store_names
+        refs = self.refs()
+        for candidate in store_names(name):
+            if candidate in refs:
+                return candidate, refs[candidate]
+        raise ImageNotFound(f"no image {name!r} in the store", "`labctl images` lists what is there; pull, "
+                            "import or build it first")
+
     # -- images ------------------------------------------------------------------------------
     def manifest(self, reference: str) -> dict:
         return self.read_json(self.resolve(reference))
