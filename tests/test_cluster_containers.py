@@ -7,6 +7,7 @@ read with etcdctl. Never what labctl printed about them.
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -18,7 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from helpers import run_labctl
-from test_cluster import NOTHING, RUN, TTL, cluster, cluster_objects, pid_of, pytestmark  # noqa: F401
+from test_cluster import (NOTHING, RUN, TTL, cluster, cluster_objects, etcdctl, pid_of, pytestmark,  # noqa: F401
+                          registered)
 from test_cluster_overlay import cluster3, overlay_networks, stored  # noqa: F401
 from labctl.network.netlink import iproute
 
@@ -153,3 +155,63 @@ def test_cluster_down_leaves_no_container_link_or_cgroup(cluster3):
         assert not [m.get_attr("IFLA_IFNAME") for m in ipr.link("dump") if m.get_attr("IFLA_IFNAME").startswith("labv")]
     leftovers = subprocess.run(["find", "/sys/fs/cgroup", "-name", "labctl-host*"], capture_output=True, text=True)
     assert leftovers.stdout == ""
+
+
+def leases(prefix: str, field: str = "lease") -> dict[str, int]:
+    """{key: the lease it lives on} under prefix, as etcd has them (or another field: create_revision)."""
+    out = etcdctl("get", "--prefix", prefix, "-w", "json")
+    assert out.returncode == 0, out.stderr
+    return {base64.b64decode(kv["key"]).decode(): int(kv.get(field, 0)) for kv in json.loads(out.stdout).get("kvs", [])}
+
+
+def test_a_daemon_killed_and_started_again_keeps_its_containers_endpoints_past_the_old_lease(cluster):
+    from labctl.cluster import Host, hosts
+    assert docker(1, "network", "create", "-d", "overlay", "web").returncode == 0
+    run(1, "ca", "sleep", "1000")
+    address, mac, _ = eth0(run(2, "cb", "sleep", "1000"))
+    key = f"/labctl/overlay/ip/web/{address}"
+    wait_for(lambda: mac in fdb(1), 5)
+    old = leases(key)[key]
+    os.kill(pid_of(RUN / "host2.pid"), signal.SIGKILL)
+    hosts.start_daemon(Host(2), TTL)   # live restore: cb runs on; the new daemon takes a new lease
+    wait_for(lambda: leases(key).get(key) not in (None, old), TTL)
+    new = leases(key)[key]
+    assert new == registered()["/labctl/hosts/host2"]["lease"], "the endpoint lives on host2's new lease"
+    time.sleep(TTL + 1)                # the old lease has expired by now: the key and the FDB entry stay
+    assert leases(key) == {key: new} and fdb(1).get(mac) == "10.206.0.2"
+    ping = docker(1, "exec", "ca", "ping", "-c", "1", "-W", "3", address)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+
+
+def test_a_lease_that_expired_under_a_live_daemon_has_its_endpoints_put_again(cluster):
+    assert docker(1, "network", "create", "-d", "overlay", "web").returncode == 0
+    run(1, "ca", "sleep", "1000")
+    address, mac, _ = eth0(run(2, "cb", "sleep", "1000"))
+    key = f"/labctl/overlay/ip/web/{address}"
+    wait_for(lambda: mac in fdb(1), 5)
+    old, created = registered()["/labctl/hosts/host2"]["lease"], leases(key, "create_revision")[key]
+    # what etcd does to a lease nobody refreshed in time (etcd away longer than the TTL): revoked, keys gone
+    revoked = etcdctl("lease", "revoke", f"{old:x}")
+    assert revoked.returncode == 0, revoked.stderr
+    wait_for(lambda: leases(key).get(key) not in (None, old), TTL + 3)   # host2's keepalive answered 0: put again
+    assert leases(key)[key] == registered()["/labctl/hosts/host2"]["lease"] != old
+    assert leases(key, "create_revision")[key] > created, "the key was deleted with the lease and made again"
+    wait_for(lambda: fdb(1).get(mac) == "10.206.0.2", 5)   # host1's watch: the DELETE, then the PUT
+    ping = docker(1, "exec", "ca", "ping", "-c", "1", "-W", "3", address)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+
+
+def test_an_overlay_network_in_use_is_not_removed(cluster):
+    assert docker(1, "network", "create", "-d", "overlay", "web").returncode == 0
+    run(2, "cb", "sleep", "1000")
+    before = stored("/labctl/")
+    refused = docker(1, "network", "rm", "web")   # from the other host: the store knows host2's endpoint
+    assert refused.returncode != 0 and "has active endpoints: cb on host2" in refused.stderr, refused.stderr
+    cli = run_labctl("network", "rm", "-d", "overlay", "web")
+    assert cli.returncode != 0 and "active endpoints" in cli.stderr and len(cli.stderr.strip().splitlines()) <= 2
+    assert stored("/labctl/") == before
+    inspected = json.loads(docker(2, "network", "inspect", "web").stdout)[0]["Containers"]
+    assert [(c["Name"], c["MacAddress"]) for c in inspected.values()] == \
+        [("cb", json.loads(docker(2, "inspect", "cb").stdout)[0]["NetworkSettings"]["Networks"]["web"]["MacAddress"])]
+    assert docker(2, "rm", "-f", "cb").returncode == 0
+    assert docker(1, "network", "rm", "web").returncode == 0 and "web" not in overlay_networks()

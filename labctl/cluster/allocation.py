@@ -101,10 +101,16 @@ def create_network(store: Store, name: str, subnet: str | None = None, vni: int 
 
 
 def remove_network(store: Store, name: str) -> dict:
-    """Delete the network's keys and its addresses' (one transaction for the identity)."""
+    """Delete the network's keys (one transaction for the identity); refused while a container on any
+    host has an address on it (its key under /labctl/overlay/ip/NAME/), as Docker refuses it."""
     record = networks(store).get(name)
     if record is None:
         raise LabError(f"there is no overlay network {name}", "`labctl network ls` lists them")
+    users = [json.loads(value) for _, value, _ in store.get_prefix(f"/labctl/overlay/ip/{name}/")]
+    if users:
+        raise LabError(f"the overlay network {name} has active endpoints: " + ", ".join(
+            f"{u.get('endpoint')} on {u.get('host')}" for u in users),
+            "remove those containers (or `docker network disconnect`) on their hosts first")
     keys = [NETWORKS + name, f"/labctl/overlay/vni/{record['vni']}"]
     keys += [f"/labctl/overlay/block/{b}" for b in blocks(ipaddress.IPv4Network(record["subnet"]))]
     store.delete_all(keys)

@@ -14,6 +14,11 @@ What attach() does, in the host's daemon, while PID 1 waits for GO (as for a bri
 detach() deletes the key (if it is still this container's) and the veth pair (the end inside goes
 with it). A container that dies with its daemon loses its key with the lease; its veth with its netns.
 
+A container that outlives its daemon (live restore, step 11) must not lose its key when the dead
+daemon's lease runs out: each time membership.py takes a new lease (the daemon started again, or etcd
+let the old lease expire), reregister() puts the keys of this host's running containers again, on the
+new lease, unless another endpoint took the address meanwhile (a transaction decides: store.claim).
+
 No default route: an overlay network reaches its own containers, on every host, and nothing else.
 """
 from __future__ import annotations
@@ -81,7 +86,7 @@ def attach(name: str, container: str, hostname: str, pid: int, files: dict[str, 
         "hosts_file": hosts_file})
     info = {"driver": "overlay", "overlay": name, "address": address, "mac": vxlan.mac_for(address),
             "host": host.name, "endpoint": container, "netns": ov, "veth": veth_name(address),
-            "subnet": net["subnet"]}
+            "subnet": net["subnet"], "hostname": hostname, "hosts_file": hosts_file}
     try:
         plug(ov, pid, address, ipaddress.IPv4Network(net["subnet"]).prefixlen)
         if hosts_file:
@@ -90,6 +95,29 @@ def attach(name: str, container: str, hostname: str, pid: int, files: dict[str, 
         detach(info)
         raise
     return info
+
+
+def reregister(lease: int, attachments: list[dict]) -> list[str]:
+    """These endpoints (the overlay attachments of this host's running containers: containers/networking.py
+    overlay_attachments) put again on the host's new lease, their addresses kept (see the module
+    docstring). An address another endpoint holds now is logged, not taken. Returns "name=address"s."""
+    import logging
+    host, found, kept = this_host(), store(), []
+    for info in attachments:
+        if info.get("host") != host.name:
+            continue
+        value = {"host": host.name, "endpoint": info["endpoint"], "underlay": host.address, "mac": info["mac"],
+                 "name": info["endpoint"], "hostname": info.get("hostname", ""), "hosts_file": info.get("hosts_file", "")}
+
+        def mine(old: str, endpoint=info["endpoint"]) -> bool:
+            held = json.loads(old)
+            return held.get("host") == host.name and held.get("endpoint") == endpoint
+        if found.claim(f"{IP_PREFIX}{info['overlay']}/{info['address']}", json.dumps(value), lease, mine):
+            kept.append(f"{info['endpoint']}={info['address']}")
+        else:
+            logging.getLogger("labctl.daemon").warning("%s's address %s on %s is held by another endpoint now",
+                                                       info["endpoint"], info["address"], info["overlay"])
+    return kept
 
 
 def veth_name(address: str) -> str:

@@ -106,6 +106,24 @@ class Store:
         success = [{"request_put": {"key": _b64(k), "value": _b64(v), "lease": lease}} for k, v in entries.items()]
         return bool(self.call("/v3/kv/txn", {"compare": compare, "success": success}).get("succeeded"))
 
+    def claim(self, key: str, value: str, lease: int, mine) -> bool:
+        """Put key on lease if it does not exist, or if its value is one mine(value) accepts: then the
+        transaction compares the value read (target VALUE), so nobody took the key in between. Whether
+        the key is ours now; False when another holds it."""
+        for _ in range(8):
+            if self.create({key: value}, lease):
+                return True
+            current = [v for k, v, _ in self.get_prefix(key) if k == key]
+            if not current:
+                continue   # deleted between the two requests: try to create it again
+            if not mine(current[0]):
+                return False
+            compare = [{"key": _b64(key), "target": "VALUE", "result": "EQUAL", "value": _b64(current[0])}]
+            success = [{"request_put": {"key": _b64(key), "value": _b64(value), "lease": lease}}]
+            if self.call("/v3/kv/txn", {"compare": compare, "success": success}).get("succeeded"):
+                return True
+        return False
+
     def delete_all(self, keys: list[str]) -> None:
         """Delete these keys in one transaction: all go together."""
         self.call("/v3/kv/txn", {"success": [{"request_delete_range": {"key": _b64(k)}} for k in keys]})

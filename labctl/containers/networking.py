@@ -94,6 +94,14 @@ def joined(container) -> dict[str, dict]:
     return out | dict(container.state.get("networks") or {})
 
 
+def overlay_attachments() -> list[dict]:
+    """The overlay attachments (step 13) of the running containers: what a cluster host's daemon puts
+    in etcd again on each new lease (labctl/cluster/endpoint.py reregister)."""
+    from labctl.containers.store import all_containers
+    return [info for c in all_containers() if c.is_alive()
+            for info in joined(c).values() if info.get("driver") == "overlay"]
+
+
 def connect(container, name: str) -> dict:
     """Put the running container also on the network NAME (lab0's "bridge", or a user-defined one): a
     veth pair from that network's bridge into PID 1's network namespace, the end inside named the first

@@ -57,9 +57,11 @@ def remove(name: str) -> None:
 
 
 def _api(call, conflict: str | None = None):
-    """LabError → Docker's error: 409 for a name taken, 503 for a store out of reach, else 400."""
+    """LabError → Docker's error: 409 for a name taken, 403 for a network in use (Docker's status),
+    503 for a store out of reach, else 400."""
     try:
         return call()
     except LabError as exc:
-        status = 409 if conflict and conflict in exc.cause else 503 if "unreachable" in exc.cause else 400
+        status = 409 if conflict and conflict in exc.cause else 503 if "unreachable" in exc.cause \
+            else 403 if "active endpoints" in exc.cause else 400
         raise ApiError(status, f"{exc.cause} ({exc.fix})") from None

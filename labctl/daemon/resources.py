@@ -51,7 +51,7 @@ def _endpoints(name: str) -> dict[str, dict]:
         info = joined(c).get(name) or {}
         if c.status != "running" or not info.get("address"):
             continue
-        net = info.get("network") or {}
+        net = info.get("network") or info   # a bridge's attachment has its Network; an overlay's, the subnet
         prefix = net.get("subnet", "/32").partition("/")[2]
         out[c.id] = {"Name": c.name, "EndpointID": info.get("host_link") or "",
                      "MacAddress": _mac(c.pid, info.get("interface", "eth0")),
@@ -100,7 +100,9 @@ def _find_network(ref: str) -> tuple[str, dict | None]:
 
 
 def _any_network_json(name: str, record: dict | None) -> dict:
-    return overlays.network_json(record) if record and record["Driver"] == "overlay" else _network_json(name, record)
+    if record and record["Driver"] == "overlay":   # the store's record, and this host's containers on it
+        return overlays.network_json(record) | {"Containers": _endpoints(name)}
+    return _network_json(name, record)
 
 
 async def list_networks(request: web.Request) -> web.Response:

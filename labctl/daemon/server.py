@@ -158,7 +158,10 @@ async def serve(path: str = DEFAULT_SOCKET, tcp: str | None = None, ready=None) 
         await web.TCPSite(runner, host, port).start()
     restored = await engine.restore()
     from labctl.cluster.membership import from_environment
-    member = from_environment(path)   # step 13: a cluster host registers itself in the store
+    from labctl.cluster.endpoint import reregister
+    from labctl.containers.networking import overlay_attachments
+    # step 13: a cluster host registers itself in the store; each new lease carries its containers' endpoints
+    member = from_environment(path, on_lease=lambda lease: reregister(lease, overlay_attachments()))
     if member:
         member.start()
         from labctl.cluster import agent

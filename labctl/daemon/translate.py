@@ -198,7 +198,7 @@ def networks(container) -> dict:
         gateway, prefixlen = bridged.gateway, bridged.prefixlen
     name = container.spec.network
     record = find_record(name) if name not in ("none", "host", "bridge") else None
-    out = {name: {"IPAddress": address, "Gateway": gateway, "IPPrefixLen": prefixlen, "MacAddress": "",
+    out = {name: {"IPAddress": address, "Gateway": gateway, "IPPrefixLen": prefixlen, "MacAddress": info.get("mac", ""),
                   "NetworkID": record["Id"] if record else name}}
     for other, info in (container.state.get("networks") or {}).items():   # `network connect`'s: no gateway
         record = find_record(other) if other != "bridge" else None
