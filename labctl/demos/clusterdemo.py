@@ -94,7 +94,8 @@ def _wait(predicate, timeout: float, what: str) -> None:
     while not predicate():
         if time.monotonic() > deadline:
             from labctl.errors import LabError
-            raise LabError(f"{what}: not after {timeout:.0f} s", "read the hosts' daemon.log, then `labctl cluster down`")
+            raise LabError(f"{what}: not after {timeout:.0f} s",
+                           "read the hosts' daemon.log, then `labctl cluster down`")
         time.sleep(0.05)
 
 

@@ -43,6 +43,9 @@ def lease_timeline(result: dict, ttl: int):
     ax.axvspan(0, ttl, color="0.9", label=f"TTL {ttl} s")
     ax.axvline(0, color="black")
     ax.annotate("SIGKILL", (0, len(rows) - 0.95), fontsize=8)
+    if result.get("ttl_left") is not None:   # etcd's TTL of the lease at the kill: its last refresh was earlier
+        ax.axvline(result["ttl_left"], color="black", linestyle=":",
+                   label=f"{result['ttl_left']} s left at the kill (etcd: whole s)")
     for row, (name, seconds) in enumerate(rows):
         ax.plot([seconds], [row], "s", color="black")
         ax.annotate(f"{name} gone: {seconds:.1f} s", (seconds, row), xytext=(6, -3), textcoords="offset points",

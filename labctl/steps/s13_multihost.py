@@ -51,7 +51,8 @@ def demo() -> None:
         ui.say(f"\n[bold]2. One ping from cli to srv, {src['address']} → {dst['address']}[/bold], captured twice "
                "(AF_PACKET sockets)")
         ui.table(["layer", f"in the client container (PID {src['pid']}, eth0)",
-                  f"on the underlay (lab-underlay, {c.hosts[1].underlay_ifname})"], clusterdemo.packet_rows(inner, outer))
+                  f"on the underlay (lab-underlay, {c.hosts[1].underlay_ifname})"],
+                 clusterdemo.packet_rows(inner, outer))
         ui.say("The same frame: inside, the containers' addresses; outside, the hosts' underlay addresses, UDP to "
                "4789 and the VNI. 50 bytes of wrapping: outer Ethernet, IPv4, UDP and VXLAN (RFC 7348, section 5).")
         ui.say("\n[bold]3. What it costs[/bold]: ICMP round trips and one TCP stream, three paths")
@@ -61,9 +62,10 @@ def demo() -> None:
         ui.say(f"\n[bold]4. host2's daemon killed with SIGKILL[/bold]: nobody tells etcd; cli's endpoint key lives "
                f"on host2's lease (TTL {TTL} s), and host1 watches etcd")
         lease = clusterdemo.kill_and_time_lease(c)
+        at_kill = "yes" if lease["fdb_at_kill"] else "no"
         ui.table(["what", "gone after"], [[k, f"{s:.1f} s"] for k, s in lease["gone"].items()],
                  title=f"daemon PID {lease['pid']}, lease {lease['lease']:x} ({lease['ttl_left']} s left at the kill); "
-                       f"cli's MAC {lease['mac']} in host1's FDB at the kill: {'yes' if lease['fdb_at_kill'] else 'no'}")
+                       f"cli's MAC {lease['mac']} in host1's FDB at the kill: {at_kill}")
         _figures(measured, lease)
     ui.ok("`labctl cluster down`: containers, hosts, etcd, namespaces and the network's keys are gone")
 
