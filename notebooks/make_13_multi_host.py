@@ -10,9 +10,10 @@ Two machines share no bridge: they share an *underlay* (here: a bridge in the na
 and an overlay network is an Ethernet carried inside it, in UDP packets to port 4789 with a 24-bit
 network identifier (the VNI, RFC 7348). This notebook first joins two namespaces by VXLAN with the
 reference solution of `labctl check 13` and reads a packet on the wire; then it starts a cluster of two
-lab hosts (`labctl cluster up 2`: a namespace and a `labctl daemon` each, and etcd), puts one endpoint on
-each host, measures what the overlay costs against loopback and a bridge, and kills a host to watch its
-lease expire. It uses the same library as `labctl step 13` and `labctl check 13`."""),
+lab hosts (`labctl cluster up 2`: a namespace and a `labctl daemon` each, and etcd), creates an overlay
+network through host1's daemon, runs a server container on host1 and a client container on host2,
+measures what the overlay costs against loopback and a bridge, and kills a host's daemon to watch its
+container leave etcd and the other host's FDB when its lease expires. It uses the same library as `labctl step 13` and `labctl check 13`."""),
  new_code_cell("""%matplotlib inline
 from labctl.demos import clusterdemo, multihost
 from labctl.plots import multihost as plots
@@ -34,13 +35,20 @@ address. An AF_PACKET socket on the underlay link catches what one ping sends.""
               f"{d.get('inner_type')} {d.get('inner_src', '')} -> {d.get('inner_dst', '')} ({d['length']} bytes)")
     capture.close()"""),
  new_markdown_cell("""## 2. A cluster of two hosts, one overlay network
-`clusterdemo.cluster()` runs `labctl cluster up 2`, creates the overlay network `demo13` in etcd (subnet
-and VNI agreed in a transaction), adds an endpoint on each host (labctl/cluster/vxlan.py: a bridge and a
-VXLAN device per host, the endpoint's veth on the bridge) and programs each host's FDB and neighbour
-entries from etcd. Everything below runs inside the `with`; leaving it runs `labctl cluster down`."""),
+`clusterdemo.cluster()` runs `labctl cluster up 2`, then talks to the hosts' daemons over their Unix
+sockets as `docker -H unix://...` would: `network create -d overlay demo13` on host1 (subnet and VNI
+agreed in etcd, in a transaction), `run -d --network demo13 --name srv busybox sh -c 'while true; do echo
+pong | nc -l -p 80; done'` on host1 and `run -d --network demo13 --name cli busybox sleep 1000` on host2.
+Each daemon plugs its container into the network (labctl/cluster/endpoint.py: a bridge and a VXLAN device
+per host, the container's veth on the bridge, its address key in etcd on the host's lease), and each
+host's agent programs the other's MAC in its FDB. The containers are read from the kernel through
+`/proc/PID/ns/net` of their PID 1. Everything below runs inside the `with`; leaving it runs
+`labctl cluster down`, which removes the containers with their hosts."""),
  new_code_cell("""with clusterdemo.cluster(ttl=5) as c:
     print("network", c.net["subnet"], "VNI", c.net["vni"])
-    print("endpoint a", c.a, "\\nendpoint b", c.b)
+    print("server", c.server, "\\nclient", c.client)
+    print("cli asks srv:80 ->", clusterdemo.ask(c))
+    print("host1's FDB", clusterdemo.fdb(c.hosts[0], c.net["vni"]), "host2's", clusterdemo.fdb(c.hosts[1], c.net["vni"]))
     inner, outer = clusterdemo.packet(c)
     for row in clusterdemo.packet_rows(inner, outer):
         print(f"{row[0]:10} {row[1]:40} {row[2]}")
@@ -51,8 +59,9 @@ for path, m in measured.items():
 print("after SIGKILL of PID", lease["pid"], {k: round(v, 1) for k, v in lease["gone"].items()}, "seconds")"""),
  new_markdown_cell("""## 3. What the overlay costs, and how long a dead host lingers
 Each overlay packet crosses two more veth pairs, two bridges and two VXLAN devices, and is wrapped and
-unwrapped once (50 bytes); the bridge path is one veth pair each way and a bridge. A host killed with
-SIGKILL refreshes its lease no more: etcd deletes its keys when the TTL runs out, not before."""),
+unwrapped once (50 bytes); the bridge path is one veth pair each way and a bridge. A daemon killed with
+SIGKILL refreshes its host's lease no more: etcd deletes its keys, its container's endpoint key with them,
+when the TTL runs out, not before; host1's watch sees the delete and drops cli's MAC from its FDB."""),
  new_code_cell("""plots.rtt_and_throughput(measured);"""),
  new_code_cell("""plots.lease_timeline(lease, 5);"""),
 ]

@@ -13,4 +13,7 @@ containers, network, runtime, kernel) never imports them.
                a layer applied onto the lower layer by umoci
   buildpush.py step 12's demo: one Dockerfile built cold, cached and after one changed file; two pushes
                on one base, their blobs (exists, mounted, uploaded) and bytes sent
+  multihost.py step 13's tools: two namespaces joined by VXLAN, pings, TCP streams, captures decoded
+  clusterdemo.py step 13's demo: a server and a client container on two cluster hosts, one echo seen
+               inside and on the underlay, a daemon killed and its endpoint's lease timed
 """

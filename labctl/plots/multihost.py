@@ -1,6 +1,6 @@
 """Step 13 figures: what the overlay costs. Round-trip times and TCP throughput over three paths, measured
 live by labctl.demos.clusterdemo.measure: loopback (one namespace), a bridge (two namespaces on the
-underlay bridge) and the overlay (endpoints on two hosts: veth, bridge, VXLAN, underlay, and back)."""
+underlay bridge) and the overlay (containers on two hosts: veth, bridge, VXLAN, underlay, and back)."""
 from __future__ import annotations
 
 from labctl.plots.oci import _pyplot
@@ -34,22 +34,27 @@ def rtt_and_throughput(measured: dict[str, dict]):
 
 
 def lease_timeline(result: dict, ttl: int):
-    """When a SIGKILLed host's keys left etcd: its host key and its endpoint key, seconds after the
-    kill, against the lease's TTL (the time the store waits for a refresh that never comes)."""
+    """When a SIGKILLed host's keys left etcd (its host key, its container's endpoint key) and that
+    container's MAC left the other host's FDB, seconds after the kill, against the lease's TTL (the
+    time the store waits for a refresh that never comes)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 2.2))
+    rows = sorted(result["gone"].items(), key=lambda item: item[1])
+    fig, ax = plt.subplots(figsize=(8, 1.4 + 0.4 * len(rows)))
     ax.axvspan(0, ttl, color="0.9", label=f"TTL {ttl} s")
     ax.axvline(0, color="black")
-    ax.annotate("SIGKILL", (0, 1.05), fontsize=8)
-    for row, (name, seconds) in enumerate(sorted(result["gone"].items())):
+    ax.annotate("SIGKILL", (0, len(rows) - 0.95), fontsize=8)
+    if result.get("ttl_left") is not None:   # etcd's TTL of the lease at the kill: its last refresh was earlier
+        ax.axvline(result["ttl_left"], color="black", linestyle=":",
+                   label=f"{result['ttl_left']} s left at the kill (etcd: whole s)")
+    for row, (name, seconds) in enumerate(rows):
         ax.plot([seconds], [row], "s", color="black")
         ax.annotate(f"{name} gone: {seconds:.1f} s", (seconds, row), xytext=(6, -3), textcoords="offset points",
                     fontsize=8)
-    ax.set_ylim(-0.6, 1.4)
+    ax.set_ylim(-0.6, len(rows) - 0.6)
     ax.set_yticks([])
     ax.set_xlim(-0.5, ttl * 1.6)
     ax.set_xlabel("seconds after the daemon was killed")
-    ax.set_title("A dead host leaves etcd when its lease expires")
+    ax.set_title("A dead host's endpoints leave etcd, and the other hosts, when its lease expires")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig

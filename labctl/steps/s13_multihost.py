@@ -17,7 +17,7 @@ the **VNI**, and sends it to the underlay address of the host that has the desti
 host's VXLAN device with the same VNI unwraps it and hands the frame on.
 
     host1 10.206.0.1                                   host2 10.206.0.2
-    endpoint 10.207.x.2 ─ bridge ─ vxlan (VNI) ═ UDP 4789 ═ vxlan (VNI) ─ bridge ─ endpoint 10.207.x.3
+    container 10.207.x.2 ─ bridge ─ vxlan (VNI) ═ UDP 4789 ═ vxlan (VNI) ─ bridge ─ container 10.207.x.3
 
 Where to send a frame is the VXLAN device's **forwarding table (FDB)**: MAC → underlay address. It can
 *learn* it (from packets received, and by flooding to a multicast group), or be *told*: Docker's overlay
@@ -27,9 +27,11 @@ That shared store also knows who is alive: each host's key lives on a **lease** 
 host that dies stops, and its key vanishes when the lease expires.
 
 `labctl cluster up 2` makes two lab hosts (network namespaces with a `labctl daemon` each) on an
-underlay bridge, and etcd. The demo puts one overlay network on them, pings across it, shows the same
-packet inside (overlay addresses) and outside (UDP 4789, the VNI), kills a daemon with SIGKILL and
-times its lease, and measures what the wrapping costs against loopback and a plain bridge.
+underlay bridge, and etcd. The demo creates one overlay network through host1's daemon, runs a server
+container on host1 and a client container on host2, pings across it and shows the same packet inside
+(the containers' addresses) and outside (UDP 4789, the VNI), measures what the wrapping costs against
+loopback and a plain bridge, and kills host2's daemon with SIGKILL: its container's endpoint leaves
+etcd, and host1's FDB, when its lease expires.
 """
 
 
@@ -40,27 +42,46 @@ def demo() -> None:
     from labctl import ui
     from labctl.demos import clusterdemo
     require_root("the multi-host demo")
-    ui.say("\n[bold]1. `labctl cluster up 2`[/bold]: two hosts (namespaces, a daemon each), etcd, an overlay network")
+    ui.say("\n[bold]1. `labctl cluster up 2`[/bold]: two hosts (namespaces, a daemon each), etcd; through the "
+           f"daemons' sockets, `network create -d overlay {clusterdemo.NETWORK}`, srv on host1, cli on host2")
     with clusterdemo.cluster(TTL) as c:
-        ui.table(["host", "namespace", "underlay", "endpoint", "overlay address", "MAC"],
-                 [[h.name, h.netns, h.address, ep["netns"], ep["address"], ep["mac"]] for h, ep in zip(c.hosts, (c.a, c.b))],
-                 title=f"network {clusterdemo.NETWORK}: {c.net['subnet']}, VNI {c.net['vni']} (agreed in etcd)")
+        _containers(c)
         inner, outer = clusterdemo.packet(c)
-        ui.say(f"\n[bold]2. One ping, {c.a['address']} → {c.b['address']}[/bold], captured twice (AF_PACKET sockets)")
-        ui.table(["layer", f"in endpoint a ({c.a['netns']}, eth0)", "on the underlay (lab-underlay, labuh1)"],
+        src, dst = c.client, c.server
+        ui.say(f"\n[bold]2. One ping from cli to srv, {src['address']} → {dst['address']}[/bold], captured twice "
+               "(AF_PACKET sockets)")
+        ui.table(["layer", f"in the client container (PID {src['pid']}, eth0)",
+                  f"on the underlay (lab-underlay, {c.hosts[1].underlay_ifname})"],
                  clusterdemo.packet_rows(inner, outer))
-        ui.say("The same frame: inside, the endpoints' addresses; outside, the hosts' underlay addresses, UDP to "
+        ui.say("The same frame: inside, the containers' addresses; outside, the hosts' underlay addresses, UDP to "
                "4789 and the VNI. 50 bytes of wrapping: outer Ethernet, IPv4, UDP and VXLAN (RFC 7348, section 5).")
         ui.say("\n[bold]3. What it costs[/bold]: ICMP round trips and one TCP stream, three paths")
         measured = clusterdemo.measure(c)
         ui.table(["path", "median RTT (µs)", "TCP (MiB/s)"], [[p, f"{_median(m['rtt']) * 1000:.0f}", f"{m['mibs']:.0f}"]
                                                              for p, m in measured.items()])
-        ui.say(f"\n[bold]4. host2's daemon killed with SIGKILL[/bold]: nobody tells etcd; its lease (TTL {TTL} s) expires")
+        ui.say(f"\n[bold]4. host2's daemon killed with SIGKILL[/bold]: nobody tells etcd; cli's endpoint key lives "
+               f"on host2's lease (TTL {TTL} s), and host1 watches etcd")
         lease = clusterdemo.kill_and_time_lease(c)
-        ui.table(["key", "gone after"], [[k, f"{s:.1f} s"] for k, s in lease["gone"].items()],
-                 title=f"daemon PID {lease['pid']}, lease {lease['lease']:x} ({lease['ttl_left']} s left at the kill)")
+        at_kill = "yes" if lease["fdb_at_kill"] else "no"
+        ui.table(["what", "gone after"], [[k, f"{s:.1f} s"] for k, s in lease["gone"].items()],
+                 title=f"daemon PID {lease['pid']}, lease {lease['lease']:x} ({lease['ttl_left']} s left at the kill); "
+                       f"cli's MAC {lease['mac']} in host1's FDB at the kill: {at_kill}")
         _figures(measured, lease)
-    ui.ok("`labctl cluster down`: hosts, etcd, namespaces and the network's keys are gone")
+    ui.ok("`labctl cluster down`: containers, hosts, etcd, namespaces and the network's keys are gone")
+
+
+def _containers(c) -> None:
+    """The two containers as the kernel has them, and one TCP exchange between them."""
+    from labctl import ui
+    from labctl.demos import clusterdemo
+    h1, h2 = c.hosts
+    rows = [[ct["name"], h.name, h.address, str(ct["pid"]), f"{ct['address']}/{ct['prefixlen']}", ct["mac"],
+             f"{other.name}: → {clusterdemo.fdb(other, c.net['vni']).get(ct['mac'], 'none')}"]
+            for h, other, ct in ((h1, h2, c.server), (h2, h1, c.client))]
+    ui.table(["container", "host", "underlay", "PID 1", "eth0 (netlink)", "MAC", "the other host's FDB"], rows,
+             title=f"network {clusterdemo.NETWORK}: {c.net['subnet']}, VNI {c.net['vni']} (agreed in etcd)")
+    answer = clusterdemo.ask(c)
+    ui.say(f"cli connects to {c.server['address']}:80; srv's `nc` answers {answer.decode().strip()!r}")
 
 
 def _median(values: list[float]) -> float:
