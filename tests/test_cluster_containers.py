@@ -70,6 +70,20 @@ def wait_for(predicate, timeout: float) -> float:
     return time.monotonic() - started
 
 
+def stuck(*pids: int) -> str:
+    """What the kernel says of the containers' processes (for a failure's message): each one's command,
+    state and wait channel, and the client's /etc/hosts."""
+    lines = [f"/etc/hosts of PID {pids[0]}: {open(f'/proc/{pids[0]}/root/etc/hosts').read()!r}"]
+    rings = {os.readlink(f"/proc/{p}/ns/pid"): p for p in pids}
+    for proc in os.listdir("/proc"):
+        with contextlib.suppress(OSError):
+            if proc.isdigit() and os.readlink(f"/proc/{proc}/ns/pid") in rings:
+                cmd = open(f"/proc/{proc}/cmdline").read().replace("\0", " ")
+                stat = open(f"/proc/{proc}/stat").read().rsplit(")", 1)[1].split()[0]
+                lines.append(f"{proc} [{stat}, {open(f'/proc/{proc}/wchan').read()}] {cmd}")
+    return "\n".join(lines)
+
+
 def test_containers_on_two_hosts_talk_tcp_by_address_and_by_name(cluster):
     assert docker(1, "network", "create", "-d", "overlay", "web").returncode == 0
     server = run(1, "srv", "sh", "-c", SERVER)
@@ -80,7 +94,10 @@ def test_containers_on_two_hosts_talk_tcp_by_address_and_by_name(cluster):
     assert srv_mac == "02:42:" + ":".join(f"{int(b):02x}" for b in srv_ip.split("."))
     wait_for(lambda: fdb(2).get(srv_mac) == "10.206.0.1", 5)   # host2 sends srv's frames to host1
     for target in (srv_ip, "srv"):
-        got = docker(2, "exec", "cli", "nc", "-w", "5", target, "80")
+        try:
+            got = docker(2, "exec", "cli", "nc", "-w", "5", target, "80", timeout=45)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"`docker exec cli nc {target} 80` did not end: {stuck(client, server)}") from None
         assert got.returncode == 0 and got.stdout == "pong\n", (target, got.stdout, got.stderr)
     refused = docker(1, "run", "-d", "-p", "8080:80", "--network", "web", "busybox", "true")
     assert refused.returncode != 0 and "published ports need a bridge network" in refused.stderr
