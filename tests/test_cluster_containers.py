@@ -181,13 +181,19 @@ def leases(prefix: str, field: str = "lease") -> dict[str, int]:
     return {base64.b64decode(kv["key"]).decode(): int(kv.get(field, 0)) for kv in json.loads(out.stdout).get("kvs", [])}
 
 
-def test_a_daemon_killed_and_started_again_keeps_its_containers_endpoints_past_the_old_lease(cluster):
-    from labctl.cluster import Host, hosts
+def ca_and_cb() -> tuple[str, str, str]:
+    """Network web, container ca on host1 and cb on host2, cb's MAC in host1's FDB: cb's address, MAC
+    and endpoint key."""
     assert docker(1, "network", "create", "-d", "overlay", "web").returncode == 0
     run(1, "ca", "sleep", "1000")
     address, mac, _ = eth0(run(2, "cb", "sleep", "1000"))
-    key = f"/labctl/overlay/ip/web/{address}"
     wait_for(lambda: mac in fdb(1), 5)
+    return address, mac, f"/labctl/overlay/ip/web/{address}"
+
+
+def test_a_daemon_killed_and_started_again_keeps_its_containers_endpoints_past_the_old_lease(cluster):
+    from labctl.cluster import Host, hosts
+    address, mac, key = ca_and_cb()
     old = leases(key)[key]
     os.kill(pid_of(RUN / "host2.pid"), signal.SIGKILL)
     hosts.start_daemon(Host(2), TTL)   # live restore: cb runs on; the new daemon takes a new lease
@@ -201,11 +207,7 @@ def test_a_daemon_killed_and_started_again_keeps_its_containers_endpoints_past_t
 
 
 def test_a_lease_that_expired_under_a_live_daemon_has_its_endpoints_put_again(cluster):
-    assert docker(1, "network", "create", "-d", "overlay", "web").returncode == 0
-    run(1, "ca", "sleep", "1000")
-    address, mac, _ = eth0(run(2, "cb", "sleep", "1000"))
-    key = f"/labctl/overlay/ip/web/{address}"
-    wait_for(lambda: mac in fdb(1), 5)
+    address, mac, key = ca_and_cb()
     old, created = registered()["/labctl/hosts/host2"]["lease"], leases(key, "create_revision")[key]
     # what etcd does to a lease nobody refreshed in time (etcd away longer than the TTL): revoked, keys gone
     revoked = etcdctl("lease", "revoke", f"{old:x}")
