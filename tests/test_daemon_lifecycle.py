@@ -208,3 +208,30 @@ def test_docker_py_run_gets_every_fast_containers_output(daemon):
     finally:
         client.close()
     assert got == [f"run-{i}\n".encode() for i in range(15)]
+
+
+def test_a_container_started_meanwhile_does_not_hold_a_clients_connection_open(daemon):
+    """The supervisor of a container is forked from the daemon: whatever the daemon has open at that
+    moment (another client's hijacked exec or attach stream) must not stay open in it, or that client
+    would wait for its EOF until the new container ends."""
+    assert docker(daemon, "run", "-d", "--name", "holder-a", "busybox", "sleep", "1000").returncode == 0
+    try:
+        started = time.monotonic()
+        exec_a = subprocess.Popen([DOCKER, "-H", f"unix://{daemon}", "exec", "holder-a", "sh", "-c", "sleep 2; echo done"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.8)   # the exec's stream is open in the daemon now
+        run_a = subprocess.Popen([DOCKER, "-H", f"unix://{daemon}", "run", "--rm", "busybox", "sh", "-c", "sleep 2; echo ran"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.8)   # its attach stream too
+        assert docker(daemon, "run", "-d", "--name", "holder-b", "busybox", "sleep", "1000").returncode == 0
+        for proc, said in ((exec_a, "done\n"), (run_a, "ran\n")):
+            try:
+                out, err = proc.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                pytest.fail(f"{proc.args[3:]} did not end: the stream stays open in holder-b's supervisor")
+            assert (proc.returncode, out) == (0, said), err
+        assert time.monotonic() - started < 15
+    finally:
+        docker(daemon, "rm", "-f", "holder-a", "holder-b")
