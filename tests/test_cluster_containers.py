@@ -234,3 +234,23 @@ def test_an_overlay_network_in_use_is_not_removed(cluster):
         [("cb", json.loads(docker(2, "inspect", "cb").stdout)[0]["NetworkSettings"]["Networks"]["web"]["MacAddress"])]
     assert docker(2, "rm", "-f", "cb").returncode == 0
     assert docker(1, "network", "rm", "web").returncode == 0 and "web" not in overlay_networks()
+
+
+def test_etcd_killed_and_started_again_while_containers_run_loses_no_endpoint_and_the_watches_resume(cluster):
+    from labctl.cluster import etcd
+    address, mac, key = ca_and_cb()
+    before = stored("/labctl/overlay/ip/web/")
+    os.kill(etcd.running()["pid"], signal.SIGKILL)   # a crash: the data directory stays
+    wait_for(lambda: not etcd.running(), 5)
+    time.sleep(TTL)                                    # the daemons' keepalives and watches fail meanwhile
+    etcd.start()
+    time.sleep(TTL * 2)                                # longer than a lease: only what was kept alive is there
+    assert stored("/labctl/overlay/ip/web/") == before, "both containers' endpoints are still in etcd"
+    assert leases(key)[key] == registered()["/labctl/hosts/host2"]["lease"]
+    assert fdb(1).get(mac) == "10.206.0.2"
+    ping = docker(1, "exec", "ca", "ping", "-c", "1", "-W", "3", address)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    # the watches opened again: a container started now on host2 is programmed on host1
+    new_address, new_mac, _ = eth0(run(2, "cc", "sleep", "1000"))
+    assert f"/labctl/overlay/ip/web/{new_address}" not in before
+    wait_for(lambda: fdb(1).get(new_mac) == "10.206.0.2", 10)

@@ -133,9 +133,9 @@ def test_kernel_tests_pass_in_guest(guest, capsys):
     # The cases parametrized for cgroup v2 ("...[v2]", "...[0.5-v2]") skip on this host: here they must run.
     v2_skipped = [f"{name}: {why}" for name, outcome, why in cases
                   if outcome == "skipped" and re.search(r"[\[-]v2\]$", name)]
-    failed = [f"{name}: {why[:300]}" for name, outcome, why in cases if outcome == "failed"]
-    assert result.returncode == 0, (f"pytest in the guest exited {result.returncode}; failed: {failed or 'see the '
-                                    '[vm] guest | lines (no report: the run was cut)'}")
+    failed = [f"{name}: {why[:300]}" for name, outcome, why in cases if outcome == "failed"] \
+        or ["see the [vm] guest | lines (no report: the run was cut)"]
+    assert result.returncode == 0, f"pytest in the guest exited {result.returncode}; failed: {failed}"
     assert counts["passed"] > 0
     assert not v2_skipped, f"cgroup v2 tests skipped on the pure-v2 guest: {v2_skipped}"
 
