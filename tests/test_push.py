@@ -236,7 +236,7 @@ class CuttingProxy:
         self.upstream, self.cut_after, self.cuts = upstream, cut_after, cuts
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        self.threads = []
+        self.relayed = []   # every connection it made or accepted: closed with it, so none outlives the test
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -248,6 +248,7 @@ class CuttingProxy:
             except OSError:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.upstream))
+            self.relayed += [client, upstream]
             for args in ((client, upstream, True), (upstream, client, False)):
                 threading.Thread(target=self._pump, args=args, daemon=True).start()
 
@@ -268,7 +269,12 @@ class CuttingProxy:
             pass
 
     def close(self):
+        import contextlib
+        import socket
         self.sock.close()
+        for s in self.relayed:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
 
 
 @pytest.mark.parametrize("monolithic_max", [16 * MiB, MiB])

@@ -157,8 +157,10 @@ def _token(client: Client, challenge: dict, scope: str | list[str] | None) -> st
             raise _wrong_password(client)
         raise AuthError(f"the token server of {client.ref.registry} wants credentials",
                         f"`labctl login {client.ref.registry} --username USER --password-stdin`")
-    if resp.status != 200:
-        raise AuthError(f"the token server {realm} answered {resp.status}", "is the token server running?")
+    if resp.status != 200:   # what answered, in its own words: a token server, or something else on that port
+        said = " ".join(filter(None, (resp.headers.get("Server"), body[:160].decode(errors="replace").strip())))
+        raise AuthError(f"the token server {realm} answered {resp.status}" + (f" ({said})" if said else ""),
+                        "is the token server running?")
     answer = json.loads(body)
     token = answer.get("token") or answer.get("access_token")
     if not token:
