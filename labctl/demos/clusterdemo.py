@@ -82,11 +82,10 @@ def fdb(host, vni: int) -> dict[str, str]:
     read over netlink in the network's namespace on that host (lab-hostN-ovVNI, device labvxVNI)."""
     from labctl.cluster import vxlan
     from labctl.network.netlink import iproute
-    with contextlib.suppress(OSError, IndexError), iproute(vxlan.overlay_netns(host, vni)) as ns:
+    with iproute(vxlan.overlay_netns(host, vni)) as ns:   # no namespace, no device: an error, never "gone"
         vx = ns.link_lookup(ifname=vxlan.vxlan_name(vni))[0]
         return {e.get_attr("NDA_LLADDR"): e.get_attr("NDA_DST") for e in ns.fdb("dump", ifindex=vx)
                 if e.get_attr("NDA_DST")}
-    return {}
 
 
 def _wait(predicate, timeout: float, what: str) -> None:
