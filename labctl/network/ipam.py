@@ -94,7 +94,20 @@ def reclaim_stale(net: Network) -> dict[str, dict]:
         state.forget_records("address", bridge=net.bridge, address=address, owner=owner)
     if len(live) != len(entries):
         state.atomic_write_json(allocations_path(net.bridge), live)
+    _forget_orphan_records(net.bridge, live)
     return live
+
+
+def _forget_orphan_records(bridge: str, table: dict[str, dict]) -> None:
+    """Drop the address records the table does not hold. allocate() journals an address before it
+    writes the table, so a labctl killed between the two leaves a record for an address nobody holds;
+    release_address() is the other way round (table first, record after). Under the lock no live
+    allocate() is between its two writes, so such a record names nothing."""
+    for rec in state.records():
+        if rec.kind == "address" and rec.data.get("bridge") == bridge:
+            held = table.get(rec.data.get("address"), {})
+            if held.get("owner") != rec.data.get("owner"):
+                rec.forget()
 
 
 def release_address(bridge: str, address: str, owner: str) -> None:
