@@ -6,7 +6,7 @@
     hosts, resolv.conf, hostname   bind-mounted into the container
     lock             flock(2)ed while the record is changed (it goes with the directory, see locked())
 
-container.json is rewritten atomically (temporary file, fsync, rename) under a per-container lock, so
+container.json is rewritten atomically (temporary file, rename; write_json) under a per-container lock, so
 labctl, the supervisor and `labctl ps` never see half a record. The truth about a running container is
 the kernel's: a record that says "running" whose PID 1 (same PID *and* start time) no longer exists is
 reported as exited, so `ps` stays right after labctl, the supervisor or the host was killed.
@@ -91,12 +91,18 @@ class Container:
         write_json(self.dir / "container.json", self.to_json())
 
     def update(self, **changes) -> None:
-        """Change state fields: re-read, change, write, under the container's lock."""
+        """Change state fields: re-read, change, write, under the container's lock. The spec is carried
+        over as the JSON it was read as (it never changes after create): rebuilding its dataclasses and
+        turning them back into JSON took 1 ms of each of the 3-4 updates on a `run`'s path."""
         with locked(self.id):
-            fresh = load(self.id)
-            fresh.state.update(changes)
-            fresh.save()
-            self.state = fresh.state
+            path = self.dir / "container.json"
+            try:
+                data = json.loads(path.read_text())
+            except FileNotFoundError:
+                raise NoSuchContainer(f"no such container: {self.id}", "`labctl ps -a` lists the containers") from None
+            data["state"].update(changes)
+            write_json(path, data)
+            self.state = data["state"]
 
 
 @contextlib.contextmanager
@@ -125,8 +131,8 @@ def write_json(path: Path, obj) -> None:
     `labctl run`'s critical path, and what they say about a running container is checked against the
     kernel anyway (PID and start time). The journal, which cleanup depends on, keeps its fsyncs."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
+    with open(tmp, "w") as f:   # json.dumps without indent is the C encoder: 5x faster than indent=1
+        f.write(json.dumps(obj, sort_keys=True))
     os.rename(tmp, path)
 
 

@@ -7,7 +7,10 @@ children) with a fresh, minimal Python running this file: `python -I -S supervis
 imports nothing but `os` and `sys` while it waits. That keeps an idle container's overhead to one small
 process (see bench/run.py). When PID 1 has exited it records the status (128+N for signal N, as Docker
 reports it) and only then imports the lab's modules to tear down the cgroup and the network, and the
-record itself for --rm (containers/teardown.py).
+record itself for --rm (containers/teardown.py). It finds them on the sys.path of the labctl that
+started it (passed in $LABCTL_SUPERVISOR_PATH), not by running `site`: site's .pth files (an editable
+install's import hook, a CA bundle's) took 22-29 ms here, on the path of every `run --rm` that waits
+for the removal.
 
 A container the daemon started writes its stdout and stderr into a pipe, not into its log file: S holds
 the read end and copies it into the log in a thread (threading is the one more module it imports),
@@ -54,7 +57,8 @@ def supervise(container, pid1: int, output: int | None = None) -> None:
         if output is not None:
             os.set_inheritable(output, True)   # through the execve
             copying = [str(output), str(container.dir / "log")]
-        os.execv(sys.executable, [sys.executable, "-I", "-S", here, container.id, str(pid1), *copying])
+        env = dict(os.environ, LABCTL_SUPERVISOR_PATH=os.pathsep.join(p for p in sys.path if p))
+        os.execve(sys.executable, [sys.executable, "-I", "-S", here, container.id, str(pid1), *copying], env)
     code = wait_for(pid1)
     try:
         _finish(container.id, code)
@@ -99,9 +103,12 @@ def main(argv: list[str]) -> int:
     code = wait_for(pid)
     if copier is not None:   # the pipe's EOF: every process of the PID namespace is gone once PID 1 is
         copier.join(COPY_GRACE)
-    sys.path.insert(0, PACKAGE_ROOT)
-    import site   # now that the container has ended, load site-packages like a normal interpreter
-    site.main()
+    # now that the container has ended, import like the labctl that started it (-I ignored $PYTHONPATH)
+    inherited = os.environ.get("LABCTL_SUPERVISOR_PATH")
+    sys.path[:0] = [PACKAGE_ROOT, *(inherited.split(os.pathsep) if inherited else [])]
+    if not inherited:   # started by a labctl older than this file: let `site` find the packages
+        import site
+        site.main()
     _finish(container_id, code)
     return code
 
