@@ -569,3 +569,20 @@ def test_step5_demo_pulls_with_token_auth_draws_the_timeline_and_leaves_nothing(
     assert "registry> 401 with WWW-Authenticate" in result.stdout and "kernel>" not in result.stdout
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not any(p.name.startswith("registry-demo-") for p in (lab_state_dir / "tmp").iterdir())
+
+
+def test_a_registry_whose_chosen_port_was_taken_starts_on_another_and_is_the_one_that_answers(tmp_path, layout):
+    """free_port() answers a port nobody holds *now*; another server may bind it before docker-registry
+    does (stop 23's CI: a push got an answer from a server that was not the test's). Here the squatter
+    is a real registry on that port: the new one must come up on a port of its own, and the answer it
+    waited for must be its own (its PID holds the listener, by /proc/net/tcp)."""
+    with labregistry.RegistryServer(tmp_path / "squatter") as squatter:
+        late = labregistry.RegistryServer(tmp_path / "late")
+        late.port = squatter.port   # what free_port() could have answered just before the squatter bound it
+        with late:
+            assert late.port != squatter.port
+            assert labregistry.listens(late.process.pid, late.port)
+            assert not labregistry.listens(late.process.pid, squatter.port)
+            labregistry.seed(late.host, layout, ["busybox"])
+            assert squatter.answers() and not any(squatter.storage.rglob("data"))   # the push went to `late`
+        assert late.process.poll() is not None

@@ -39,6 +39,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def listens(pid: int, port: int) -> bool:
+    """Whether the process `pid` holds the socket listening on 127.0.0.1:`port` (/proc/net/tcp: the
+    listener's inode; /proc/PID/fd: the process's sockets)."""
+    inodes = set()
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == f"0100007F:{port:04X}" and fields[3] == "0A":   # 127.0.0.1:port, LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in os.listdir(f"/proc/{pid}/fd"))
+    except FileNotFoundError:   # the process has ended (or one of its descriptors was closed meanwhile)
+        return False
+
+
 def _yaml(obj, indent: int = 0) -> str:
     """The registry's config is YAML; JSON-style scalars are valid YAML, so this small writer does."""
     pad = "  " * indent
@@ -65,6 +80,7 @@ class RegistryServer:
         self.root = Path(root)
         self.extra = extra or {}
         self.port = port or free_port()
+        self.port_chosen = port is None   # free_port()'s: another may take it before the registry binds it
         self.auth = auth
         self.detach = detach
         self.process: subprocess.Popen | None = None
@@ -94,27 +110,44 @@ class RegistryServer:
         return cfg
 
     def start(self, timeout: float = 10.0) -> "RegistryServer":
+        """Start docker-registry and wait until it answers. A port free_port() chose can be taken by
+        someone else before the registry binds it (any outgoing connection's local port comes from the
+        same range): then the registry exits at once, and it is started again on another port."""
         if not os.access(REGISTRY_BINARY, os.X_OK):
             raise MissingRequirementError(f"{REGISTRY_BINARY} is missing",
                                           "install Debian's docker-registry: `apt-get install docker-registry`")
         self.records.append(state.record_path(str(self.root), "registry storage"))
         self.storage.mkdir(parents=True, exist_ok=True)
+        for attempt in range(3 if self.port_chosen else 1):
+            if attempt:
+                self.port = free_port()
+            if self._start_once(timeout, last=attempt == (2 if self.port_chosen else 0)):
+                return self
+        raise AssertionError("unreachable: the last attempt raises")
+
+    def _start_once(self, timeout: float, last: bool) -> bool:
         config = self.root / "config.yml"
         config.write_text(_yaml(self.config()) + "\n")
         log = open(self.root / "registry.log", "ab")
         with log:
             self.process = subprocess.Popen([REGISTRY_BINARY, "serve", str(config)], stdin=subprocess.DEVNULL,
                                             stdout=log, stderr=log, start_new_session=self.detach)
-        self.records.append(state.record_process(self.process.pid, f"docker-registry on {self.host}"))
+        record = state.record_process(self.process.pid, f"docker-registry on {self.host}")
+        self.records.append(record)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if not last:   # the port was taken: forget this process, try another port
+                    state.undo_record(record)
+                    self.records.remove(record)
+                    return False
                 tail = (self.root / "registry.log").read_text(errors="replace")[-400:]
                 self.stop()
                 raise LabError(f"docker-registry exited at once (status {self.process.returncode}): {tail.strip()}",
                                f"is port {self.port} taken? `ss -ltnp | grep {self.port}`")
-            if self.answers():
-                return self
+            # the answer must come from this process: another server on the port would answer too
+            if listens(self.process.pid, self.port) and self.answers():
+                return True
             time.sleep(0.01)
         self.stop()
         raise LabError(f"docker-registry did not answer on {self.host} within {timeout} s", "look at its log")
