@@ -11,6 +11,7 @@ import base64
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import time
@@ -146,7 +147,7 @@ def test_a_daemon_started_again_reconciles_its_fdb_with_etcd(cluster):
     run(1, "ca", "sleep", "1000")
     _, mac, _ = eth0(run(2, "cb", "sleep", "1000"))
     wait_for(lambda: mac in fdb(1), 5)
-    os.kill(pid_of(RUN / "host1.pid"), signal.SIGKILL)
+    kill_daemon(1)
     vni = overlay_networks()["web"]["vni"]
     stale = "02:42:0a:cf:63:63"   # an endpoint etcd never had, and b's entry removed while no one watched
     for args in (["append", stale, "dev", f"labvx{vni}", "dst", "10.206.0.3"], ["del", mac, "dev", f"labvx{vni}"]):
@@ -181,6 +182,18 @@ def leases(prefix: str, field: str = "lease") -> dict[str, int]:
     return {base64.b64decode(kv["key"]).decode(): int(kv.get(field, 0)) for kv in json.loads(out.stdout).get("kvs", [])}
 
 
+def kill_daemon(host: int) -> None:
+    """SIGKILL the host's daemon and wait until it has ended: kill(2) returns before the process is gone,
+    and a daemon started again meanwhile would find its predecessor still running."""
+    pid = pid_of(RUN / f"host{host}.pid")
+    fd = os.pidfd_open(pid)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        assert select.select([fd], [], [], 10)[0], f"host{host}'s daemon (PID {pid}) did not end after SIGKILL"
+    finally:
+        os.close(fd)
+
+
 def ca_and_cb() -> tuple[str, str, str]:
     """Network web, container ca on host1 and cb on host2, cb's MAC in host1's FDB: cb's address, MAC
     and endpoint key."""
@@ -195,7 +208,7 @@ def test_a_daemon_killed_and_started_again_keeps_its_containers_endpoints_past_t
     from labctl.cluster import Host, hosts
     address, mac, key = ca_and_cb()
     old = leases(key)[key]
-    os.kill(pid_of(RUN / "host2.pid"), signal.SIGKILL)
+    kill_daemon(2)
     hosts.start_daemon(Host(2), TTL)   # live restore: cb runs on; the new daemon takes a new lease
     wait_for(lambda: leases(key).get(key) not in (None, old), TTL)
     new = leases(key)[key]
@@ -254,3 +267,27 @@ def test_etcd_killed_and_started_again_while_containers_run_loses_no_endpoint_an
     new_address, new_mac, _ = eth0(run(2, "cc", "sleep", "1000"))
     assert f"/labctl/overlay/ip/web/{new_address}" not in before
     wait_for(lambda: fdb(1).get(new_mac) == "10.206.0.2", 10)
+
+
+def learned(host: int, network: str = "web") -> set[str]:
+    """The MACs host's overlay bridge learned on its VXLAN port (bridge entries, not the device's own)."""
+    vni = overlay_networks()[network]["vni"]
+    with iproute(f"lab-host{host}-ov{vni}") as ns:
+        vx = ns.link_lookup(ifname=f"labvx{vni}")[0]
+        return {e.get_attr("NDA_LLADDR") for e in ns.fdb("dump", ifindex=vx)
+                if e.get_attr("NDA_MASTER") and not e["state"] & 0x80}   # the bridge's; not NUD_PERMANENT
+
+
+def test_an_endpoint_that_left_leaves_no_entry_the_other_hosts_bridge_learned(cluster):
+    """Without it the bridge keeps the MAC on its VXLAN port for its ageing time (300 s): a container
+    that gets the address on this host meanwhile would have its frames sent into the tunnel."""
+    assert docker(1, "network", "create", "-d", "overlay", "web").returncode == 0
+    ca_ip, _, _ = eth0(run(1, "ca", "sleep", "1000"))
+    _, cb_mac, _ = eth0(run(2, "cb", "sleep", "1000"))
+    wait_for(lambda: cb_mac in fdb(1), 5)
+    ping = docker(2, "exec", "cb", "ping", "-c", "1", "-W", "3", ca_ip)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    assert cb_mac in learned(1)   # host1's bridge learned cb on the VXLAN port from the echo request
+    assert docker(2, "rm", "-f", "cb").returncode == 0
+    wait_for(lambda: cb_mac not in fdb(1), 5)
+    assert cb_mac not in learned(1)

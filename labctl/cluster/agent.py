@@ -79,9 +79,14 @@ class Agent:
                 vx = ns.link_lookup(ifname=vxlan.vxlan_name(net["vni"]))[0]
                 for entry in ns.fdb("dump", ifindex=vx):
                     mac = entry.get_attr("NDA_LLADDR")
-                    if entry.get_attr("NDA_DST") and mac not in {e["mac"] for e in remote.values()}:
+                    if mac in {e["mac"] for e in remote.values()}:
+                        continue
+                    if entry.get_attr("NDA_DST"):   # the VXLAN device's own entry for an endpoint gone
                         with contextlib.suppress(Exception):
                             ns.fdb("del", ifindex=vx, lladdr=mac, flags=vxlan.NTF_SELF)
+                    elif entry.get_attr("NDA_MASTER") and not entry["state"] & vxlan.NUD_PERMANENT:
+                        with contextlib.suppress(Exception):   # what the bridge learned from it
+                            ns.fdb("del", ifindex=vx, lladdr=mac, flags=vxlan.NTF_MASTER)
                 for entry in ns.get_neighbours(ifindex=vx):
                     if entry.get_attr("NDA_DST") not in remote:
                         with contextlib.suppress(Exception):
@@ -130,9 +135,14 @@ def program(ns, vx: int, address: str, ep: dict) -> None:
 
 
 def unprogram(ns, vx: int, address: str) -> None:
+    """Forget an endpoint that left: the VXLAN device's entry (where to send its frames), the bridge's
+    (the port it learned the MAC on: left, it would outlive the endpoint by the bridge's ageing time,
+    300 s, and a new container given that address on this host would get no frame until it sent one),
+    and the neighbour entry."""
     from pyroute2.netlink.exceptions import NetlinkError
-    with contextlib.suppress(NetlinkError):
-        ns.fdb("del", ifindex=vx, lladdr=vxlan.mac_for(address), flags=vxlan.NTF_SELF)
+    for flags in (vxlan.NTF_SELF, vxlan.NTF_MASTER):
+        with contextlib.suppress(NetlinkError):
+            ns.fdb("del", ifindex=vx, lladdr=vxlan.mac_for(address), flags=flags)
     with contextlib.suppress(NetlinkError):
         ns.neigh("del", dst=address, lladdr=vxlan.mac_for(address), ifindex=vx)
 

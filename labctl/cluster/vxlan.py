@@ -35,6 +35,7 @@ _JOINING = threading.Lock()
 VXLAN_PORT = 4789
 BRIDGE = "labovbr"
 NTF_SELF = 0x02          # the entry is the VXLAN device's own (with a dst), not its master bridge's
+NTF_MASTER = 0x04        # to the port's master: the bridge's entry (a dump marks those with NDA_MASTER)
 NUD_PERMANENT = 0x80
 
 
