@@ -202,20 +202,22 @@ def record(kind: str, undo: str | Callable, **data: object) -> Record:
 
 def forget_records(kind: str, **match: object) -> None:
     """Drop the records of objects just removed, whichever process wrote them."""
-    for rec in records():
-        if rec.kind == kind and all(rec.data.get(k) == v for k, v in match.items()):
+    for rec in records(kind):
+        if all(rec.data.get(k) == v for k, v in match.items()):
             rec.forget()
 
 
-def records() -> list[Record]:
-    """All records left in the journal, oldest first."""
+def records(kind: str | None = None) -> list[Record]:
+    """All records left in the journal, oldest first; only those of `kind` if given (their file names
+    end in -KIND.json: the others are not read)."""
     found = []
-    for path in sorted(journal_dir().glob("*.json")):
+    for path in sorted(journal_dir().glob(f"*-{kind}.json" if kind else "*.json")):
         try:
             entry = json.loads(path.read_text())
         except (OSError, ValueError):
             continue  # a record being written right now, or a torn one: not a valid record
-        found.append(Record(path, entry["kind"], entry["undo"], entry.get("data", {})))
+        if kind is None or entry["kind"] == kind:
+            found.append(Record(path, entry["kind"], entry["undo"], entry.get("data", {})))
     return found
 
 

@@ -118,10 +118,11 @@ class RegistryServer:
                                           "install Debian's docker-registry: `apt-get install docker-registry`")
         self.records.append(state.record_path(str(self.root), "registry storage"))
         self.storage.mkdir(parents=True, exist_ok=True)
-        for attempt in range(3 if self.port_chosen else 1):
+        attempts = 3 if self.port_chosen else 1
+        for attempt in range(attempts):
             if attempt:
                 self.port = free_port()
-            if self._start_once(timeout, last=attempt == (2 if self.port_chosen else 0)):
+            if self._start_once(timeout, last=attempt == attempts - 1):
                 return self
         raise AssertionError("unreachable: the last attempt raises")
 

@@ -103,8 +103,8 @@ def _forget_orphan_records(bridge: str, table: dict[str, dict]) -> None:
     writes the table, so a labctl killed between the two leaves a record for an address nobody holds;
     release_address() is the other way round (table first, record after). Under the lock no live
     allocate() is between its two writes, so such a record names nothing."""
-    for rec in state.records():
-        if rec.kind == "address" and rec.data.get("bridge") == bridge:
+    for rec in state.records("address"):
+        if rec.data.get("bridge") == bridge:
             held = table.get(rec.data.get("address"), {})
             if held.get("owner") != rec.data.get("owner"):
                 rec.forget()
