@@ -277,9 +277,11 @@ def record_process(pid: int, what: str = "") -> Record:
 
 def forget_dead_processes() -> None:
     """Drop the records of processes that have ended (a process killed from outside cannot drop its
-    own records, nor those of its children)."""
-    for rec in records():
-        if rec.kind == "process" and process_start_time(rec.data["pid"]) != rec.data.get("start_time"):
+    own records, nor those of its children). A zombie has ended too: only its reaping is left, to a
+    parent that may be slow at it (an orphan's is whatever adopted it)."""
+    for rec in records("process"):
+        pid = rec.data["pid"]
+        if process_start_time(pid) != rec.data.get("start_time") or process_state(pid) in ("Z", "X"):
             rec.forget()
 
 
