@@ -106,3 +106,24 @@ def validate_offline(suite: Path, bundle: Path) -> list[str]:
     errors = [e.strip() for e in checked.stderr.split("\n\t* ")[1:]] or [checked.stderr.strip()]
     return [e for e in errors if not (e.startswith("Get \"https://raw.githubusercontent.com/opencontainers/runtime-spec/")
                                       and "schema/config-schema.json" in e)]
+
+
+def test_oci_runtime_tool_accepts_the_config_json_labctl_run_writes(suite, tmp_path):
+    """`labctl run` hands its runtime a config.json too (containers/ociconfig.py): the one of a running
+    container, with a volume, a tmpfs and a limit, passes the same validation. (The validator wants root.path
+    inside the bundle: the copy's is a link to the container's mounted root, which config.json names.)"""
+    from labctl.containers import store
+    started = subprocess.run([sys.executable, "-m", "labctl", "run", "-d", "--name", "validated",
+                              "-v", f"{tmp_path}:/data", "--tmpfs", "/run", "-m", "32m", "busybox", "sleep", "30"],
+                             capture_output=True, text=True, cwd=REPO)
+    assert started.returncode == 0, started.stderr
+    try:
+        bundle = tmp_path / "copy"
+        bundle.mkdir()
+        doc = json.loads((store.find("validated").dir / "bundle" / "config.json").read_text())
+        (bundle / "rootfs").symlink_to(doc["root"]["path"])
+        doc["root"]["path"] = "rootfs"
+        (bundle / "config.json").write_text(json.dumps(doc))
+        assert validate_offline(suite, bundle) == []
+    finally:
+        subprocess.run([sys.executable, "-m", "labctl", "rm", "-f", "validated"], capture_output=True, cwd=REPO)

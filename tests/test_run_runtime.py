@@ -98,3 +98,65 @@ def test_cleanup_removes_the_runtimes_cgroups_when_its_state_is_lost(runtime):
     shutil.rmtree(container.dir / "oci")            # what the runtime knew of it: gone with the crash
     assert labctl("cleanup", "--all").returncode == 0
     assert _cgroup_dirs_named(name) == []
+
+
+def test_labctl_run_hands_its_runtime_what_its_config_json_says(monkeypatch):
+    """`labctl run` goes flags -> config.json -> runtime, as Docker does: a field changed in the file after
+    labctl wrote it (the hostname, one capability less) is what the kernel shows inside the container."""
+    from labctl.containers import lifecycle, ociconfig
+    from labctl.security.capabilities import to_mask
+    written = ociconfig.write_config
+    seen = {}
+
+    def edited(container, config, cgroups_path, labctl=False):
+        bundle = written(container, config, cgroups_path, labctl)
+        doc = json.loads((bundle / "config.json").read_text())
+        doc["hostname"] = "from-the-file"
+        for kind in ("bounding", "effective", "permitted"):
+            doc["process"]["capabilities"][kind].remove("CAP_NET_RAW")
+        (bundle / "config.json").write_text(json.dumps(doc))
+        seen["caps"] = doc["process"]["capabilities"]["effective"]
+        return bundle
+    monkeypatch.setattr(ociconfig, "write_config", edited)
+    spec, image = lifecycle.build_spec("busybox", ["sh", "-c", "hostname; grep CapEff /proc/self/status"],
+                                       auto_remove=True)
+    code, out = lifecycle.run_capture(spec, image)
+    assert code == 0, out
+    hostname, caps = out.split("\n")[:2]
+    assert hostname == "from-the-file"
+    assert int(caps.split()[1], 16) == to_mask(seen["caps"]) and not to_mask(["CAP_NET_RAW"]) & int(caps.split()[1], 16)
+
+
+def config_json_of(name: str) -> dict:
+    """The config.json `labctl run` wrote for the container, from its directory in the state directory."""
+    from labctl.containers import store
+    return json.loads((store.find(name).dir / "bundle" / "config.json").read_text())
+
+
+def test_labctl_runs_config_json_says_what_the_kernel_shows():
+    """The config.json `labctl run` wrote for a running container says what the kernel shows of its PID 1:
+    the namespaces, the capabilities, the user, seccomp and the memory limit."""
+    started = labctl("run", "-d", "--name", "cfgjson", "-u", "nobody", "--cap-drop", "CHOWN", "-m", "48m",
+                     "busybox", "sleep", "60")
+    assert started.returncode == 0, started.stderr
+    try:
+        pid = json.loads(labctl("inspect", "cfgjson").stdout)[0]["state"]["pid"]
+        doc = config_json_of("cfgjson")
+        kinds = {n["type"] for n in doc["linux"]["namespaces"]}
+        for ours, theirs in (("pid", "pid"), ("mnt", "mount"), ("uts", "uts"), ("ipc", "ipc"),
+                             ("net", "network"), ("cgroup", "cgroup"), ("time", "time")):
+            assert theirs in kinds, theirs
+            assert os.readlink(f"/proc/{pid}/ns/{ours}") != os.readlink(f"/proc/self/ns/{ours}"), ours
+        status = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status").read().splitlines())
+        from labctl.security.capabilities import to_mask
+        assert int(status["CapBnd"], 16) == to_mask(doc["process"]["capabilities"]["bounding"])
+        assert int(status["CapEff"], 16) == 0   # not root: setuid(2) cleared the effective set, as Docker's
+        assert "CAP_CHOWN" not in doc["process"]["capabilities"]["bounding"]
+        assert status["Uid"].split()[0] == str(doc["process"]["user"]["uid"]) == "65534"
+        assert status["Seccomp"].strip() == "2" and doc["linux"]["seccomp"]["syscalls"]
+        assert doc["linux"]["resources"]["memory"]["limit"] == 48 << 20
+        memory_max = [os.path.join(d, f) for d in json.loads(labctl("inspect", "cfgjson").stdout)[0]["state"]["cgroup"]["dirs"].values()
+                      for f in ("memory.max", "memory.limit_in_bytes") if os.path.exists(os.path.join(d, f))]
+        assert memory_max and int(open(memory_max[0]).read()) == 48 << 20
+    finally:
+        labctl("rm", "-f", "cfgjson")

@@ -203,6 +203,8 @@ class GuestVM:
                 proc.wait()
                 lines.append(f"\n[labvm: killed after {timeout:.0f} s]\n")
                 proc.returncode = 124
+        if proc.returncode in (124, 255):   # killed, or ssh itself failed: what the guest's kernel said last
+            lines.append(f"\n[labvm: the guest's serial console, last lines]\n{self.console_tail()}\n")
         result = subprocess.CompletedProcess(argv, proc.returncode, "".join(lines), "")
         if check and result.returncode != 0:
             raise VMError(f"in the guest, `{script}` failed ({result.returncode}):\n{result.stdout[-3000:]}")

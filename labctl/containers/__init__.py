@@ -17,6 +17,7 @@ One concern per module:
   terminal.py    `-it`, labctl's half: raw mode, the copying, the window size, restored on exit
   stats.py       `labctl stats`: each container's cgroup counters, and the step 7 measurement
   logs.py        `labctl logs [-f]`: a detached container's output, read back from its log file
+  ociconfig.py   a container's config.json (the OCI runtime spec): what every runtime is handed
   bundle.py      `labctl bundle`: an OCI bundle (rootfs + config.json) from an image and run's flags
 
 Only the standard library is imported on the `labctl run` path, so a container starts fast.

@@ -5,7 +5,8 @@ them (runtime/oci.py says which field comes from which step).
 
 The same flags give the same container: build_config() is what lifecycle.create makes for `labctl run`
 (minus the record, the overlay and the network, which are the daemon's part, not the bundle's), and
-oci.to_oci turns it into config.json. `labctl-runtime`, runc and crun all run the result.
+ociconfig.document() turns it into config.json. `labctl-runtime`, runc and crun all run the result.
+`labctl run` itself goes the same way (ociconfig.write_config).
 
 Flattening: one layer is copied as it is (cp -a); several are mounted as a read-only overlay (step 4:
 the whiteouts and opaque directories resolved by the kernel) in a mount namespace of a child process,
@@ -18,11 +19,9 @@ import os
 import subprocess
 from pathlib import Path
 
-from labctl.containers import images, networking
-from labctl.containers.resources import oci_resources
+from labctl.containers import images, networking, ociconfig
 from labctl.containers.spec import ContainerSpec
 from labctl.errors import LabError
-from labctl.runtime import oci
 from labctl.runtime.config import NAMESPACES, Config, Mount
 
 
@@ -40,7 +39,6 @@ def build_config(spec: ContainerSpec, root: str, files: dict[str, str] | None = 
 def write_bundle(spec: ContainerSpec, image: images.RunnableImage, directory: str | os.PathLike) -> Path:
     """DIR/rootfs and DIR/config.json (the module docstring). DIR must be new or empty; on failure
     nothing is left in it."""
-    from labctl.runtime.user import resolve_user
     bundle = Path(directory).resolve()
     if bundle.exists() and any(bundle.iterdir()):
         raise LabError(f"{bundle} is not empty", "give a new directory for the bundle")
@@ -56,12 +54,8 @@ def write_bundle(spec: ContainerSpec, image: images.RunnableImage, directory: st
         for inside, content in networking.etc_files(spec.network, spec.hostname).items():
             (bundle / Path(inside).name).write_text(content)
             files[inside] = str(bundle / Path(inside).name)
-        who = resolve_user(spec.user, passwd=str(rootfs / "etc/passwd"), group=str(rootfs / "etc/group"))
-        config = build_config(spec, "rootfs", files)
-        doc = oci.to_oci(config, "rootfs", who.uid, who.gid, [g for g in who.groups if g != who.gid],
-                         oci_resources(spec.limits))
+        doc = ociconfig.document(build_config(spec, "rootfs", files), rootfs, "rootfs", spec.limits)
         doc["process"]["terminal"] = spec.tty
-        doc["process"]["env"] = [e for e in doc["process"]["env"] if not e.startswith("HOME=")] + [f"HOME={who.home}"]
         # ("org.opencontainers." keys are the spec's own: a runtime's annotations use their own prefix)
         doc["annotations"] = {"org.labctl.image": spec.image, "org.labctl.user": spec.user}
         with open(bundle / "config.json", "w") as f:

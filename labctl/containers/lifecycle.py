@@ -4,7 +4,9 @@ and containerd do this part; the runtime below, labctl/runtime, makes the proces
     labctl run ─ build_spec: the command line + the image's config (spec.py)
                ─ create:     the record (journaled first), the overlay root and the cgroup side by side,
                              /etc/hosts & co; a runtime Config for PID 1
-               ─ start:      runtime.create forks the supervisor S, which makes the namespaces and forks
+               ─ start:      the Config written as <container>/bundle/config.json and read back (as
+                             Docker's daemon hands runc a bundle); runtime.create forks the
+                             supervisor S, which makes the namespaces and forks
                              PID 1 into the cgroup; PID 1 sets itself up and says READY
                              → attach the network by PID 1's PID (bridge), record "running"
                              → Created.start(): GO, and PID 1 execs the command
@@ -228,8 +230,8 @@ def start(container: Container, config: Config, stdio: Stdio, output: int | None
             created = shim.create(container, config, stdio, spec.runtime,
                                   lambda pid1: supervisor.supervise(container, pid1, output))
         else:
-            created = runtime.create(config, stdio, lambda pid1: supervisor.supervise(container, pid1, output),
-                                     detach=spec.detach)
+            created = runtime.create(through_config_json(container, config), stdio,
+                                     lambda pid1: supervisor.supervise(container, pid1, output), detach=spec.detach)
     finally:
         if config.userns_fd >= 0:   # PID 1 is in the user namespace now (or gone): our reference goes
             os.close(config.userns_fd)
@@ -246,6 +248,20 @@ def start(container: Container, config: Config, stdio: Stdio, output: int | None
     finally:
         created.close()   # after a failure above: PID 1 reads EOF instead of GO, exits, S tears down
     return 0 if spec.detach else created.child
+
+
+def through_config_json(container: Container, config: Config) -> Config:
+    """Flags -> config.json -> runtime, as Docker hands runc a bundle: `config` written as
+    <container>/bundle/config.json (ociconfig.write_config) and the runtime's Config read back from that
+    file (oci.from_oci, which checks it first), so the file says exactly what the container gets. What
+    create made for it rides along by reference: the cgroup (linux.cgroupsPath names it) and the
+    user namespace its layers are idmapped with (linux.uidMappings describe it)."""
+    from labctl.containers.ociconfig import write_config
+    from labctl.runtime import oci
+    bundle = write_config(container, config, (config.cgroup or {}).get("name", ""), labctl=True)
+    read = oci.from_oci(bundle)
+    read.cgroup, read.userns_fd = config.cgroup, config.userns_fd
+    return read
 
 
 def wait_foreground(container: Container, supervisor_pid: int) -> int:

@@ -15,13 +15,11 @@ The handshake is labctl's own (kernel/handshake.py), so lifecycle.start treats b
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 
 from labctl.errors import LabError
 from labctl.kernel import handshake
-from labctl.runtime import oci
 from labctl.runtime.config import Config
 from labctl.runtime.create import Created
 from labctl.runtime.stdio import Stdio
@@ -36,21 +34,13 @@ def runtime_binary(name: str) -> list[str]:
 
 
 def write_config(container, config: Config) -> str:
-    """<container>/bundle/config.json for `config` (the user looked up in the container's own root)."""
-    from labctl.containers.resources import oci_resources
-    from labctl.runtime.user import resolve_user
-    who = resolve_user(config.user, passwd=f"{config.root}/etc/passwd", group=f"{config.root}/etc/group")
+    """<container>/bundle/config.json for `config` (ociconfig.write_config), with the cgroup path this
+    runtime wants."""
+    from labctl.containers.ociconfig import write_config
     name = container.state["cgroup"]["name"] if container.state.get("cgroup") else ""
     # relative to the runtime's own cgroup: runc and crun add labctl/ themselves, labctl-runtime's lab node is it
     path = name if container.spec.runtime == "labctl-oci" else f"labctl/{name}"
-    doc = oci.to_oci(config, config.root, who.uid, who.gid, [g for g in who.groups if g != who.gid],
-                     oci_resources(container.spec.limits), cgroups_path=path if name else "")
-    doc["process"]["env"] = [e for e in doc["process"]["env"] if not e.startswith("HOME=")] + [f"HOME={who.home}"]
-    bundle = container.dir / "bundle"
-    bundle.mkdir(exist_ok=True)
-    with open(bundle / "config.json", "w") as f:
-        json.dump(doc, f)
-    return str(bundle)
+    return str(write_config(container, config, path if name else ""))
 
 
 def delete(container) -> None:

@@ -126,6 +126,10 @@ class TokenServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        # serve_forever accepts only when select() says a connection waits; a listener that is not
+        # blocking makes a wake-up without one (the client gone first) an EAGAIN, not an accept(2) that
+        # blocks forever and with it stop()'s shutdown(). (The accepted sockets are blocking as ever.)
+        self.httpd.socket.setblocking(False)
         self.port = self.httpd.server_address[1]
         self.realm = f"http://127.0.0.1:{self.port}/token"
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="token-server", daemon=True)

@@ -1,17 +1,22 @@
 """Create a container's process, then start it: the OCI runtime's `create` and `start` (what runc does
 for `runc create` and `runc start`), over the handshake of labctl/kernel/handshake.py.
 
-    caller ──fork──▶ S ──setsid, unshare(PID|TIME)──clone3 into the cgroup──▶ PID 1 (pid1.py)
+    caller ──fork──▶ S ──setsid, unshare(PID|TIME)──clone3 into the cgroup──▶ PID 1 (ociinit.py)
       │              │ (-d: S forks once more and the middle process exits,   │ joins its v1 cgroups,
-      │              │  so that S is no child of the caller)                   │ unshare(UTS|IPC|NS|NET),
-      │◀──── PID ────┘ S then becomes the supervisor: supervise(PID 1)         │ hostname, mounts,
-      │                (containers/supervisor.py: waits, records, tears down)  │ pivot_root, the user
-      │                                                                          │ --userns remap: setns
-      │                                                                          │ into its user namespace
+      │              │  so that S is no child of the caller)                   │ unshare(UTS|IPC|NS|NET|
+      │◀──── PID ────┘ S then becomes the supervisor: supervise(PID 1)         │ CGROUP), hostname, the
+      │                (containers/supervisor.py: waits, records, tears down)  │ mounts, pivot_root, the
+      │                                                                          │ workdir; --userns remap:
+      │                                                                          │ setns into its user ns
       │◀──────────────────────────────── READY ─────────────────────────────────┘
       │ create() returns: the caller attaches the network, records "running"
-      │───────────────────────────────── GO ───────────────────────────────────▶ unshare(CGROUP), setuid,
+      │───────────────────────────────── GO ───────────────────────────────────▶ the profile, setuid,
       │ Created.start() returns at EOF: the command runs                          chdir, execve(the command)
+    (`labctl-runtime create` instead: after GO, PID 1 pivots, says CREATED and waits on exec.fifo for
+    `start`: ociinit.py)
+
+The Config comes from a config.json (oci.from_oci): `labctl run` writes one for every container
+(containers/bundle.py), as Docker's daemon does for runc, and reads it back.
 
 Before the fork the caller also gets the seccomp filter's BPF program (confine.filter_program), which
 PID 1 loads just before execve: compiling it inside would add its time to every start.
@@ -40,7 +45,7 @@ from labctl.errors import CommandFailed, LabError
 from labctl.kernel import handshake
 from labctl.kernel.namespaces import namespace_flags
 from labctl.kernel.syscalls import NAMESPACE_FLAGS, setns, unshare
-from labctl.runtime import cgroup as cgroups, confine, pid1
+from labctl.runtime import cgroup as cgroups, confine, ociinit
 from labctl.runtime.config import Config
 from labctl.runtime.stdio import Stdio
 
@@ -129,19 +134,15 @@ def _supervisor(config: Config, stdio: Stdio, flags: int, own_flags: int, end: h
     os.setsid()   # its own session: a Ctrl-C or hangup at labctl's terminal does not reach it
     if detach and os.fork():
         os._exit(0)   # the double fork: S is no child of labctl, and labctl need not wait for it
-    joined = [k for k in FOR_CHILDREN if k in (config.oci.namespace_paths if config.oci else {})]
+    joined = [k for k in FOR_CHILDREN if k in config.oci.namespace_paths]
     own_namespaces = {NAMESPACE_FLAGS[kind]: os.open(f"/proc/self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
                       for kind in FOR_CHILDREN if flags & NAMESPACE_FLAGS[kind] or kind in joined}
     if joined:   # a bundle's linux.namespaces[].path for pid or time: setns(2) too applies to children only
-        from labctl.runtime.ociinit import join_namespaces
-        join_namespaces({k: config.oci.namespace_paths[k] for k in joined})
+        ociinit.join_namespaces({k: config.oci.namespace_paths[k] for k in joined})
     unshare(flags)
     pid = end.fork(lambda: cgroups.fork_into(config.cgroup))   # born in the container's cgroup (v2)
     if pid == 0:
-        if config.oci is not None:   # a bundle's container (`labctl-runtime create`): the spec's order
-            from labctl.runtime import ociinit
-            ociinit.run(config, stdio, own_flags, end, program)   # never returns
-        pid1.run(config, stdio, own_flags, end, program)   # never returns
+        ociinit.run(config, stdio, own_flags, end, program)   # never returns
     if config.userns_fd >= 0:
         os.close(config.userns_fd)   # PID 1 has its copy: S keeps no reference to the container's user namespace
     # unshare(CLONE_NEWPID|CLONE_NEWTIME) holds for every later child of S, not only PID 1; once PID 1

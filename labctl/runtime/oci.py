@@ -42,9 +42,9 @@ OCI_VERSION = "1.0.2"
 NS_OCI = {"pid": "pid", "net": "network", "mnt": "mount", "ipc": "ipc", "uts": "uts", "user": "user",
           "cgroup": "cgroup", "time": "time"}
 NS_LABCTL = {v: k for k, v in NS_OCI.items()}
-INIT_PATH = "/sbin/labctl-init"   # pid1.INIT_PATH (not imported: pid1 pulls in the whole init)
+INIT_PATH = "/sbin/labctl-init"   # where --init's tini appears inside (Docker uses /sbin/docker-init)
 
-#: What pid1.prepare mounts for labctl's own layout, as the spec writes it (kernel/rootfs.py).
+#: The mounts every labctl container gets, as the spec writes them (kernel/rootfs.py teaches them).
 BASE_MOUNTS = [
     {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
     {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "noexec", "mode=755", "size=64k"]},
@@ -74,9 +74,11 @@ def read_config(bundle: str | os.PathLike) -> dict:
 
 
 def to_oci(config: Config, root_path: str = "rootfs", uid: int = 0, gid: int = 0,
-           additional_gids: list[int] = (), resources: dict | None = None, cgroups_path: str = "") -> dict:
-    """What labctl would do for `config`, as a config.json. The user is given as numbers (the caller
-    looked it up in the image's /etc/passwd: user.resolve_user)."""
+           additional_gids: list[int] = (), resources: dict | None = None, cgroups_path: str = "",
+           time_namespace: bool = False) -> dict:
+    """What labctl does for `config`, as a config.json. The user is given as numbers (the caller
+    looked it up in the image's /etc/passwd: user.resolve_user). time_namespace: keep the time namespace
+    (labctl's own runtime reads the file; a bundle for runc 1.1, which knows none, leaves it out)."""
     sec = config.security
     caps = list(sec.capabilities)
     process = {"terminal": False, "user": {"uid": uid, "gid": gid}, "args": _exec_argv(config),
@@ -85,8 +87,7 @@ def to_oci(config: Config, root_path: str = "rootfs", uid: int = 0, gid: int = 0
                "noNewPrivileges": sec.no_new_privileges}
     if additional_gids:
         process["user"]["additionalGids"] = list(additional_gids)
-    # labctl's time namespace stays labctl's own: runc 1.1 knows none, and no container needs one
-    namespaces = [{"type": NS_OCI[k]} for k in config.namespaces if k != "time"]
+    namespaces = [{"type": NS_OCI[k]} for k in config.namespaces if k != "time" or time_namespace]
     if config.new_cgroup_namespace:
         namespaces.append({"type": "cgroup"})
     linux: dict = {"namespaces": namespaces, "maskedPaths": list(sec.masked_paths),
@@ -127,7 +128,7 @@ def device_rules(privileged: bool) -> list[dict]:
 
 
 def labctl_mounts(config: Config) -> list[dict]:
-    """pid1.prepare's mounts, in its order, as the spec's mounts list."""
+    """The container's mounts, in order: BASE_MOUNTS, /etc/hosts & co, volumes and tmpfs, tini."""
     mounts = [dict(m, options=list(m["options"])) for m in BASE_MOUNTS]
     if config.security.privileged:
         mounts[-1]["options"].remove("ro")

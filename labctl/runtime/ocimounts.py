@@ -1,8 +1,8 @@
 """A bundle's mounts, done by PID 1 the way runc's rootfs_linux.go does them (step 10).
 
-labctl's own containers get a fixed layout (pid1.prepare: /proc, /dev, /sys, volumes). A config.json
-instead lists every mount, and the runtime carries the list out in order, in the container's mount
-namespace, before pivot_root:
+A config.json lists every mount (`labctl run`'s: /proc, /dev, /sys, /etc/hosts & co, its volumes and
+tmpfs mounts: oci.labctl_mounts), and the runtime carries the list out in order, in the container's
+mount namespace, before pivot_root:
 
   1. mount("", "/", MS_REC | (rootfsPropagation or MS_SLAVE))   the host's mount events may reach us
      (slave) or not (private), ours never reach it
@@ -94,16 +94,22 @@ def secure_join(root: Path, path: str) -> Path:
     return root.joinpath(*resolved)
 
 
-def make_target(dest: Path, is_dir: bool) -> None:
+def make_target(dest: Path, is_dir: bool, owner: tuple[int, int] | None = None) -> None:
+    """The mount point, made if missing (a directory, or an empty file for a file's bind); what is
+    made belongs to `owner` if given (root inside a user namespace PID 1 joins later: ociinit.owner)."""
+    missing = [p for p in (dest, *dest.parents) if not os.path.lexists(p)] if owner else []
     if is_dir:
         dest.mkdir(parents=True, exist_ok=True)
     elif not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.touch()
+    for p in missing:
+        os.lchown(p, *owner)
 
 
-def mount_one(root: Path, m: dict, cgroup: dict | None = None) -> None:
-    """Step 3 of the module docstring for one entry of the mounts list."""
+def mount_one(root: Path, m: dict, cgroup: dict | None = None, owner: tuple[int, int] | None = None) -> None:
+    """Step 3 of the module docstring for one entry of the mounts list. `owner`: see make_target; a
+    tmpfs's root is given to it too (uid=, gid=), unless the options say whose it is."""
     options = list(m.get("options") or [])
     kind = m.get("type") or ""
     if kind == "cgroup":
@@ -117,12 +123,14 @@ def mount_one(root: Path, m: dict, cgroup: dict | None = None) -> None:
         if flags & MS_BIND:
             if not os.path.exists(source):
                 raise LabError(f"mount source {source} does not exist", "give an existing path as its source")
-            make_target(dest, os.path.isdir(source))
+            make_target(dest, os.path.isdir(source), owner)
             mount(source, str(dest), None, flags & (MS_BIND | MS_REC))
             if flags & ~(MS_BIND | MS_REC):
                 mount(None, str(dest), None, flags | MS_REMOUNT | MS_BIND)
         else:
-            make_target(dest, True)
+            make_target(dest, True, owner)
+            if owner and kind == "tmpfs" and "uid=" not in data:
+                data = ",".join(filter(None, (data, "uid=%d,gid=%d" % owner)))
             mount(source, str(dest), kind, flags, data or None)
         if rro:
             mount_setattr(str(dest), MOUNT_ATTR_RDONLY)
@@ -174,10 +182,11 @@ def parent_mount(path: Path) -> str:
     return best
 
 
-def mount_all(root: Path, mounts: list[dict], devices: list[dict], cgroup: dict | None = None) -> None:
+def mount_all(root: Path, mounts: list[dict], devices: list[dict], cgroup: dict | None = None,
+              owner: tuple[int, int] | None = None) -> None:
     """Steps 3 and 4: every mount in order, then /dev's nodes if /dev is the runtime's own tmpfs."""
     for m in mounts:
-        mount_one(root, m, cgroup)
+        mount_one(root, m, cgroup, owner)
     dev = next((m for m in mounts if m["destination"].rstrip("/") == "/dev"), None)
     if dev is not None and "bind" not in (dev.get("type"), *(dev.get("options") or [])) \
             and "rbind" not in (dev.get("options") or []):

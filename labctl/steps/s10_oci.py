@@ -38,7 +38,9 @@ Why the wait: between create and start the caller still works on the container (
 network into PID 1's network namespace). runc makes PID 1 block in `open(2)` of a FIFO, `exec.fifo`:
 opening a FIFO for writing blocks in the kernel until someone opens it for reading, and `start` does
 just that. `labctl bundle IMAGE DIR` writes a bundle; `labctl-runtime` is labctl's runtime with runc's
-command line, so containerd, runc's test suite and `labctl run --runtime` can drive it.
+command line, so containerd, runc's test suite and `labctl run --runtime` can drive it. `labctl run`
+itself writes a config.json for every container (`<state>/containers/<id>/bundle/config.json`) and its
+runtime carries out what it reads back from that file: one init for all (`labctl/runtime/ociinit.py`).
 """
 
 
