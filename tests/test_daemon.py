@@ -7,6 +7,7 @@ the clients' own exit codes and output, which come from the daemon's answers.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -281,6 +282,59 @@ def test_live_restore_after_sigkill(tmp_path):
         assert not alive(pid)
     finally:
         docker(daemon, "rm", "-f", "survivor", "ender")
+        run_labctl("daemon", "stop", "--socket", daemon)
+
+
+@pytest.mark.parametrize("supervisor_too", [False, True], ids=["daemon-killed", "daemon-and-supervisor-killed"])
+def test_an_exit_handed_over_to_a_daemon_killed_before_it_recorded_it_is_kept(tmp_path, supervisor_too):
+    """A daemon container's supervisor hands the exit over to the daemon (supervisor.hand_over), which
+    records it, tears down and answers "done". Here the daemon is stopped (SIGSTOP) when the container
+    exits: the supervisor has handed over (exit_code beside the record) and waits, the container is not
+    torn down yet. Then the daemon is SIGKILLed: the supervisor reads EOF and tears down itself; or, with
+    the supervisor SIGKILLed too, the restarted daemon records the exit code left beside the record and
+    tears down. Either way: exited 7, the cgroup and the overlay mount gone (the kernel's)."""
+    daemon = str(tmp_path / "handover.sock")
+    assert run_labctl("daemon", "start", "--socket", daemon).returncode == 0
+    with open(daemon[:-5] + ".pid") as f:
+        daemon_pid = json.load(f)["pid"]
+    try:
+        ran = docker(daemon, "run", "-d", "--name", "handed", "busybox", "sh", "-c", "sleep 1; exit 7")
+        assert ran.returncode == 0, ran.stderr
+        os.kill(daemon_pid, signal.SIGSTOP)
+        container = store.find("handed")
+        supervisor = (container.state["supervisor_pid"], container.state["supervisor_start"])
+        deadline = time.monotonic() + 10
+        while not (container.dir / "exit_code").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (container.dir / "exit_code").read_text().strip() == "7", "the supervisor did not hand over"
+        time.sleep(0.3)
+        left = store.load(container.id)
+        assert left.state["status"] == "running", left.state   # handed over, not recorded: the daemon does it
+        assert state.process_start_time(supervisor[0]) == supervisor[1], "the supervisor did not wait"
+        cgroups = list(left.state["cgroup"]["dirs"].values())   # {hierarchy: the container's cgroup there}
+        assert cgroups and all(os.path.isdir(d) for d in cgroups)
+        assert state.is_mountpoint(left.state["root"])
+        if supervisor_too:
+            os.kill(supervisor[0], signal.SIGKILL)
+        os.kill(daemon_pid, signal.SIGKILL)
+        os.kill(daemon_pid, signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while (alive(daemon_pid) or state.process_start_time(supervisor[0]) == supervisor[1]) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not supervisor_too:   # the supervisor's own teardown, with no daemon at all
+            ended = store.load(container.id)
+            assert (ended.state["status"], ended.state["exit_code"]) == ("exited", 7), ended.state
+            assert not [d for d in cgroups if os.path.exists(d)] and not state.is_mountpoint(left.state["root"])
+        restarted = run_labctl("daemon", "start", "--socket", daemon)
+        assert restarted.returncode == 0, restarted.stderr
+        shown = docker(daemon, "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", "handed")
+        assert shown.stdout.split() == ["exited", "7"], shown.stdout + shown.stderr
+        assert not [d for d in cgroups if os.path.exists(d)] and not state.is_mountpoint(left.state["root"])
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon_pid, signal.SIGCONT)
+        docker(daemon, "rm", "-f", "handed")
         run_labctl("daemon", "stop", "--socket", daemon)
 
 

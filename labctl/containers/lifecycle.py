@@ -218,20 +218,22 @@ def image_store():
     return ImageStore()
 
 
-def start(container: Container, config: Config, stdio: Stdio, output: int | None = None) -> int:
+def start(container: Container, config: Config, stdio: Stdio, output: int | None = None,
+          notify: int | None = None) -> int:
     """The runtime creates PID 1 (through the supervisor); while it waits for GO, attach the network and
     record "running"; then let it exec. Returns the supervisor's PID if it is our child (foreground),
     else 0. `output`: the read end of a pipe that is PID 1's stdout, for the supervisor to copy into the
-    log with times (containers/logs.py; the daemon's containers)."""
+    log with times (containers/logs.py; the daemon's containers). `notify`: the supervisor's end of the
+    daemon's exit socket (supervisor.hand_over)."""
     spec = container.spec
     try:
         if spec.runtime != "labctl":   # another OCI runtime, given the bundle (shim.py)
             from labctl.containers import shim
             created = shim.create(container, config, stdio, spec.runtime,
-                                  lambda pid1: supervisor.supervise(container, pid1, output))
+                                  lambda pid1: supervisor.supervise(container, pid1, output, notify))
         else:
-            created = runtime.create(through_config_json(container, config), stdio,
-                                     lambda pid1: supervisor.supervise(container, pid1, output), detach=spec.detach)
+            created = runtime.create(through_config_json(container, config), stdio, detach=spec.detach,
+                                     supervise=lambda pid1: supervisor.supervise(container, pid1, output, notify))
     finally:
         if config.userns_fd >= 0:   # PID 1 is in the user namespace now (or gone): our reference goes
             os.close(config.userns_fd)
@@ -363,7 +365,7 @@ def _wait_gone(container: Container, timeout: float) -> bool:
         return True
     fresh = store.load(container.id) if (container.dir / "container.json").exists() else container
     if fresh.state.get("status") != "exited":
-        fresh.update(status="exited", exit_code=fresh.state.get("exit_code"), finished_at=time.time())
+        store.record_exited(fresh)
     container.state = fresh.state
     return True
 

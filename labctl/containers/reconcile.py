@@ -14,8 +14,6 @@ alone. containerd does the same when it restarts and finds a shim gone.
 """
 from __future__ import annotations
 
-import time
-
 from labctl.containers import store
 from labctl.containers.store import Container
 
@@ -42,7 +40,7 @@ def reconcile(container: Container) -> bool:
         return False
     from labctl.containers.teardown import teardown
     if fresh.state.get("status") != "exited":
-        fresh.update(status="exited", exit_code=fresh.state.get("exit_code"), finished_at=time.time())
+        store.record_exited(fresh)
     teardown(fresh)
     container.state = fresh.state
     return True

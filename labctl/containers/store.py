@@ -136,6 +136,18 @@ def write_json(path: Path, obj) -> None:
     os.rename(tmp, path)
 
 
+def record_exited(container: Container) -> None:
+    """Record as exited a container whose supervisor is gone without having done it: with the exit code
+    it handed over to the daemon (<dir>/exit_code, supervisor.hand_over) if the record has none."""
+    code = container.state.get("exit_code")
+    if code is None:
+        try:
+            code = int((container.dir / "exit_code").read_text())
+        except (OSError, ValueError):
+            pass
+    container.update(status="exited", exit_code=code, finished_at=time.time())
+
+
 def _alive(pid: int | None, start_time: int | None) -> bool:
     """The process of that PID and start time still runs. A zombie does not: it has ended and only waits
     for its parent to reap it (a killed supervisor's parent is whatever reaps orphans, not always prompt)."""

@@ -1,9 +1,10 @@
 """How a container ends: its exit recorded, then what only a running container needs removed (the
 cgroup, the network, the overlay mount), and for --rm or `labctl rm` its files and record too.
 
-finish() is what the supervisor calls once PID 1 has exited (supervisor.py); teardown() and
-remove_files() are also called by `labctl rm` (lifecycle.remove), and undo_container() by `labctl
-cleanup` through the journal. Each tolerates the others having run first: whoever comes first does it.
+finish() is what the supervisor calls once PID 1 has exited (supervisor.py), or the daemon it handed the
+exit over to (daemon/engine.py); teardown() and remove_files() are also called by `labctl rm`
+(lifecycle.remove), and undo_container() by `labctl cleanup` through the journal. Each tolerates the
+others having run first: whoever comes first does it.
 """
 from __future__ import annotations
 

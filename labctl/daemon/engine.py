@@ -7,10 +7,14 @@ calls), then watch it end, from the kernel, whoever started it.
                              it is no child of the daemon and outlives it (live restore). Its stdout and
                              stderr go to the container's log file (O_APPEND), which attach and logs read;
                              with a TTY the daemon holds the pty master and copies it into that file
-    the exit                 pidfd_open(2) of the supervisor: readable once it has ended, i.e. once it has
-                             recorded PID 1's exit code and torn down (supervisor.py). The daemon wakes,
-                             reads the code from the record, publishes "die", and for AutoRemove removes
-                             the container itself (as dockerd does: the shim never removes anything)
+    the exit                 a socketpair (`notify`): the supervisor writes PID 1's exit code into its end;
+                             the daemon records the exit and tears down (supervisor.py, hand_over: the
+                             modules for that are loaded here already, in threads of its own so that no
+                             request waiting for a supervisor can starve it), answers "done" (the
+                             supervisor exits then), publishes "die", and for AutoRemove removes the
+                             container (as dockerd does: the shim never removes anything). A container the
+                             daemon did not start (restored after a restart): pidfd_open(2) of the
+                             supervisor, readable once it has recorded the exit code and torn down itself
 
 Restart the daemon and restore() finds the running containers in the state directory and watches them
 again; those that ended meanwhile have their exit code in their record, written by their supervisor.
@@ -19,7 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import socket
+from concurrent.futures import ThreadPoolExecutor
 
 from labctl.daemon.api import ApiError, blocking
 from labctl.daemon.events import EventBus
@@ -37,6 +44,8 @@ class Engine:
         self.copiers: dict[str, asyncio.Task] = {}    # id -> the task copying its pty master to its log
         self.started: dict[str, asyncio.Event] = {}   # id -> set once it has been started
         self.execs: dict[str, dict] = {}              # exec ID -> its record (execs.py)
+        self.notify: dict[str, int] = {}              # id -> the daemon's end of its exit socket (hand_over)
+        self.teardowns = ThreadPoolExecutor(4, thread_name_prefix="teardown")   # _take_over's own threads
         self.tasks: set[asyncio.Task] = set()
 
     def started_event(self, container_id: str) -> asyncio.Event:
@@ -80,8 +89,14 @@ class Engine:
             else:
                 stdin = os.open(os.devnull, os.O_RDONLY)
             stdio = Stdio(stdin, written, written)
+        with contextlib.suppress(FileNotFoundError):   # a restarted container's last exit code
+            os.unlink(container.dir / "exit_code")
+        ours, supervisors = socket.socketpair()   # the exit socket (hand_over): one end goes to S
+        exit_ours, exit_theirs = ours.detach(), supervisors.detach()
         try:
-            lifecycle.start(container, config, stdio, output)
+            lifecycle.start(container, config, stdio, output, notify=exit_theirs)
+            os.set_blocking(exit_ours, False)
+            self.notify[container.id], exit_ours = exit_ours, None
             if console is None:
                 return None
             from labctl.containers.terminal import receive_master
@@ -95,7 +110,7 @@ class Engine:
             raise
         finally:
             stdio.close()   # PID 1 has its copies, the supervisor its copy of the pipe's read end
-            for fd in (output, console):
+            for fd in (output, console, exit_theirs, exit_ours):
                 if fd is not None:
                     os.close(fd)
 
@@ -177,12 +192,15 @@ class Engine:
 
     async def _monitor(self, container, future: asyncio.Future) -> None:
         from labctl import state
-        for key in ("supervisor", "pid"):   # the supervisor, else (killed) PID 1 itself
-            pid = container.state.get(f"{key}_pid" if key == "supervisor" else "pid")
-            start = container.state.get(f"{key}_start" if key == "supervisor" else "pid_start")
-            if pid:
-                await self._ended(pid, start, state.process_start_time)
-        code = await blocking(_exit_code, container)
+        notify = self.notify.pop(container.id, None)
+        code = None if notify is None else await self._take_over(container, notify)
+        if code is None:   # the supervisor tears down itself: its end is the container's
+            for key in ("supervisor", "pid"):   # the supervisor, else (killed) PID 1 itself
+                pid = container.state.get(f"{key}_pid" if key == "supervisor" else "pid")
+                start = container.state.get(f"{key}_start" if key == "supervisor" else "pid_start")
+                if pid:
+                    await self._ended(pid, start, state.process_start_time)
+            code = await blocking(_exit_code, container)
         future.set_result(code)
         self.close_stdin(container.id)
         copier = self.copiers.get(container.id)
@@ -192,6 +210,22 @@ class Engine:
         self.bus.publish("container", "die", container.id, exitCode=str(code), **attributes(container))
         if container.state.get("auto_remove"):
             await self.remove(container, force=True)
+
+    async def _take_over(self, container, notify: int) -> int | None:
+        """The exit handed over on `notify`: recorded and torn down here (teardown.finish), then "done" to
+        the supervisor. None if it sent no code (killed), or if the teardown failed: then the supervisor,
+        which reads EOF instead of "done", tears down itself."""
+        try:
+            code = await _handed_over(notify)
+            if code is not None:
+                await asyncio.get_running_loop().run_in_executor(self.teardowns, _finish, container, code)
+                os.write(notify, b"done")
+            return code
+        except Exception as exc:   # (the supervisor's own teardown is the fallback: see the docstring)
+            logging.getLogger("labctl.daemon").warning("the exit of container %s not taken over: %s", container.name, exc)
+            return None
+        finally:
+            os.close(notify)
 
     @staticmethod
     async def _ended(pid: int, start: int | None, start_time) -> None:
@@ -228,6 +262,9 @@ class Engine:
         for table in (self.exits, self.removed, self.started, self.output):
             table.pop(container_id, None)
         self.close_stdin(container_id)
+        notify = self.notify.pop(container_id, None)
+        if notify is not None:
+            os.close(notify)
         for exec_id in [e for e, r in self.execs.items() if r["ContainerID"] == container_id]:
             self.execs.pop(exec_id)
 
@@ -249,9 +286,10 @@ class Engine:
     async def close(self) -> None:
         for task in list(self.tasks):
             task.cancel()
-        for fd in list(self.stdin.values()) + list(self.masters.values()):
+        for fd in list(self.stdin.values()) + list(self.masters.values()) + list(self.notify.values()):
             with contextlib.suppress(OSError):
                 os.close(fd)
+        self.teardowns.shutdown(wait=True)
 
 
 def check_restartable(container) -> None:
@@ -262,6 +300,27 @@ def check_restartable(container) -> None:
 
 def attributes(container) -> dict:
     return {"name": container.name, "image": container.spec.image}
+
+
+async def _handed_over(notify: int) -> int | None:
+    """The exit code the supervisor wrote into the socket, or None if it closed it without one (killed)."""
+    readable = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(notify, readable.set)
+    try:
+        await readable.wait()
+        data = os.read(notify, 64)
+    finally:
+        loop.remove_reader(notify)
+    return int(data) if data.strip() else None
+
+
+def _finish(container, code: int) -> None:
+    """What the supervisor hands over: record the exit and tear down (teardown.finish, in a thread)."""
+    from labctl.containers import store, teardown
+    teardown.finish(container.id, code)
+    with contextlib.suppress(store.NoSuchContainer):
+        container.state = store.load(container.id).state
 
 
 def _exit_code(container) -> int:
