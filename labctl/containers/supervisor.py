@@ -57,8 +57,8 @@ def supervise(container, pid1: int, output: int | None = None, notify: int | Non
     """What S does once PID 1 runs (the runtime calls it in S): wait for PID 1, then end the container.
     Never returns. Detached, S first becomes the minimal Python of the module docstring. `output`: the
     read end of the pipe that is PID 1's stdout and stderr (a container the daemon started), which S
-    copies into the log, with the times (copy_output). `notify`: the write end of the daemon's exit
-    pipe (hand_over)."""
+    copies into the log, with the times (copy_output). `notify`: the supervisor's end of the daemon's
+    exit socket (hand_over)."""
     if container.spec.detach:
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):

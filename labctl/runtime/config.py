@@ -1,11 +1,11 @@
-"""What the runtime needs to start a container's process: labctl's own `config.json`.
+"""What the runtime needs to start a container's process, as Python objects.
 
-The caller (containers/lifecycle.py) fills it in before the fork, from the image's config and the
-command line, so that PID 1 only carries it out. An OCI runtime reads the same facts from a bundle's
-config.json (`process.args`, `process.env`, `process.cwd`, `process.user`, `root.path`, `hostname`,
-`mounts`, `linux.namespaces`, `linux.cgroupsPath`); step 10 writes and reads that file (runtime/oci.py),
-and what only a config.json can say (mount options, namespaces joined by path, rlimits, sysctl, ...)
-rides along in OciExtras.
+The caller (containers/lifecycle.py) fills a Config in from the image's config and the command line;
+step 10 writes it as the container's config.json (runtime/oci.py: `process.args`, `process.env`,
+`process.cwd`, `process.user`, `root.path`, `hostname`, `mounts`, `linux.namespaces`, ...) and the
+runtime is handed the Config read back from that file, so that PID 1 only carries the file out. What
+only a config.json says (the mounts as a list, namespaces joined by path, rlimits, sysctl, ...) rides
+along in OciExtras.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from labctl.security.profile import SecurityProfile
 
 #: The namespaces of a container: uts, ipc, mnt, pid and time always; net unless it shares the host's
-#: (--network host). cgroup too, but PID 1 unshares that itself once it is in its cgroup (pid1.py).
+#: (--network host). cgroup too, but PID 1 unshares that itself once it is in its cgroup (ociinit.py).
 NAMESPACES = ("uts", "ipc", "mnt", "pid", "time")
 
 
@@ -44,7 +44,7 @@ class Config:
     cgroup: dict | None = None         # containers/resources.py's description: {"name", "dirs", "hierarchies"}
     security: SecurityProfile = field(default_factory=SecurityProfile)   # step 9: applied last by PID 1
     userns_fd: int = -1   # --userns remap: an open user namespace for PID 1 to join (OCI: a namespace's "path")
-    oci: OciExtras | None = None   # step 10: what only a bundle's config.json says (runtime/oci.py); None for `run`
+    oci: OciExtras | None = None   # step 10: what only a config.json says (oci.from_oci sets it; the runtime needs it)
 
 
 @dataclass

@@ -16,7 +16,7 @@ for `runc create` and `runc start`), over the handshake of labctl/kernel/handsha
     `start`: ociinit.py)
 
 The Config comes from a config.json (oci.from_oci): `labctl run` writes one for every container
-(containers/bundle.py), as Docker's daemon does for runc, and reads it back.
+(containers/ociconfig.py), as Docker's daemon does for runc, and reads it back.
 
 Before the fork the caller also gets the seccomp filter's BPF program (confine.filter_program), which
 PID 1 loads just before execve: compiling it inside would add its time to every start.

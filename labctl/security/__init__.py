@@ -21,5 +21,5 @@ capabilities, seccomp and devices packages) just before the container's command 
 It sits beside labctl.kernel: it imports the kernel's primitives and the standard library (libseccomp's
 Python binding only to compile a filter or check a profile file), never the layers above. *When* each
 piece is applied (the order is forced: each needs a privilege the next takes away) is the runtime's
-part: labctl/runtime/confine.py, called by PID 1 (runtime/pid1.py) and by `labctl exec`.
+part: labctl/runtime/confine.py, called by PID 1 (runtime/ociinit.py) and by `labctl exec`.
 """

@@ -28,7 +28,7 @@ so root inside would see its own /bin as nobody's. Two ways out:
 The user namespace for those mounts is made as containerd makes it: a child process unshares
 CLONE_NEWUSER and waits; its parent (host root) writes the child's uid_map and gid_map, opens
 /proc/CHILD/ns/user, then kills and reaps the child. The open descriptor keeps the namespace alive, and
-it is the container's too: PID 1 joins it with setns(2) (runtime/pid1.py), so the layers and the process
+it is the container's too: PID 1 joins it with setns(2) (runtime/ociinit.py), so the layers and the process
 see the very same maps.
 
 When PID 1 joins it is the lesson's other half. PID 1 does all its set-up as the host's root (the
