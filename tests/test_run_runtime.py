@@ -140,7 +140,8 @@ def test_labctl_runs_config_json_says_what_the_kernel_shows():
                      "busybox", "sleep", "60")
     assert started.returncode == 0, started.stderr
     try:
-        pid = json.loads(labctl("inspect", "cfgjson").stdout)[0]["state"]["pid"]
+        record = json.loads(labctl("inspect", "cfgjson").stdout)[0]["state"]
+        pid = record["pid"]
         doc = config_json_of("cfgjson")
         kinds = {n["type"] for n in doc["linux"]["namespaces"]}
         for ours, theirs in (("pid", "pid"), ("mnt", "mount"), ("uts", "uts"), ("ipc", "ipc"),
@@ -155,8 +156,8 @@ def test_labctl_runs_config_json_says_what_the_kernel_shows():
         assert status["Uid"].split()[0] == str(doc["process"]["user"]["uid"]) == "65534"
         assert status["Seccomp"].strip() == "2" and doc["linux"]["seccomp"]["syscalls"]
         assert doc["linux"]["resources"]["memory"]["limit"] == 48 << 20
-        memory_max = [os.path.join(d, f) for d in json.loads(labctl("inspect", "cfgjson").stdout)[0]["state"]["cgroup"]["dirs"].values()
-                      for f in ("memory.max", "memory.limit_in_bytes") if os.path.exists(os.path.join(d, f))]
-        assert memory_max and int(open(memory_max[0]).read()) == 48 << 20
+        limits = [os.path.join(d, f) for d in record["cgroup"]["dirs"].values()
+                  for f in ("memory.max", "memory.limit_in_bytes") if os.path.exists(os.path.join(d, f))]
+        assert limits and int(open(limits[0]).read()) == 48 << 20   # the kernel's own limit, as the file said
     finally:
         labctl("rm", "-f", "cfgjson")

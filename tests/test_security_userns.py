@@ -244,3 +244,18 @@ def test_doctor_names_a_missing_range_and_its_fix(tmp_path):
          "sh", str(subuid), sys.executable], capture_output=True, text=True, timeout=120)
     row = next(r for r in json.loads(result.stdout) if r["requirement"] == "userns remap")
     assert row["status"] == "warn" and "labctl:100000:65536" in row["fix"] and "/etc/subuid" in row["fix"]
+
+
+def test_what_pid1_creates_belongs_to_root_inside(names, start):
+    """--userns remap: PID 1 makes mount points, tmpfs roots and the working directory as the host's root,
+    before it joins the user namespace (runtime/ociinit.py, ocimounts.make_target); each must belong to
+    root inside, uid `start` on the host, or root inside could not write there. Judged by stat(2) from the
+    host, through /proc/PID/root, and by a write inside."""
+    name = names("made")
+    labctl_ok("run", "-d", "--name", name, "--userns", "remap", "-w", "/made/here", "--tmpfs", "/scratch",
+              "-v", "/tmp:/new/mount/point", "busybox", "sleep", "60")
+    pid = record(name).pid
+    for inside in ("/made/here", "/made", "/scratch", "/dev", "/new/mount", "/new"):
+        seen = os.stat(f"/proc/{pid}/root{inside}")
+        assert (seen.st_uid, seen.st_gid) == (start, start), inside
+    labctl_ok("exec", name, "sh", "-c", "touch /made/here/f /scratch/f /dev/f")

@@ -219,7 +219,8 @@ class Engine:
             code = await _handed_over(notify)
             if code is not None:
                 await asyncio.get_running_loop().run_in_executor(self.teardowns, _finish, container, code)
-                os.write(notify, b"done")
+                with contextlib.suppress(OSError):   # (a supervisor killed meanwhile: recorded all the same)
+                    os.write(notify, b"done")
             return code
         except Exception as exc:   # (the supervisor's own teardown is the fallback: see the docstring)
             logging.getLogger("labctl.daemon").warning("the exit of container %s not taken over: %s", container.name, exc)
